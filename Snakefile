@@ -1,0 +1,19 @@
+# talking-nerf-pipeline: raw talking-portrait videos -> ER-NeRF datasets -> audio-driven NeRFs ->
+# self-/cross-driven renders -> metrics -> comparison tables and an HTML report.
+# Run: snakemake --cores 2      (see README.md)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/preprocess.smk"
+
+
+rule all:
+    input:
+        ALL_TARGETS,
+    default_target: True

@@ -1,0 +1,129 @@
+"""Loading and validating ``config.yaml`` and the identities table.
+
+The same validation runs in the Snakefile at start-up and in every stage entry point, against
+``workflow/schemas/config.schema.yaml`` and ``workflow/schemas/identities.schema.yaml``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pipeline.common.errors import InputError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = PROJECT_ROOT / "workflow" / "schemas"
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def _load_schema(name: str) -> dict:
+    return yaml.safe_load((SCHEMA_DIR / name).read_text())
+
+
+def _fill_defaults(instance: Any, schema: dict) -> Any:
+    """Fill ``default`` values of object properties, recursively (jsonschema does not)."""
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key not in instance and sub.get("type") == "object" and "properties" in sub:
+            instance[key] = {}
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    return instance
+
+
+def validate_config(config: dict, source: str | Path = "config.yaml") -> dict:
+    """Validate a config dict against the schema and fill defaults (in place; also returned).
+
+    Raises:
+        InputError: naming ``source``, the offending key path and the reason.
+    """
+    schema = _load_schema("config.schema.yaml")
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise InputError(source, f"invalid config at '{where}': {err.message}")
+    return _fill_defaults(config, schema)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a YAML config file.
+
+    Raises:
+        InputError: file missing, not YAML, or not valid against the schema.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "config file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "config must be a mapping of keys to values")
+    return validate_config(data, path)
+
+
+def resolve_path(p: str | Path, root: Path = PROJECT_ROOT) -> Path:
+    """Absolute path: ``~`` expanded, relative paths taken from the project root."""
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (root / p)
+
+
+def load_identities(path: str | Path, root: Path = PROJECT_ROOT) -> list[dict]:
+    """Read the identities TSV (lines starting with ``#`` are comments).
+
+    Returns:
+        list of rows ``{"id", "video", "emotion", "notes"}`` in file order; ``video`` is kept as
+        written (resolve with :func:`resolve_path`).
+    Raises:
+        InputError: missing file, missing columns, invalid or duplicate ids.
+    """
+    path = resolve_path(path, root)
+    try:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    except FileNotFoundError:
+        raise InputError(path, "identities table not found") from None
+    reader = csv.DictReader(lines, delimiter="\t")
+    if reader.fieldnames is None or not {"id", "video"} <= set(reader.fieldnames):
+        raise InputError(path, "identities table needs tab-separated columns 'id' and 'video'")
+    schema = _load_schema("identities.schema.yaml")
+    rows, seen = [], set()
+    for lineno, row in enumerate(reader, start=2):
+        row = {k: (v.strip() if isinstance(v, str) and v.strip() else None) for k, v in row.items() if k}
+        try:
+            jsonschema.validate(row, schema)
+        except jsonschema.ValidationError as exc:
+            raise InputError(path, f"row {lineno - 1} ({row.get('id')!r}): {exc.message}") from None
+        if row["id"] in seen:
+            raise InputError(path, f"duplicate identity id {row['id']!r}")
+        seen.add(row["id"])
+        rows.append(row)
+    if not rows:
+        raise InputError(path, "identities table has no rows")
+    return rows
+
+
+def config_hash(section: Any) -> str:
+    """Stable sha256 (first 16 hex digits) of a config (sub)tree, for manifests."""
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def weights_dir(config: dict | None = None) -> Path:
+    """The weights cache folder: ``$TALKING_NERF_WEIGHTS``, else ``config['weights_dir']``."""
+    env = os.environ.get("TALKING_NERF_WEIGHTS")
+    if env:
+        return resolve_path(env)
+    return resolve_path((config or {}).get("weights_dir", "weights_cache"))

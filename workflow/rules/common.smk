@@ -1,0 +1,51 @@
+# Shared set-up: config validation, the identities table, wildcard constraints, helpers.
+import json
+import os
+import re
+import shlex
+import sys
+
+from snakemake.utils import validate
+
+from pipeline.common.config import load_identities, resolve_path, validate_config
+from pipeline.common.layout import AUDIO_FEATURE_FILES, SELF_DRIVEN_TEST
+
+
+# Schema validation (fills defaults too); a bad config stops here with the key path and reason.
+validate(config, "../schemas/config.schema.yaml")
+validate_config(config, "config.yaml")
+
+IDENTITIES = {row["id"]: row for row in load_identities(config["identities"])}
+
+# Rules call `python -m pipeline.<stage>`: make `python` the interpreter snakemake runs in (the
+# project's venv), also when .venv/bin/snakemake is called without activating the venv.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in sorted(names)) or "NO_MATCH^"
+
+
+wildcard_constraints:
+    identity=_alternation(IDENTITIES),
+
+
+DATA = "results/data/{identity}"
+LOGS = "results/logs"
+BENCH = "results/benchmarks"
+
+# Every .smk appends the final targets it contributes to `rule all`.
+ALL_TARGETS = []
+
+
+def cfg_arg(*keys):
+    """Shell-quoted JSON of a config sub-tree, passed to a stage as --cfg (params: reruns on change)."""
+    node = config
+    for k in keys:
+        node = node[k]
+    return shlex.quote(json.dumps(node, sort_keys=True))
+
+
+def identity_video(wildcards):
+    """Absolute path of an identity's raw video (from the identities table)."""
+    return str(resolve_path(IDENTITIES[wildcards.identity]["video"]))

@@ -1,0 +1,252 @@
+# Dataset builder: raw video -> ER-NeRF-compatible training set under results/data/{identity}/.
+# Each rule is one call into pipeline.preprocess.<stage>; the file names come from
+# pipeline/common/layout.py (documented there and in README "Dataset layout").
+
+
+rule probe:
+    input:
+        video=identity_video,
+    output:
+        probe=f"{DATA}/probe.json",
+    params:
+        cfg=cfg_arg("preprocess", "probe"),
+    log:
+        f"{LOGS}/probe/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/probe/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m pipeline.preprocess.probe --video {input.video:q} --out {output.probe:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule crop:
+    input:
+        video=identity_video,
+        probe=rules.probe.output.probe,
+    output:
+        video=f"{DATA}/{{identity}}.mp4",
+        audio=f"{DATA}/aud.wav",
+        track=f"{DATA}/crop.json",
+    params:
+        cfg=cfg_arg("preprocess", "crop"),
+    log:
+        f"{LOGS}/crop/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/crop/{{identity}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "python -m pipeline.preprocess.crop --video {input.video:q} --probe {input.probe:q}"
+        " --out-video {output.video:q} --out-audio {output.audio:q} --out-track {output.track:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule frames:
+    input:
+        video=rules.crop.output.video,
+    output:
+        frames=directory(f"{DATA}/ori_imgs"),
+    log:
+        f"{LOGS}/frames/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/frames/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m pipeline.preprocess.frames --video {input.video:q} --out {output.frames:q} 2> {log:q}"
+
+
+# Writes ori_imgs/{i}.lms next to the frames (ER-NeRF layout) before its declared outputs.
+rule landmarks:
+    input:
+        frames=rules.frames.output.frames,
+    output:
+        mesh=f"{DATA}/face_mesh.npy",
+        blendshapes=f"{DATA}/blendshapes.npy",
+        report=f"{DATA}/landmarks.json",
+    params:
+        cfg=cfg_arg("preprocess", "landmarks"),
+        weights=config["weights_dir"],
+    log:
+        f"{LOGS}/landmarks/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/landmarks/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.landmarks --frames {input.frames:q} --out-mesh {output.mesh:q}"
+        " --out-blendshapes {output.blendshapes:q} --out-report {output.report:q}"
+        " --weights-dir {params.weights:q} --cfg {params.cfg} 2> {log:q}"
+
+
+rule parsing:
+    input:
+        frames=rules.frames.output.frames,
+        mesh=rules.landmarks.output.mesh,
+    output:
+        parsing=directory(f"{DATA}/parsing"),
+    params:
+        cfg=cfg_arg("preprocess", "parsing"),
+        weights=config["weights_dir"],
+    log:
+        f"{LOGS}/parsing/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/parsing/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.parsing --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --out {output.parsing:q} --weights-dir {params.weights:q} --cfg {params.cfg} 2> {log:q}"
+
+
+rule background:
+    input:
+        frames=rules.frames.output.frames,
+        parsing=rules.parsing.output.parsing,
+    output:
+        bc=f"{DATA}/bc.jpg",
+        gt=directory(f"{DATA}/gt_imgs"),
+        torso=directory(f"{DATA}/torso_imgs"),
+    params:
+        cfg=cfg_arg("preprocess", "background"),
+    log:
+        f"{LOGS}/background/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/background/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.background --frames {input.frames:q} --parsing {input.parsing:q}"
+        " --out-bc {output.bc:q} --out-gt {output.gt:q} --out-torso {output.torso:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule tracking:
+    input:
+        frames=rules.frames.output.frames,
+        mesh=rules.landmarks.output.mesh,
+        blendshapes=rules.landmarks.output.blendshapes,
+        landmarks=rules.landmarks.output.report,
+    output:
+        params=f"{DATA}/track_params.pt",
+        train=f"{DATA}/transforms_train.json",
+        val=f"{DATA}/transforms_val.json",
+        report=f"{DATA}/tracking.json",
+    params:
+        cfg=cfg_arg("preprocess", "tracking"),
+    log:
+        f"{LOGS}/tracking/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/tracking/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.tracking --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --blendshapes {input.blendshapes:q} --out-params {output.params:q}"
+        " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule aus:
+    input:
+        video=rules.crop.output.video,
+        blendshapes=rules.landmarks.output.blendshapes,
+        landmarks=rules.landmarks.output.report,
+    output:
+        au=f"{DATA}/au.csv",
+        report=f"{DATA}/aus.json",
+    params:
+        cfg=cfg_arg("preprocess", "aus"),
+    log:
+        f"{LOGS}/aus/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/aus/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.aus --video {input.video:q} --blendshapes {input.blendshapes:q}"
+        " --landmarks {input.landmarks:q} --out {output.au:q} --out-report {output.report:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule audio_features:
+    input:
+        audio=rules.crop.output.audio,
+        track=rules.crop.output.track,
+    output:
+        features=[
+            f"{DATA}/{AUDIO_FEATURE_FILES[name]}"
+            for name in config["preprocess"]["audio"]["features"]
+        ],
+    params:
+        cfg=cfg_arg("preprocess", "audio"),
+        out_dir=DATA,
+    log:
+        f"{LOGS}/audio_features/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/audio_features/{{identity}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.audio_features --audio {input.audio:q} --track {input.track:q}"
+        " --out-dir {params.out_dir:q} --cfg {params.cfg} 2> {log:q}"
+
+
+rule dataset_manifest:
+    input:
+        probe=rules.probe.output.probe,
+        track=rules.crop.output.track,
+        frames=rules.frames.output.frames,
+        landmarks=rules.landmarks.output.report,
+        parsing=rules.parsing.output.parsing,
+        bc=rules.background.output.bc,
+        gt=rules.background.output.gt,
+        torso=rules.background.output.torso,
+        tracking=rules.tracking.output.report,
+        transforms=rules.tracking.output.train,
+        aus=rules.aus.output.report,
+        audio=rules.audio_features.output.features,
+        benchmarks=[
+            f"{BENCH}/{stage}/{{identity}}.tsv"
+            for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus", "audio_features")
+        ],
+    output:
+        manifest=f"{DATA}/manifest.json",
+    params:
+        cfg=cfg_arg("preprocess"),
+        data=DATA,
+        bench=BENCH,
+    log:
+        f"{LOGS}/dataset_manifest/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/dataset_manifest/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m pipeline.preprocess.manifest --data {params.data:q} --identity {wildcards.identity}"
+        " --bench {params.bench:q} --out {output.manifest:q} --cfg {params.cfg} 2> {log:q}"
+
+
+ALL_TARGETS.extend(expand(f"{DATA}/manifest.json", identity=IDENTITIES))
