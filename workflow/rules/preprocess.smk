@@ -10,6 +10,8 @@ rule probe:
         probe=f"{DATA}/probe.json",
     params:
         cfg=cfg_arg("preprocess", "probe"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/probe/{{identity}}.log",
     benchmark:
@@ -33,6 +35,8 @@ rule crop:
         track=f"{DATA}/crop.json",
     params:
         cfg=cfg_arg("preprocess", "crop"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/crop/{{identity}}.log",
     benchmark:
@@ -52,6 +56,8 @@ rule frames:
         video=rules.crop.output.video,
     output:
         frames=directory(f"{DATA}/ori_imgs"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/frames/{{identity}}.log",
     benchmark:
@@ -75,6 +81,8 @@ rule landmarks:
     params:
         cfg=cfg_arg("preprocess", "landmarks"),
         weights=config["weights_dir"],
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/landmarks/{{identity}}.log",
     benchmark:
@@ -98,6 +106,8 @@ rule parsing:
     params:
         cfg=cfg_arg("preprocess", "parsing"),
         weights=config["weights_dir"],
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/parsing/{{identity}}.log",
     benchmark:
@@ -121,6 +131,8 @@ rule background:
         torso=directory(f"{DATA}/torso_imgs"),
     params:
         cfg=cfg_arg("preprocess", "background"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/background/{{identity}}.log",
     benchmark:
@@ -148,6 +160,8 @@ rule tracking:
         report=f"{DATA}/tracking.json",
     params:
         cfg=cfg_arg("preprocess", "tracking"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/tracking/{{identity}}.log",
     benchmark:
@@ -173,6 +187,8 @@ rule aus:
         report=f"{DATA}/aus.json",
     params:
         cfg=cfg_arg("preprocess", "aus"),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/aus/{{identity}}.log",
     benchmark:
@@ -198,7 +214,9 @@ rule audio_features:
         ],
     params:
         cfg=cfg_arg("preprocess", "audio"),
-        out_dir=DATA,
+        out_dir=lambda wildcards, output: os.path.dirname(output.features[0]),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/audio_features/{{identity}}.log",
     benchmark:
@@ -234,8 +252,9 @@ rule dataset_manifest:
         manifest=f"{DATA}/manifest.json",
     params:
         cfg=cfg_arg("preprocess"),
-        data=DATA,
-        bench=BENCH,
+        data=lambda wildcards, output: os.path.dirname(output.manifest),
+    conda:
+        "../../envs/preprocess.yaml"
     log:
         f"{LOGS}/dataset_manifest/{{identity}}.log",
     benchmark:
@@ -246,7 +265,7 @@ rule dataset_manifest:
         runtime=10,
     shell:
         "python -m pipeline.preprocess.manifest --data {params.data:q} --identity {wildcards.identity}"
-        " --bench {params.bench:q} --out {output.manifest:q} --cfg {params.cfg} 2> {log:q}"
+        " --bench {input.benchmarks:q} --out {output.manifest:q} --cfg {params.cfg} 2> {log:q}"
 
 
 ALL_TARGETS.extend(expand(f"{DATA}/manifest.json", identity=IDENTITIES))
