@@ -17,6 +17,10 @@ validate_config(config, "config.yaml")
 
 IDENTITIES = {row["id"]: row for row in load_identities(config["identities"])}
 
+envvars:
+    "PATH",
+
+
 # Rules call `python -m pipeline.<stage>`: make `python` the interpreter snakemake runs in (the
 # project's venv), also when .venv/bin/snakemake is called without activating the venv.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
