@@ -1,0 +1,134 @@
+"""Training/model configurations of the registered methods (no torch import: the Snakefile reads
+:data:`METHOD_CONFIGS` at start-up to refuse unknown methods).
+
+Every field has a docstring; profiles (:mod:`pipeline.train.profiles`) and ``train.overrides``
+set fields by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from pipeline.common.errors import InputError
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by every method."""
+
+    method: str = ""
+    """registered method name (``rad_nerf``, ``er_nerf``)."""
+    profile: str = "quick"
+    """profile the values came from (``quick``, ``paper``, ``smoke``)."""
+    seed: int = 0
+    """seed of torch/numpy/python RNGs (fixed: reruns give the same model on the same device)."""
+    device: str = "auto"
+    """``auto`` (cuda when available), ``cpu`` or ``cuda``."""
+    audio_feature: str = "mel"
+    """dataset audio feature (``mel`` -> aud_mel.npy, ``wav2vec2``, ``hubert``, ``deepspeech``)."""
+    resolution: int = 512
+    """training/render image side in pixels (frames are resized; intrinsics scaled)."""
+    audio_dim: int = 32
+    """audio code size (AudioNet output)."""
+    audio_window: int = 8
+    """frames in the AudioAttNet smoothing window (W of FrameInput.audio)."""
+    levels: int = 16
+    """hash-grid levels L."""
+    features: int = 2
+    """features per level F."""
+    log2_hashmap: int = 19
+    """log2 of the hash table size T per level."""
+    max_resolution: int = 2048
+    """finest hash-grid resolution N_max (RAD-NeRF: 2048 * bound)."""
+    hidden: int = 64
+    """hidden width of the density/colour/attention MLPs."""
+    n_samples: int = 128
+    """samples per ray between near and far (before occupancy skipping)."""
+    head_box: float = 1.4
+    """head box half-size as a multiple of half the largest head extent (from parsing)."""
+    occ_resolution: int = 128
+    """occupancy-grid cells per side."""
+    occ_update_every: int = 16
+    """steps between occupancy-grid updates."""
+    occ_warmup: int = 256
+    """steps before the first occupancy-grid update (all cells occupied until then)."""
+    occ_conditions: int = 4
+    """audio/eye conditions (random training frames) whose maximum density is kept per cell."""
+    torso_levels: int = 16
+    """torso 2D hash-grid levels."""
+    torso_resolution: int = 2048
+    """finest torso 2D grid resolution."""
+    rays_per_step: int = 4096
+    """rays per training step (one frame per step)."""
+    lr_grid: float = 1e-2
+    """Adam learning rate of the hash tables (torch-ngp)."""
+    lr_net: float = 1e-3
+    """Adam learning rate of the MLPs and audio networks."""
+    lr_final: float = 0.1
+    """learning-rate factor reached at the end of a stage (exponential decay)."""
+    head_steps: int = 200000
+    """head stage steps (RAD-NeRF: 200k)."""
+    lips_steps: int = 50000
+    """lips fine-tuning steps (RAD-NeRF: 50k)."""
+    torso_steps: int = 200000
+    """torso stage steps (RAD-NeRF: 200k)."""
+    lips_patch: int = 64
+    """side in pixels of the mouth patch rendered in the lips stage."""
+    lambda_lpips: float = 0.01
+    """weight of the LPIPS patch loss in the lips stage (skipped when the AlexNet weights are missing)."""
+    lambda_torso_alpha: float = 0.1
+    """weight of the torso alpha loss (torso_imgs alpha) in the torso stage."""
+    checkpoint_every: int = 1000
+    """steps between resume checkpoints (plus one at the end of each stage)."""
+    log_every: int = 1
+    """steps between rows of the per-step CSV log."""
+    val_frames: int = 0
+    """validation frames rendered for the reported PSNR (0: all of transforms_val.json)."""
+    lambda_amb: float = 1e-4
+    """weight of the method's ambient/attention regulariser."""
+
+
+@dataclass
+class RadNeRFConfig(TrainConfig):
+    """RAD-NeRF (Tang et al. 2022): 3D hash grid + 2D audio-coordinate grid."""
+
+    method: str = "rad_nerf"
+    """registered method name."""
+    ambient_dim: int = 2
+    """dimension of the audio coordinate (RAD-NeRF: 2)."""
+    ambient_resolution: int = 256
+    """finest resolution of the audio-coordinate hash grid."""
+
+
+@dataclass
+class ERNeRFConfig(TrainConfig):
+    """ER-NeRF (Li et al. 2023): tri-plane hash grid + region attention."""
+
+    method: str = "er_nerf"
+    """registered method name."""
+
+
+#: registry of method name -> config class
+METHOD_CONFIGS: dict[str, type[TrainConfig]] = {"rad_nerf": RadNeRFConfig, "er_nerf": ERNeRFConfig}
+
+
+def check_method(name: str, source: str = "config.yaml") -> type[TrainConfig]:
+    """Config class of ``name``. Raises InputError naming ``source`` for an unknown method."""
+    if name not in METHOD_CONFIGS:
+        raise InputError(source, f"unknown method {name!r} in train.methods (registered: {', '.join(METHOD_CONFIGS)})")
+    return METHOD_CONFIGS[name]
+
+
+def make_config(method: str, values: dict | None = None, source: str = "config.yaml") -> TrainConfig:
+    """Build a method config from ``values`` (unknown keys raise InputError naming ``source``)."""
+    cls = check_method(method, source)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values or {})
+    bad = sorted(set(values) - names)
+    if bad:
+        raise InputError(source, f"unknown training option(s) {', '.join(bad)} for {method}")
+    values["method"] = method
+    return cls(**values)
+
+
+__all__ = ["TrainConfig", "RadNeRFConfig", "ERNeRFConfig", "METHOD_CONFIGS", "check_method", "make_config"]

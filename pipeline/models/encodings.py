@@ -1,0 +1,198 @@
+"""Input encodings: multiresolution hash grid (Instant-NGP), tri-plane hash grid (ER-NeRF),
+spherical-harmonics direction encoding.
+
+The pure-PyTorch hash grid follows the indexing of tiny-cuda-nn / torch-ngp's ``gridencoder``
+exactly (level scale, +0.5 offset, dense levels while they fit, coherent prime hash, table sizes
+rounded up to a multiple of 8), so its parameters can be copied into a tinycudann encoding and
+back. :func:`make_hash_grid` returns the tinycudann backend when ``tinycudann`` is importable
+and the module lives on CUDA, else the PyTorch one (same interface: [B, D] in [0, 1] ->
+[B, L*F]).
+
+Source: Müller et al. 2022, "Instant Neural Graphics Primitives with a Multiresolution Hash
+Encoding", Sec. 3 (Eq. 3-4); Li et al. 2023 "ER-NeRF" Sec. 3.2 (tri-plane hash representation).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+#: primes of the coherent spatial hash (tiny-cuda-nn ``coherent_prime_hash``; the first is 1)
+HASH_PRIMES = (1, 2654435761, 805459861, 3674653429)
+
+
+def level_geometry(n_levels: int, base_resolution: int, per_level_scale: float,
+                   log2_hashmap_size: int, n_dims: int) -> tuple[list[float], list[int], list[int]]:
+    """Per-level scale, resolution and table size, as tiny-cuda-nn computes them.
+
+    Returns:
+        ``scales`` (``base * s**l - 1``), ``resolutions`` (``ceil(scale) + 1``) and ``sizes``
+        (``min(ceil8(resolution**D), 2**log2_hashmap_size)``), each of length ``n_levels``.
+    """
+    scales, res, sizes = [], [], []
+    for lvl in range(n_levels):
+        scale = math.exp2(lvl * math.log2(per_level_scale)) * base_resolution - 1.0
+        r = int(math.ceil(scale)) + 1
+        dense = r ** n_dims
+        dense = (dense + 7) // 8 * 8
+        scales.append(scale)
+        res.append(r)
+        sizes.append(min(dense, 1 << log2_hashmap_size))
+    return scales, res, sizes
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding, pure PyTorch, vectorised over levels and batch.
+
+    Args:
+        n_dims: input dimension D (2 or 3).
+        n_levels: L, number of levels.
+        n_features: F, features per level.
+        log2_hashmap_size: log2 of the largest table size T.
+        base_resolution: coarsest resolution N_min.
+        desired_resolution: finest resolution N_max (sets the per-level scale
+            ``exp(ln(N_max/N_min)/(L-1))``, Instant-NGP Eq. 3).
+    Input ``x``: [B, D] in [0, 1] (clamped). Output: [B, L*F] float32, level-major.
+    """
+
+    def __init__(self, n_dims: int, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
+                 base_resolution: int = 16, desired_resolution: int = 2048):
+        super().__init__()
+        if n_dims > len(HASH_PRIMES):
+            raise ValueError(f"hash grid supports at most {len(HASH_PRIMES)} input dims, got {n_dims}")
+        self.n_dims, self.n_levels, self.n_features = n_dims, n_levels, n_features
+        self.log2_hashmap_size, self.base_resolution = log2_hashmap_size, base_resolution
+        self.per_level_scale = (math.exp(math.log(desired_resolution / base_resolution) / (n_levels - 1))
+                                if n_levels > 1 else 1.0)
+        scales, res, sizes = level_geometry(n_levels, base_resolution, self.per_level_scale,
+                                            log2_hashmap_size, n_dims)
+        offsets = [0]
+        for s in sizes:
+            offsets.append(offsets[-1] + s)
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("resolutions", torch.tensor(res, dtype=torch.int64), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
+        # dense while resolution**D fits in the level's table (tcnn: stride <= hashmap_size)
+        self.register_buffer("dense", torch.tensor([r ** n_dims <= s for r, s in zip(res, sizes)]),
+                             persistent=False)
+        self.register_buffer("primes", torch.tensor(HASH_PRIMES[:n_dims], dtype=torch.int64), persistent=False)
+        corners = torch.tensor([[(c >> d) & 1 for d in range(n_dims)] for c in range(1 << n_dims)],
+                               dtype=torch.int64)
+        self.register_buffer("corners", corners, persistent=False)  # [2^D, D]
+        self.embeddings = nn.Parameter(torch.empty(offsets[-1], n_features).uniform_(-1e-4, 1e-4))
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.n_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x = x.clamp(0.0, 1.0)
+        pos = x[:, None, :] * self.scales[None, :, None] + 0.5          # [B, L, D]
+        grid = torch.floor(pos)
+        frac = pos - grid
+        grid = grid.long()
+        res = self.resolutions[None, :, None]                            # [1, L, 1]
+        strides = torch.cumprod(torch.cat([torch.ones_like(res), res.expand(-1, -1, self.n_dims - 1)], -1), -1)
+        out = x.new_zeros(b, self.n_levels, self.n_features)
+        for c in self.corners:                                           # 2^D corners
+            cg = grid + c                                                # [B, L, D]
+            w = torch.where(c.bool(), frac, 1.0 - frac).prod(-1)         # [B, L]
+            dense_idx = (cg * strides).sum(-1)
+            hashed = cg[..., 0] * self.primes[0]
+            for d in range(1, self.n_dims):
+                hashed = hashed ^ (cg[..., d] * self.primes[d])
+            hashed = hashed & 0xFFFFFFFF                                 # uint32 arithmetic
+            idx = torch.where(self.dense[None, :], dense_idx, hashed) % self.sizes[None, :]
+            feats = self.embeddings[(idx + self.offsets[None, :]).reshape(-1)].view(b, self.n_levels, -1)
+            out = out + w[..., None] * feats
+        return out.reshape(b, -1)
+
+
+class TcnnHashGrid(nn.Module):
+    """The same encoding with tiny-cuda-nn's fused CUDA kernel (``HashGrid`` interface).
+
+    Parameters are laid out like :class:`HashGrid.embeddings` (levels concatenated, [size, F]),
+    so ``tcnn.params.view(-1, F)`` equals ``HashGrid.embeddings`` for the same settings.
+    """
+
+    def __init__(self, n_dims: int, n_levels: int = 16, n_features: int = 2, log2_hashmap_size: int = 19,
+                 base_resolution: int = 16, desired_resolution: int = 2048):
+        super().__init__()
+        import tinycudann as tcnn  # noqa: PLC0415 (optional backend)
+
+        self.n_dims, self.n_levels, self.n_features = n_dims, n_levels, n_features
+        self.per_level_scale = (math.exp(math.log(desired_resolution / base_resolution) / (n_levels - 1))
+                                if n_levels > 1 else 1.0)
+        self.enc = tcnn.Encoding(n_input_dims=n_dims, encoding_config={
+            "otype": "HashGrid", "n_levels": n_levels, "n_features_per_level": n_features,
+            "log2_hashmap_size": log2_hashmap_size, "base_resolution": base_resolution,
+            "per_level_scale": self.per_level_scale}, dtype=torch.float32)
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.n_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x.clamp(0.0, 1.0).contiguous()).float()
+
+
+def tcnn_available() -> bool:
+    """True when tinycudann imports and CUDA is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401, PLC0415
+    except Exception:  # noqa: BLE001 (any import failure means: not usable)
+        return False
+    return True
+
+
+def make_hash_grid(n_dims: int, backend: str = "auto", **kw) -> nn.Module:
+    """A hash grid: tinycudann when ``backend`` is ``auto`` and :func:`tcnn_available`, or
+    ``tcnn``; else the PyTorch :class:`HashGrid`. Keyword arguments as :class:`HashGrid`."""
+    if backend == "tcnn" or (backend == "auto" and tcnn_available()):
+        return TcnnHashGrid(n_dims, **kw)
+    return HashGrid(n_dims, **kw)
+
+
+class TriPlaneHashGrid(nn.Module):
+    """Tri-plane hash encoding (ER-NeRF Sec. 3.2): three 2D hash grids on the xy, yz and xz
+    planes; the features are concatenated.
+
+    Input ``x``: [B, 3] in [0, 1]. Output: [B, 3*L*F].
+    """
+
+    PLANES = ((0, 1), (1, 2), (0, 2))
+
+    def __init__(self, backend: str = "auto", **kw):
+        super().__init__()
+        self.grids = nn.ModuleList([make_hash_grid(2, backend, **kw) for _ in self.PLANES])
+
+    @property
+    def output_dim(self) -> int:
+        return sum(g.output_dim for g in self.grids)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g(x[:, list(p)]) for g, p in zip(self.grids, self.PLANES)], -1)
+
+
+class SHEncoding(nn.Module):
+    """Real spherical harmonics of a unit direction up to degree 2 (9 values), the view-direction
+    encoding of Instant-NGP/torch-ngp (constants from tcnn's ``SphericalHarmonics``).
+
+    Input: [B, 3] unit vectors. Output: [B, 9].
+    """
+
+    output_dim = 9
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        x, y, z = d.unbind(-1)
+        return torch.stack([
+            torch.full_like(x, 0.28209479177387814),
+            -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+            1.0925484305920792 * x * y, -1.0925484305920792 * y * z,
+            0.94617469575755997 * z * z - 0.31539156525251999,
+            -1.0925484305920792 * x * z, 0.54627421529603959 * (x * x - y * y)], -1)

@@ -1,0 +1,99 @@
+"""The per-identity talking-head model: audio encoder + head field (RAD-NeRF or ER-NeRF) + torso +
+occupancy grid, with the rendering of rays, patches and full frames.
+
+``meta`` (stored in checkpoints): ``H``, ``W``, ``focal``, ``cx``, ``cy`` (pixels at the training
+resolution), ``scene_scale`` (world units of transforms_*.json -> scene units), ``bound`` (head box
+half-size in scene units, 1.0), ``audio_feature``, ``audio_window``, ``audio_shape`` ([T, C] of one
+feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.models.audio import AudioEncoder
+from pipeline.models.configs import TrainConfig
+from pipeline.models.nerf import ERNeRFField, OccupancyGrid, RadNeRFField, TorsoField, get_rays, render_rays
+
+FIELDS = {"rad_nerf": RadNeRFField, "er_nerf": ERNeRFField}
+
+
+def eye_value(au45: float | torch.Tensor) -> torch.Tensor:
+    """AU45_r intensity (0..5) -> eye input in [0, 1] (RAD-NeRF: clip to [0, 2], divide by 2)."""
+    return torch.as_tensor(au45, dtype=torch.float32).clamp(0.0, 2.0).reshape(1) / 2.0
+
+
+class TalkingHeadModel(nn.Module):
+    """Audio-driven head NeRF + torso of one identity.
+
+    Args:
+        cfg: method config (:class:`pipeline.models.configs.TrainConfig` subclass).
+        meta: see module docstring (needs ``audio_shape``).
+    """
+
+    def __init__(self, cfg: TrainConfig, meta: dict):
+        super().__init__()
+        self.cfg, self.meta = cfg, meta
+        self.bound = float(meta.get("bound", 1.0))
+        self.audio = AudioEncoder(meta["audio_shape"][-1], cfg.audio_dim, cfg.audio_window)
+        self.head = FIELDS[cfg.method](cfg, cfg.audio_dim)
+        self.torso = TorsoField(cfg)
+        self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
+
+    # ---------------------------------------------------------------- conditioning
+    def audio_code(self, win: torch.Tensor) -> torch.Tensor:
+        """[W, T, C] audio window -> [audio_dim] code."""
+        return self.audio(win)
+
+    def scene_pose(self, c2w: torch.Tensor) -> torch.Tensor:
+        """transforms_*.json c2w [4,4] -> scene units (translation scaled by ``scene_scale``)."""
+        c2w = c2w.clone().float()
+        c2w[:3, 3] = c2w[:3, 3] * float(self.meta["scene_scale"])
+        return c2w
+
+    # ---------------------------------------------------------------- rendering
+    def render_head_rays(self, c2w: torch.Tensor, pix: torch.Tensor, aud: torch.Tensor, eye: torch.Tensor,
+                         perturb: bool = True, occ: bool = True) -> dict:
+        """Head rays for pixels ``pix`` [R, 2] (row, col) of a camera ``c2w`` (scene units).
+
+        Returns the dict of :func:`pipeline.models.nerf.render_rays` (``rgb`` premultiplied)."""
+        m = self.meta
+        o, d = get_rays(c2w, m["focal"], m["cx"], m["cy"], pix)
+        return render_rays(lambda x, dd: self.head(x, dd, aud, eye), o, d, self.bound, self.cfg.n_samples,
+                           self.occ if occ else None, perturb=perturb)
+
+    def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor):
+        """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
+        pose ``c2w`` (scene units)."""
+        H, W = self.meta["H"], self.meta["W"]
+        xy = torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
+        return self.torso(xy, c2w[:3, :4].reshape(-1))
+
+    @torch.no_grad()
+    def render_frame(self, c2w: torch.Tensor, aud: torch.Tensor, eye: torch.Tensor, bg: torch.Tensor,
+                     torso: bool = True, chunk: int = 8192) -> dict:
+        """A full frame (rays in chunks). ``c2w`` in scene units, ``bg`` [H, W, 3] in [0, 1].
+
+        Returns ``rgb`` [H,W,3], ``head_alpha`` [H,W], ``torso_alpha`` [H,W], ``head_rgb`` [H,W,3]
+        (un-premultiplied head colour).
+        """
+        H, W = self.meta["H"], self.meta["W"]
+        dev = bg.device
+        rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+        pix = torch.stack([rr, cc], -1).reshape(-1, 2)
+        rgb_h = torch.zeros(H * W, 3, device=dev)
+        a_h = torch.zeros(H * W, device=dev)
+        for s in range(0, pix.shape[0], chunk):
+            out = self.render_head_rays(c2w, pix[s:s + chunk], aud, eye, perturb=False)
+            rgb_h[s:s + chunk], a_h[s:s + chunk] = out["rgb"], out["alpha"]
+        bgf = bg.reshape(-1, 3)
+        if torso:
+            t_rgb, t_a, _ = self.render_torso_pix(pix, c2w)
+            under = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * bgf
+        else:
+            t_a = torch.zeros_like(a_h)
+            under = bgf
+        rgb = rgb_h + (1 - a_h[:, None]) * under
+        head_rgb = rgb_h / a_h.clamp(min=1e-6)[:, None]
+        return {"rgb": rgb.clamp(0, 1).view(H, W, 3), "head_alpha": a_h.clamp(0, 1).view(H, W),
+                "torso_alpha": t_a.view(H, W), "head_rgb": head_rgb.clamp(0, 1).view(H, W, 3)}
