@@ -1,0 +1,629 @@
+"""Head-pose tracking: per-frame head rotation/translation in a fixed camera, focal length, expressions.
+
+Method (a rigid-template replacement for AD-NeRF / ER-NeRF ``data_utils/face_tracking/face_tracker.py``,
+which fits a Basel Face Model to 68 landmarks):
+
+1. **Rigid template.** MediaPipe's canonical face model (468 vertices, centimetres, +x to the
+   subject's left = image right when frontal, +y up, +z out of the face towards the camera) is read
+   from the ``geometry_pipeline_metadata_landmarks.binarypb`` inside
+   ``resources/models/face_landmarker.task``. It is made person-specific: every frame's MediaPipe
+   mesh (x, y pixels, z relative depth in pixels) is similarity-aligned (Umeyama) to the canonical
+   model on the 33 stable "Procrustes basis" landmarks MediaPipe itself uses for head pose (forehead,
+   nose bridge, eye corners, cheek bones, face contour; no lips, no jaw tip), and the aligned meshes
+   are averaged. The template keeps the canonical model's metric scale.
+2. **Focal length from the whole clip.** For every focal ``f`` of ``focal_search`` (``start..stop``
+   inclusive, ``step``; pixels at the crop size) and up to 120 frames spread over the clip, the pose is
+   solved with ``cv2.solvePnP`` (SQPnP, principal point at the image centre as the anchors) and the
+   mean landmark reprojection error is recorded; the template is then re-estimated once from the
+   back-projected landmarks (a rigid structure-from-motion step, so the template's depth follows the
+   focal) and the poses solved again. The focal with the smallest error wins (as the anchors: the
+   focal "that minimises landmark loss"); a parabola through the three grid errors around the
+   minimum refines it inside the step.
+3. **Per-frame poses** for all frames at that focal, temporally smoothed by a centred moving average
+   of ``smooth_window`` frames on the Euler angles and translations.
+4. **Expressions**: ``exp`` = the 52 MediaPipe blendshape scores per frame (the Basel Face Model
+   expression fit of the anchors needs the BFM, which cannot be shipped: not supported in this build).
+
+Conventions (``track_params.pt`` follows AD-NeRF's ``face_tracker.py`` so that its
+``save_transforms`` would give the same ``transforms_*.json``):
+
+* camera coordinates are OpenGL's: +x right, +y up, the camera looks down -z; a head point ``p``
+  (template coordinates) maps to ``p_cam = R(euler) p + trans`` and projects to
+  ``u = -f x/z + cx``, ``v = f y/z + cy`` (AD-NeRF ``proj_pts``);
+* ``R(euler) = Rx(theta) Ry'(phi) Rz(psi)`` exactly as AD-NeRF ``euler2rot`` (see :func:`euler2rot`);
+* ``trans`` is in decimetres (the anchors' 3DMM units, ``trans_z`` about -7); ``transform_matrix``
+  is the camera-to-world matrix ``[[R^T, -R^T trans/10], [0, 1]]`` in metres (ER-NeRF
+  ``process.py`` divides by 10), the head is the world.
+
+Outputs: ``track_params.pt`` (see :func:`save_track_params` for the keys), ``transforms_train.json``
+and ``transforms_val.json`` (ER-NeRF schema plus extra keys, see :func:`transforms_dicts`), and
+``tracking.json`` (focal, reprojection error, focal search curve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.common.config import PROJECT_ROOT
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_path, atomic_write_json, read_json
+from pipeline.common.log import run_main, setup_logging
+
+log = logging.getLogger("pipeline.preprocess.tracking")
+
+FACE_LANDMARKER_TASK = PROJECT_ROOT / "resources" / "models" / "face_landmarker.task"
+#: OpenCV camera (x right, y down, z forward) -> OpenGL camera (x right, y up, z backward)
+CV_TO_GL = np.diag([1.0, -1.0, -1.0])
+#: frames used in the focal search (evenly spread over the clip)
+FOCAL_SEARCH_FRAMES = 120
+#: template re-estimations (rigid structure-from-motion steps) per candidate focal
+REFINE_STEPS = 3
+CONVENTION = {
+    "camera": "OpenGL (x right, y up, looking down -z); AD-NeRF proj_pts: u = -f*x/z + cx, v = f*y/z + cy",
+    "transform_matrix": "camera-to-world 4x4; world = head (template) frame; ER-NeRF process.py save_transforms",
+    "head_frame": "MediaPipe canonical face: +x subject's left (image right), +y up, +z out of the face",
+    "euler": "radians, R = Rx(theta) Ry'(phi) Rz(psi) as AD-NeRF util.euler2rot",
+    "translation_units": "transform_matrix: metres; track_params.pt trans: decimetres (= transform / 10 as AD-NeRF)",
+}
+
+
+@dataclass
+class TrackingConfig:
+    """Configuration of the tracking stage (config ``preprocess.tracking``)."""
+
+    focal_search: tuple[float, float, float] = (600.0, 2400.0, 100.0)
+    """Focal search grid ``[start, stop, step]`` in pixels at the crop size; ``stop`` inclusive."""
+    smooth_window: int = 5
+    """Centred moving-average window over the per-frame poses (frames; 1 = no smoothing)."""
+    val_fraction: float = 1.0 / 11.0
+    """Fraction of the frames, taken from the end of the clip, that form the validation split."""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrackingConfig":
+        cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        cfg.focal_search = tuple(float(x) for x in cfg.focal_search)
+        return cfg
+
+    def focals(self) -> np.ndarray:
+        """The candidate focal lengths (pixels); raises ValueError on an empty range."""
+        start, stop, step = self.focal_search
+        if step <= 0 or stop < start:
+            raise ValueError(f"focal_search {list(self.focal_search)}: need start <= stop and step > 0")
+        return np.arange(start, stop + step * 0.5, step)
+
+
+@dataclass
+class CanonicalFace:
+    """MediaPipe's canonical face model.
+
+    Attributes:
+        vertices: float64 [468, 3], centimetres, +x subject's left, +y up, +z out of the face.
+        basis_ids: int [33], the landmark ids MediaPipe uses for rigid (Procrustes) head pose.
+        basis_weights: float [33], their weights in MediaPipe's geometry pipeline.
+    """
+
+    vertices: np.ndarray
+    basis_ids: np.ndarray
+    basis_weights: np.ndarray
+
+
+def load_canonical_face(task_path: str | Path = FACE_LANDMARKER_TASK) -> CanonicalFace:
+    """Read the canonical face model from a MediaPipe ``face_landmarker.task`` bundle.
+
+    Raises:
+        InputError: the bundle is missing or has no geometry pipeline metadata.
+    """
+    from mediapipe.tasks.cc.vision.face_geometry.proto import geometry_pipeline_metadata_pb2 as gpm
+
+    task_path = Path(task_path)
+    try:
+        with zipfile.ZipFile(task_path) as zf:
+            blob = zf.read("geometry_pipeline_metadata_landmarks.binarypb")
+    except FileNotFoundError:
+        raise InputError(task_path, "MediaPipe face landmarker bundle not found") from None
+    except (KeyError, zipfile.BadZipFile):
+        raise InputError(task_path, "not a face_landmarker.task bundle with geometry metadata") from None
+    meta = gpm.GeometryPipelineMetadata()
+    meta.ParseFromString(blob)
+    vb = np.asarray(meta.canonical_mesh.vertex_buffer, dtype=np.float64).reshape(-1, 5)
+    ids = np.array([p.landmark_id for p in meta.procrustes_landmark_basis], dtype=np.int64)
+    w = np.array([p.weight for p in meta.procrustes_landmark_basis], dtype=np.float64)
+    return CanonicalFace(vertices=vb[:, :3].copy(), basis_ids=ids, basis_weights=w)
+
+
+# --------------------------------------------------------------------------------------------
+# Rotations (AD-NeRF conventions)
+
+def euler2rot(euler: np.ndarray) -> np.ndarray:
+    """Rotation matrices from Euler angles, AD-NeRF ``face_tracking/util.py: euler2rot``.
+
+    ``R = Rx(theta) @ Ry'(phi) @ Rz(psi)`` with ``Rx = [[1,0,0],[0,c,-s],[0,s,c]]``,
+    ``Ry' = [[c,0,-s],[0,1,0],[s,0,c]]`` and ``Rz = [[c,-s,0],[s,c,0],[0,0,1]]``.
+
+    Args:
+        euler: [N, 3] (theta, phi, psi) in radians.
+    Returns:
+        [N, 3, 3] float64.
+    """
+    e = np.asarray(euler, dtype=np.float64).reshape(-1, 3)
+    n = len(e)
+    ct, st = np.cos(e[:, 0]), np.sin(e[:, 0])
+    cp, sp = np.cos(e[:, 1]), np.sin(e[:, 1])
+    cs, ss = np.cos(e[:, 2]), np.sin(e[:, 2])
+    one, zero = np.ones(n), np.zeros(n)
+    rx = np.stack([one, zero, zero, zero, ct, -st, zero, st, ct], -1).reshape(n, 3, 3)
+    ry = np.stack([cp, zero, -sp, zero, one, zero, sp, zero, cp], -1).reshape(n, 3, 3)
+    rz = np.stack([cs, -ss, zero, ss, cs, zero, zero, zero, one], -1).reshape(n, 3, 3)
+    return rx @ ry @ rz
+
+
+def rot2euler(rot: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`euler2rot` for ``|phi| < pi/2``.
+
+    Args:
+        rot: [N, 3, 3] rotation matrices.
+    Returns:
+        [N, 3] (theta, phi, psi) radians.
+    """
+    r = np.asarray(rot, dtype=np.float64).reshape(-1, 3, 3)
+    phi = np.arcsin(np.clip(-r[:, 0, 2], -1.0, 1.0))
+    psi = np.arctan2(-r[:, 0, 1], r[:, 0, 0])
+    theta = np.arctan2(-r[:, 1, 2], r[:, 2, 2])
+    return np.stack([theta, phi, psi], -1)
+
+
+def project_gl(points: np.ndarray, rot: np.ndarray, trans: np.ndarray, focal: float,
+               cx: float, cy: float) -> np.ndarray:
+    """Project head-frame points with OpenGL-convention poses (AD-NeRF ``proj_pts``).
+
+    Args:
+        points: [K, 3] head-frame points (any length unit, same as ``trans``).
+        rot: [N, 3, 3]; trans: [N, 3] (``p_cam = rot @ p + trans``, ``p_cam.z < 0`` in front).
+        focal, cx, cy: pixels.
+    Returns:
+        [N, K, 2] pixel coordinates (x right, y down).
+    """
+    cam = np.einsum("nij,kj->nki", rot, points) + trans[:, None, :]
+    u = -focal * cam[..., 0] / cam[..., 2] + cx
+    v = focal * cam[..., 1] / cam[..., 2] + cy
+    return np.stack([u, v], -1)
+
+
+# --------------------------------------------------------------------------------------------
+# Template and pose estimation
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity ``dst ~ s R src + t`` (Umeyama 1991, eq. 40-42).
+
+    Args:
+        src, dst: [K, 3] corresponding points.
+    Returns:
+        (s, R [3, 3], t [3]).
+    """
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    a, b = src - mu_s, dst - mu_d
+    cov = b.T @ a / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    sign = np.eye(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2, 2] = -1
+    r = u @ sign @ vt
+    s = np.trace(np.diag(d) @ sign) / a.var(0).sum()
+    return float(s), r, mu_d - s * r @ mu_s
+
+
+def person_template(mesh: np.ndarray, canonical: CanonicalFace, frames: np.ndarray | None = None) -> np.ndarray:
+    """Person-specific rigid template from MediaPipe meshes (mean of the canonical-aligned meshes).
+
+    Args:
+        mesh: [N, >=468, 3] MediaPipe mesh, x/y pixels (y down), z pixels (smaller = nearer).
+        canonical: the canonical face (gives the frame, the metric scale and the alignment ids).
+        frames: optional subset of frame indices to average.
+    Returns:
+        [468, 3] float64 template in the canonical frame, centimetres.
+    """
+    idx = np.arange(len(mesh)) if frames is None else np.asarray(frames)
+    ids = canonical.basis_ids
+    acc = np.zeros((468, 3))
+    for i in idx:
+        pts = mesh[i, :468].astype(np.float64) * np.array([1.0, -1.0, -1.0])  # -> y up, z to camera
+        s, r, t = umeyama(pts[ids], canonical.vertices[ids])
+        acc += s * pts @ r.T + t
+    return acc / len(idx)
+
+
+def _pnp(obj: np.ndarray, img: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:  # pragma: no cover - SQPnP always returns a solution for >= 3 points
+        ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_EPNP)
+    rvec, tvec = cv2.solvePnPRefineLM(obj, img, k, None, rvec, tvec)
+    return cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+
+
+def solve_poses(lms: np.ndarray, template: np.ndarray, focal: float, cx: float, cy: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame rigid pose by PnP (OpenCV camera convention).
+
+    Args:
+        lms: [N, K, 2] observed landmarks (pixels).
+        template: [K, 3] head-frame points (centimetres).
+        focal, cx, cy: pinhole intrinsics (pixels).
+    Returns:
+        (rot_cv [N, 3, 3], trans_cv [N, 3] centimetres, err [N] mean reprojection error in pixels),
+        with ``p_cv = rot_cv @ p + trans_cv``.
+    """
+    k = np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1]], dtype=np.float64)
+    obj = np.ascontiguousarray(template, dtype=np.float64)
+    rots, ts = np.empty((len(lms), 3, 3)), np.empty((len(lms), 3))
+    for i, img in enumerate(lms):
+        rots[i], ts[i] = _pnp(obj, np.ascontiguousarray(img, dtype=np.float64), k)
+    proj = project_gl(obj, CV_TO_GL @ rots, ts @ CV_TO_GL, focal, cx, cy)
+    err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
+    return rots, ts, err
+
+
+def refine_template(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: np.ndarray,
+                    focal: float, cx: float, cy: float) -> np.ndarray:
+    """One rigid structure-from-motion step: back-project the landmarks at the template's depth in
+    each frame and average them in the head frame.
+
+    Args:
+        lms: [N, K, 2] pixels; template: [K, 3] cm; rots/ts: OpenCV poses from :func:`solve_poses`.
+    Returns:
+        [K, 3] refined template (cm), re-centred on the old template's mean.
+    """
+    cam = np.einsum("nij,kj->nki", rots, template) + ts[:, None, :]
+    z = cam[..., 2:3]
+    ray = np.concatenate([(lms[..., :1] - cx) / focal, (lms[..., 1:2] - cy) / focal, np.ones_like(z)], -1)
+    back = np.einsum("nji,nkj->nki", rots, ray * z - ts[:, None, :])  # R^T (p - t)
+    new = back.mean(0)
+    return new - new.mean(0) + template.mean(0)
+
+
+def fit_focal(lms: np.ndarray, template: np.ndarray, focals: np.ndarray, cx: float, cy: float,
+              refine: int = REFINE_STEPS) -> tuple[float, np.ndarray]:
+    """Choose the focal length that minimises the mean landmark reprojection error over frames.
+
+    Args:
+        lms: [N, K, 2] landmarks of the frames used for the search (pixels).
+        template: [K, 3] initial rigid template (cm).
+        focals: [F] candidate focal lengths (pixels), evenly spaced.
+        refine: number of template re-estimations per focal (see :func:`refine_template`).
+    Returns:
+        (focal, errors [F] mean reprojection error per candidate, pixels). The focal is the grid
+        minimum refined by a parabola through its neighbours (kept within half a step).
+    """
+    errs = np.empty(len(focals))
+    for j, f in enumerate(focals):
+        rots, ts, err = solve_poses(lms, template, f, cx, cy)
+        tpl = template
+        for _ in range(refine):
+            tpl = refine_template(lms, tpl, rots, ts, f, cx, cy)
+            rots, ts, err = solve_poses(lms, tpl, f, cx, cy)
+        errs[j] = err.mean()
+    j = int(np.argmin(errs))
+    best = float(focals[j])
+    if 0 < j < len(focals) - 1:
+        e0, e1, e2 = errs[j - 1], errs[j], errs[j + 1]
+        denom = e0 - 2 * e1 + e2
+        if denom > 0:
+            step = focals[1] - focals[0]
+            best += float(np.clip(0.5 * (e0 - e2) / denom, -0.5, 0.5) * step)
+    return best, errs
+
+
+def smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average along axis 0 (edges use the nearest value); ``window`` 1 = copy."""
+    from scipy.ndimage import uniform_filter1d
+
+    if window <= 1 or len(x) < 2:
+        return np.array(x, dtype=np.float64)
+    return uniform_filter1d(np.asarray(x, dtype=np.float64), size=int(window), axis=0, mode="nearest")
+
+
+@dataclass
+class TrackResult:
+    """Result of :func:`track`.
+
+    Attributes:
+        euler: [N, 3] radians (AD-NeRF convention), smoothed.
+        trans: [N, 3] decimetres (OpenGL camera), smoothed.
+        focal: pixels at the crop size.
+        template: [K, 3] rigid template used (cm, head frame).
+        landmark_ids: [K] mesh indices of the template points.
+        reproj_error: [N] mean landmark reprojection error per frame (pixels, smoothed poses).
+        raw_reproj_error: [N] the same before smoothing.
+        focal_grid, focal_errors: the search curve (pixels, pixels).
+    """
+
+    euler: np.ndarray
+    trans: np.ndarray
+    focal: float
+    template: np.ndarray
+    landmark_ids: np.ndarray
+    reproj_error: np.ndarray
+    raw_reproj_error: np.ndarray
+    focal_grid: np.ndarray
+    focal_errors: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def rotations(self) -> np.ndarray:
+        """[N, 3, 3] head-to-camera rotations (OpenGL camera)."""
+        return euler2rot(self.euler)
+
+
+def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, width: int, height: int,
+                    search_frames: np.ndarray | None = None, refine: int = REFINE_STEPS) -> TrackResult:
+    """Track a rigid template through 2-D landmarks: focal search, per-frame PnP, smoothing.
+
+    Args:
+        lms: [N, K, 2] landmarks (pixels, y down) of the template points in every frame.
+        template: [K, 3] rigid head-frame template (cm; +y up, +z out of the face).
+        cfg: search grid, smoothing window.
+        width, height: image size (pixels); the principal point is the image centre.
+        search_frames: frame indices usable for the focal search (default: all).
+        refine: template re-estimations from the clip (see :func:`refine_template`); 0 keeps it.
+    Returns:
+        :class:`TrackResult`.
+    """
+    cx, cy = width / 2.0, height / 2.0
+    pool = np.arange(len(lms)) if search_frames is None else np.asarray(search_frames)
+    sel = pool[np.unique(np.linspace(0, len(pool) - 1, min(FOCAL_SEARCH_FRAMES, len(pool))).round().astype(int))]
+    grid = cfg.focals()
+    focal, errs = fit_focal(lms[sel], template, grid, cx, cy, refine=refine)
+    tpl = template
+    for _ in range(refine):
+        rots, ts, _ = solve_poses(lms[pool], tpl, focal, cx, cy)
+        tpl = refine_template(lms[pool], tpl, rots, ts, focal, cx, cy)
+    rots, ts, raw_err = solve_poses(lms, tpl, focal, cx, cy)
+    rot_gl, t_gl = CV_TO_GL @ rots, ts @ CV_TO_GL
+    euler = smooth(np.unwrap(rot2euler(rot_gl), axis=0), cfg.smooth_window)
+    trans = smooth(t_gl, cfg.smooth_window)
+    proj = project_gl(tpl, euler2rot(euler), trans, focal, cx, cy)
+    err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
+    j = int(np.argmin(errs))
+    at_border = j in (0, len(grid) - 1) and len(grid) > 1
+    if at_border:
+        log.warning("focal %.0f px is on the border of the search grid: the clip has too little head "
+                    "rotation to determine the focal length (curve %.3f..%.3f px)", focal, errs.min(), errs.max())
+    return TrackResult(euler=euler, trans=trans / 10.0, focal=focal, template=tpl,
+                       landmark_ids=np.arange(len(tpl)), reproj_error=err, raw_reproj_error=raw_err,
+                       focal_grid=grid, focal_errors=errs, extra={"focal_at_grid_border": bool(at_border)})
+
+
+def track_mesh(mesh: np.ndarray, cfg: TrackingConfig, width: int, height: int,
+               canonical: CanonicalFace | None = None, valid: np.ndarray | None = None) -> TrackResult:
+    """Track the head through MediaPipe meshes (the stage's entry point for real data).
+
+    Args:
+        mesh: [N, >=468, 3] MediaPipe face mesh (x, y pixels; z pixels).
+        cfg: tracking configuration.
+        width, height: frame size (pixels).
+        canonical: canonical face (default: from ``resources/models/face_landmarker.task``).
+        valid: frame indices with a detected face (used for the template and the focal search).
+    Returns:
+        :class:`TrackResult` whose template points are the 33 Procrustes-basis landmarks.
+    """
+    canonical = canonical or load_canonical_face()
+    valid = np.arange(len(mesh)) if valid is None or len(valid) == 0 else np.asarray(valid)
+    ids = canonical.basis_ids
+    tpl = person_template(mesh, canonical, valid[:: max(1, len(valid) // 200)])[ids]
+    res = track_landmarks(mesh[:, ids, :2].astype(np.float64), tpl, cfg, width, height, search_frames=valid)
+    res.landmark_ids = ids
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+def camera_to_world(euler: np.ndarray, trans_dm: np.ndarray) -> np.ndarray:
+    """ER-NeRF ``transform_matrix``: inverse head pose, metres (``process.py: save_transforms``).
+
+    Args:
+        euler: [N, 3] radians; trans_dm: [N, 3] decimetres.
+    Returns:
+        [N, 4, 4] float64 camera-to-world matrices.
+    """
+    rot = euler2rot(euler)
+    rot_inv = np.transpose(rot, (0, 2, 1))
+    t = trans_dm / 10.0
+    out = np.tile(np.eye(4), (len(rot), 1, 1))
+    out[:, :3, :3] = rot_inv
+    out[:, :3, 3] = -np.einsum("nij,nj->ni", rot_inv, t)
+    return out
+
+
+def split_index(n: int, val_fraction: float) -> int:
+    """First validation frame: ``n - round(n * val_fraction)`` (ER-NeRF: ``int(n * 10 / 11)``),
+    keeping at least one frame in each split when ``n >= 2``."""
+    n_val = int(round(n * val_fraction))
+    n_val = min(max(n_val, 1 if n >= 2 else 0), n - 1 if n >= 2 else 0)
+    return n - n_val
+
+
+def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,
+                     eye: np.ndarray | None = None) -> tuple[dict, dict]:
+    """The ``transforms_train.json`` / ``transforms_val.json`` contents.
+
+    ER-NeRF schema: ``focal_len``, ``cx``, ``cy`` (pixels) and ``frames[]`` of ``img_id``,
+    ``aud_id`` (both = frame index) and ``transform_matrix`` (4x4 camera-to-world). Extra keys:
+    top level ``convention`` (axes and units), ``width``, ``height``, ``reproj_error_px``; per frame
+    ``eye`` (blink value in [0, 1], mean of MediaPipe eyeBlinkLeft/Right) when ``eye`` is given.
+    """
+    c2w = camera_to_world(res.euler, res.trans)
+    n = len(c2w)
+    cut = split_index(n, val_fraction)
+    out = []
+    for ids in (range(0, cut), range(cut, n)):
+        frames = []
+        for i in ids:
+            fr = {"img_id": i, "aud_id": i, "transform_matrix": c2w[i].tolist()}
+            if eye is not None:
+                fr["eye"] = float(eye[i])
+            frames.append(fr)
+        out.append({
+            "focal_len": float(res.focal), "cx": width / 2.0, "cy": height / 2.0,
+            "frames": frames,
+            "width": int(width), "height": int(height),
+            "convention": CONVENTION,
+            "reproj_error_px": float(res.reproj_error.mean()),
+        })
+    return out[0], out[1]
+
+
+def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_names: list[str]) -> None:
+    """``track_params.pt``: a ``torch.save`` dict (the keys AD-NeRF's ``save_transforms`` reads plus ours).
+
+    Keys: ``euler`` float32 [N, 3] radians; ``trans`` float32 [N, 3] decimetres; ``focal`` float32 [1]
+    pixels; ``exp`` float32 [N, 52] MediaPipe blendshape scores; ``exp_names`` list[str];
+    ``template`` float32 [K, 3] cm; ``landmark_ids`` int64 [K]; ``reproj_error`` float32 [N] pixels;
+    ``exp_model`` "mediapipe_blendshapes".
+    """
+    import torch
+
+    data = {
+        "euler": torch.as_tensor(res.euler, dtype=torch.float32),
+        "trans": torch.as_tensor(res.trans, dtype=torch.float32),
+        "focal": torch.tensor([res.focal], dtype=torch.float32),
+        "exp": torch.as_tensor(exp, dtype=torch.float32),
+        "exp_names": list(exp_names),
+        "exp_model": "mediapipe_blendshapes",
+        "template": torch.as_tensor(res.template, dtype=torch.float32),
+        "landmark_ids": torch.as_tensor(np.asarray(res.landmark_ids), dtype=torch.int64),
+        "reproj_error": torch.as_tensor(res.reproj_error, dtype=torch.float32),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+
+
+def blendshape_names(report: dict, path: str | Path, count: int) -> list[str]:
+    """The blendshape names from ``landmarks.json`` (key ``blendshape_names`` or ``blendshapes``).
+
+    Raises:
+        InputError: no list of ``count`` names in the report.
+    """
+    for key in ("blendshape_names", "blendshapes"):
+        names = report.get(key)
+        if isinstance(names, dict):
+            names = names.get("names")
+        if isinstance(names, list) and len(names) == count and all(isinstance(s, str) for s in names):
+            return names
+    raise InputError(path, f"no list of {count} blendshape names (key 'blendshape_names')")
+
+
+def failed_frames(report: dict) -> set[int]:
+    """Frame indices whose face was not detected (``landmarks.json`` ``failed_frames``)."""
+    val = report.get("failed_frames", [])
+    if isinstance(val, dict):
+        val = val.get("frames", [])
+    return {int(i) for i in val} if isinstance(val, list) else set()
+
+
+def frame_size(frames_dir: Path) -> tuple[int, int]:
+    """(width, height) of ``frames_dir/0.jpg``; InputError when unreadable."""
+    img = cv2.imread(str(frames_dir / "0.jpg"))
+    if img is None:
+        raise InputError(frames_dir / "0.jpg", "cannot read the first frame")
+    return img.shape[1], img.shape[0]
+
+
+def load_array(path: Path, *tails: tuple[int, ...]) -> np.ndarray:
+    """``np.load`` with a shape check: ``arr.shape[1:]`` must be one of ``tails``; finite values.
+
+    Raises:
+        InputError: missing, unreadable, wrong shape or non-finite values, naming the file.
+    """
+    try:
+        arr = np.load(path)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except ValueError as exc:
+        raise InputError(path, f"not a .npy array ({exc})") from None
+    if tuple(arr.shape[1:]) not in tails or len(arr) == 0:
+        want = " or ".join("[N, " + ", ".join(map(str, t)) + "]" for t in tails)
+        raise InputError(path, f"expected shape {want}, got {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise InputError(path, "contains NaN or infinite values")
+    return arr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", required=True, type=Path, help="ori_imgs folder (frame size)")
+    ap.add_argument("--mesh", required=True, type=Path, help="face_mesh.npy [N, 478, 3]")
+    ap.add_argument("--blendshapes", required=True, type=Path, help="blendshapes.npy [N, 52]")
+    ap.add_argument("--landmarks", type=Path, help="landmarks.json (blendshape names, failed frames)")
+    ap.add_argument("--out-params", required=True, type=Path)
+    ap.add_argument("--out-train", required=True, type=Path)
+    ap.add_argument("--out-val", required=True, type=Path)
+    ap.add_argument("--out-report", required=True, type=Path)
+    ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.tracking")
+    ap.add_argument("--exp-model", default="blendshapes", choices=["blendshapes", "bfm"],
+                    help="expression model (bfm: not supported in this build)")
+    args = ap.parse_args(argv)
+    setup_logging("pipeline.preprocess.tracking")
+    cfg = TrackingConfig.from_dict(json.loads(args.cfg))
+    if args.exp_model == "bfm":
+        raise InputError(args.mesh, "Basel Face Model expression fitting is not supported in this build "
+                                    "(use the default MediaPipe blendshapes)")
+    try:
+        cfg.focals()
+    except ValueError as exc:
+        raise InputError("config.yaml", f"preprocess.tracking.{exc}") from None
+
+    mesh = load_array(args.mesh, (478, 3), (468, 3))
+    bs = load_array(args.blendshapes, (52,))
+    if len(bs) != len(mesh):
+        raise InputError(args.blendshapes, f"{len(bs)} rows but face_mesh.npy has {len(mesh)} frames")
+    report = read_json(args.landmarks) if args.landmarks else {}
+    names = blendshape_names(report, args.landmarks, bs.shape[1]) if args.landmarks else [f"bs{i}" for i in range(52)]
+    failed = failed_frames(report)
+    n_frames = len(list(args.frames.glob("*.jpg")))
+    if n_frames != len(mesh):
+        raise InputError(args.mesh, f"{len(mesh)} mesh rows but {args.frames} has {n_frames} frames")
+    if len(mesh) < 2:
+        raise InputError(args.mesh, "need at least 2 frames to track")
+    width, height = frame_size(args.frames)
+    valid = np.array([i for i in range(len(mesh)) if i not in failed])
+    if len(valid) < 2:
+        raise InputError(args.mesh, "fewer than 2 frames with a detected face")
+
+    log.info("tracking %d frames (%dx%d), focal grid %s", len(mesh), width, height, list(cfg.focal_search))
+    res = track_mesh(mesh, cfg, width, height, valid=valid)
+    log.info("focal %.1f px, mean reprojection error %.2f px (raw %.2f px)", res.focal,
+             res.reproj_error.mean(), res.raw_reproj_error.mean())
+    eye = None
+    if "eyeBlinkLeft" in names and "eyeBlinkRight" in names:
+        eye = 0.5 * (bs[:, names.index("eyeBlinkLeft")] + bs[:, names.index("eyeBlinkRight")])
+    train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye)
+    save_track_params(args.out_params, res, bs, names)
+    atomic_write_json(args.out_train, train)
+    atomic_write_json(args.out_val, val)
+    atomic_write_json(args.out_report, {
+        "frames": len(mesh), "width": width, "height": height,
+        "focal_len": res.focal,
+        "focal_search": {"grid": res.focal_grid, "mean_reproj_error_px": res.focal_errors,
+                         "at_grid_border": res.extra.get("focal_at_grid_border", False)},
+        "reproj_error_px": {"mean": float(res.reproj_error.mean()), "max": float(res.reproj_error.max()),
+                            "raw_mean": float(res.raw_reproj_error.mean())},
+        "landmarks": "MediaPipe Procrustes-basis landmarks (33, no mouth)",
+        "landmark_ids": res.landmark_ids,
+        "smooth_window": cfg.smooth_window,
+        "train_frames": len(train["frames"]), "val_frames": len(val["frames"]),
+        "excluded_from_search": sorted(failed),
+        "exp_model": "mediapipe_blendshapes",
+        "convention": CONVENTION,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
