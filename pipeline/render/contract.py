@@ -18,7 +18,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -197,7 +197,8 @@ def probe_av(video: str | Path) -> dict[str, Any]:
 
 
 def write_contract(out_dir: str | Path, frames: Iterable[Any] | str | Path, audio_16k: np.ndarray,
-                   manifest_fields: dict[str, Any], fps: float = FPS) -> dict[str, Any]:
+                   manifest_fields: dict[str, Any] | Callable[[], dict[str, Any]],
+                   fps: float = FPS) -> dict[str, Any]:
     """Write one render folder atomically (built in a temporary folder, swapped in on success).
 
     Args:
@@ -207,7 +208,9 @@ def write_contract(out_dir: str | Path, frames: Iterable[Any] | str | Path, audi
         audio_16k: [T] float32 16 kHz mono driving audio; trimmed / zero-padded to the video's
             duration (n_frames / fps) before muxing.
         manifest_fields: every key of :data:`REQUIRED_FIELDS` except ``n_frames``, ``fps`` and
-            ``resolution`` (filled here from the frames), plus any extra keys to record.
+            ``resolution`` (filled here from the frames), plus any extra keys to record; or a
+            callable returning them, called once all frames are written (so that a renderer
+            that produces ``frames`` lazily can report its timings).
     Returns:
         the manifest written.
     Raises:
@@ -215,18 +218,25 @@ def write_contract(out_dir: str | Path, frames: Iterable[Any] | str | Path, audi
         ContractError: the written folder fails :func:`validate_contract` (nothing is swapped in).
     """
     out_dir = Path(out_dir)
-    missing = [k for k in REQUIRED_FIELDS if k not in manifest_fields
-               and k not in ("n_frames", "fps", "resolution")]
-    if missing:
-        raise ValueError(f"manifest fields missing: {', '.join(missing)}")
+
+    def fields() -> dict[str, Any]:
+        got = manifest_fields() if callable(manifest_fields) else manifest_fields
+        missing = [k for k in REQUIRED_FIELDS if k not in got and k not in ("n_frames", "fps", "resolution")]
+        if missing:
+            raise ValueError(f"manifest fields missing: {', '.join(missing)}")
+        return got
+
+    if not callable(manifest_fields):
+        fields()
     with atomic_dir(out_dir) as tmp:
         n, (w, h) = _write_frames(frames, tmp / "frames")
+        extra = fields()
         audio = fit_audio(audio_16k, n, fps)
         encode_video(tmp / "frames", audio, tmp / "video.mp4", fps)
         av = probe_av(tmp / "video.mp4")
         manifest = {
             "contract_version": CONTRACT_VERSION,
-            **manifest_fields,
+            **extra,
             "n_frames": n,
             "fps": fps,
             "resolution": [w, h],

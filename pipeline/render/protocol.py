@@ -1,0 +1,162 @@
+"""The test protocols: which poses, eye values, audio features and driving audio each frame of a
+self-driven or cross-driven render uses.
+
+Self-driven (the papers' test set): the validation split ``transforms_val.json`` (last 1/11 of
+the frames) with its own poses, AU45_r and audio features; the driving audio is the matching
+segment of ``aud.wav``; the ground truth is ``gt_imgs/{img_id}.jpg``.
+
+Cross-driven: a foreign audio file (any format ffmpeg reads, any rate, converted to 16 kHz mono),
+the model's audio features extracted from it, poses and AU45_r of the training split
+(``transforms_train.json``) played forward and backward when the audio is longer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.common.errors import InputError
+from pipeline.common.io import read_json
+from pipeline.common.layout import DatasetLayout
+from pipeline.render.contract import AUDIO_SR, FPS, sha256_file
+from pipeline.render.controls import ping_pong
+
+log = logging.getLogger(__name__)
+
+#: audio samples (16 kHz) per video frame (25 fps)
+SAMPLES_PER_FRAME = AUDIO_SR // FPS
+
+
+@dataclass
+class Sequence:
+    """Everything a render loop needs, one entry per output frame.
+
+    Attributes:
+        protocol: ``self_driven`` or ``cross_driven``.
+        poses: [N, 4, 4] float32 camera-to-world matrices (transforms_*.json convention).
+        eyes: [N] float32 AU45_r values.
+        features: [M, ...] float32 audio features (one row per audio frame).
+        feature_index: [N] int row of ``features`` each frame is centred on.
+        frame_ids: [N] int dataset frame (``img_id``) each pose comes from (GT frame for
+            self-driven, background frame for ``head_on_gt`` / ``paste_back``).
+        audio_16k: [T] float32 16 kHz mono driving audio (T = N * 640 for self-driven).
+        audio_path: the driving audio file.
+        audio_sha256: its sha256.
+        gt_reference: self-driven: ``{"dir": gt_imgs, "indices": frame_ids}``; else None.
+    """
+
+    protocol: str
+    poses: np.ndarray
+    eyes: np.ndarray
+    features: np.ndarray
+    feature_index: np.ndarray
+    frame_ids: np.ndarray
+    audio_16k: np.ndarray
+    audio_path: str
+    audio_sha256: str
+    gt_reference: dict[str, Any] | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+
+def read_transforms(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read an ER-NeRF ``transforms_*.json``.
+
+    Returns:
+        poses [N, 4, 4] float32, img_ids [N] int, aud_ids [N] int (aud_id defaults to img_id).
+    Raises:
+        InputError: no frames or a malformed transform_matrix.
+    """
+    data = read_json(path)
+    frames = data.get("frames") or []
+    if not frames:
+        raise InputError(path, "no frames")
+    try:
+        poses = np.array([f["transform_matrix"] for f in frames], dtype=np.float32).reshape(-1, 4, 4)
+        img = np.array([int(f["img_id"]) for f in frames])
+        aud = np.array([int(f.get("aud_id", f["img_id"])) for f in frames])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"malformed frame entry ({exc})") from None
+    return poses, img, aud
+
+
+def read_au45(path: str | Path) -> np.ndarray:
+    """AU45_r (blink intensity, 0..5) per frame from an OpenFace 2 ``au.csv``: [N] float32.
+
+    OpenFace writes column names with a leading space (`` AU45_r``); rows are ordered by the
+    ``frame`` column (1-based) when present.
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable CSV ({exc})") from None
+    df.columns = [c.strip() for c in df.columns]
+    if "AU45_r" not in df.columns:
+        raise InputError(path, "no AU45_r column")
+    if "frame" in df.columns:
+        df = df.sort_values("frame")
+    return df["AU45_r"].to_numpy(np.float32)
+
+
+def _take(values: np.ndarray, idx: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if len(values) == 0 or idx.max() >= len(values):
+        raise InputError(path, f"{what} has {len(values)} rows, frame {int(idx.max())} requested")
+    return values[idx]
+
+
+def self_driven(data: DatasetLayout, feature: str) -> Sequence:
+    """The self-driven sequence of a dataset (validation split, its own audio)."""
+    from pipeline.preprocess.audio_features import load_audio_16k_mono
+
+    poses, img, aud = read_transforms(data.transforms_val)
+    feats = np.load(data.audio_feature(feature)).astype(np.float32)
+    eyes = _take(read_au45(data.au), img, data.au, "au.csv")
+    if aud.max() >= len(feats):
+        raise InputError(data.audio_feature(feature), f"{len(feats)} rows, aud_id {int(aud.max())} requested")
+    audio = load_audio_16k_mono(data.audio)
+    start = int(img[0]) * SAMPLES_PER_FRAME
+    segment = audio[start:start + len(img) * SAMPLES_PER_FRAME]
+    if np.any(np.diff(img) != 1):
+        log.warning("validation frames are not contiguous; the muxed audio starts at frame %d", img[0])
+    return Sequence(
+        protocol="self_driven", poses=poses, eyes=eyes, features=feats, feature_index=aud,
+        frame_ids=img, audio_16k=segment, audio_path=str(data.audio),
+        audio_sha256=sha256_file(data.audio),
+        gt_reference={"dir": str(data.gt_imgs), "ori_dir": str(data.ori_imgs),
+                      "indices": [int(i) for i in img], "audio_start_s": start / AUDIO_SR},
+    )
+
+
+def cross_driven(data: DatasetLayout, audio_path: str | Path, feature: str,
+                 audio_cfg: dict[str, Any]) -> Sequence:
+    """The cross-driven sequence for a driving audio file.
+
+    Args:
+        audio_path: any audio ffmpeg reads (wav, flac, mp3, ...; any rate and channel count).
+        feature: the model's audio feature name (model meta ``audio_feature``).
+        audio_cfg: config ``preprocess.audio`` (feature extractor settings).
+    """
+    from pipeline.preprocess.audio_features import extract_features, load_audio_16k_mono, n_frames_for
+
+    audio_path = Path(audio_path)
+    if not audio_path.is_file():
+        raise InputError(audio_path, "driving audio not found")
+    audio = load_audio_16k_mono(audio_path)
+    n = n_frames_for(audio, fps=FPS)
+    if n < 1:
+        raise InputError(audio_path, "driving audio is shorter than one video frame")
+    feats = np.asarray(extract_features(audio, n, feature, audio_cfg, fps=FPS), dtype=np.float32)
+    poses_t, img_t, _ = read_transforms(data.transforms_train)
+    order = np.array([ping_pong(i, len(poses_t)) for i in range(n)])
+    eyes_all = read_au45(data.au)
+    return Sequence(
+        protocol="cross_driven", poses=poses_t[order], eyes=_take(eyes_all, img_t[order], data.au, "au.csv"),
+        features=feats, feature_index=np.arange(n), frame_ids=img_t[order], audio_16k=audio,
+        audio_path=str(audio_path), audio_sha256=sha256_file(audio_path), gt_reference=None,
+    )
