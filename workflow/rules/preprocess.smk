@@ -172,7 +172,7 @@ rule tracking:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.tracking --frames {input.frames:q} --mesh {input.mesh:q}"
-        " --blendshapes {input.blendshapes:q} --out-params {output.params:q}"
+        " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
         " --cfg {params.cfg} 2> {log:q}"
 
