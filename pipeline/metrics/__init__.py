@@ -1,0 +1,74 @@
+"""Evaluation metrics of the talking-head field, with their reference definitions.
+
+One small pure function or class per metric (piq's style); each module names its reference:
+
+=============  =========================================  ==================================
+JSON name      definition                                 module
+=============  =========================================  ==================================
+psnr, ssim     per frame vs ground truth, mean over frames :mod:`pipeline.metrics.image`
+lpips          LPIPS(net="alex"), [-1, 1] inputs           :mod:`pipeline.metrics.perceptual`
+fid            pytorch-fid Inception pool3 (2048-d)        :mod:`pipeline.metrics.fid`
+lmd, lmd_face  68-point landmark distance (mouth / face)   :mod:`pipeline.metrics.landmarks`
+aue, aue_*     action-unit intensity error (17 AUs)        :mod:`pipeline.metrics.aue`
+lse_c, lse_d   SyncNet confidence / distance (Wav2Lip)     :mod:`pipeline.metrics.sync`
+csim           identity cosine similarity                  :mod:`pipeline.metrics.identity`
+cpbd           cumulative probability of blur detection    :mod:`pipeline.metrics.sharpness`
+fps, training_time_s  read from the render / training manifests  :mod:`pipeline.metrics.compute`
+=============  =========================================  ==================================
+
+Every metric yields a :class:`MetricValue`: a number, or ``None`` with ``na_reason`` (missing
+weights, too short a clip, no face found). Stand-in or random weights never produce a value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+#: every metric name of the output JSON, in table order
+METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
+                "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
+
+#: config metric group (config ``metrics.self_driven`` / ``metrics.cross_driven``) -> JSON names
+GROUPS = {
+    "psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "fid": ("fid",),
+    "lmd": ("lmd", "lmd_face"), "aue": ("aue", "aue_lower", "aue_upper"),
+    "lse": ("lse_c", "lse_d"), "csim": ("csim",), "cpbd": ("cpbd",),
+}
+
+#: groups that compare against ground-truth frames (self-driven protocol only)
+NEEDS_GT = ("psnr", "ssim", "lpips", "fid", "lmd", "aue")
+
+
+@dataclass
+class MetricValue:
+    """One metric of one render.
+
+    Attributes:
+        value: the number (``math.inf`` possible for PSNR of identical frames), or None when n/a.
+        backend: what produced it ("scikit-image", "dlib-68 (face_recognition_models)", ...).
+        weights_sha256: sha256 of the pretrained file used, None when no weights are involved.
+        na_reason: why ``value`` is None (one line), else None.
+        n_frames: number of frames the value is computed over.
+    """
+
+    value: float | None
+    backend: str | None
+    weights_sha256: str | None = None
+    na_reason: str | None = None
+    n_frames: int = 0
+
+    @classmethod
+    def na(cls, reason: str, backend: str | None = None, n_frames: int = 0) -> "MetricValue":
+        """A not-available value with its reason."""
+        return cls(None, backend, None, reason, n_frames)
+
+    def to_json(self) -> dict:
+        """The JSON shape ``{"value", "backend", "weights_sha256", "na_reason", "n_frames"}``."""
+        d = asdict(self)
+        if d["value"] is not None:
+            d["value"] = float(d["value"])
+        return d
+
+    @property
+    def available(self) -> bool:
+        return self.value is not None and not (isinstance(self.value, float) and math.isnan(self.value))

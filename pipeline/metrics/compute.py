@@ -1,0 +1,385 @@
+"""Compute every configured metric of one render (the render contract folder) and write the
+metrics JSON and the per-frame CSV.
+
+JSON (``results/metrics/{method}/{identity}/{test}.json``; read by the report)::
+
+    {"method", "identity", "test", "protocol", "n_frames", "compositing",
+     "metrics": {NAME: {"value": float | null, "backend": str | null,
+                        "weights_sha256": str | null, "na_reason": str | null, "n_frames": int}}}
+
+with NAME in :data:`pipeline.metrics.METRIC_NAMES`. A PSNR of identical frames is infinite: its
+value is written as the string ``"inf"`` (standard JSON has no infinity; ``float("inf")`` reads it).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_write, atomic_write_json, read_json
+from pipeline.metrics import GROUPS, METRIC_NAMES, NEEDS_GT, MetricValue
+from pipeline.weights import WeightsMissing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetricsConfig:
+    """What to compute and with which resources."""
+
+    self_driven: list[str] = field(default_factory=lambda: list(GROUPS))
+    """metric groups for the self-driven protocol (config ``metrics.self_driven``)"""
+    cross_driven: list[str] = field(default_factory=lambda: ["lse", "csim", "cpbd"])
+    """metric groups for cross-driven tests (config ``metrics.cross_driven``)"""
+    weights_dir: Path = Path("weights_cache")
+    """the pretrained-weights folder"""
+    openface_bin: str | None = None
+    """OpenFace 2 ``FeatureExtraction`` for AUE; None: blendshape estimate"""
+    verify_weights: bool = False
+    """check weights hashes before use"""
+    lse_min_frames: int = 100
+    """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    device: str = "cpu"
+    """torch device of the network metrics"""
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """[H, W, 3] uint8 RGB of an image file; InputError when unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(path, "image missing or not readable")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _f(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) / 255.0
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def first_train_frame(data_dir: Path) -> Path | None:
+    """The identity's reference image for CSIM: the first frame of ``transforms_train.json``
+    (``ori_imgs/{img_id}.jpg``, else ``gt_imgs``); None when the dataset lacks it."""
+    tj = data_dir / "transforms_train.json"
+    if not tj.is_file():
+        return None
+    frames = read_json(tj).get("frames") or []
+    if not frames:
+        return None
+    i = int(frames[0].get("img_id", 0))
+    for sub in ("ori_imgs", "gt_imgs"):
+        if (data_dir / sub / f"{i}.jpg").is_file():
+            return data_dir / sub / f"{i}.jpg"
+    return None
+
+
+def training_seconds(model_dir: Path | None) -> MetricValue:
+    """Training time from ``train_manifest.json`` of the model folder."""
+    if model_dir is None:
+        return MetricValue.na("no model folder (external or baseline render)")
+    path = Path(model_dir) / "train_manifest.json"
+    if not path.is_file():
+        return MetricValue.na(f"{path} not found")
+    m = read_json(path)
+    for key in ("training_seconds", "train_seconds", "training_time_s", "seconds"):
+        val = m.get(key)
+        if isinstance(val, (int, float)):
+            return MetricValue(float(val), f"train_manifest.json:{key}")
+    return MetricValue.na(f"{path} has no training_seconds")
+
+
+class AUExtractor:
+    """17 OpenFace AU intensities per frame: OpenFace 2 when a binary is configured, else the
+    estimate from MediaPipe blendshapes (``pipeline.preprocess.aus.estimate_aus_from_blendshapes``)."""
+
+    def __init__(self, openface_bin: str | None):
+        self.openface_bin = openface_bin
+        if openface_bin:
+            if not Path(openface_bin).is_file():
+                raise InputError(openface_bin, "OpenFace FeatureExtraction binary not found")
+            self.backend = "OpenFace 2 FeatureExtraction"
+        else:
+            from pipeline.preprocess import aus  # noqa: F401  (the tracking engineer's estimator)
+
+            self.backend = "AU estimate from MediaPipe blendshapes (not OpenFace)"
+
+    def __call__(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """AUs of [H, W, 3] uint8 RGB frames -> ([N, 17] intensities, [N] bool face found)."""
+        from pipeline.metrics.aue import AUS, au_matrix, read_openface_aus
+
+        if self.openface_bin:
+            with tempfile.TemporaryDirectory(prefix="openface") as tmp:
+                fdir = Path(tmp) / "frames"
+                fdir.mkdir()
+                for i, f in enumerate(frames):
+                    cv2.imwrite(str(fdir / f"{i:06d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+                subprocess.run([self.openface_bin, "-fdir", str(fdir), "-out_dir", tmp, "-aus", "-q"],
+                               check=True, capture_output=True)
+                au = read_openface_aus(next(Path(tmp).glob("*.csv")))
+            return au, np.ones(len(au), bool)
+        from pipeline.preprocess.aus import estimate_aus_from_blendshapes
+        from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+
+        bs, ok = [], []
+        with MeshDetector(video_mode=False) as det:
+            for i, f in enumerate(frames):
+                r = det.detect(f, i)
+                ok.append(r is not None)
+                bs.append(r.blendshapes if r is not None else np.zeros(52, np.float32))
+            names = det.blendshape_names
+        if not any(ok):
+            return np.zeros((len(frames), len(AUS))), np.array(ok)
+        return au_matrix(estimate_aus_from_blendshapes(np.stack(bs), names)), np.array(ok)
+
+
+def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | None,
+                    cfg: MetricsConfig) -> tuple[dict, dict[str, list]]:
+    """All metrics of one render folder.
+
+    Args:
+        render_dir: ``results/renders/{method}/{identity}/{test}`` (render contract).
+        data_dir: the identity's dataset ``results/data/{identity}`` (ground truth, reference image).
+        model_dir: ``results/models/{method}/{identity}`` (training time), or None.
+    Returns:
+        (the metrics JSON dict, per-frame columns ``{name: [values]}``).
+    Raises:
+        InputError: a missing or malformed manifest / frame.
+    """
+    render_dir = Path(render_dir)
+    man = read_json(render_dir / "manifest.json")
+    for key in ("method", "identity", "test", "protocol", "n_frames"):
+        if key not in man:
+            raise InputError(render_dir / "manifest.json", f"render manifest lacks '{key}'")
+    n = int(man["n_frames"])
+    protocol = man["protocol"]
+    groups = list(cfg.self_driven if protocol == "self_driven" else cfg.cross_driven)
+    results: dict[str, MetricValue] = {}
+    for g, names in GROUPS.items():
+        if g not in groups:
+            why = (f"needs ground truth: not computed for the {protocol} protocol"
+                   if g in NEEDS_GT and protocol != "self_driven"
+                   else f"not in config metrics.{protocol}")
+            for name in names:
+                results[name] = MetricValue.na(why)
+    frames_dir = render_dir / "frames"
+    gen = [frames_dir / f"{i}.png" for i in range(n)]
+    per_frame: dict[str, list] = {"frame": list(range(n))}
+
+    gt_paths = None
+    if any(g in groups for g in NEEDS_GT):
+        ref = man.get("gt_reference") or {}
+        idx = ref.get("indices")
+        if not idx or len(idx) != n:
+            raise InputError(render_dir / "manifest.json", "self-driven manifest needs gt_reference.indices "
+                             "(one dataset frame index per rendered frame)")
+        gt_dir = Path(data_dir) / "gt_imgs" if data_dir else Path(ref.get("dir", ""))
+        gt_paths = [gt_dir / f"{int(i)}.jpg" for i in idx]
+        per_frame["gt_index"] = [int(i) for i in idx]
+
+    def load_pair(i):
+        p = read_rgb(gen[i])
+        if gt_paths is None:
+            return p, None
+        g = read_rgb(gt_paths[i])
+        if g.shape != p.shape:  # reduced-resolution renders: compare at the render's resolution
+            g = cv2.resize(g, (p.shape[1], p.shape[0]), interpolation=cv2.INTER_AREA)
+        return p, g
+
+    want = {name for g in groups for name in GROUPS[g]}
+    # ---- networks (a missing weight file makes its metrics n/a, never a stand-in)
+    lp = inc = None
+    if "lpips" in want:
+        try:
+            from pipeline.metrics.perceptual import LPIPS
+
+            lp = LPIPS(cfg.weights_dir, cfg.verify_weights, cfg.device)
+        except WeightsMissing as exc:
+            results["lpips"] = MetricValue.na(exc.reason, LPIPS.backend, n)
+    if "fid" in want:
+        try:
+            from pipeline.metrics.fid import InceptionFeatures
+
+            inc = InceptionFeatures(cfg.weights_dir, cfg.verify_weights, cfg.device)
+        except WeightsMissing as exc:
+            results["fid"] = MetricValue.na(exc.reason, InceptionFeatures.backend, n)
+    lmk = lmk_note = None
+    if want & {"lmd", "csim"}:
+        from pipeline.metrics.landmarks import make_landmarker
+
+        lmk, lmk_note = make_landmarker(cfg.weights_dir)
+    emb = ref_emb = None
+    if "csim" in want:
+        from pipeline.metrics.identity import ArcFaceEmbedder, DlibEmbedder
+
+        try:
+            emb = ArcFaceEmbedder(cfg.weights_dir, lmk, cfg.verify_weights, cfg.device)
+        except WeightsMissing as exc:
+            log.info("CSIM: dlib descriptor (%s)", exc.reason)
+            emb = DlibEmbedder(lmk)
+        ref_img = first_train_frame(Path(data_dir)) if data_dir else None
+        if ref_img is None:
+            results["csim"] = MetricValue.na("no reference image (transforms_train.json first frame) in the dataset",
+                                             emb.backend)
+            emb = None
+        else:
+            ref_emb = emb(read_rgb(ref_img))
+            if ref_emb is None:
+                results["csim"] = MetricValue.na(f"no face found in the reference image {ref_img}", emb.backend)
+                emb = None
+
+    from pipeline.metrics.image import psnr, ssim
+    from pipeline.metrics.landmarks import FACE, MOUTH, lmd
+    from pipeline.metrics.sharpness import cpbd
+
+    cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "csim", "cpbd")}
+    feats_gen, feats_gt, batch_gen, batch_gt = [], [], [], []
+    au_frames_gen, au_frames_gt = [], []
+    lmd_missing = 0
+    for i in tqdm(range(n), desc=f"metrics {render_dir}", disable=n < 50):
+        p, g = load_pair(i)
+        pf = _f(p)
+        gf = _f(g) if g is not None else None
+        if "psnr" in want:
+            cols["psnr"].append(psnr(pf, gf))
+        if "ssim" in want:
+            cols["ssim"].append(ssim(pf, gf))
+        if lp is not None:
+            cols["lpips"].append(lp(pf, gf))
+        if inc is not None:
+            batch_gen.append(pf)
+            batch_gt.append(gf)
+            if len(batch_gen) == 16 or i == n - 1:
+                feats_gen.append(inc(np.stack(batch_gen)))
+                feats_gt.append(inc(np.stack(batch_gt)))
+                batch_gen, batch_gt = [], []
+        if "lmd" in want:
+            box = lmk.detect(g)
+            lg = lmk.landmarks(g, box) if box is not None else None
+            lq = lmk.landmarks(p, box) if box is not None else None
+            if lg is None or lq is None:
+                lmd_missing += 1
+                cols["lmd"].append(math.nan)
+                cols["lmd_face"].append(math.nan)
+            else:
+                cols["lmd"].append(float(lmd(lq, lg, MOUTH)))
+                cols["lmd_face"].append(float(lmd(lq, lg, FACE)))
+        if emb is not None:
+            e = emb(p)
+            cols["csim"].append(math.nan if e is None else float(
+                np.dot(e, ref_emb) / (np.linalg.norm(e) * np.linalg.norm(ref_emb))))
+        if "cpbd" in want:
+            cols["cpbd"].append(cpbd(p))
+        if "aue" in want:
+            au_frames_gen.append(p)
+            au_frames_gt.append(g)
+
+    for name, vals in cols.items():
+        if vals:
+            per_frame[name] = vals
+    if "psnr" in want:
+        v = cols["psnr"]
+        results["psnr"] = MetricValue(_mean(v), "numpy -10 log10(MSE) on [0,1] RGB (= skimage peak_signal_noise_ratio)"
+                                      + ("; identical frames give inf" if any(math.isinf(x) for x in v) else ""),
+                                      None, None, n)
+    if "ssim" in want:
+        results["ssim"] = MetricValue(_mean(cols["ssim"]), "skimage structural_similarity definition "
+                                      "(channel_axis=-1, data_range=1; OpenCV box filters)", None, None, n)
+    if lp is not None:
+        results["lpips"] = MetricValue(_mean(cols["lpips"]), lp.backend, lp.weights_sha256, None, n)
+    if inc is not None:
+        from pipeline.metrics.fid import frechet_distance
+
+        if n < 2:
+            results["fid"] = MetricValue.na("FID needs at least 2 frames", inc.backend, n)
+        else:
+            results["fid"] = MetricValue(frechet_distance(np.concatenate(feats_gen), np.concatenate(feats_gt)),
+                                         inc.backend + ("; rank-deficient covariance (fewer frames than 2048)"
+                                                        if n < 2048 else ""), inc.weights_sha256, None, n)
+    if "lmd" in want:
+        ok = [x for x in cols["lmd"] if not math.isnan(x)]
+        backend = lmk.name + (f"; {lmk_note}" if lmk_note else "")
+        if not ok:
+            for name in ("lmd", "lmd_face"):
+                results[name] = MetricValue.na("no face found by the landmark detector in any frame pair", backend, 0)
+        else:
+            results["lmd"] = MetricValue(_mean(ok), backend, None, None, len(ok))
+            results["lmd_face"] = MetricValue(_mean([x for x in cols["lmd_face"] if not math.isnan(x)]),
+                                              backend, None, None, len(ok))
+        if lmd_missing:
+            log.warning("LMD: no face in %d of %d frame pairs (excluded)", lmd_missing, n)
+    if emb is not None:
+        ok = [x for x in cols["csim"] if not math.isnan(x)]
+        results["csim"] = (MetricValue(_mean(ok), emb.backend, emb.weights_sha256, None, len(ok)) if ok
+                           else MetricValue.na("no face found in any generated frame", emb.backend))
+    if "cpbd" in want:
+        from pipeline.metrics.sharpness import BACKEND
+
+        results["cpbd"] = MetricValue(_mean(cols["cpbd"]), BACKEND, None, None, n)
+    if "aue" in want:
+        results.update(_aue(cfg, au_frames_gen, au_frames_gt, per_frame))
+    if "lse_c" in want:
+        results.update(_lse(cfg, render_dir / "video.mp4"))
+
+    fr = man.get("fps_render")
+    results["fps"] = (MetricValue(float(fr), "render manifest fps_render", None, None, n)
+                      if isinstance(fr, (int, float)) else
+                      MetricValue.na("render manifest has no fps_render (external render or not timed)", n_frames=n))
+    results["training_time_s"] = training_seconds(model_dir)
+    out = {k: man.get(k) for k in ("method", "identity", "test", "protocol")}
+    out["n_frames"] = n
+    out["compositing"] = man.get("compositing")
+    out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
+    return out, per_frame
+
+
+def _aue(cfg: MetricsConfig, gen: list, gt: list, per_frame: dict) -> dict[str, MetricValue]:
+    from pipeline.metrics.aue import aue
+
+    names = ("aue", "aue_lower", "aue_upper")
+    try:
+        ext = AUExtractor(cfg.openface_bin)
+    except ImportError as exc:
+        return {k: MetricValue.na(f"AU extractor unavailable: {exc}") for k in names}
+    ag, okg = ext(gen)
+    at, okt = ext(gt)
+    ok = okg & okt
+    if not ok.any():
+        return {k: MetricValue.na("no face found by the AU extractor", ext.backend) for k in names}
+    vals = aue(ag[ok], at[ok])
+    sq = ((ag - at) ** 2).sum(1)
+    per_frame["au_sq_err"] = [float(x) if o else math.nan for x, o in zip(sq, ok)]
+    return {k: MetricValue(vals[k], ext.backend, None, None, int(ok.sum())) for k in names}
+
+
+def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
+    from pipeline.metrics.sync import LSE
+
+    try:
+        lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device, cfg.lse_min_frames)
+    except WeightsMissing as exc:
+        return {k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")}
+    try:
+        r = lse(video)
+    except ValueError as exc:
+        return {k: MetricValue.na(str(exc), LSE.backend) for k in ("lse_c", "lse_d")}
+    return {"lse_c": MetricValue(r["lse_c"], lse.backend, lse.weights_sha256, None, r["n_frames"]),
+            "lse_d": MetricValue(r["lse_d"], lse.backend, lse.weights_sha256, None, r["n_frames"])}
+
+
+def write_outputs(result: dict, per_frame: dict[str, list], out_json: Path, out_csv: Path) -> None:
+    """Write the metrics JSON and the per-frame CSV atomically."""
+    import pandas as pd
+
+    atomic_write_json(out_json, result)
+    with atomic_write(out_csv, "w") as fh:
+        pd.DataFrame(per_frame).to_csv(fh, index=False, float_format="%.6g")
