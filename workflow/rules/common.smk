@@ -41,6 +41,10 @@ BENCH = "results/benchmarks"
 # Every .smk appends the final targets it contributes to `rule all`.
 ALL_TARGETS = []
 
+# Each workflow/rules/baselines/*.smk appends the (method, identity, test) runs it renders; the
+# report rules compare them with the trained methods.
+BASELINE_RUNS = []
+
 
 def cfg_arg(*keys):
     """Shell-quoted JSON of a config sub-tree, passed to a stage as --cfg (params: reruns on change)."""

@@ -1,0 +1,230 @@
+"""The static HTML report ``results/report/index.html``.
+
+One self-contained page (no scripts, no network): the comparison tables of both protocols (mean
+over identities, per identity in collapsible sections, reported rows marked), the plots, and
+side-by-side video players per identity and test: ground truth | method A | method B ...
+
+The videos are copied next to the page (``media/{identity}/{test}/{method}.mp4``) so the report
+folder can be moved or served as it is. The self-driven ground-truth video is encoded here from
+the validation frames ``gt_imgs/{img_id}.jpg`` of ``transforms_val.json`` with the matching
+segment of the identity's ``aud.wav`` (H.264 + AAC, 25 fps, like the render contract).
+Cross-driven tests have no ground truth: their first player is the driving audio.
+
+Usage::
+
+    python -m pipeline.report.html --tables results/tables/tables.json --plots results/report/plots \
+        --videos results/renders/*/*/*/video.mp4 --data results/data/German \
+        --audio jfk=resources/audio/jfk_3s.flac --methods rad_nerf er_nerf \
+        --media results/report/media --out results/report/index.html
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_dir, atomic_write, read_json
+from pipeline.common.layout import SELF_DRIVEN_TEST, DatasetLayout
+from pipeline.common.log import run_main, setup_logging
+
+log = logging.getLogger(__name__)
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:1.6em}
+table{border-collapse:collapse;margin:8px 0 4px 0;font-size:.9em}
+th,td{padding:3px 9px;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}
+thead th{border-bottom:2px solid #444;background:#f6f6f6}
+tr.reported td{color:#555;font-style:italic;background:#fbfbf3}
+tr.banner td{text-align:left;font-weight:600;color:#7a6a00;background:#f5f1d6}
+td.best{font-weight:700}
+.notes{font-size:.8em;color:#555;margin:0 0 14px 0}
+.plots img{max-width:420px;margin:6px;border:1px solid #ddd}
+.videos{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0}figcaption{font-size:.85em;text-align:center}
+video{width:256px;height:256px;background:#000}
+details{margin:6px 0}summary{cursor:pointer;color:#235}
+"""
+
+
+def table_html(tab: dict) -> str:
+    """HTML of one table from ``tables.json`` (best cells bold, reported rows marked)."""
+    out = [f"<table class='metrics' data-protocol='{tab['protocol']}'>",
+           f"<caption>{html.escape(tab['title'])}</caption>",
+           "<thead><tr><th>Method</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in tab["headers"])
+           + "</tr></thead><tbody>"]
+    banner = False
+    has_measured = any(r["kind"] == "measured" for r in tab["rows"])
+    for r in tab["rows"]:
+        if r["kind"] == "reported" and not banner and has_measured:
+            out.append(f"<tr class='banner'><td colspan='{len(tab['headers']) + 1}'>reported in papers "
+                       "(their data and set-up; not ranked)</td></tr>")
+        banner = banner or r["kind"] == "reported"
+        label = r["method"] if r["kind"] == "measured" else (
+            f"{r['method']} <small>(reported: {html.escape(r['source'])}, {html.escape(r['table'])})</small>")
+        cells = "".join(f"<td class='best'>{html.escape(c)}</td>" if b else f"<td>{html.escape(c)}</td>"
+                        for c, b in zip(r["cells"], r["bold"]))
+        out.append(f"<tr class='{r['kind']}'><td>{label if r['kind'] == 'reported' else html.escape(label)}</td>"
+                   f"{cells}</tr>")
+    out.append("</tbody></table>")
+    if tab["footnotes"]:
+        out.append("<p class='notes'>" + "<br>".join(f"({i}) {html.escape(t)}"
+                                                     for i, t in enumerate(tab["footnotes"], start=1)) + "</p>")
+    return "\n".join(out)
+
+
+def gt_video(data: DatasetLayout, out: Path) -> None:
+    """Encode the self-driven ground truth (validation ``gt_imgs`` + ``aud.wav`` segment) to ``out``.
+
+    Raises:
+        InputError: missing transforms_val.json, gt_imgs frames or aud.wav.
+    """
+    import cv2
+
+    from pipeline.baselines.spec import spec_for
+    from pipeline.render.contract import encode_video
+
+    spec = spec_for(data, SELF_DRIVEN_TEST)
+    with tempfile.TemporaryDirectory(prefix="gt") as tmp:
+        for k, i in enumerate(spec.gt_reference["indices"]):
+            img = cv2.imread(str(data.gt_img(i)), cv2.IMREAD_COLOR)
+            if img is None:
+                raise InputError(data.gt_img(i), "ground-truth frame missing or unreadable")
+            cv2.imwrite(str(Path(tmp) / f"{k}.png"), img)
+        encode_video(Path(tmp), spec.audio_16k, out)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def parse_video_path(p: str | Path) -> tuple[str, str, str]:
+    """``(method, identity, test)`` of ``.../renders/{method}/{identity}/{test}/video.mp4``.
+
+    Raises:
+        InputError: the path does not end in ``{method}/{identity}/{test}/video.mp4``.
+    """
+    parts = Path(p).parts
+    if len(parts) < 4 or parts[-1] != "video.mp4":
+        raise InputError(p, "expected .../renders/{method}/{identity}/{test}/video.mp4")
+    return parts[-4], parts[-3], parts[-2]
+
+
+def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], media: Path) -> dict:
+    """Copy the videos and make the ground truths into ``media`` (atomically).
+
+    Returns:
+        ``{(identity, test): [(label, relative path under media, kind)]}`` with the ground truth
+        (or driving audio) first; kind is ``video`` or ``audio``.
+    """
+    import ffmpeg
+
+    groups: dict[tuple[str, str], list] = {}
+    by_identity = {Path(d).name: Path(d) for d in data_dirs}
+    with atomic_dir(media) as tmp:
+        for v in videos:
+            method, ident, test = parse_video_path(v)
+            rel = f"{ident}/{test}/{method}.mp4"
+            _copy(Path(v), tmp / rel)
+            groups.setdefault((ident, test), []).append((method, rel, "video"))
+        for (ident, test), items in groups.items():
+            if test == SELF_DRIVEN_TEST and ident in by_identity:
+                rel = f"{ident}/{test}/ground_truth.mp4"
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                gt_video(DatasetLayout(by_identity[ident], ident), tmp / rel)
+                items.insert(0, ("ground truth", rel, "video"))
+            elif test in audio and Path(audio[test]).is_file():
+                rel = f"{ident}/{test}/driving_audio.m4a"
+                try:
+                    (ffmpeg.input(audio[test]).output(str(tmp / rel), acodec="aac", ac=1, ar=48000)
+                     .overwrite_output().run(quiet=True))
+                    items.insert(0, ("driving audio (no ground truth)", rel, "audio"))
+                except ffmpeg.Error:
+                    log.warning("%s: could not be converted for the report; left out", audio[test])
+    return groups
+
+
+def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
+                methods: list[str]) -> str:
+    """The HTML text of the report page."""
+    def order(items):
+        rank = {m: k for k, m in enumerate(methods)}
+        first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
+        return sorted(items, key=lambda it: (not first(it), rank.get(it[0], len(rank)), it[0]))
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = ["<h1>Talking-portrait NeRFs: comparison report</h1>",
+            f"<p>Column preset <code>{html.escape(tables.get('preset', ''))}</code> "
+            f"({html.escape(tables.get('preset_title', ''))}); generated {now}. Measured rows are means over "
+            "identities; reported rows are copied from the papers and never ranked with them.</p>",
+            "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#plots'>Plots</a></nav>",
+            "<h2 id='tables'>Tables</h2>"]
+    for protocol, t in tables["protocols"].items():
+        body.append(f"<h3>{protocol.replace('_', '-')}</h3>")
+        body.append(table_html(t["mean"]))
+        body += [table_html(x) for x in t["reported"]]
+        for x in t["per_identity"]:
+            body.append(f"<details><summary>{html.escape(x['title'].split(' - ')[-1])}</summary>"
+                        f"{table_html(x)}</details>")
+    body.append("<h2 id='videos'>Videos</h2>")
+    if not groups:
+        body.append("<p>No rendered videos.</p>")
+    for (ident, test) in sorted(groups, key=lambda k: (k[0], k[1] != SELF_DRIVEN_TEST, k[1])):
+        proto = "self-driven" if test == SELF_DRIVEN_TEST else "cross-driven"
+        body.append(f"<h3>{html.escape(ident)} · {html.escape(test)} ({proto})</h3><div class='videos'>")
+        for label, rel, kind in order(groups[(ident, test)]):
+            src = f"{media_rel}/{rel}"
+            if kind == "audio":
+                player = f"<audio controls preload='none'><source src='{src}' type='audio/mp4'></audio>"
+            else:
+                player = (f"<video controls preload='metadata' muted><source src='{src}' type='video/mp4'>"
+                          "</video>")
+            body.append(f"<figure>{player}<figcaption>{html.escape(label)}</figcaption></figure>")
+        body.append("</div>")
+    body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
+    for p in plots:
+        body.append(f"<img src='{plots_rel}/{html.escape(p['file'])}' alt='{html.escape(p['title'])}' "
+                    f"title='{html.escape(p['title'])}'>")
+    body.append("</div>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>Talking-portrait NeRF report</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tables", required=True, help="results/tables/tables.json")
+    ap.add_argument("--plots", required=True, help="results/report/plots (with plots.json)")
+    ap.add_argument("--videos", nargs="*", default=[], help="render contract video.mp4 files")
+    ap.add_argument("--data", nargs="*", default=[], help="results/data/{identity} folders")
+    ap.add_argument("--audio", nargs="*", default=[], help="cross-driven TEST=PATH driving audio")
+    ap.add_argument("--methods", nargs="*", default=[], help="preferred method order")
+    ap.add_argument("--media", required=True, help="results/report/media")
+    ap.add_argument("--out", required=True, help="results/report/index.html")
+    args = ap.parse_args(argv)
+    setup_logging("report.html")
+    tables = read_json(args.tables)
+    plots = read_json(Path(args.plots) / "plots.json")
+    audio = dict(a.split("=", 1) for a in args.audio)
+    groups = build_media(args.videos, args.data, audio, Path(args.media))
+    out = Path(args.out)
+    rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
+    page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods)
+    with atomic_write(out, "w") as fh:
+        fh.write(page)
+    log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,139 @@
+"""Table columns: the metric registry and the paper-table presets (config ``report.preset``).
+
+A preset chooses the columns of the self-driven and the cross-driven table and which published
+tables of ``resources/reported_numbers.csv`` are shown under the measured rows. Column sets follow
+the seed papers' tables:
+
+- ``livenerf_table2``: LiveNeRF (Vu et al., arXiv 2511.07552) Table II (self-driven: PSNR, LPIPS,
+  FID, LMD, AUE, Sync, training time, FPS) with Table III as the cross-driven table (LMD and Sync
+  per test set).
+- ``rad_nerf``: RAD-NeRF (Tang et al., arXiv 2211.12368) self-driven comparison (PSNR, LPIPS, LMD,
+  FID, AUE, Sync, training time, FPS).
+- ``aed_nerf``: AED-NeRF (Lu et al., ZTE Communications 24(1), 2026) Tables 1/2 (PSNR, LPIPS, LMD,
+  Sync-C, Sync-D, training time/h, inference fps).
+- ``nerf3dtalker_table1``: NeRF-3DTalker (Liu et al., ICASSP 2025, arXiv 2502.14178) Table I (SSIM,
+  LPIPS, AU accuracy, LMD, SyncNet confidence).
+- ``all``: every metric this pipeline measures.
+
+"Sync" in the papers is the SyncNet confidence (LSE-C, Sync-C); "Sync-D" is LSE-D.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.common.errors import InputError
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column.
+
+    Attributes:
+        key: column id, used as the CSV header and in ``reported_numbers.csv``'s ``metric`` column.
+        label: printed header (without the arrow).
+        higher_is_better: direction of "best" (True: higher is better, shown with an up arrow).
+        metric: name of the metric in the metric JSONs / tidy table that fills the column (None:
+            this pipeline does not measure it; measured rows show n/a).
+        scale: factor applied to the measured value (e.g. 1/3600 for seconds -> hours).
+        digits: decimals printed.
+        unmeasured_reason: the n/a footnote for columns with ``metric`` None.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool
+    metric: str | None
+    scale: float = 1.0
+    digits: int = 3
+    unmeasured_reason: str = ""
+
+    @property
+    def arrow(self) -> str:
+        """Unicode arrow: ↑ higher is better, ↓ lower is better."""
+        return "↑" if self.higher_is_better else "↓"
+
+
+#: every column any preset uses, by key
+COLUMNS: dict[str, Column] = {c.key: c for c in [
+    Column("psnr", "PSNR", True, "psnr", digits=2),
+    Column("ssim", "SSIM", True, "ssim", digits=3),
+    Column("lpips", "LPIPS", False, "lpips", digits=4),
+    Column("fid", "FID", False, "fid", digits=2),
+    Column("lmd", "LMD", False, "lmd", digits=3),
+    Column("lmd_face", "LMD (face)", False, "lmd_face", digits=3),
+    Column("aue", "AUE", False, "aue", digits=3),
+    Column("aue_lower", "AUE-L", False, "aue_lower", digits=3),
+    Column("aue_upper", "AUE-U", False, "aue_upper", digits=3),
+    Column("lse_c", "Sync-C (LSE-C)", True, "lse_c", digits=3),
+    Column("lse_d", "Sync-D (LSE-D)", False, "lse_d", digits=3),
+    Column("csim", "CSIM", True, "csim", digits=3),
+    Column("cpbd", "CPBD", True, "cpbd", digits=3),
+    Column("au_acc", "AU acc.", True, None, digits=3,
+           unmeasured_reason="AU accuracy needs an AU classifier (OpenFace 2); not measured by this pipeline"),
+    Column("training_time_h", "Training time (h)", False, "training_time_s", scale=1 / 3600, digits=2),
+    Column("fps", "FPS", True, "fps", digits=1),
+]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A column preset.
+
+    Attributes:
+        name: config value of ``report.preset``.
+        title: human title (shown above the tables).
+        self_driven: column keys of the self-driven table.
+        cross_driven: column keys of the cross-driven table (repeated for every test).
+        reported: ``(source, table)`` pairs of ``reported_numbers.csv`` shown as reported rows,
+            keyed by protocol (``self_driven`` / ``cross_driven``).
+    """
+
+    name: str
+    title: str
+    self_driven: tuple[str, ...]
+    cross_driven: tuple[str, ...]
+    reported: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+
+LIVENERF = "LiveNeRF (Vu et al., arXiv 2511.07552)"
+RAD_NERF = "RAD-NeRF (Tang et al., arXiv 2211.12368)"
+AED_NERF = "AED-NeRF (Lu et al., ZTE Communications 24(1):72-80, 2026)"
+NERF3DTALKER = "NeRF-3DTalker (Liu et al., ICASSP 2025, arXiv 2502.14178)"
+NERFFACESPEECH = "NeRFFaceSpeech (Kim et al., arXiv 2405.05749)"
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("livenerf_table2", "LiveNeRF Table II (self-driven) / Table III (cross-driven)",
+           ("psnr", "lpips", "fid", "lmd", "aue", "lse_c", "training_time_h", "fps"),
+           ("lmd", "lse_c"),
+           {"self_driven": ((LIVENERF, "Table II"), (AED_NERF, "Table 1")),
+            "cross_driven": ((LIVENERF, "Table III"),)}),
+    Preset("rad_nerf", "RAD-NeRF self-driven comparison",
+           ("psnr", "lpips", "lmd", "fid", "aue", "lse_c", "training_time_h", "fps"),
+           ("lse_c", "lse_d"),
+           {"self_driven": ((RAD_NERF, "Table 1"),)}),
+    Preset("aed_nerf", "AED-NeRF Table 1 (self-driven) / Table 2",
+           ("psnr", "lpips", "lmd", "lse_c", "lse_d", "training_time_h", "fps"),
+           ("lse_c", "lse_d"),
+           {"self_driven": ((AED_NERF, "Table 1"),), "cross_driven": ((AED_NERF, "Table 2"),)}),
+    Preset("nerf3dtalker_table1", "NeRF-3DTalker Table I",
+           ("ssim", "lpips", "au_acc", "lmd", "lse_c"),
+           ("lse_c", "lse_d"),
+           {"self_driven": ((NERF3DTALKER, "Table I"),)}),
+    Preset("all", "All measured metrics",
+           ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
+            "lse_c", "lse_d", "csim", "cpbd", "training_time_h", "fps"),
+           ("lse_c", "lse_d", "csim", "cpbd"),
+           {"self_driven": ((AED_NERF, "Table 1"),)}),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        InputError: unknown preset (naming config.yaml's ``report.preset`` and the known names).
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError("config.yaml", f"report.preset {name!r} is not one of {sorted(PRESETS)}") from None

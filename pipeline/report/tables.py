@@ -1,0 +1,369 @@
+"""Comparison tables per protocol: methods as rows, metrics as columns (Markdown, CSV, LaTeX).
+
+For each protocol (self-driven, cross-driven) and the column preset of config ``report.preset``
+(:mod:`pipeline.report.presets`):
+
+- measured rows: one per method (trained methods in config order, then baselines), the value is the
+  mean over identities (and, in the per-identity tables, per identity); cross-driven columns repeat
+  the preset's metrics for every test;
+- the best measured value of each column is bold (ties on the printed value are all bold; a column
+  needs two measured values to have a best);
+- n/a cells carry a footnote number; the footnotes list the reasons (from the metric JSONs'
+  ``na_reason``, or why the column is not measured);
+- reported rows (``resources/reported_numbers.csv``) follow under a separator, marked "reported",
+  printed exactly as in the CSV and never ranked with the measured rows.
+
+Outputs in ``--out-dir`` (``results/tables``): ``{protocol}.md``, ``{protocol}.csv``,
+``{protocol}.tex`` (booktabs), ``{protocol}_per_identity.csv`` and ``tables.json`` (what the HTML
+report renders). Usage::
+
+    python -m pipeline.report.tables --long results/tables/metrics_long.parquet \
+        --reported resources/reported_numbers.csv --preset livenerf_table2 --methods rad_nerf er_nerf \
+        --out-dir results/tables
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_write, atomic_write_json
+from pipeline.common.log import run_main, setup_logging
+from pipeline.report.aggregate import read_long
+from pipeline.report.presets import COLUMNS, Column, Preset, get_preset
+
+PROTOCOLS = ("self_driven", "cross_driven")
+PROTOCOL_TITLES = {"self_driven": "Self-driven (validation split, ground truth available)",
+                   "cross_driven": "Cross-driven (driving audio from another speaker)"}
+REPORTED_FIELDS = ["method", "source", "table", "metric", "value", "notes"]
+NA = "n/a"
+NOT_REPORTED = "–"
+REPORTED_BANNER = "reported in papers (their data and set-up; not ranked)"
+
+
+@dataclass
+class Table:
+    """A rendered comparison table (cells are the printed strings).
+
+    Attributes:
+        protocol: ``self_driven`` or ``cross_driven``.
+        title: caption.
+        columns: column ids (``psnr``; cross-driven ``{test}:{key}``).
+        headers: printed headers with arrows (``PSNR↑``; ``jfk: LSE-C↑``).
+        rows: ``{"kind": "measured"|"reported", "method", "source", "table", "identity",
+            "cells": [str], "bold": [bool]}``.
+        footnotes: footnote texts; footnote k (1-based) is ``footnotes[k-1]``.
+    """
+
+    protocol: str
+    title: str
+    columns: list[str]
+    headers: list[str]
+    rows: list[dict] = field(default_factory=list)
+    footnotes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> int:
+        """Footnote number of ``text`` (added when new)."""
+        if text not in self.footnotes:
+            self.footnotes.append(text)
+        return self.footnotes.index(text) + 1
+
+
+def fmt(value: float, digits: int) -> str:
+    """Printed number: fixed decimals; infinities as ``inf``/``-inf``."""
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def read_reported(path: str | Path | None) -> pd.DataFrame:
+    """Published numbers (``method, source, table, metric, value, notes``; values kept as text).
+
+    Raises:
+        InputError: missing file, missing columns, or a value that is not a number.
+    """
+    if path is None:
+        return pd.DataFrame(columns=REPORTED_FIELDS)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "reported numbers file not found (config report.reported_numbers)")
+    with open(path, newline="") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    df = pd.DataFrame(list(csv.DictReader(lines)))
+    missing = [c for c in REPORTED_FIELDS if c not in df.columns]
+    if missing:
+        raise InputError(path, f"reported numbers need columns {REPORTED_FIELDS}; missing {missing}")
+    for i, v in enumerate(df["value"], start=2):
+        try:
+            float(v)
+        except ValueError:
+            raise InputError(path, f"row {i}: value {v!r} is not a number") from None
+    return df[REPORTED_FIELDS].fillna("")
+
+
+def method_order(df: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Methods of ``df``: those in ``methods`` first (in that order), then the others sorted."""
+    present = list(dict.fromkeys(df["method"]))
+    return [m for m in methods if m in present] + sorted(m for m in present if m not in methods)
+
+
+def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int) -> tuple[str, float | None]:
+    """Printed cell and its numeric value (None for n/a) of one method x column."""
+    if col.metric is None:
+        return f"{NA} ({tab.note(f'{col.label}: {col.unmeasured_reason}')})", None
+    sub = sub[sub["metric"] == col.metric]
+    if sub.empty:
+        return f"{NA} ({tab.note(f'{col.label}: not computed for this protocol (config metrics)')})", None
+    vals = sub["value"].dropna()
+    if vals.empty:
+        reasons = sorted({str(r) for r in sub["na_reason"].dropna()} or {"no value"})
+        marks = ",".join(str(tab.note(f"{col.label}: {r}")) for r in reasons)
+        return f"{NA} ({marks})", None
+    value = float(vals.mean()) * col.scale
+    text = fmt(value, col.digits)
+    n_with = sub.loc[sub["value"].notna(), "identity"].nunique()
+    if n_with < n_identities:
+        text += f" ({tab.note(f'{col.label}: mean over {n_with} of {n_identities} identities (others n/a)')})"
+    return text, value
+
+
+def _mark_best(tab: Table, cols: list[Column], values: list[list[float | None]]) -> None:
+    """Bold the best measured value per column (on the printed precision, ties all bold)."""
+    measured = [r for r in tab.rows if r["kind"] == "measured"]
+    for j, col in enumerate(cols):
+        cand = [(i, round(v[j], col.digits)) for i, v in enumerate(values) if v[j] is not None
+                and not math.isnan(v[j])]
+        if len(cand) < 2:
+            continue
+        best = max(c[1] for c in cand) if col.higher_is_better else min(c[1] for c in cand)
+        for i, v in cand:
+            if v == best:
+                measured[i]["bold"][j] = True
+
+
+def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[str],
+                reported: pd.DataFrame, identity: str | None = None) -> Table:
+    """One comparison table.
+
+    Args:
+        df: tidy metrics table (:func:`pipeline.report.aggregate.aggregate`).
+        preset: column preset.
+        protocol: ``self_driven`` or ``cross_driven``.
+        methods: preferred method order (config ``train.methods``).
+        reported: published numbers (:func:`read_reported`); only the preset's tables are used.
+        identity: None for the mean over identities, else that identity only.
+    """
+    sub = df[df["protocol"] == protocol]
+    if identity is not None:
+        sub = sub[sub["identity"] == identity]
+    keys = preset.self_driven if protocol == "self_driven" else preset.cross_driven
+    tests = sorted(sub["test"].unique()) if protocol == "cross_driven" else [None]
+    cols = [(t, COLUMNS[k]) for t in tests for k in keys]
+    title = protocol.replace("_", "-").capitalize()
+    title += f" - identity {identity}" if identity else " - mean over identities"
+    tab = Table(protocol, title,
+                [f"{t}:{c.key}" if t else c.key for t, c in cols],
+                [f"{t}: {c.label}{c.arrow}" if t else f"{c.label}{c.arrow}" for t, c in cols])
+    n_ident = sub["identity"].nunique()
+    values = []
+    for m in method_order(sub, methods):
+        msub = sub[sub["method"] == m]
+        cells, vals = [], []
+        for t, c in cols:
+            text, v = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
+                            msub["identity"].nunique() if identity is None else 1)
+            cells.append(text)
+            vals.append(v)
+        tab.rows.append({"kind": "measured", "method": m, "source": "measured here", "table": "",
+                         "identity": identity or f"mean of {n_ident}", "cells": cells,
+                         "bold": [False] * len(cells)})
+        values.append(vals)
+    _mark_best(tab, [c for _, c in cols], values)
+    if identity is None and protocol == "self_driven":
+        for source, table in preset.reported.get(protocol, ()):
+            rep = reported[(reported["source"] == source) & (reported["table"] == table)]
+            for m in dict.fromkeys(rep["method"]):
+                mrep = rep[rep["method"] == m]
+                by_metric = dict(zip(mrep["metric"], mrep["value"]))
+                cells = [by_metric.get(c.key, NOT_REPORTED) for _, c in cols]
+                if all(x == NOT_REPORTED for x in cells):
+                    continue
+                tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
+                                 "identity": "", "cells": cells, "bold": [False] * len(cells)})
+    if any(r["kind"] == "reported" for r in tab.rows):
+        tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
+                 "from the papers (resources/reported_numbers.csv) and were not measured here.")
+    if not tab.rows:
+        tab.note(f"no {protocol.replace('_', '-')} metric files")
+    return tab
+
+
+def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str) -> list[Table]:
+    """Reported tables that do not align with the measured columns (cross-driven tables, whose
+    test sets differ from ours), each printed with the paper's own metric columns."""
+    out = []
+    if protocol == "self_driven":
+        return out
+    for source, table in preset.reported.get(protocol, ()):
+        rep = reported[(reported["source"] == source) & (reported["table"] == table)]
+        if rep.empty:
+            continue
+        metrics = list(dict.fromkeys(rep["metric"]))
+        headers = []
+        for key in metrics:
+            base, _, test = key.partition("@")
+            c = COLUMNS.get(base)
+            label = f"{c.label}{c.arrow}" if c else base
+            headers.append(f"{test}: {label}" if test else label)
+        tab = Table(protocol, f"{table} of {source} (reported; their test sets)", metrics, headers)
+        for m in dict.fromkeys(rep["method"]):
+            by_metric = dict(zip(rep.loc[rep["method"] == m, "metric"], rep.loc[rep["method"] == m, "value"]))
+            tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
+                             "identity": "", "cells": [by_metric.get(k, NOT_REPORTED) for k in metrics],
+                             "bold": [False] * len(metrics)})
+        out.append(tab)
+    return out
+
+
+# ----------------------------------------------------------------------------------- writers
+def _row_label(row: dict) -> str:
+    return row["method"] if row["kind"] == "measured" else f"{row['method']} (reported: {row['table']})"
+
+
+def to_markdown(tab: Table, level: int = 3) -> str:
+    """GitHub Markdown: caption heading, table (bold best), banner row before reported rows,
+    numbered footnotes."""
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [f"{'#' * level} {tab.title}", "", "| Method | " + " | ".join(tab.headers) + " |",
+             "|---|" + "---:|" * len(tab.headers)]
+    banner = False
+    for r in tab.rows:
+        if r["kind"] == "reported" and not banner and any(x["kind"] == "measured" for x in tab.rows):
+            lines.append(f"| *{REPORTED_BANNER}* |" + " |" * len(tab.headers))
+        banner = banner or r["kind"] == "reported"
+        cells = [f"**{c}**" if b else c for c, b in zip(r["cells"], r["bold"])]
+        lines.append(f"| {esc(_row_label(r))} | " + " | ".join(esc(c) for c in cells) + " |")
+    if tab.footnotes:
+        lines.append("")
+        lines += [f"({i}) {esc(t)}  " for i, t in enumerate(tab.footnotes, start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv_rows(tab: Table, with_identity: bool = False) -> list[list[str]]:
+    """CSV rows (header first): ``kind, method, source, table[, identity], <column ids>``; cells
+    are the printed strings (the LaTeX and Markdown cells are the same strings)."""
+    head = ["kind", "method", "source", "table"] + (["identity"] if with_identity else []) + tab.columns
+    out = [head]
+    for r in tab.rows:
+        out.append([r["kind"], r["method"], r["source"], r["table"]]
+                   + ([r["identity"]] if with_identity else []) + list(r["cells"]))
+    return out
+
+
+_TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+            "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--"}
+
+
+def tex_escape(s: str) -> str:
+    """Escape LaTeX specials (and arrows / en dash) in plain text."""
+    return "".join(_TEX_ESC.get(ch, ch) for ch in str(s))
+
+
+def to_latex(tab: Table) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``): toprule, header,
+    midrule, measured rows (best in ``\\textbf``), a midrule and a banner before reported rows,
+    bottomrule, then the footnotes."""
+    n = len(tab.headers)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{" + tex_escape(tab.title) + "}",
+             r"\begin{tabular}{l" + "r" * n + "}", r"\toprule",
+             "Method & " + " & ".join(tex_escape(h) for h in tab.headers) + r" \\", r"\midrule"]
+    banner = False
+    for r in tab.rows:
+        if r["kind"] == "reported" and not banner:
+            if any(x["kind"] == "measured" for x in tab.rows):
+                lines.append(r"\midrule")
+            lines.append(r"\multicolumn{" + str(n + 1) + r"}{l}{\emph{" + tex_escape(REPORTED_BANNER)
+                         + r"}} \\")
+            banner = True
+        cells = [r"\textbf{" + tex_escape(c) + "}" if b else tex_escape(c)
+                 for c, b in zip(r["cells"], r["bold"])]
+        lines.append(tex_escape(_row_label(r)) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if tab.footnotes:
+        lines.append(r"\par\smallskip\footnotesize")
+        lines += [f"({i}) " + tex_escape(t) + r"\par" for i, t in enumerate(tab.footnotes, start=1)]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(df: pd.DataFrame, preset: Preset, methods: list[str], reported: pd.DataFrame,
+                 out_dir: str | Path) -> dict:
+    """Write all table files for both protocols into ``out_dir``; returns the tables.json content."""
+    out_dir = Path(out_dir)
+    summary: dict = {"preset": preset.name, "preset_title": preset.title, "protocols": {}}
+    for protocol in PROTOCOLS:
+        mean = build_table(df, preset, protocol, methods, reported)
+        extra = build_reported_tables(preset, reported, protocol)
+        idents = sorted(df.loc[df["protocol"] == protocol, "identity"].unique())
+        per_id = [build_table(df, preset, protocol, methods, reported, identity=i) for i in idents]
+        md = [f"# {PROTOCOL_TITLES[protocol]}", "", f"Columns: {preset.title} (preset `{preset.name}`).", "",
+              to_markdown(mean)]
+        md += [to_markdown(t) for t in extra]
+        if per_id:
+            md.append("## Per identity\n")
+            md += [to_markdown(t) for t in per_id]
+        with atomic_write(out_dir / f"{protocol}.md", "w") as fh:
+            fh.write("\n".join(md))
+        with atomic_write(out_dir / f"{protocol}.csv", "w") as fh:
+            csv.writer(fh, lineterminator="\n").writerows(to_csv_rows(mean))
+        with atomic_write(out_dir / f"{protocol}_per_identity.csv", "w") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            rows = [to_csv_rows(t, with_identity=True) for t in per_id]
+            if rows:
+                w.writerows([rows[0][0]] + [r for t in rows for r in t[1:]])
+            else:
+                w.writerow(["kind", "method", "source", "table", "identity"])
+        with atomic_write(out_dir / f"{protocol}.tex", "w") as fh:
+            fh.write("\n".join(to_latex(t) for t in [mean, *extra]))
+        summary["protocols"][protocol] = {"mean": asdict(mean), "reported": [asdict(t) for t in extra],
+                                          "per_identity": [asdict(t) for t in per_id]}
+    atomic_write_json(out_dir / "tables.json", summary)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--long", required=True, help="metrics_long.parquet or .csv")
+    ap.add_argument("--reported", default=None, help="reported_numbers.csv (omit for none)")
+    ap.add_argument("--cfg", default="{}", help="JSON of config 'report' ({preset, reported_numbers})")
+    ap.add_argument("--preset", default=None, help="column preset (default: --cfg preset, else livenerf_table2)")
+    ap.add_argument("--methods", nargs="*", default=[], help="preferred row order")
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    log = setup_logging("report.tables")
+    try:
+        cfg = json.loads(args.cfg)
+    except json.JSONDecodeError as exc:
+        raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
+    preset = get_preset(args.preset or cfg.get("preset") or "livenerf_table2")
+    df = read_long(args.long)
+    reported = read_reported(args.reported or None)
+    summary = write_tables(df, preset, args.methods, reported, args.out_dir)
+    for p, t in summary["protocols"].items():
+        log.info("%s: %d rows x %d columns", p, len(t["mean"]["rows"]), len(t["mean"]["columns"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,48 @@
+# Baseline "external": videos produced by any other system, listed in config baselines.external
+# as {method, identity, test, video}, ingested into the render contract: re-encoded to 25 fps,
+# scaled to the dataset frame size, frame count aligned with the test, audio from the video.
+
+EXTERNAL_RUNS = {
+    (e["method"], e["identity"], e["test"]): e["video"]
+    for e in config.get("baselines", {}).get("external", [])
+}
+
+if EXTERNAL_RUNS:
+
+    rule external_baseline:
+        input:
+            video=lambda wc: str(resolve_path(EXTERNAL_RUNS[(wc.method, wc.identity, wc.test)])),
+            train=f"{DATA}/transforms_train.json",
+            val=f"{DATA}/transforms_val.json",
+            gt=f"{DATA}/gt_imgs",
+            audio=f"{DATA}/aud.wav",
+            driving=lambda wc: (
+                [] if wc.test == SELF_DRIVEN_TEST
+                else [str(resolve_path(config["render"]["cross_driven"][wc.test]))]
+            ),
+        output:
+            video="results/renders/{method}/{identity}/{test}/video.mp4",
+            manifest="results/renders/{method}/{identity}/{test}/manifest.json",
+        wildcard_constraints:
+            method=_alternation({m for m, _, _ in EXTERNAL_RUNS}),
+            test=_alternation({t for _, _, t in EXTERNAL_RUNS}),
+        params:
+            data=lambda wildcards, input: os.path.dirname(input.train),
+            out=lambda wildcards, output: os.path.dirname(output.manifest),
+            audio=lambda wildcards, input: f"--audio {shlex.quote(input.driving[0])}" if input.driving else "",
+        conda:
+            "../../../envs/report.yaml"
+        log:
+            f"{LOGS}/external_baseline/{{method}}/{{identity}}/{{test}}.log",
+        benchmark:
+            f"{BENCH}/external_baseline/{{method}}/{{identity}}/{{test}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=15,
+        shell:
+            "python -m pipeline.baselines.external --video {input.video:q} --method {wildcards.method}"
+            " --identity {wildcards.identity} --test {wildcards.test} --data {params.data:q}"
+            " {params.audio} --out {params.out:q} 2> {log:q}"
+
+    BASELINE_RUNS.extend(EXTERNAL_RUNS)

@@ -1,0 +1,146 @@
+# Comparison tables, plots and the HTML report (pipeline/report/). Inputs: every metric JSON of
+# the trained methods (config train.methods) and of the baselines (workflow/rules/baselines/*.smk
+# register their (method, identity, test) runs in BASELINE_RUNS).
+
+TABLES = "results/tables"
+REPORT = "results/report"
+TEST_NAMES = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
+
+
+# (method, identity, test) of every compared run: trained methods on every test, then the
+# baselines' runs (the baselines' .smk files are included before this file).
+REPORT_RUNS = list(
+    dict.fromkeys(
+        [(m, i, t) for m in config["train"]["methods"] for i in IDENTITIES for t in TEST_NAMES]
+        + [tuple(r) for r in BASELINE_RUNS]
+    )
+)
+# row order of the tables: trained methods, then baselines
+REPORT_METHODS = " ".join(dict.fromkeys(m for m, _, _ in REPORT_RUNS))
+METRIC_JSONS = [f"results/metrics/{m}/{i}/{t}.json" for m, i, t in REPORT_RUNS]
+RENDER_VIDEOS = [f"results/renders/{m}/{i}/{t}/video.mp4" for m, i, t in REPORT_RUNS]
+
+
+rule aggregate:
+    input:
+        metrics=METRIC_JSONS,
+    output:
+        csv=f"{TABLES}/metrics_long.csv",
+        parquet=f"{TABLES}/metrics_long.parquet",
+    conda:
+        "../../envs/report.yaml"
+    log:
+        f"{LOGS}/report/aggregate.log",
+    benchmark:
+        f"{BENCH}/report/aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m pipeline.report.aggregate --metrics {input.metrics:q} --out-csv {output.csv:q}"
+        " --out-parquet {output.parquet:q} 2> {log:q}"
+
+
+rule tables:
+    input:
+        long=rules.aggregate.output.parquet,
+        reported=(
+            [str(resolve_path(config["report"]["reported_numbers"]))]
+            if config["report"].get("reported_numbers")
+            else []
+        ),
+    output:
+        **{
+            f"{protocol}_{ext}": f"{TABLES}/{protocol}.{ext}"
+            for protocol in ("self_driven", "cross_driven")
+            for ext in ("md", "csv", "tex")
+        },
+        self_per_identity=f"{TABLES}/self_driven_per_identity.csv",
+        cross_per_identity=f"{TABLES}/cross_driven_per_identity.csv",
+        json=f"{TABLES}/tables.json",
+    params:
+        cfg=cfg_arg("report"),
+        methods=REPORT_METHODS,
+        reported=lambda wildcards, input: f"--reported {shlex.quote(input.reported[0])}" if input.reported else "",
+        out=lambda wildcards, output: os.path.dirname(output.json),
+    conda:
+        "../../envs/report.yaml"
+    log:
+        f"{LOGS}/report/tables.log",
+    benchmark:
+        f"{BENCH}/report/tables.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m pipeline.report.tables --long {input.long:q} {params.reported} --cfg {params.cfg}"
+        " --methods {params.methods} --out-dir {params.out:q} 2> {log:q}"
+
+
+rule plots:
+    input:
+        long=rules.aggregate.output.parquet,
+        metrics=METRIC_JSONS,
+    output:
+        plots=directory(f"{REPORT}/plots"),
+    params:
+        methods=REPORT_METHODS,
+    conda:
+        "../../envs/report.yaml"
+    log:
+        f"{LOGS}/report/plots.log",
+    benchmark:
+        f"{BENCH}/report/plots.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m pipeline.report.plots --long {input.long:q} --methods {params.methods}"
+        " --out-dir {output.plots:q} 2> {log:q}"
+
+
+rule report:
+    input:
+        tables=rules.tables.output.json,
+        plots=rules.plots.output.plots,
+        videos=RENDER_VIDEOS,
+        data=expand(f"{DATA}/gt_imgs", identity=IDENTITIES),
+        val=expand(f"{DATA}/transforms_val.json", identity=IDENTITIES),
+        audio=expand(f"{DATA}/aud.wav", identity=IDENTITIES),
+        driving=[str(resolve_path(p)) for p in config["render"]["cross_driven"].values()],
+    output:
+        html=f"{REPORT}/index.html",
+        media=directory(f"{REPORT}/media"),
+    params:
+        data=lambda wildcards, input: [os.path.dirname(p) for p in input.data],
+        audio=" ".join(
+            shlex.quote(f"{test}={resolve_path(path)}") for test, path in config["render"]["cross_driven"].items()
+        ),
+        methods=REPORT_METHODS,
+    conda:
+        "../../envs/report.yaml"
+    log:
+        f"{LOGS}/report/report.log",
+    benchmark:
+        f"{BENCH}/report/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    shell:
+        "python -m pipeline.report.html --tables {input.tables:q} --plots {input.plots:q}"
+        " --videos {input.videos:q} --data {params.data:q} --audio {params.audio}"
+        " --methods {params.methods} --media {output.media:q} --out {output.html:q} 2> {log:q}"
+
+
+ALL_TARGETS.extend(
+    [
+        f"{TABLES}/{protocol}.{ext}"
+        for protocol in ("self_driven", "cross_driven")
+        for ext in ("md", "csv", "tex")
+    ]
+    + [f"{TABLES}/metrics_long.csv", f"{TABLES}/metrics_long.parquet", f"{REPORT}/index.html"]
+)
