@@ -25,7 +25,6 @@ AUDIO = PROJECT_ROOT / "resources" / "audio"
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    pytest.importorskip("pipeline.preprocess.audio_features", reason="dataset engineer's audio features")
     from tests.test_render_fakes import build_dataset
 
     return build_dataset(tmp_path_factory.mktemp("render_data") / "German", SAMPLE_VIDEO)

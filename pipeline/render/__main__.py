@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.common.config import resolve_path
 from pipeline.common.layout import SELF_DRIVEN_TEST, DatasetLayout
 from pipeline.common.log import run_main, setup_logging
 from pipeline.render.contract import write_contract
@@ -62,7 +63,10 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
             raise ValueError(f"cross-driven test {test!r} needs a driving audio file")
         seq = cross_driven(data, audio, feature, audio_cfg or {})
         pose_source = "transforms_train.json (ping-pong)"
-    controls = Controls.from_config(render_cfg.get("controls"))
+    controls_cfg = dict(render_cfg.get("controls") or {})
+    if controls_cfg.get("background"):
+        controls_cfg["background"] = str(resolve_path(controls_cfg["background"]))
+    controls = Controls.from_config(controls_cfg)
     compositing = render_cfg.get("compositing", "full")
     renderer = Renderer(model, data, compositing, controls)
     stats = RenderStats()
@@ -106,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cfg", default="{}", help="config 'render' section as JSON")
     ap.add_argument("--audio-cfg", default="{}", help="config 'preprocess.audio' section as JSON")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.render")
+    torch.set_num_threads(max(args.threads, 1))
     torch.set_grad_enabled(False)
     m = render_test(args.model, args.data, args.method, args.identity, args.test, args.out,
                     audio=args.audio, render_cfg=json.loads(args.cfg), audio_cfg=json.loads(args.audio_cfg),

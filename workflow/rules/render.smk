@@ -1,0 +1,64 @@
+# Rendering: every trained model x identity x test into the render contract
+# results/renders/{method}/{identity}/{test}/{frames/, video.mp4, manifest.json}
+# (pipeline/render/contract.py). Tests: "self" (self-driven, the validation split) and one
+# cross-driven test per entry of config render.cross_driven (test name -> driving audio).
+
+RENDER_METHODS = list(config["train"]["methods"])
+RENDER_TESTS = [SELF_DRIVEN_TEST] + list(config["render"]["cross_driven"])
+RENDERS = "results/renders/{method}/{identity}/{test}"
+# only what changes the pixels: adding a cross-driven test must not re-render the others
+RENDER_CFG = shlex.quote(json.dumps({k: config["render"][k] for k in ("compositing", "controls")}, sort_keys=True))
+
+
+rule render:
+    input:
+        model="results/models/{method}/{identity}/train_manifest.json",
+        data=f"{DATA}/manifest.json",
+        # the driving audio of a cross-driven test; none for the self-driven test
+        audio=lambda wildcards: (
+            []
+            if wildcards.test == SELF_DRIVEN_TEST
+            else str(resolve_path(config["render"]["cross_driven"][wildcards.test]))
+        ),
+        background=lambda wildcards: (
+            [str(resolve_path(config["render"]["controls"]["background"]))]
+            if config["render"]["controls"].get("background")
+            else []
+        ),
+    output:
+        manifest=f"{RENDERS}/manifest.json",
+        video=f"{RENDERS}/video.mp4",
+    wildcard_constraints:
+        method=_alternation(RENDER_METHODS),
+        test=_alternation(RENDER_TESTS),
+    params:
+        cfg=RENDER_CFG,
+        audio_cfg=cfg_arg("preprocess", "audio"),
+        device=config["train"]["device"],
+        audio=lambda wildcards, input: (
+            f"--audio {shlex.quote(str(input.audio))}" if input.get("audio") else ""
+        ),
+        model=lambda wildcards, input: os.path.dirname(input.model),
+        data=lambda wildcards, input: os.path.dirname(input.data),
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
+    conda:
+        "../../envs/nerf.yaml"
+    log:
+        f"{LOGS}/render/{{method}}/{{identity}}/{{test}}.log",
+    benchmark:
+        f"{BENCH}/render/{{method}}/{{identity}}/{{test}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1 if config["train"]["profile"] == "paper" else 0,
+    shell:
+        "python -m pipeline.render --model {params.model:q} --data {params.data:q}"
+        " --method {wildcards.method} --identity {wildcards.identity} --test {wildcards.test}"
+        " {params.audio} --out {params.out:q} --cfg {params.cfg} --audio-cfg {params.audio_cfg}"
+        " --device {params.device} --threads {threads} 2> {log:q}"
+
+
+ALL_TARGETS.extend(
+    expand(f"{RENDERS}/manifest.json", method=RENDER_METHODS, identity=IDENTITIES, test=RENDER_TESTS)
+)
