@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 AUDIO_SR = 16000
 
 
-def _ffmpeg_msg(exc: Exception) -> str:
-    """Last meaningful line of an ffmpeg/ffprobe error (``ffmpeg.Error`` keeps stderr)."""
+def _ffmpeg_msg(exc: Exception, path: str | Path = "") -> str:
+    """Last meaningful line of an ffmpeg/ffprobe error (``ffmpeg.Error`` keeps stderr), without
+    the file name ffmpeg puts in front (the InputError names the file already)."""
     stderr = getattr(exc, "stderr", None) or b""
     if isinstance(stderr, bytes):
         stderr = stderr.decode("utf-8", "replace")
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    msg = lines[-1] if lines else (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    prefix = f"{path}: "
+    return msg[len(prefix):] if path and msg.startswith(prefix) else msg
 
 
 def _rate(text: str | None) -> float:
@@ -107,7 +110,7 @@ def probe_media(path: str | Path) -> MediaInfo:
     try:
         info = ffmpeg.probe(str(path))
     except ffmpeg.Error as exc:
-        raise InputError(path, f"unreadable or corrupt media file ({_ffmpeg_msg(exc)})") from None
+        raise InputError(path, f"unreadable or corrupt media file ({_ffmpeg_msg(exc, path)})") from None
     fmt = info.get("format", {})
     streams = info.get("streams", [])
     mi = MediaInfo(path=str(path), format_name=fmt.get("format_name", ""),
@@ -177,10 +180,11 @@ def read_frames_at(path: str | Path, times: list[float], max_side: int | None = 
                 target = start + int(t / tb)
                 container.seek(target, stream=vs, backward=True, any_frame=False)
                 frame = None
-                for frame in container.decode(vs):
-                    if frame.pts is None or frame.pts >= target:
+                for cand in container.decode(vs):
+                    if cand.pts is None or cand.pts >= target:
+                        frame = cand
                         break
-                if frame is None:
+                if frame is None:  # the stream ended before t (truncated file)
                     raise InputError(path, f"unreadable or corrupt video: no frame decoded at {t:.2f} s")
                 img = frame.to_ndarray(format="rgb24")
                 if max_side and max(img.shape[:2]) > max_side:
@@ -317,7 +321,7 @@ def load_audio(path: str | Path, sr: int = AUDIO_SR) -> np.ndarray:
                   .global_args("-nostdin", "-loglevel", "error")
                   .run(capture_stdout=True, capture_stderr=True))
     except ffmpeg.Error as exc:
-        raise InputError(path, f"unreadable or corrupt audio ({_ffmpeg_msg(exc)})") from None
+        raise InputError(path, f"unreadable or corrupt audio ({_ffmpeg_msg(exc, path)})") from None
     audio = np.frombuffer(out, np.float32).copy()
     if audio.size == 0:
         raise InputError(path, "audio stream decodes to no samples")
