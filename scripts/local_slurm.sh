@@ -14,7 +14,7 @@
 # Why it looks like this (see docs/cluster.md, "How the local SLURM test works"):
 #   - the config must be /etc/slurm/slurm.conf: the executor plugin's job step strips SLURM_CONF before
 #     its inner srun, so a config elsewhere fails every job;
-#   - no slurmdbd: sacct does not work, use `--slurm-status-command squeue` (MinJobAge=300 keeps finished
+#   - no slurmdbd: sacct does not work, use `--slurm-status-command squeue` (MinJobAge=1800 keeps finished
 #     jobs visible to squeue);
 #   - munged runs on its own key and socket under LOCAL_SLURM_DIR (AuthInfo=socket=...), so a site's
 #     munge is never touched;
@@ -104,7 +104,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
 ReturnToService=2
-MinJobAge=300
+MinJobAge=1800
 SlurmdParameters=config_overrides
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
