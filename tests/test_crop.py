@@ -1,0 +1,130 @@
+"""Crop/resample stage: window planning (deadband, smoothing, clamping) and the real Obama clip
+(720p, 29.97 fps, camera push-in at 46 s) -> stable 512x512 @ 25 fps with the face centred."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline.preprocess.crop import TRACK_FPS, CropConfig, plan_windows
+from tests.conftest import require_shared
+
+
+def _track(cx, cy, side, seconds=10.0):
+    t = np.arange(int(seconds * TRACK_FPS)) / TRACK_FPS
+    f = lambda v: np.broadcast_to(v(t) if callable(v) else v, t.shape)  # noqa: E731
+    return t, np.stack([f(cx), f(cy), f(side)], axis=1).astype(np.float64)
+
+
+def test_static_head_with_detector_noise_gives_fixed_window():
+    rng = np.random.default_rng(0)
+    t, boxes = _track(640.0, 300.0, 120.0)
+    boxes = boxes + rng.normal(0, 2.0, boxes.shape)  # detector jitter of 2 px
+    cfg = CropConfig()
+    win, fixed = plan_windows(t, boxes, 250, 1280, 720, cfg)
+    assert fixed and win.shape == (250, 3)
+    x, y, side = win[0]
+    assert side == pytest.approx(cfg.margin * 120, rel=0.03)
+    assert x + side / 2 == pytest.approx(640, abs=3)
+    assert y + side / 2 == pytest.approx(300 + cfg.center_y_shift * 120, abs=3)
+
+
+def test_moving_head_window_follows_smoothly_and_locks_again():
+    # the head moves 200 px to the right between 3 s and 5 s, then stays
+    t, boxes = _track(lambda t: 500 + 200 * np.clip((t - 3) / 2, 0, 1), 300.0, 120.0)
+    cfg = CropConfig()
+    win, fixed = plan_windows(t, boxes, 250, 1280, 720, cfg)
+    assert not fixed
+    steps = np.abs(np.diff(win, axis=0))
+    assert steps.max() < 0.05 * win[0, 2]  # no jumps: < 5 % of the side per frame
+    assert np.ptp(win[:60], axis=0).max() == 0  # fixed before the move
+    assert np.ptp(win[-40:], axis=0).max() == 0  # locked again after it
+    assert win[-1, 0] + win[-1, 2] / 2 == pytest.approx(700, abs=0.02 * win[-1, 2])
+
+
+def test_window_leaving_the_frame_is_clamped():
+    # face at the top-left corner, and a face so large that the window exceeds the frame
+    t, boxes = _track(30.0, 20.0, 100.0)
+    win, _ = plan_windows(t, boxes, 10, 640, 480, CropConfig())
+    assert (win[:, :2] == 0).all() and win[0, 2] == pytest.approx(190, rel=0.03)
+    t, boxes = _track(320.0, 240.0, 400.0)
+    win, fixed = plan_windows(t, boxes, 10, 640, 480, CropConfig())
+    assert fixed and win[0].tolist() == [80.0, 0.0, 480.0]
+
+
+@pytest.fixture(scope="module")
+def obama_crop(tmp_path_factory):
+    """12 s of the Obama clip from 40 s (static until 46 s, then the camera push-in), cropped."""
+    src = require_shared("identities", "obama_dnc2020_64s.mp4")
+    d = tmp_path_factory.mktemp("obama")
+    clip = d / "obama12.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "40", "-t", "12", "-i", str(src), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-crf", "18", "-c:a", "aac", str(clip)], check=True)
+    from pipeline.preprocess.crop import main
+
+    out = d / "out"
+    assert main(["--video", str(clip), "--out-video", str(out / "Obama.mp4"), "--out-audio", str(out / "aud.wav"),
+                 "--out-track", str(out / "crop.json"), "--cfg", json.dumps({"size": 512, "fps": 25})]) == 0
+    return clip, out
+
+
+def test_obama_output_format(obama_crop):
+    import soundfile as sf
+
+    from pipeline.preprocess.media import count_frames, probe_media
+
+    _, out = obama_crop
+    crop = json.loads((out / "crop.json").read_text())
+    info = probe_media(out / "Obama.mp4")
+    assert (info.width, info.height, info.video_codec) == (512, 512, "h264")
+    assert info.r_fps == 25 and info.avg_fps == 25
+    assert [s.get("codec_name") for s in info.streams] == ["h264"]
+    n = count_frames(out / "Obama.mp4")
+    assert n == crop["n_frames"] == len(crop["windows"])
+    assert abs(n - 12.0 * 25) <= 1
+    with sf.SoundFile(str(out / "aud.wav")) as f:
+        assert (f.samplerate, f.channels, f.subtype) == (16000, 1, "PCM_16")
+        assert abs(f.frames / 16000 - n / 25) <= 1 / 25
+    assert crop["source"]["width"] == 1280 and crop["source"]["avg_fps"] == pytest.approx(29.97, abs=0.01)
+
+
+def test_obama_face_centred_and_window_stable(obama_crop):
+    from pipeline.preprocess.faces import FaceDetector
+    from pipeline.preprocess.media import read_frames_at
+
+    _, out = obama_crop
+    crop = json.loads((out / "crop.json").read_text())
+    win = np.array(crop["windows"])
+    # static piece (before the push-in at 6 s): one fixed window; overall: no jumps
+    assert np.ptp(win[: 5 * 25], axis=0).max() == 0
+    assert np.abs(np.diff(win, axis=0)).max() < 0.02 * win[:, 2].min()
+    assert win[-1, 2] > 1.05 * win[0, 2]  # the window zooms in with the camera (slow push-in)
+    # the detected face is centred: x at the middle, y above it by center_y_shift / margin
+    cfg = CropConfig()
+    expect_y = 256 - cfg.center_y_shift / cfg.margin * 512
+    with FaceDetector() as det:
+        for t, img in zip([1, 4, 7, 9, 11.5], read_frames_at(out / "Obama.mp4", [1, 4, 7, 9, 11.5])):
+            faces = det.detect(img)
+            assert len(faces) == 1, t
+            f = faces[0]
+            assert abs(f.cx - 256) < 0.1 * 512, (t, f)
+            assert abs(f.cy - expect_y) < 0.1 * 512, (t, f)
+            assert 0.3 * 512 < f.side < 0.6 * 512, (t, f)  # head and shoulders, not a close-up
+
+
+def test_obama_audio_in_sync(obama_crop):
+    """aud.wav is the source audio from the video start: cross-correlation peaks at lag 0."""
+    import soundfile as sf
+
+    from pipeline.preprocess.media import load_audio
+
+    clip, out = obama_crop
+    src = load_audio(clip)
+    aud, sr = sf.read(str(out / "aud.wav"), dtype="float32")
+    seg = 5 * sr
+    a, b = src[sr: sr + seg], aud[sr: sr + seg]
+    lags = range(-640, 641, 8)
+    corr = [float(np.dot(a[max(0, -k): seg - max(0, k)], b[max(0, k): seg - max(0, -k)])) for k in lags]
+    assert abs(list(lags)[int(np.argmax(corr))]) <= 16  # within 1 ms
