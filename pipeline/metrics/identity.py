@@ -87,6 +87,12 @@ class IResNet(nn.Module):
         return self.features(self.fc(x))
 
 
+def iresnet_layers(state: dict) -> tuple[int, ...]:
+    """Blocks per stage of an iresnet state dict (e.g. (3, 13, 30, 3) for iresnet100)."""
+    return tuple(1 + max((int(k.split(".")[1]) for k in state if k.startswith(f"layer{i}.")), default=-1)
+                 for i in range(1, 5))
+
+
 def align_arcface(rgb: np.ndarray, lms68: np.ndarray) -> np.ndarray:
     """[112, 112, 3] uint8 face aligned by a similarity transform of :func:`five_points` onto
     :data:`ARCFACE_TEMPLATE` (insightface ``norm_crop``)."""
@@ -111,12 +117,16 @@ class ArcFaceEmbedder:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
-        net = IResNet((3, 13, 30, 3))
-        net.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        layers = iresnet_layers(state)
+        net = IResNet(layers)
+        net.load_state_dict(state, strict=True)
         self.net = net.eval().to(device)
         self.device = device
         self.landmarker = landmarker
-        self.backend = "ArcFace iresnet100 (insightface arcface_torch ms1mv3)"
+        depth = {(2, 2, 2, 2): "18", (3, 4, 6, 3): "34", (3, 4, 14, 3): "50",
+                 (3, 13, 30, 3): "100"}.get(layers, f" with blocks {layers}")
+        self.backend = f"ArcFace iresnet{depth} (insightface arcface_torch)"
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:

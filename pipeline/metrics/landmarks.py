@@ -65,7 +65,10 @@ class Landmarker:
 
         s = self.detect_scale
         small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s != 1 else rgb
-        boxes = self.detector(np.ascontiguousarray(small), 0 if min(small.shape[:2]) >= 160 else 1)
+        boxes = self.detector(np.ascontiguousarray(small), 0)
+        if len(boxes) == 0:  # small face: full resolution, upsampled once (slower, only on misses)
+            s = 1.0
+            boxes = self.detector(np.ascontiguousarray(rgb), 1 if max(rgb.shape[:2]) <= 1024 else 0)
         if len(boxes) == 0:
             return None
         b = max(boxes, key=lambda r: r.width() * r.height())

@@ -1,0 +1,285 @@
+"""Metric definitions against reference implementations and hand-computed values.
+
+Real frames: the sample clip resources/sample/German_12s.mp4 (512x512). Network metrics are
+exercised with stand-in weights the tests create (the real loading code); they never produce a
+reported number.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import SAMPLE_VIDEO
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Six real RGB frames (uint8 [512, 512, 3]) of the sample clip, 5 frames apart."""
+    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    out = []
+    for i in range(26):
+        ok, img = cap.read()
+        assert ok
+        if i % 5 == 0:
+            out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return out
+
+
+def f32(a):
+    return a.astype(np.float32) / 255.0
+
+
+# ---------------------------------------------------------------- PSNR / SSIM
+
+def test_psnr_ssim_equal_scikit_image(frames):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from pipeline.metrics.image import psnr, ssim
+
+    for pred, gt in [(frames[1], frames[0]), (cv2.GaussianBlur(frames[2], (0, 0), 1.5), frames[2])]:
+        p, g = f32(pred), f32(gt)
+        p64, g64 = p.astype(np.float64), g.astype(np.float64)  # skimage keeps float32 inputs in float32
+        assert psnr(p, g) == pytest.approx(peak_signal_noise_ratio(g64, p64, data_range=1), abs=1e-9)
+        assert ssim(p, g) == pytest.approx(structural_similarity(g64, p64, channel_axis=-1, data_range=1), abs=1e-9)
+        assert ssim(p, g) == pytest.approx(structural_similarity(g, p, channel_axis=-1, data_range=1), abs=1e-6)
+    assert 0.5 < ssim(f32(frames[1]), f32(frames[0])) < 1.0
+
+
+def test_identical_frames_psnr_inf(frames):
+    from pipeline.metrics.image import psnr, ssim
+
+    p = f32(frames[0])
+    assert math.isinf(psnr(p, p)) and psnr(p, p) > 0
+    assert ssim(p, p) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- LPIPS / FID (stand-in weights)
+
+def _standin_alexnet(folder):
+    from pipeline.common.tvcompat import import_torchvision
+
+    tv = import_torchvision()
+    torch.manual_seed(0)
+    torch.save(tv.models.alexnet(weights=None).state_dict(), folder / "alexnet-owt-7be5be79.pth")
+
+
+def test_lpips_loading_code_with_standin_backbone(tmp_path, frames):
+    from pipeline.metrics.perceptual import LPIPS
+    from pipeline.weights import WeightsMissing
+
+    with pytest.raises(WeightsMissing, match="alexnet-owt-7be5be79.pth not found"):
+        LPIPS(tmp_path)
+    _standin_alexnet(tmp_path)
+    lp = LPIPS(tmp_path)
+    # the backbone tensors really are the file's
+    state = torch.load(tmp_path / "alexnet-owt-7be5be79.pth")
+    assert torch.equal(lp.model.net.slice1[0].weight, state["features.0.weight"])
+    assert torch.equal(lp.model.net.slice5._modules["10"].weight, state["features.10.weight"])
+    small = [cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames[:2]]
+    assert lp(f32(small[0]), f32(small[0])) == 0.0
+    assert lp(f32(small[1]), f32(small[0])) > 0.0
+    # verify=True checks the published sha256 prefix: a stand-in fails it
+    with pytest.raises(WeightsMissing, match="prefix"):
+        LPIPS(tmp_path, verify=True)
+
+
+def _standin_fid_inception(folder):
+    from pipeline.common.tvcompat import import_torchvision
+
+    import_torchvision()
+    from pytorch_fid import inception as inc
+
+    torch.manual_seed(0)
+    net = inc._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = inc.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = inc.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = inc.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = inc.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = inc.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = inc.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = inc.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = inc.FIDInceptionE_1(1280)
+    net.Mixed_7c = inc.FIDInceptionE_2(2048)
+    torch.save(net.state_dict(), folder / "pt_inception-2015-12-05-6726825d.pth")
+
+
+@pytest.mark.slow  # pytorch-fid's sqrtm of two 2048x2048 matrices: about a minute on 2 cores
+def test_fid_loading_code_identical_sets_near_zero(tmp_path, frames):
+    from pipeline.metrics.fid import InceptionFeatures, frechet_distance
+
+    _standin_fid_inception(tmp_path)
+    hub_before = torch.hub.get_dir()
+    feats = InceptionFeatures(tmp_path)
+    assert torch.hub.get_dir() == hub_before
+    state = torch.load(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    assert torch.equal(feats.model.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    x = np.stack([f32(cv2.resize(f, (96, 96), interpolation=cv2.INTER_AREA)) for f in frames[:4]])
+    f = feats(x)
+    assert f.shape == (4, 2048)
+    assert abs(frechet_distance(f, f)) < 1e-3
+
+
+def test_fid_matches_gaussian_closed_form():
+    from pipeline.metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    d, n = 8, 400
+
+    def exact_moments(mu, sd):
+        z = rng.normal(size=(n, d))
+        z -= z.mean(0)
+        z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False)).T)  # sample cov = I
+        return z * sd + mu
+
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    sd1, sd2 = rng.uniform(0.5, 2, d), rng.uniform(0.5, 2, d)
+    f1, f2 = exact_moments(mu1, sd1), exact_moments(mu2, sd2)
+    closed = np.sum((mu1 - mu2) ** 2) + np.sum((sd1 - sd2) ** 2)  # diagonal covariances
+    assert frechet_distance(f1, f2) == pytest.approx(closed, rel=1e-6)
+
+
+# ---------------------------------------------------------------- LMD / AUE (hand-computed)
+
+def test_lmd_hand_computed():
+    from pipeline.metrics.landmarks import FACE, MOUTH, lmd
+
+    rng = np.random.default_rng(1)
+    gt = rng.uniform(100, 400, size=(2, 68, 2))
+    pred = gt + np.array([7.0, -3.0])               # a pure translation: removed by centring
+    np.testing.assert_allclose(lmd(pred, gt), [0, 0], atol=1e-12)
+    pred[1, 50] += [3.0, 4.0]                        # move one mouth point by 5 px in frame 1
+    # mouth: that point is off by 5 * 19/20, the 19 others by 5/20 -> mean 0.475
+    np.testing.assert_allclose(lmd(pred, gt, MOUTH), [0, 0.475], atol=1e-12)
+    # face: 5 * 67/68 and 67 points at 5/68 -> mean 2 * 5 * 67 / 68^2
+    np.testing.assert_allclose(lmd(pred, gt, FACE), [0, 2 * 5 * 67 / 68 ** 2], atol=1e-12)
+
+
+def test_aue_hand_computed():
+    from pipeline.metrics.aue import AUS, aue, au_matrix
+
+    gt = np.zeros((2, 17))
+    pred = np.zeros((2, 17))
+    pred[:, AUS.index("AU01")] = 1.0                 # upper face, error 1 in both frames: MSE 1
+    pred[0, AUS.index("AU25")] = 2.0                 # lower face, error 2 in one of two frames: MSE 2
+    assert aue(pred, gt) == {"aue": 3.0, "aue_lower": 2.0, "aue_upper": 1.0}
+    table = {f"{a}_r": pred[:, k] for k, a in enumerate(AUS)}
+    np.testing.assert_array_equal(au_matrix(table), pred)
+    with pytest.raises(ValueError):
+        aue(pred[:, :5], gt[:, :5])
+
+
+# ---------------------------------------------------------------- LSE
+
+def test_lse_offset_search_finds_known_shift():
+    from pipeline.metrics.sync import lse_from_distances, offset_distances
+
+    # constructed distances: the minimum at offset +4 frames
+    d = np.full((40, 31), 10.0)
+    d[:, 15 - 4] = 2.0
+    d[:, 15 - 3] = 6.0
+    r = lse_from_distances(d)
+    assert r == {"lse_d": 2.0, "lse_c": 8.0, "offset": 4}
+    # features: audio window j equals video window j + 3 -> video i matches audio i - 3
+    rng = np.random.default_rng(2)
+    v = torch.from_numpy(rng.normal(size=(60, 16)))
+    a = torch.zeros_like(v)
+    a[:-3] = v[3:]
+    dist = offset_distances(v, a, vshift=15)
+    assert dist.shape == (60, 31)
+    r = lse_from_distances(dist)
+    assert r["offset"] == 3
+    assert r["lse_d"] < 0.5 < r["lse_c"]
+
+
+def test_syncnet_loading_code_with_standin_weights(tmp_path):
+    from syncnet_python.SyncNetModel import S
+
+    from pipeline.metrics.sync import LSE, load_syncnet, syncnet_features
+    from pipeline.weights import WeightsMissing
+
+    with pytest.raises(WeightsMissing):
+        load_syncnet(tmp_path)
+    torch.manual_seed(0)
+    ref = S(num_layers_in_fc_layers=1024)
+    torch.save({f"__S__.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "syncnet_v2.model")
+    net, sha = load_syncnet(tmp_path)
+    assert len(sha) == 64
+    assert torch.equal(net.netcnnlip[0].weight, ref.netcnnlip[0].weight)
+    crops = np.random.default_rng(0).integers(0, 255, size=(7, 224, 224, 3), dtype=np.uint8)
+    vf, af = syncnet_features(net, crops, np.zeros((13, 28)))
+    assert vf.shape == (2, 1024) and af.shape == (2, 1024)
+    # S3FD stand-in, then a clip shorter than the reference minimum is refused clearly
+    from syncnet_python.detectors.s3fd.nets import S3FDNet
+
+    torch.save(S3FDNet(device="cpu").state_dict(), tmp_path / "sfd_face.pth")
+    lse = LSE(tmp_path)
+    return_video = tmp_path / "short.mp4"
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "1", str(return_video)], check=True)
+    with pytest.raises(ValueError, match="needs at least 100"):
+        lse(return_video)
+
+
+def test_face_track_and_crop():
+    from pipeline.metrics.sync import crop_track, face_track
+
+    box = np.array([[150, 120, 350, 360, 0.99]])
+    boxes = [box if i % 4 else np.empty((0, 5)) for i in range(20)]
+    tr = face_track(boxes)
+    assert tr.shape == (20, 4) and np.allclose(tr, box[0, :4])
+    crops = crop_track([np.zeros((512, 512, 3), np.uint8)] * 20, tr)
+    assert crops.shape == (20, 224, 224, 3)
+    with pytest.raises(ValueError, match="lost"):
+        face_track([box] + [np.empty((0, 5))] * 30 + [box])
+    with pytest.raises(ValueError, match="size"):
+        face_track([np.array([[10, 10, 60, 60, 0.9]])] * 5)
+
+
+# ---------------------------------------------------------------- CPBD / CSIM
+
+def test_cpbd_ranks_blur_below_sharp(frames):
+    from pipeline.metrics.sharpness import cpbd
+
+    sharp = frames[0]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 2.0)
+    assert cpbd(blurred) < cpbd(sharp)
+
+
+def test_csim_dlib_descriptor(frames):
+    from pipeline.metrics.identity import DlibEmbedder, cosine_similarity
+    from pipeline.metrics.landmarks import make_landmarker
+
+    lmk, note = make_landmarker(None)
+    emb = DlibEmbedder(lmk)
+    e0, e1 = emb(frames[0]), emb(frames[3])
+    assert e0.shape == (128,)
+    assert cosine_similarity(e0, e0) == pytest.approx(1.0)
+    assert cosine_similarity(e0, e1) > 0.9                       # same person
+    from skimage import data
+
+    other = emb(data.astronaut())
+    assert other is not None and cosine_similarity(e0, other) < cosine_similarity(e0, e1)
+
+
+def test_arcface_loading_code_with_standin_weights(tmp_path, frames):
+    from pipeline.metrics.identity import ArcFaceEmbedder, IResNet, align_arcface, cosine_similarity
+    from pipeline.metrics.landmarks import make_landmarker
+
+    torch.manual_seed(0)
+    ref = IResNet((1, 1, 1, 1)).eval()
+    torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, tmp_path / "arcface_r100_ms1mv3.pth")
+    lmk, _ = make_landmarker(None)
+    emb = ArcFaceEmbedder(tmp_path, lmk)
+    assert "blocks (1, 1, 1, 1)" in emb.backend     # a stand-in is never labelled iresnet100
+    e = emb(frames[0])
+    assert e.shape == (512,) and cosine_similarity(e, emb(frames[0])) == pytest.approx(1.0)
+    face = align_arcface(frames[0], lmk.landmarks(frames[0]))
+    assert face.shape == (112, 112, 3) and face.mean() > 20
