@@ -50,14 +50,14 @@ td.best{font-weight:700}
 .plots img{max-width:420px;margin:6px;border:1px solid #ddd}
 .videos{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:.85em;text-align:center}
-video{width:256px;height:256px;background:#000}
-details{margin:6px 0}summary{cursor:pointer;color:#235}
+video{width:240px;height:240px;background:#000}
+details{margin:6px 0}.scroll{overflow-x:auto}summary{cursor:pointer;color:#235}
 """
 
 
 def table_html(tab: dict) -> str:
     """HTML of one table from ``tables.json`` (best cells bold, reported rows marked)."""
-    out = [f"<table class='metrics' data-protocol='{tab['protocol']}'>",
+    out = [f"<div class='scroll'><table class='metrics' data-protocol='{tab['protocol']}'>",
            f"<caption>{html.escape(tab['title'])}</caption>",
            "<thead><tr><th>Method</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in tab["headers"])
            + "</tr></thead><tbody>"]
@@ -69,12 +69,13 @@ def table_html(tab: dict) -> str:
                        "(their data and set-up; not ranked)</td></tr>")
         banner = banner or r["kind"] == "reported"
         label = r["method"] if r["kind"] == "measured" else (
-            f"{r['method']} <small>(reported: {html.escape(r['source'])}, {html.escape(r['table'])})</small>")
+            f"{html.escape(r['method'])} <small title='{html.escape(r['source'])}'>(reported: "
+            f"{html.escape(r['table'])})</small>")
         cells = "".join(f"<td class='best'>{html.escape(c)}</td>" if b else f"<td>{html.escape(c)}</td>"
                         for c, b in zip(r["cells"], r["bold"]))
         out.append(f"<tr class='{r['kind']}'><td>{label if r['kind'] == 'reported' else html.escape(label)}</td>"
                    f"{cells}</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     if tab["footnotes"]:
         out.append("<p class='notes'>" + "<br>".join(f"({i}) {html.escape(t)}"
                                                      for i, t in enumerate(tab["footnotes"], start=1)) + "</p>")
@@ -119,6 +120,17 @@ def parse_video_path(p: str | Path) -> tuple[str, str, str]:
     return parts[-4], parts[-3], parts[-2]
 
 
+def poster(video: Path) -> None:
+    """Write the first frame of ``video`` as ``video.with_suffix('.jpg')`` (the player's poster)."""
+    import ffmpeg
+
+    try:
+        (ffmpeg.input(str(video)).output(str(video.with_suffix(".jpg")), vframes=1, **{"q:v": 3})
+         .overwrite_output().run(quiet=True))
+    except ffmpeg.Error:
+        log.warning("%s: no poster frame could be extracted", video)
+
+
 def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], media: Path) -> dict:
     """Copy the videos and make the ground truths into ``media`` (atomically).
 
@@ -150,6 +162,8 @@ def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], 
                     items.insert(0, ("driving audio (no ground truth)", rel, "audio"))
                 except ffmpeg.Error:
                     log.warning("%s: could not be converted for the report; left out", audio[test])
+        for mp4 in tmp.rglob("*.mp4"):
+            poster(mp4)
     return groups
 
 
@@ -186,8 +200,9 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             if kind == "audio":
                 player = f"<audio controls preload='none'><source src='{src}' type='audio/mp4'></audio>"
             else:
-                player = (f"<video controls preload='metadata' muted><source src='{src}' type='video/mp4'>"
-                          "</video>")
+                jpg = src[:-4] + ".jpg"
+                player = (f"<video controls preload='metadata' poster='{jpg}'><source src='{src}' "
+                          "type='video/mp4'></video>")
             body.append(f"<figure>{player}<figcaption>{html.escape(label)}</figcaption></figure>")
         body.append("</div>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")

@@ -197,6 +197,8 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
                     continue
                 tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
                                  "identity": "", "cells": cells, "bold": [False] * len(cells)})
+    for source, table in dict.fromkeys((r["source"], r["table"]) for r in tab.rows if r["kind"] == "reported"):
+        tab.note(f"reported rows '{table}': {table} of {source}")
     if any(r["kind"] == "reported" for r in tab.rows):
         tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
                  "from the papers (resources/reported_numbers.csv) and were not measured here.")

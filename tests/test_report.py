@@ -1,0 +1,234 @@
+"""Report stages on metric JSONs the tests write: tidy table, tables (Markdown/CSV/LaTeX), plots,
+presets and the shipped reported numbers. Expected values are computed by hand below."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from pipeline.common.errors import InputError
+from pipeline.report import aggregate, plots, tables
+from pipeline.report.presets import COLUMNS, PRESETS, get_preset
+from tests.conftest import PROJECT_ROOT
+from tests.test_report_data import write_metric_json
+
+REPORTED = PROJECT_ROOT / "resources" / "reported_numbers.csv"
+
+#: psnr per (method, identity); mean over identities by hand below
+PSNR = {("rad_nerf", "German"): 27.0, ("rad_nerf", "May"): 29.0,
+        ("er_nerf", "German"): 30.0, ("er_nerf", "May"): 31.0,
+        ("static_frame", "German"): 20.0, ("static_frame", "May"): 22.0}
+LMD = {("rad_nerf", "German"): 3.0, ("rad_nerf", "May"): 2.0,
+       ("er_nerf", "German"): 2.5, ("er_nerf", "May"): 2.5,
+       ("static_frame", "German"): 6.0, ("static_frame", "May"): 5.0}
+
+
+@pytest.fixture
+def metrics_dir(tmp_path):
+    root = tmp_path / "results" / "metrics"
+    for (m, ident), psnr in PSNR.items():
+        write_metric_json(root, m, ident, "self", {
+            "psnr": psnr, "lmd": LMD[(m, ident)], "lpips": None, "fps": 10.0 if m != "static_frame" else None,
+            "training_time_s": 7200.0 if m != "static_frame" else None},
+            reasons={"lpips": "LPIPS alexnet weights not found", "fps": "baseline has no model"})
+        write_metric_json(root, m, ident, "jfk", {"lse_c": 5.0 if m == "er_nerf" else 4.0, "lse_d": None},
+                          reasons={"lse_d": "SyncNet weights not found"})
+    return root
+
+
+def _long(metrics_dir, tmp_path):
+    df = aggregate.aggregate(sorted(metrics_dir.rglob("*.json")))
+    return df
+
+
+def test_aggregate_writes_tidy_csv_and_parquet(metrics_dir, tmp_path):
+    out = tmp_path / "tables"
+    files = sorted(metrics_dir.rglob("*.json"))
+    assert aggregate.main(["--metrics", *map(str, files), "--out-csv", str(out / "long.csv"),
+                           "--out-parquet", str(out / "long.parquet")]) == 0
+    pq = aggregate.read_long(out / "long.parquet")
+    cs = aggregate.read_long(out / "long.csv")
+    assert list(pq.columns) == aggregate.COLUMNS
+    # 6 runs x (5 self metrics) + 6 runs x (2 cross metrics)
+    assert len(pq) == len(cs) == 6 * 5 + 6 * 2
+    row = pq[(pq.method == "er_nerf") & (pq.identity == "May") & (pq.metric == "psnr")].iloc[0]
+    assert row.value == 31.0 and row.protocol == "self_driven" and pd.isna(row.na_reason)
+    na = pq[(pq.metric == "lpips")]
+    assert na["value"].isna().all() and (na["na_reason"] == "LPIPS alexnet weights not found").all()
+    assert pq["value"].round(6).fillna(-1).tolist() == cs["value"].round(6).fillna(-1).tolist()
+
+
+def test_aggregate_names_the_bad_file(tmp_path):
+    bad = tmp_path / "m" / "x.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"method": "a", "identity": "b", "test": "self", "protocol": "selfish",
+                               "metrics": {}}))
+    with pytest.raises(InputError, match=r"x\.json: protocol 'selfish'"):
+        aggregate.aggregate([bad])
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match=r"x\.json: not valid JSON"):
+        aggregate.aggregate([bad])
+
+
+def test_self_driven_table_means_bold_na_and_reported(metrics_dir, tmp_path):
+    df = _long(metrics_dir, tmp_path)
+    rep = tables.read_reported(REPORTED)
+    tab = tables.build_table(df, get_preset("livenerf_table2"), "self_driven", ["rad_nerf", "er_nerf"], rep)
+    rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
+    assert list(rows) == ["rad_nerf", "er_nerf", "static_frame"]  # config order, then baselines
+    col = {k: i for i, k in enumerate(tab.columns)}
+    # means over the two identities, by hand
+    assert rows["rad_nerf"]["cells"][col["psnr"]] == "28.00"
+    assert rows["er_nerf"]["cells"][col["psnr"]] == "30.50"
+    assert rows["static_frame"]["cells"][col["psnr"]] == "21.00"
+    assert rows["er_nerf"]["bold"][col["psnr"]] and not rows["rad_nerf"]["bold"][col["psnr"]]
+    # LMD: rad_nerf 2.5 == er_nerf 2.5 -> both best (lower is better)
+    assert rows["rad_nerf"]["cells"][col["lmd"]] == rows["er_nerf"]["cells"][col["lmd"]] == "2.500"
+    assert rows["rad_nerf"]["bold"][col["lmd"]] and rows["er_nerf"]["bold"][col["lmd"]]
+    assert not rows["static_frame"]["bold"][col["lmd"]]
+    # training time in hours (7200 s), n/a for the baseline with its reason
+    assert rows["er_nerf"]["cells"][col["training_time_h"]] == "2.00"
+    na = rows["static_frame"]["cells"][col["fps"]]
+    assert na.startswith("n/a (")
+    k = int(re.search(r"\((\d+)\)", na).group(1))
+    assert "baseline has no model" in tab.footnotes[k - 1]
+    lp = rows["rad_nerf"]["cells"][col["lpips"]]
+    assert "LPIPS alexnet weights not found" in tab.footnotes[int(lp[5:-1]) - 1]
+    # FID was not computed at all
+    assert "not computed" in tab.footnotes[int(rows["rad_nerf"]["cells"][col["fid"]][5:-1]) - 1]
+    # reported rows: after the measured ones, verbatim, never bold
+    reported = [r for r in tab.rows if r["kind"] == "reported"]
+    assert reported and tab.rows.index(reported[0]) == 3
+    aed = next(r for r in reported if r["method"] == "AED-NeRF")
+    assert aed["cells"][col["psnr"]] == "28.81" and aed["cells"][col["lmd"]] == "2.826"
+    assert aed["cells"][col["fid"]] == tables.NOT_REPORTED
+    assert not any(any(r["bold"]) for r in reported)
+
+
+def test_per_identity_and_cross_driven_columns(metrics_dir, tmp_path):
+    df = _long(metrics_dir, tmp_path)
+    preset = get_preset("aed_nerf")
+    one = tables.build_table(df, preset, "self_driven", [], tables.read_reported(None), identity="May")
+    psnr = {r["method"]: r["cells"][one.columns.index("psnr")] for r in one.rows}
+    assert psnr == {"er_nerf": "31.00", "rad_nerf": "29.00", "static_frame": "22.00"}  # sorted, no order given
+    cross = tables.build_table(df, preset, "cross_driven", ["rad_nerf", "er_nerf"], tables.read_reported(None))
+    assert cross.columns == ["jfk:lse_c", "jfk:lse_d"]
+    assert cross.headers[0] == "jfk: Sync-C (LSE-C)↑"
+    er = next(r for r in cross.rows if r["method"] == "er_nerf")
+    assert er["cells"][0] == "5.000" and er["bold"][0]
+
+
+def _parse_latex_rows(tex: str) -> list[list[str]]:
+    """Body rows of the first tabular: cells split on unescaped '&', formatting removed."""
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    rows = []
+    for line in body.strip().splitlines():
+        line = line.strip()
+        if not line.endswith(r"\\") or line.startswith(r"\multicolumn") or line.startswith(r"\midrule"):
+            continue
+        cells = re.split(r"(?<!\\)&", line[:-2])
+        rows.append([_untex(c.strip()) for c in cells])
+    return rows
+
+
+def _untex(s: str) -> str:
+    s = re.sub(r"\\textbf\{(.*)\}", r"\1", s)
+    for a, b in ((r"\_", "_"), (r"\&", "&"), (r"\%", "%"), ("--", "–"), (r"$\uparrow$", "↑"),
+                 (r"$\downarrow$", "↓")):
+        s = s.replace(a, b)
+    return s
+
+
+def _balanced(tex: str) -> bool:
+    depth = 0
+    for i, ch in enumerate(tex):
+        if ch in "{}" and i and tex[i - 1] == "\\":
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_written_tables_latex_matches_csv_and_markdown(metrics_dir, tmp_path):
+    long = tmp_path / "long.parquet"
+    aggregate.aggregate(sorted(metrics_dir.rglob("*.json"))).to_parquet(long)
+    out = tmp_path / "tables"
+    assert tables.main(["--long", str(long), "--reported", str(REPORTED), "--cfg", '{"preset": "livenerf_table2"}',
+                        "--methods", "rad_nerf", "er_nerf", "--out-dir", str(out)]) == 0
+    for protocol in ("self_driven", "cross_driven"):
+        tex = (out / f"{protocol}.tex").read_text()
+        assert _balanced(tex), f"{protocol}.tex has unbalanced braces"
+        order = [tex.index(r"\toprule"), tex.index(r"\midrule"), tex.index(r"\bottomrule")]
+        assert order == sorted(order)
+        assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") >= 1
+        with open(out / f"{protocol}.csv", newline="") as fh:
+            csv_rows = list(csv.reader(fh))
+        ncols = len(csv_rows[0]) - 4
+        assert re.search(r"\\begin\{tabular\}\{l(r+)\}", tex).group(1) == "r" * ncols
+        tex_rows = _parse_latex_rows(tex)
+        assert len(tex_rows) == len(csv_rows) - 1
+        for t, c in zip(tex_rows, csv_rows[1:]):
+            assert t[1:] == c[4:], (t, c)
+            assert t[0].startswith(c[1])
+        md = (out / f"{protocol}.md").read_text()
+        for c in csv_rows[1:]:
+            assert c[1] in md
+    csv_self = list(csv.DictReader(open(out / "self_driven.csv")))
+    assert {r["method"] for r in csv_self if r["kind"] == "measured"} == {"rad_nerf", "er_nerf", "static_frame"}
+    assert any(r["kind"] == "reported" for r in csv_self)
+    md = (out / "self_driven.md").read_text()
+    assert "**30.50**" in md and "reported in papers" in md and "## Per identity" in md
+    per_id = list(csv.DictReader(open(out / "self_driven_per_identity.csv")))
+    assert {(r["method"], r["identity"]) for r in per_id} == set(PSNR)
+    summary = json.loads((out / "tables.json").read_text())
+    assert summary["preset"] == "livenerf_table2"
+
+
+def test_unknown_preset_is_an_input_error():
+    with pytest.raises(InputError, match="report.preset 'table9'"):
+        get_preset("table9")
+
+
+def test_presets_use_known_columns():
+    for p in PRESETS.values():
+        for key in (*p.self_driven, *p.cross_driven):
+            assert key in COLUMNS, (p.name, key)
+    assert get_preset("nerf3dtalker_table1").self_driven == ("ssim", "lpips", "au_acc", "lmd", "lse_c")
+
+
+def test_shipped_reported_numbers_are_well_formed():
+    rep = tables.read_reported(REPORTED)
+    assert len(rep) > 0
+    sources = {s for p in PRESETS.values() for pairs in p.reported.values() for s, _ in pairs}
+    for r in rep.itertuples():
+        assert r.metric.partition("@")[0] in COLUMNS, r
+        assert r.source in sources, r.source
+        assert r.notes.strip(), "every reported number names where it was read"
+        float(r.value)
+    # spot-check against the source (AED-NeRF Table 1, ZTE Communications 24(1)): AED-NeRF row
+    aed = rep[(rep.method == "AED-NeRF") & (rep.table == "Table 1")].set_index("metric")["value"]
+    assert aed.to_dict() == {"psnr": "28.81", "lpips": "0.088", "lmd": "2.826", "lse_c": "6.786",
+                             "lse_d": "8.252", "training_time_h": "7", "fps": "45"}
+    assert not rep.duplicated(["method", "source", "table", "metric"]).any()
+
+
+def test_plots_are_written(metrics_dir, tmp_path):
+    df = _long(metrics_dir, tmp_path)
+    frames = metrics_dir / "er_nerf" / "German" / "self.frames.csv"
+    frames.write_text("frame,psnr,lmd\n" + "".join(f"{i},30,{1 + i / 10}\n" for i in range(20)))
+    out = tmp_path / "plots"
+    entries = plots.make_plots(df, ["rad_nerf", "er_nerf"], out)
+    files = {e["file"] for e in entries}
+    assert {"bar_self_driven_psnr.png", "bar_self_driven_lmd.png", "bar_cross_driven_lse_c.png",
+            "fps_vs_psnr.png", "lmd_German_self.png"} <= files
+    assert "bar_self_driven_lpips.png" not in files  # no values at all
+    from PIL import Image
+
+    for f in files:
+        with Image.open(out / f) as im:
+            assert im.size[0] >= 300 and im.size[1] >= 200
+    assert json.loads((out / "plots.json").read_text()) == entries
