@@ -112,3 +112,22 @@ def test_screenshot_shows_the_report(report, tmp_path):
     top = px[:600]
     assert top.std() > 10, "the top of the page is blank"
     assert (px < 128).mean() > 0.005, "almost no dark pixels (text) on the page"
+
+
+def test_readme_assets_from_a_finished_results_folder(report, tmp_path):
+    from PIL import Image
+
+    from pipeline.report import readme_assets
+
+    out = tmp_path / "assets"
+    assert readme_assets.main(["--results", str(report.parent), "--out-dir", str(out), "--max-reported", "2",
+                               "--window", "1000,900"]) == 0
+    md = (out / "example_table.md").read_text()
+    assert "| other_system |" in md and "| static_frame |" in md
+    assert md.count("(reported: Table 1)") == 2 and "AED-NeRF (reported: Table 1)" in md  # last two rows
+    # footnotes renumbered densely and every marker has its footnote
+    markers = {int(n) for group in re.findall(r"n/a \(([\d,]+)\)", md) for n in group.split(",")}
+    notes = re.findall(r"^\((\d+)\) ", md, flags=re.M)
+    assert markers <= {int(n) for n in notes} and [int(n) for n in notes] == list(range(1, len(notes) + 1))
+    with Image.open(out / "report.png") as im:
+        assert im.size == (1000, 900)
