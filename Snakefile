@@ -11,6 +11,9 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
+# baselines before the metrics and report rules: they register their runs in BASELINE_RUNS
+include: "workflow/rules/baselines/static_frame.smk"
+include: "workflow/rules/baselines/external.smk"
 
 
 rule all:
