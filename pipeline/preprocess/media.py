@@ -300,7 +300,7 @@ def load_audio(path: str | Path, sr: int = AUDIO_SR) -> np.ndarray:
     """Decode the first audio stream of any file ffmpeg reads to mono float32 at ``sr``.
 
     The container is detected from the content (a WAV named ``.mp3`` works). Channels are
-    averaged; resampling is ffmpeg's ``aresample`` (swr).
+    averaged (as librosa's ``to_mono``); resampling is ffmpeg's ``aresample`` (swr).
 
     Returns:
         float32 [S] in [-1, 1].
@@ -315,14 +315,16 @@ def load_audio(path: str | Path, sr: int = AUDIO_SR) -> np.ndarray:
     info = probe_media(path)
     if not info.has_audio:
         raise InputError(path, "no audio stream")
-    try:
+    ch = int(info.channels or 1)
+    try:  # keep the channels (ffmpeg's own downmix scales by 1/sqrt(2)); average them below
         out, _ = (ffmpeg.input(str(path)).audio
-                  .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sr)
+                  .output("pipe:", format="f32le", acodec="pcm_f32le", ac=ch, ar=sr)
                   .global_args("-nostdin", "-loglevel", "error")
                   .run(capture_stdout=True, capture_stderr=True))
     except ffmpeg.Error as exc:
         raise InputError(path, f"unreadable or corrupt audio ({_ffmpeg_msg(exc, path)})") from None
-    audio = np.frombuffer(out, np.float32).copy()
+    raw = np.frombuffer(out, np.float32)
+    audio = raw[: len(raw) // ch * ch].reshape(-1, ch).mean(axis=1).astype(np.float32)
     if audio.size == 0:
         raise InputError(path, "audio stream decodes to no samples")
     return audio
