@@ -37,12 +37,13 @@ def model():
     return SphereHead()
 
 
-def _render(tmp_path, model, dataset, test="self", audio=None, cfg=None, name=None):
+def _render(tmp_path, model, dataset, test="self", audio=None, cfg=None, name=None, fps512_frames=-1):
     from pipeline.render.__main__ import render_test
 
     out = tmp_path / (name or test)
     m = render_test("stand-in", dataset.root, "sphere", "German", test, out, audio=audio,
-                    render_cfg=cfg or {}, audio_cfg={"features": ["mel"]}, device="cpu", model=model)
+                    render_cfg=cfg or {}, audio_cfg={"features": ["mel"]}, device="cpu", model=model,
+                    fps512_frames=fps512_frames)
     return out, m
 
 
@@ -235,3 +236,19 @@ def test_head_on_gt_and_paste_back(tmp_path, dataset, model):
     assert inner.any() and np.abs(pb - ori)[inner].mean() > 0.05               # rendered face inside
     out, m = _render(tmp_path, model, dataset, cfg={"compositing": "paste_back"})
     assert m["compositing"] == "paste_back" and validate_contract(out) == []
+
+
+# ---- render speed ------------------------------------------------------------------------------
+def test_fps_measured_at_512(tmp_path, dataset, model):
+    from pipeline.render.benchmark import at_resolution, measure_fps
+
+    before = dict(model.meta)
+    r = measure_fps(model, dataset, 512, frames=2)
+    assert r["size"] == [512, 512] and r["frames"] == 2 and r["fps_render"] > 0
+    assert model.meta == before                       # intrinsics restored
+    with at_resolution(model, 128):
+        assert (model.meta["W"], model.meta["focal"], model.meta["cx"]) == (128, 160.0, 64.0)
+    out, m = _render(tmp_path, model, dataset, fps512_frames=1)
+    assert m["fps_render_512"] > 0 and "512x512" in m["fps_render_512_source"]
+    _, m = _render(tmp_path, model, dataset, name="cpu_default")
+    assert m["fps_render_512"] is None and "benchmark" in m["fps_render_512_source"]

@@ -35,7 +35,8 @@ def resolve_device(name: str) -> str:
 
 def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identity: str, test: str,
                 out: str | Path, audio: str | Path | None = None, render_cfg: dict | None = None,
-                audio_cfg: dict | None = None, device: str = "auto", model=None) -> dict:
+                audio_cfg: dict | None = None, device: str = "auto", model=None,
+                fps512_frames: int = -1) -> dict:
     """Render ``test`` (``self`` or a cross-driven name with ``audio``) and write the contract.
 
     Args:
@@ -44,6 +45,9 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
         render_cfg: config ``render`` (``compositing``, ``controls``).
         audio_cfg: config ``preprocess.audio`` (cross-driven feature extraction).
         model: an already loaded :class:`~pipeline.models.api.TrainedTalkingHead` (tests).
+        fps512_frames: frames rendered again at 512x512 after the render to record
+            ``fps_render_512`` when the render resolution differs (-1: 3 on CUDA, none on CPU,
+            where ``python -m pipeline.render.benchmark`` measures it).
     Returns:
         the manifest written.
     """
@@ -70,6 +74,7 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
     compositing = render_cfg.get("compositing", "full")
     renderer = Renderer(model, data, compositing, controls)
     stats = RenderStats()
+    fps512: dict = {}
 
     def manifest() -> dict:
         return {
@@ -84,6 +89,7 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
             "render_seconds": round(stats.render_seconds, 6),
             "fps_render": (stats.n_frames / round(stats.render_seconds, 6)) if stats.render_seconds > 0 else None,
             "warmup_seconds": round(stats.warmup_seconds, 6),
+            **fps512,
             "gt_reference": seq.gt_reference,
             "model_dir": str(model_dir),
             "model_profile": model.meta.get("profile"),
@@ -94,7 +100,26 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
             "host": platform.node(),
         }
 
-    return write_contract(out, renderer.frames(seq, stats), seq.audio_16k, manifest)
+    def frames():
+        yield from renderer.frames(seq, stats)
+        fps512.update(_fps_at_512(model, data, seq, renderer, stats, fps512_frames))
+
+    return write_contract(out, frames(), seq.audio_16k, manifest)
+
+
+def _fps_at_512(model, data, seq, renderer, stats, frames: int) -> dict:
+    """``fps_render_512`` of this run (see :func:`render_test`), with how it was obtained."""
+    from pipeline.render.benchmark import measure_fps
+
+    if renderer.size == (512, 512):
+        return {"fps_render_512": stats.fps_render, "fps_render_512_source": "this render"}
+    if frames < 0:
+        frames = 3 if renderer.device.type == "cuda" else 0
+    if frames == 0:
+        return {"fps_render_512": None,
+                "fps_render_512_source": "not measured per run on CPU: python -m pipeline.render.benchmark"}
+    r = measure_fps(model, data, 512, frames, seq=seq)
+    return {"fps_render_512": r["fps_render"], "fps_render_512_source": f"{r['frames']} frames re-rendered at 512x512"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--audio-cfg", default="{}", help="config 'preprocess.audio' section as JSON")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    ap.add_argument("--fps512-frames", type=int, default=-1,
+                    help="frames re-rendered at 512x512 to record fps_render_512 (-1: 3 on CUDA, 0 on CPU)")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.render")
     torch.set_num_threads(max(args.threads, 1))
     torch.set_grad_enabled(False)
     m = render_test(args.model, args.data, args.method, args.identity, args.test, args.out,
                     audio=args.audio, render_cfg=json.loads(args.cfg), audio_cfg=json.loads(args.audio_cfg),
-                    device=args.device)
+                    device=args.device, fps512_frames=args.fps512_frames)
     log.info("%s/%s/%s: %d frames %dx%d, %.2f fps (model time) on %s", args.method, args.identity,
              args.test, m["n_frames"], *m["resolution"], m["fps_render"] or 0.0, m["device"])
     return 0
