@@ -61,14 +61,14 @@ CHUNK_S, CONTEXT_S = 20.0, 1.0
 class AudioConfig:
     """Config ``preprocess.audio``."""
 
-    #: features to compute: any of mel, wav2vec2, hubert, deepspeech
     features: tuple = ("mel",)
-    #: local folder of a transformers Wav2Vec2 model (``from_pretrained``), or None
+    """Features to compute: any of mel, wav2vec2, hubert, deepspeech."""
     wav2vec2: str | None = None
-    #: local folder of a transformers HuBERT model (``from_pretrained``), or None
+    """Local folder of a transformers Wav2Vec2 model (``from_pretrained``), or None."""
     hubert: str | None = None
-    #: DeepSpeech 0.1 graph (AD-NeRF); not supported in this build
+    """Local folder of a transformers HuBERT model (``from_pretrained``), or None."""
     deepspeech: str | None = None
+    """DeepSpeech 0.1 graph (AD-NeRF); not supported in this build."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "AudioConfig":

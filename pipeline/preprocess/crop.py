@@ -54,18 +54,18 @@ GLIDE_S = 0.3
 class CropConfig:
     """Config ``preprocess.crop``."""
 
-    #: output side length (pixels, square)
     size: int = 512
-    #: constant output frame rate (frames/s)
+    """Output side length (pixels, square)."""
     fps: float = 25.0
-    #: crop side = margin x face-box side (1.9: head and shoulders)
+    """Constant output frame rate (frames/s)."""
     margin: float = 1.9
-    #: move the crop centre down by this fraction of the face-box side
+    """Crop side = margin x face side (face side = FACE_BOX_SCALE x the detector box side)."""
     center_y_shift: float = 0.15
-    #: temporal smoothing window of the face track (seconds)
+    """Move the crop centre down by this fraction of the face-box side."""
     smoothing_s: float = 1.0
-    #: keep the window fixed while the head stays within this fraction of the side
+    """Temporal smoothing window of the face track (seconds)."""
     deadband: float = 0.08
+    """Keep the window fixed while the head stays within this fraction of the side."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "CropConfig":

@@ -27,12 +27,12 @@ from pipeline.preprocess.media import probe_talking_video, read_frames_at
 class ProbeConfig:
     """Config ``preprocess.probe``."""
 
-    #: refuse videos whose video stream is shorter than this (seconds)
     min_duration_s: float = 4.0
-    #: number of frames sampled evenly over the clip for the face checks
+    """Refuse videos whose video stream is shorter than this (seconds)."""
     sample_frames: int = 8
-    #: refuse a video where more than one person's face is visible
+    """Number of frames sampled evenly over the clip for the face checks."""
     single_face: bool = True
+    """Refuse a video where more than one person's face is visible."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ProbeConfig":
