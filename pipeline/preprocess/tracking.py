@@ -11,15 +11,16 @@ which fits a Basel Face Model to 68 landmarks):
    model on the 33 stable "Procrustes basis" landmarks MediaPipe itself uses for head pose (forehead,
    nose bridge, eye corners, cheek bones, face contour; no lips, no jaw tip), and the aligned meshes
    are averaged. The template keeps the canonical model's metric scale.
-2. **Focal length from the whole clip.** For every focal ``f`` of ``focal_search`` (``start..stop``
-   inclusive, ``step``; pixels at the crop size) and up to 120 frames spread over the clip, the pose is
-   solved with ``cv2.solvePnP`` (SQPnP, principal point at the image centre as the anchors) and the
-   mean landmark reprojection error is recorded; the template is then re-estimated once from the
-   back-projected landmarks (a rigid structure-from-motion step, so the template's depth follows the
-   focal) and the poses solved again. The focal with the smallest error wins (as the anchors: the
-   focal "that minimises landmark loss"); a parabola through the three grid errors around the
-   minimum refines it inside the step.
-3. **Per-frame poses** for all frames at that focal, temporally smoothed by a centred moving average
+2. **Focal length from the whole clip.** For each focal ``f`` of ``focal_search`` (``start..stop``
+   inclusive, ``step``; pixels at the crop size; coarse-to-fine, see :func:`fit_focal`) and 30 frames
+   spread over the clip, the poses are initialised with ``cv2.solvePnP`` (SQPnP, principal point at
+   the image centre as the anchors) and the template and all poses are then refined jointly (rigid
+   bundle adjustment with a prior that keeps the template near its start, the analogue of the
+   anchors' identity regulariser, :func:`bundle_adjust`). The focal with the smallest mean landmark
+   reprojection error wins (as the anchors: the focal "that minimises landmark loss"); a parabola
+   through the neighbouring grid errors refines it inside the step. A clip with little head rotation
+   leaves the focal undetermined (flat curve, minimum on the grid border): ``tracking.json`` flags it.
+3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP), temporally smoothed by a centred moving average
    of ``smooth_window`` frames on the Euler angles and translations.
 4. **Expressions**: ``exp`` = the 52 MediaPipe blendshape scores per frame (the Basel Face Model
    expression fit of the anchors needs the BFM, which cannot be shipped: not supported in this build).
@@ -63,9 +64,13 @@ FACE_LANDMARKER_TASK = PROJECT_ROOT / "resources" / "models" / "face_landmarker.
 #: OpenCV camera (x right, y down, z forward) -> OpenGL camera (x right, y up, z backward)
 CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 #: frames used in the focal search (evenly spread over the clip)
-FOCAL_SEARCH_FRAMES = 120
-#: template re-estimations (rigid structure-from-motion steps) per candidate focal
-REFINE_STEPS = 3
+FOCAL_SEARCH_FRAMES = 30
+#: stride of the coarse pass of the focal search (grid steps)
+COARSE_STRIDE = 3
+#: frames in the final template fit (bundle adjustment) at the chosen focal
+BA_FRAMES = 60
+#: weight of the template prior in the bundle adjustment (pixels of residual per cm of deviation)
+TEMPLATE_PRIOR = 2.0
 CONVENTION = {
     "camera": "OpenGL (x right, y up, looking down -z); AD-NeRF proj_pts: u = -f*x/z + cx, v = f*y/z + cy",
     "transform_matrix": "camera-to-world 4x4; world = head (template) frame; ER-NeRF process.py save_transforms",
@@ -265,51 +270,109 @@ def solve_poses(lms: np.ndarray, template: np.ndarray, focal: float, cx: float, 
     rots, ts = np.empty((len(lms), 3, 3)), np.empty((len(lms), 3))
     for i, img in enumerate(lms):
         rots[i], ts[i] = _pnp(obj, np.ascontiguousarray(img, dtype=np.float64), k)
-    proj = project_gl(obj, CV_TO_GL @ rots, ts @ CV_TO_GL, focal, cx, cy)
-    err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
-    return rots, ts, err
+    return rots, ts, reprojection_error(lms, obj, rots, ts, focal, cx, cy)
 
 
-def refine_template(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: np.ndarray,
-                    focal: float, cx: float, cy: float) -> np.ndarray:
-    """One rigid structure-from-motion step: back-project the landmarks at the template's depth in
-    each frame and average them in the head frame.
+def reprojection_error(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: np.ndarray,
+                       focal: float, cx: float, cy: float) -> np.ndarray:
+    """[N] mean Euclidean landmark reprojection error per frame (pixels) of OpenCV-convention poses."""
+    proj = project_gl(template, CV_TO_GL @ rots, ts @ CV_TO_GL, focal, cx, cy)
+    return np.linalg.norm(proj - lms, axis=-1).mean(-1)
+
+
+def rodrigues(rvec: np.ndarray) -> np.ndarray:
+    """Batched Rodrigues formula: [N, 3] axis-angle (radians) -> [N, 3, 3] rotation matrices."""
+    theta = np.linalg.norm(rvec, axis=1)[:, None, None]
+    safe = np.where(theta > 1e-12, theta, 1.0)
+    k = rvec[:, :, None] / safe
+    kx = np.zeros((len(rvec), 3, 3))
+    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2, 0], k[:, 1, 0], -k[:, 0, 0]
+    kx = kx - np.transpose(kx, (0, 2, 1))
+    return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
+
+
+def bundle_adjust(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: np.ndarray, focal: float,
+                  cx: float, cy: float, prior: float = TEMPLATE_PRIOR, max_nfev: int = 20
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jointly refine the rigid template and all poses at a fixed focal (rigid bundle adjustment).
+
+    Minimises ``sum_ik |proj(R_i X_k + t_i) - l_ik|^2 + prior^2 * sum_k |X_k - X0_k|^2`` (pixels;
+    ``X`` in cm) with ``scipy.optimize.least_squares`` (sparse Jacobian). The prior plays the role of
+    the anchors' identity regulariser (``loss_regid`` in AD-NeRF's face_tracker.py): with little head
+    rotation the data leave the face's depth undetermined and the template stays near ``X0``. The
+    result is similarity-aligned to ``X0`` (the head frame and metric scale are a free gauge).
 
     Args:
-        lms: [N, K, 2] pixels; template: [K, 3] cm; rots/ts: OpenCV poses from :func:`solve_poses`.
+        lms: [N, K, 2] pixels; template: [K, 3] cm (``X0``); rots/ts: OpenCV poses (initial values).
     Returns:
-        [K, 3] refined template (cm), re-centred on the old template's mean.
+        (template [K, 3], rots [N, 3, 3], ts [N, 3]) in the OpenCV convention of :func:`solve_poses`.
     """
-    cam = np.einsum("nij,kj->nki", rots, template) + ts[:, None, :]
-    z = cam[..., 2:3]
-    ray = np.concatenate([(lms[..., :1] - cx) / focal, (lms[..., 1:2] - cy) / focal, np.ones_like(z)], -1)
-    back = np.einsum("nji,nkj->nki", rots, ray * z - ts[:, None, :])  # R^T (p - t)
-    new = back.mean(0)
-    return new - new.mean(0) + template.mean(0)
+    from scipy.optimize import least_squares
+    from scipy.sparse import coo_matrix
+
+    n, k = lms.shape[:2]
+    x0 = np.concatenate([template.ravel(), np.concatenate([cv2.Rodrigues(r)[0].ravel() for r in rots]),
+                         ts.ravel()])
+
+    def unpack(x):
+        return (x[: 3 * k].reshape(k, 3), x[3 * k: 3 * k + 3 * n].reshape(n, 3),
+                x[3 * k + 3 * n:].reshape(n, 3))
+
+    def residuals(x):
+        tpl, rv, tv = unpack(x)
+        cam = np.einsum("nij,kj->nki", rodrigues(rv), tpl) + tv[:, None, :]
+        uv = focal * cam[..., :2] / cam[..., 2:3] + np.array([cx, cy])
+        return np.concatenate([(uv - lms).ravel(), prior * (tpl - template).ravel()])
+
+    # Jacobian sparsity: residual (i, k, uv) depends on X_k and on frame i's rvec and tvec
+    rows = np.arange(2 * n * k)
+    frame, point = rows // (2 * k), (rows // 2) % k
+    cols = np.concatenate([3 * point[:, None] + np.arange(3), 3 * k + 3 * frame[:, None] + np.arange(3),
+                           3 * k + 3 * n + 3 * frame[:, None] + np.arange(3)], 1)
+    r_all = np.concatenate([np.repeat(rows, 9), 2 * n * k + np.arange(3 * k)])
+    c_all = np.concatenate([cols.ravel(), np.arange(3 * k)])
+    sp = coo_matrix((np.ones(len(r_all), np.int8), (r_all, c_all)), shape=(2 * n * k + 3 * k, len(x0))).tocsr()
+    sol = least_squares(residuals, x0, jac_sparsity=sp, method="trf", x_scale="jac", max_nfev=max_nfev)
+    tpl, rv, tv = unpack(sol.x)
+    s, r, t = umeyama(tpl, template)  # gauge: back to the initial template's frame and scale
+    tpl = s * tpl @ r.T + t
+    rots_new = rodrigues(rv) @ r.T
+    ts_new = s * tv - np.einsum("nij,j->ni", rots_new, t)
+    return tpl, rots_new, ts_new
 
 
 def fit_focal(lms: np.ndarray, template: np.ndarray, focals: np.ndarray, cx: float, cy: float,
-              refine: int = REFINE_STEPS) -> tuple[float, np.ndarray]:
+              refine: bool = True) -> tuple[float, np.ndarray]:
     """Choose the focal length that minimises the mean landmark reprojection error over frames.
 
     Args:
         lms: [N, K, 2] landmarks of the frames used for the search (pixels).
         template: [K, 3] initial rigid template (cm).
         focals: [F] candidate focal lengths (pixels), evenly spaced.
-        refine: number of template re-estimations per focal (see :func:`refine_template`).
+        refine: fit the template to the clip at each focal (:func:`bundle_adjust`); else PnP only.
     Returns:
-        (focal, errors [F] mean reprojection error per candidate, pixels). The focal is the grid
-        minimum refined by a parabola through its neighbours (kept within half a step).
+        (focal, errors [F] mean reprojection error per candidate, pixels; NaN where the
+        coarse-to-fine search skipped it). The search evaluates every ``COARSE_STRIDE``-th focal,
+        then every focal within a stride of the coarse minimum (it assumes a unimodal error curve);
+        the focal is the grid minimum refined by a parabola through its neighbours (within half a step).
     """
-    errs = np.empty(len(focals))
-    for j, f in enumerate(focals):
+    def evaluate(f: float) -> float:
         rots, ts, err = solve_poses(lms, template, f, cx, cy)
-        tpl = template
-        for _ in range(refine):
-            tpl = refine_template(lms, tpl, rots, ts, f, cx, cy)
-            rots, ts, err = solve_poses(lms, tpl, f, cx, cy)
-        errs[j] = err.mean()
-    j = int(np.argmin(errs))
+        if refine:
+            tpl, rots, ts = bundle_adjust(lms, template, rots, ts, f, cx, cy)
+            err = reprojection_error(lms, tpl, rots, ts, f, cx, cy)
+        return float(err.mean())
+
+    # coarse-to-fine: every COARSE_STRIDE-th grid focal, then every focal around the coarse minimum
+    errs = np.full(len(focals), np.nan)
+    coarse = sorted(set(range(0, len(focals), COARSE_STRIDE)) | {len(focals) - 1})
+    for j in coarse:
+        errs[j] = evaluate(focals[j])
+    jc = coarse[int(np.nanargmin(errs[coarse]))]
+    for j in range(max(0, jc - COARSE_STRIDE + 1), min(len(focals), jc + COARSE_STRIDE)):
+        if np.isnan(errs[j]):
+            errs[j] = evaluate(focals[j])
+    j = int(np.nanargmin(errs))
     best = float(focals[j])
     if 0 < j < len(focals) - 1:
         e0, e1, e2 = errs[j - 1], errs[j], errs[j + 1]
@@ -361,7 +424,7 @@ class TrackResult:
 
 
 def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, width: int, height: int,
-                    search_frames: np.ndarray | None = None, refine: int = REFINE_STEPS) -> TrackResult:
+                    search_frames: np.ndarray | None = None, refine: bool = True) -> TrackResult:
     """Track a rigid template through 2-D landmarks: focal search, per-frame PnP, smoothing.
 
     Args:
@@ -370,7 +433,7 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
         cfg: search grid, smoothing window.
         width, height: image size (pixels); the principal point is the image centre.
         search_frames: frame indices usable for the focal search (default: all).
-        refine: template re-estimations from the clip (see :func:`refine_template`); 0 keeps it.
+        refine: fit the template to the clip (:func:`bundle_adjust`); False keeps it as given.
     Returns:
         :class:`TrackResult`.
     """
@@ -380,20 +443,21 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     grid = cfg.focals()
     focal, errs = fit_focal(lms[sel], template, grid, cx, cy, refine=refine)
     tpl = template
-    for _ in range(refine):
-        rots, ts, _ = solve_poses(lms[pool], tpl, focal, cx, cy)
-        tpl = refine_template(lms[pool], tpl, rots, ts, focal, cx, cy)
+    if refine:
+        fit = pool[np.unique(np.linspace(0, len(pool) - 1, min(BA_FRAMES, len(pool))).round().astype(int))]
+        rots, ts, _ = solve_poses(lms[fit], tpl, focal, cx, cy)
+        tpl, _, _ = bundle_adjust(lms[fit], tpl, rots, ts, focal, cx, cy)
     rots, ts, raw_err = solve_poses(lms, tpl, focal, cx, cy)
     rot_gl, t_gl = CV_TO_GL @ rots, ts @ CV_TO_GL
     euler = smooth(np.unwrap(rot2euler(rot_gl), axis=0), cfg.smooth_window)
     trans = smooth(t_gl, cfg.smooth_window)
     proj = project_gl(tpl, euler2rot(euler), trans, focal, cx, cy)
     err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
-    j = int(np.argmin(errs))
+    j = int(np.nanargmin(errs))
     at_border = j in (0, len(grid) - 1) and len(grid) > 1
     if at_border:
         log.warning("focal %.0f px is on the border of the search grid: the clip has too little head "
-                    "rotation to determine the focal length (curve %.3f..%.3f px)", focal, errs.min(), errs.max())
+                    "rotation to determine the focal length (curve %.3f..%.3f px)", focal, np.nanmin(errs), np.nanmax(errs))
     return TrackResult(euler=euler, trans=trans / 10.0, focal=focal, template=tpl,
                        landmark_ids=np.arange(len(tpl)), reproj_error=err, raw_reproj_error=raw_err,
                        focal_grid=grid, focal_errors=errs, extra={"focal_at_grid_border": bool(at_border)})
@@ -442,11 +506,10 @@ def camera_to_world(euler: np.ndarray, trans_dm: np.ndarray) -> np.ndarray:
 
 
 def split_index(n: int, val_fraction: float) -> int:
-    """First validation frame: ``n - round(n * val_fraction)`` (ER-NeRF: ``int(n * 10 / 11)``),
-    keeping at least one frame in each split when ``n >= 2``."""
-    n_val = int(round(n * val_fraction))
-    n_val = min(max(n_val, 1 if n >= 2 else 0), n - 1 if n >= 2 else 0)
-    return n - n_val
+    """First validation frame: ``floor(n * (1 - val_fraction))`` (ER-NeRF ``process.py``:
+    ``int(n * 10 / 11)``), keeping at least one frame in each split when ``n >= 2``."""
+    cut = int(n * (1.0 - val_fraction) + 1e-6)
+    return min(max(cut, 1), n - 1) if n >= 2 else n
 
 
 def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,

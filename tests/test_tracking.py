@@ -1,0 +1,177 @@
+"""Head-pose tracking: rotation conventions (AD-NeRF), synthetic recovery of focal and poses, ER-NeRF
+transforms, and the CLI on real MediaPipe meshes of the sample video."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.common.errors import InputError
+from pipeline.preprocess import tracking as T
+from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO
+
+N_SAMPLE = 60  # frames of the sample video used by the real-data tests
+
+
+def make_mediapipe_sample(root: Path, n: int = N_SAMPLE) -> Path:
+    """Frames 0..n-1 of the sample video (ori_imgs/{i}.jpg) and their MediaPipe FaceLandmarker
+    outputs in the landmarks stage's formats: face_mesh.npy [n, 478, 3] (x, y, z pixels),
+    blendshapes.npy [n, 52], landmarks.json (blendshape_names, failed_frames)."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    frames = root / "ori_imgs"
+    frames.mkdir(parents=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(SAMPLE_VIDEO), "-frames:v", str(n), "-q:v", "2",
+                    "-start_number", "0", str(frames / "%d.jpg")], check=True)
+    opts = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(PROJECT_ROOT / "resources/models/face_landmarker.task")),
+        running_mode=vision.RunningMode.IMAGE, output_face_blendshapes=True, num_faces=1)
+    mesh, bs = [], []
+    with vision.FaceLandmarker.create_from_options(opts) as lm:
+        for i in range(n):
+            img = np.ascontiguousarray(cv2.imread(str(frames / f"{i}.jpg"))[:, :, ::-1])
+            h, w = img.shape[:2]
+            r = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=img))
+            mesh.append([[p.x * w, p.y * h, p.z * w] for p in r.face_landmarks[0]])
+            bs.append([c.score for c in r.face_blendshapes[0]])
+            names = [c.category_name for c in r.face_blendshapes[0]]
+    np.save(root / "face_mesh.npy", np.asarray(mesh, np.float32))
+    np.save(root / "blendshapes.npy", np.asarray(bs, np.float32))
+    (root / "landmarks.json").write_text(json.dumps({"blendshape_names": names, "failed_frames": [],
+                                                     "backends": {"mesh": "mediapipe_face_landmarker"}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def mp_sample(tmp_path_factory) -> Path:
+    return make_mediapipe_sample(tmp_path_factory.mktemp("mp_sample"))
+
+
+def test_euler2rot_matches_adnerf_matrices():
+    c, s = np.cos(0.3), np.sin(0.3)
+    np.testing.assert_allclose(T.euler2rot(np.array([[0.3, 0, 0]]))[0], [[1, 0, 0], [0, c, -s], [0, s, c]], atol=1e-12)
+    np.testing.assert_allclose(T.euler2rot(np.array([[0, 0.3, 0]]))[0], [[c, 0, -s], [0, 1, 0], [s, 0, c]], atol=1e-12)
+    np.testing.assert_allclose(T.euler2rot(np.array([[0, 0, 0.3]]))[0], [[c, -s, 0], [s, c, 0], [0, 0, 1]], atol=1e-12)
+    rng = np.random.default_rng(1)
+    e = rng.uniform(-1.2, 1.2, (50, 3))
+    r = T.euler2rot(e)
+    np.testing.assert_allclose(r @ np.transpose(r, (0, 2, 1)), np.broadcast_to(np.eye(3), r.shape), atol=1e-12)
+    np.testing.assert_allclose(T.rot2euler(r), e, atol=1e-10)
+
+
+def test_canonical_face_model_loads():
+    can = T.load_canonical_face()
+    assert can.vertices.shape == (468, 3) and len(can.basis_ids) == 33
+    # subject's right eye outer corner (33) at image left (-x), nose tip (1) towards the camera (+z)
+    assert can.vertices[33, 0] < 0 < can.vertices[263, 0]
+    assert can.vertices[1, 2] > can.vertices[33, 2]
+    # face width about 15 cm (centimetres)
+    assert 12 < np.ptp(can.vertices[:, 0]) < 18
+    with pytest.raises(InputError, match="not found"):
+        T.load_canonical_face("/nonexistent/face_landmarker.task")
+
+
+def _synthetic(n=80, focal=1200.0, noise=0.3, seed=0):
+    """Known GL poses (euler rad, trans dm) and OpenCV projections of the canonical basis points."""
+    can = T.load_canonical_face()
+    tpl = can.vertices[can.basis_ids]
+    t = np.linspace(0, 4 * np.pi, n)
+    euler = np.stack([0.15 * np.sin(t), 0.3 * np.sin(0.7 * t + 1), 0.05 * np.sin(1.3 * t)], -1)
+    trans_cm = np.stack([0.5 * np.sin(t), 0.3 * np.cos(t), -60 + 2 * np.sin(0.5 * t)], -1)
+    k = np.array([[focal, 0, 256], [0, focal, 256], [0, 0, 1]])
+    lms = []
+    for e, tr in zip(euler, trans_cm):
+        r_cv = T.CV_TO_GL @ T.euler2rot(e[None])[0]
+        pts, _ = cv2.projectPoints(tpl, cv2.Rodrigues(r_cv)[0], T.CV_TO_GL @ tr, k, None)
+        lms.append(pts[:, 0])
+    lms = np.asarray(lms) + np.random.default_rng(seed).normal(0, noise, (n, len(tpl), 2))
+    return tpl, lms, euler, trans_cm / 10.0
+
+
+@pytest.mark.parametrize("perturb", [False, True])
+def test_synthetic_recovers_focal_and_poses(perturb):
+    tpl, lms, euler, trans = _synthetic()
+    start = tpl * np.array([1.05, 0.97, 0.85]) if perturb else tpl  # a different face: refinement fixes it
+    cfg = T.TrackingConfig(focal_search=(600, 2400, 100), smooth_window=1)
+    res = T.track_landmarks(lms, start, cfg, 512, 512)
+    assert abs(res.focal - 1200) <= 100, res.focal_errors
+    assert int(np.nanargmin(res.focal_errors)) in (5, 6, 7)
+    # poses: rotation within 1 degree, translation within 3 % of the distance
+    assert np.abs(res.euler - euler).max() < np.radians(1.0)
+    assert np.abs(res.trans - trans).max() < 0.03 * 6.0
+    assert res.reproj_error.mean() < 1.0
+
+
+def test_smoothing_and_projection_consistency():
+    tpl, lms, euler, trans = _synthetic(noise=1.5, seed=3)
+    raw = T.track_landmarks(lms, tpl, T.TrackingConfig(smooth_window=1), 512, 512, refine=0)
+    smo = T.track_landmarks(lms, tpl, T.TrackingConfig(smooth_window=5), 512, 512, refine=0)
+    jitter = lambda e: np.abs(np.diff(e, 2, axis=0)).mean()  # noqa: E731
+    assert jitter(smo.euler) < 0.5 * jitter(raw.euler)
+    # the transform is the inverse head pose: camera-to-world maps camera points back to the head
+    c2w = T.camera_to_world(smo.euler, smo.trans)
+    p_head = tpl / 100.0  # metres
+    cam = np.einsum("nij,kj->nki", smo.rotations(), p_head) + smo.trans[:, None, :] / 10.0
+    back = np.einsum("nij,nkj->nki", c2w[:, :3, :3], cam) + c2w[:, None, :3, 3]
+    np.testing.assert_allclose(back, np.broadcast_to(p_head, back.shape), atol=1e-9)
+    assert (c2w[:, 2, 3] > 0.4).all()  # camera in front of the face (+z), about 0.6 m away
+
+
+def test_transforms_schema_and_split():
+    tpl, lms, _, _ = _synthetic(n=110)
+    res = T.track_landmarks(lms, tpl, T.TrackingConfig(), 512, 512, refine=0)
+    train, val = T.transforms_dicts(res, 512, 512, 1 / 11, eye=np.linspace(0, 1, 110))
+    assert len(train["frames"]) == 100 and len(val["frames"]) == 10
+    for d in (train, val):
+        assert {"focal_len", "cx", "cy", "frames"} <= set(d) and d["cx"] == d["cy"] == 256.0
+        assert "translation_units" in d["convention"]
+    ids = [f["img_id"] for f in train["frames"] + val["frames"]]
+    assert ids == list(range(110)) == [f["aud_id"] for f in train["frames"] + val["frames"]]
+    assert T.split_index(300, 0.0909090909) == int(300 * 10 / 11) == 272  # ER-NeRF process.py
+
+
+def test_person_template_recovers_shape_from_weak_perspective_mesh():
+    can = T.load_canonical_face()
+    e = np.array([[0.1, 0.2, 0.05], [-0.05, -0.25, 0.0], [0.0, 0.0, 0.0]])
+    mesh = []
+    for r in T.euler2rot(e):
+        p = can.vertices @ r.T * 12.0  # 12 px per cm, weak perspective, y down, z smaller = nearer
+        mesh.append(np.concatenate([p * [1, -1, -1] + [256, 256, 0], np.zeros((10, 3))], 0))
+    tpl = T.person_template(np.asarray(mesh), can)
+    np.testing.assert_allclose(tpl, can.vertices, atol=1e-6)
+
+
+def test_cli_on_sample_mediapipe_mesh(mp_sample, tmp_path):
+    out = tmp_path
+    args = ["--frames", str(mp_sample / "ori_imgs"), "--mesh", str(mp_sample / "face_mesh.npy"),
+            "--blendshapes", str(mp_sample / "blendshapes.npy"), "--landmarks", str(mp_sample / "landmarks.json"),
+            "--out-params", str(out / "track_params.pt"), "--out-train", str(out / "transforms_train.json"),
+            "--out-val", str(out / "transforms_val.json"), "--out-report", str(out / "tracking.json"),
+            "--cfg", json.dumps({"focal_search": [600, 2400, 200], "smooth_window": 5})]
+    assert T.main(args) == 0
+    import torch
+
+    params = torch.load(out / "track_params.pt")
+    assert params["euler"].shape == (N_SAMPLE, 3) and params["trans"].shape == (N_SAMPLE, 3)
+    assert params["exp"].shape == (N_SAMPLE, 52) and params["focal"].shape == (1,)
+    assert (params["trans"][:, 2] < 0).all()  # in front of the OpenGL camera (decimetres)
+    rep = json.loads((out / "tracking.json").read_text())
+    assert 600 <= rep["focal_len"] <= 2400
+    assert rep["reproj_error_px"]["mean"] < 3.0
+    train = json.loads((out / "transforms_train.json").read_text())
+    assert 0 <= train["frames"][0]["eye"] <= 1 and train["focal_len"] == rep["focal_len"]
+    # bad input: mesh rows do not match the frames
+    np.save(tmp_path / "short.npy", np.load(mp_sample / "face_mesh.npy")[:10])
+    with pytest.raises(InputError, match="blendshapes.npy: 60 rows but face_mesh.npy has 10 frames"):
+        T.main([*args[:2], "--mesh", str(tmp_path / "short.npy"), *args[4:]])
+    np.save(tmp_path / "short_bs.npy", np.load(mp_sample / "blendshapes.npy")[:10])
+    with pytest.raises(InputError, match="short.npy: 10 mesh rows but .* has 60 frames"):
+        T.main([*args[:2], "--mesh", str(tmp_path / "short.npy"), "--blendshapes", str(tmp_path / "short_bs.npy"),
+                *args[6:]])
+    with pytest.raises(InputError, match="Basel Face Model"):
+        T.main([*args, "--exp-model", "bfm"])
