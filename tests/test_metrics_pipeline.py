@@ -1,0 +1,186 @@
+"""The metrics CLI and rule on the sample identity's frames: every metric is a number or n/a with a
+reason, in exactly the JSON shape the report reads.
+
+The "renders" are written through the render contract (pipeline.render.contract.write_contract)
+from the sample clip's own frames, so identical inputs have known answers (PSNR inf, LPIPS 0).
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO, make_workdir
+
+torch.set_num_threads(1)
+N = 8
+NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
+         "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
+
+
+def _dataset(root):
+    """A minimal dataset folder from the sample clip: gt_imgs/{i}.jpg, ori_imgs/0.jpg,
+    transforms_train.json (first training frame = 0), manifest.json. Returns (folder, RGB frames)."""
+    data = root / "results" / "data" / "German"
+    (data / "gt_imgs").mkdir(parents=True)
+    (data / "ori_imgs").mkdir()
+    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    frames = []
+    for i in range(N):
+        ok, img = cap.read()
+        assert ok
+        cv2.imwrite(str(data / "gt_imgs" / f"{i}.jpg"), img)
+        frames.append(cv2.cvtColor(cv2.imread(str(data / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB))
+    cap.release()
+    cv2.imwrite(str(data / "ori_imgs" / "0.jpg"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
+    (data / "transforms_train.json").write_text(json.dumps({"frames": [{"img_id": 0, "aud_id": 0}]}))
+    (data / "manifest.json").write_text("{}")
+    return data, frames
+
+
+def _render(root, method, test, frames, gt_dir=None):
+    from pipeline.render.contract import write_contract
+
+    out = root / "results" / "renders" / method / "German" / test
+    self_driven = gt_dir is not None
+    write_contract(out, frames, np.zeros(16000, np.float32), {
+        "method": method, "identity": "German", "test": test,
+        "protocol": "self_driven" if self_driven else "cross_driven",
+        "driving_audio": {"path": "aud.wav", "sha256": "0" * 64}, "compositing": "full", "controls": {},
+        "device": "cpu", "render_seconds": 2.0, "fps_render": N / 2.0,
+        "gt_reference": {"dir": str(gt_dir), "indices": list(range(N))} if self_driven else None})
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp("metrics")
+    data, frames = _dataset(root)
+    from tests.test_metrics import _standin_alexnet
+
+    weights = root / "standin_weights"
+    weights.mkdir()
+    _standin_alexnet(weights)
+    return root, data, frames, weights
+
+
+def _check_shape(res, n):
+    assert list(res) == ["method", "identity", "test", "protocol", "n_frames", "compositing", "metrics"]
+    assert res["n_frames"] == n
+    assert tuple(res["metrics"]) == NAMES
+    for name, m in res["metrics"].items():
+        assert set(m) == {"value", "backend", "weights_sha256", "na_reason", "n_frames"}, name
+        if m["value"] is None:
+            assert m["na_reason"], f"{name}: n/a without a reason"
+        else:
+            assert m["na_reason"] is None
+            v = float(m["value"])  # "inf" for identical-frame PSNR
+            assert not math.isnan(v), name
+
+
+def test_self_driven_identical_render(sample):
+    from pipeline.metrics.__main__ import main
+
+    root, data, frames, weights = sample
+    render = _render(root, "identity_copy", "self", frames, gt_dir=data / "gt_imgs")
+    out = root / "results" / "metrics" / "identity_copy" / "German" / "self.json"
+    rc = main(["--render", str(render), "--data", str(data), "--out", str(out),
+               "--out-frames", str(out.with_suffix(".frames.csv")), "--weights-dir", str(weights)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    _check_shape(res, N)
+    m = res["metrics"]
+    assert m["psnr"]["value"] == "inf" and "identical frames give inf" in m["psnr"]["backend"]
+    assert m["ssim"]["value"] == pytest.approx(1.0)
+    assert m["lpips"]["value"] == 0.0 and len(m["lpips"]["weights_sha256"]) == 64
+    assert m["lmd"]["value"] == 0.0 and m["lmd_face"]["value"] == 0.0 and m["lmd"]["n_frames"] == N
+    assert "dlib-68" in m["lmd"]["backend"] or "FAN" in m["lmd"]["backend"]
+    assert m["aue"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert m["csim"]["value"] > 0.95 and m["csim"]["backend"]
+    assert 0 < m["cpbd"]["value"] < 1
+    assert m["fps"]["value"] == N / 2.0
+    for name in ("fid", "lse_c", "lse_d"):   # no real weights in the test's folder
+        assert m[name]["value"] is None and "not found" in m[name]["na_reason"]
+    assert "no model folder" in m["training_time_s"]["na_reason"]
+    import pandas as pd
+
+    df = pd.read_csv(out.with_suffix(".frames.csv"))
+    assert len(df) == N and list(df["gt_index"]) == list(range(N))
+    assert np.isinf(df["psnr"]).all()
+
+
+def test_self_driven_differs_and_cross_driven(sample):
+    from pipeline.metrics.__main__ import main
+
+    root, data, frames, weights = sample
+    blurred = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames]
+    render = _render(root, "blurred", "self", blurred, gt_dir=data / "gt_imgs")
+    out = root / "m_blur.json"
+    model = root / "results" / "models" / "blurred" / "German"
+    model.mkdir(parents=True)
+    (model / "train_manifest.json").write_text(json.dumps({"training_seconds": 123.5}))
+    assert main(["--render", str(render), "--data", str(data), "--model-dir", str(model), "--out", str(out),
+                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights),
+                 "--cfg", json.dumps({"self_driven": ["psnr", "ssim", "lpips", "lmd", "cpbd"]})]) == 0
+    res = json.loads(out.read_text())
+    _check_shape(res, N)
+    m = res["metrics"]
+    assert 20 < m["psnr"]["value"] < 60 and 0 < m["ssim"]["value"] < 1 and m["lpips"]["value"] > 0
+    assert m["lmd"]["value"] > 0
+    assert m["training_time_s"]["value"] == 123.5
+    assert "not in config metrics.self_driven" in m["aue"]["na_reason"]
+
+    cross = _render(root, "blurred", "jfk", blurred)
+    out = root / "m_cross.json"
+    assert main(["--render", str(cross), "--data", str(data), "--out", str(out),
+                 "--out-frames", str(root / "m_cross.csv"), "--weights-dir", str(weights)]) == 0
+    res = json.loads(out.read_text())
+    _check_shape(res, N)
+    m = res["metrics"]
+    assert res["protocol"] == "cross_driven"
+    for name in ("psnr", "ssim", "lpips", "fid", "lmd", "aue"):
+        assert "needs ground truth" in m[name]["na_reason"]
+    assert m["csim"]["value"] > 0.9 and m["cpbd"]["value"] < 0.5
+
+
+def test_bad_render_manifest_is_one_clear_line(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "manifest.json").write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.metrics", "--render", str(tmp_path / "r"),
+                           "--out", str(tmp_path / "o.json"), "--out-frames", str(tmp_path / "o.csv")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "manifest.json: not valid JSON" in proc.stderr
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.slow
+def test_metrics_rule_in_snakemake(sample, tmp_path):
+    """The rule runs as one shell call in a temporary working folder (only common.smk and
+    metrics.smk included, so the pre-made render and dataset are taken as sources)."""
+    root, data, frames, weights = sample
+    wd = make_workdir(tmp_path / "wd", {"weights_dir": str(weights),
+                                        "metrics": {"self_driven": ["psnr", "ssim", "lpips"]}})
+    import shutil
+
+    shutil.copytree(data, wd / "results" / "data" / "German")
+    _render(wd, "copy", "self", frames, gt_dir=wd / "results" / "data" / "German" / "gt_imgs")
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        f'configfile: "{wd / "config.yaml"}"\n'
+        f'include: "{PROJECT_ROOT / "workflow" / "rules" / "common.smk"}"\n'
+        f'include: "{PROJECT_ROOT / "workflow" / "rules" / "metrics.smk"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(wd), "--cores", "2",
+                           "results/metrics/copy/German/self.json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((wd / "results" / "metrics" / "copy" / "German" / "self.json").read_text())
+    assert res["metrics"]["psnr"]["value"] == "inf" and res["metrics"]["lpips"]["value"] == 0.0
+    assert (wd / "results" / "metrics" / "copy" / "German" / "self.frames.csv").is_file()
+    assert (wd / "results" / "logs" / "metrics" / "copy" / "German" / "self.log").is_file()
+    assert (wd / "results" / "benchmarks" / "metrics" / "copy" / "German" / "self.tsv").is_file()

@@ -1,0 +1,70 @@
+# Metrics: one JSON + per-frame CSV per render (pipeline/metrics/, docs/metrics.md).
+# results/metrics/{method}/{identity}/{test}.json and {test}.frames.csv, from the render contract
+# folder results/renders/{method}/{identity}/{test}/ and the identity's dataset. Which metrics:
+# config metrics.self_driven / metrics.cross_driven. Missing pretrained weights make the metrics
+# that need them n/a with the reason (never a stand-in number).
+
+from pipeline.common.config import weights_dir as _weights_dir
+
+METRICS = "results/metrics/{method}/{identity}/{test}"
+METRICS_RENDER = "results/renders/{method}/{identity}/{test}"
+
+
+def metrics_model_input(wildcards):
+    """The training manifest (training time) of trained methods; baselines have none."""
+    if wildcards.method in config["train"]["methods"]:
+        return [f"results/models/{wildcards.method}/{wildcards.identity}/train_manifest.json"]
+    return []
+
+
+def metrics_targets():
+    """Metric JSONs of every rendered (method, identity, test): config train.methods on the
+    self-driven and every cross-driven test, plus the runs the baselines registered so far."""
+    tests = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
+    runs = [(m, i, t) for m in config["train"]["methods"] for i in IDENTITIES for t in tests]
+    runs += [tuple(r) for r in BASELINE_RUNS]
+    return [f"results/metrics/{m}/{i}/{t}.json" for m, i, t in dict.fromkeys(runs)]
+
+
+rule metrics:
+    input:
+        render=f"{METRICS_RENDER}/manifest.json",
+        video=f"{METRICS_RENDER}/video.mp4",
+        data=f"{DATA}/manifest.json",
+        model=metrics_model_input,
+    output:
+        json=f"{METRICS}.json",
+        frames=f"{METRICS}.frames.csv",
+    wildcard_constraints:
+        method="[A-Za-z0-9_-]+",
+        test="[A-Za-z0-9_-]+",
+    params:
+        cfg=cfg_arg("metrics"),
+        weights=str(_weights_dir(config)),
+        openface=(
+            f"--openface-bin {shlex.quote(str(resolve_path(config['preprocess']['aus']['openface_bin'])))}"
+            if config["preprocess"]["aus"].get("openface_bin")
+            else ""
+        ),
+        render=lambda wildcards, input: os.path.dirname(input.render),
+        data=lambda wildcards, input: os.path.dirname(input.data),
+        model=lambda wildcards, input: (
+            f"--model-dir {shlex.quote(os.path.dirname(input.model[0]))}" if input.get("model") else ""
+        ),
+    conda:
+        "../../envs/metrics.yaml"
+    log:
+        f"{LOGS}/metrics/{{method}}/{{identity}}/{{test}}.log",
+    benchmark:
+        f"{BENCH}/metrics/{{method}}/{{identity}}/{{test}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    shell:
+        "python -m pipeline.metrics --render {params.render:q} --data {params.data:q} {params.model}"
+        " --out {output.json:q} --out-frames {output.frames:q} --cfg {params.cfg}"
+        " --weights-dir {params.weights:q} {params.openface} --threads {threads} 2> {log:q}"
+
+
+ALL_TARGETS.extend(metrics_targets())
