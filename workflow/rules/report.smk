@@ -2,16 +2,16 @@
 # the trained methods (config train.methods) and of the baselines (workflow/rules/baselines/*.smk
 # register their (method, identity, test) runs in BASELINE_RUNS).
 
-TABLES = "results/tables"
-REPORT = "results/report"
-TEST_NAMES = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
+REPORT_TABLES = "results/tables"
+REPORT_DIR = "results/report"
+REPORT_TESTS = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
 
 
 # (method, identity, test) of every compared run: trained methods on every test, then the
 # baselines' runs (the baselines' .smk files are included before this file).
 REPORT_RUNS = list(
     dict.fromkeys(
-        [(m, i, t) for m in config["train"]["methods"] for i in IDENTITIES for t in TEST_NAMES]
+        [(m, i, t) for m in config["train"]["methods"] for i in IDENTITIES for t in REPORT_TESTS]
         + [tuple(r) for r in BASELINE_RUNS]
     )
 )
@@ -25,8 +25,8 @@ rule aggregate:
     input:
         metrics=METRIC_JSONS,
     output:
-        csv=f"{TABLES}/metrics_long.csv",
-        parquet=f"{TABLES}/metrics_long.parquet",
+        csv=f"{REPORT_TABLES}/metrics_long.csv",
+        parquet=f"{REPORT_TABLES}/metrics_long.parquet",
     conda:
         "../../envs/report.yaml"
     log:
@@ -52,13 +52,13 @@ rule tables:
         ),
     output:
         **{
-            f"{protocol}_{ext}": f"{TABLES}/{protocol}.{ext}"
+            f"{protocol}_{ext}": f"{REPORT_TABLES}/{protocol}.{ext}"
             for protocol in ("self_driven", "cross_driven")
             for ext in ("md", "csv", "tex")
         },
-        self_per_identity=f"{TABLES}/self_driven_per_identity.csv",
-        cross_per_identity=f"{TABLES}/cross_driven_per_identity.csv",
-        json=f"{TABLES}/tables.json",
+        self_per_identity=f"{REPORT_TABLES}/self_driven_per_identity.csv",
+        cross_per_identity=f"{REPORT_TABLES}/cross_driven_per_identity.csv",
+        json=f"{REPORT_TABLES}/tables.json",
     params:
         cfg=cfg_arg("report"),
         methods=REPORT_METHODS,
@@ -84,7 +84,7 @@ rule plots:
         long=rules.aggregate.output.parquet,
         metrics=METRIC_JSONS,
     output:
-        plots=directory(f"{REPORT}/plots"),
+        plots=directory(f"{REPORT_DIR}/plots"),
     params:
         methods=REPORT_METHODS,
     conda:
@@ -112,8 +112,8 @@ rule report:
         audio=expand(f"{DATA}/aud.wav", identity=IDENTITIES),
         driving=[str(resolve_path(p)) for p in config["render"]["cross_driven"].values()],
     output:
-        html=f"{REPORT}/index.html",
-        media=directory(f"{REPORT}/media"),
+        html=f"{REPORT_DIR}/index.html",
+        media=directory(f"{REPORT_DIR}/media"),
     params:
         data=lambda wildcards, input: [os.path.dirname(p) for p in input.data],
         audio=" ".join(
@@ -138,9 +138,9 @@ rule report:
 
 ALL_TARGETS.extend(
     [
-        f"{TABLES}/{protocol}.{ext}"
+        f"{REPORT_TABLES}/{protocol}.{ext}"
         for protocol in ("self_driven", "cross_driven")
         for ext in ("md", "csv", "tex")
     ]
-    + [f"{TABLES}/metrics_long.csv", f"{TABLES}/metrics_long.parquet", f"{REPORT}/index.html"]
+    + [f"{REPORT_TABLES}/metrics_long.csv", f"{REPORT_TABLES}/metrics_long.parquet", f"{REPORT_DIR}/index.html"]
 )
