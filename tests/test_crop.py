@@ -39,6 +39,7 @@ def test_moving_head_window_follows_smoothly_and_locks_again():
     assert not fixed
     steps = np.abs(np.diff(win, axis=0))
     assert steps.max() < 0.05 * win[0, 2]  # no jumps: < 5 % of the side per frame
+    assert np.abs(np.diff(win, 2, axis=0)).max() < 0.005 * win[0, 2]  # no jerks: speed changes gently
     assert np.ptp(win[:60], axis=0).max() == 0  # fixed before the move
     assert np.ptp(win[-40:], axis=0).max() == 0  # locked again after it
     assert win[-1, 0] + win[-1, 2] / 2 == pytest.approx(700, abs=0.02 * win[-1, 2])

@@ -11,7 +11,8 @@
    ``smoothing_s`` seconds.
 3. Deadband: the window stays FIXED while the target stays within ``deadband`` x side (centre) and
    a factor ``1 + deadband`` (side) of it; when the head leaves the band the window glides to the
-   target (exponential approach, time constant :data:`GLIDE_S`) and locks again once there. A clip
+   target (critically damped spring, time constant :data:`GLIDE_S`: no jerk) and locks again once
+   it is there and slow. A clip
    whose target never leaves the band of its median gets one fixed window for all frames.
 4. Window leaving the frame: CLAMPED, never padded. The window is shrunk to the frame's short side
    if larger, then shifted back inside the frame (the face is then off-centre near a frame edge).
@@ -46,8 +47,9 @@ TRACK_HEIGHT = 360
 #: BlazeFace boxes span about brows to mouth; the face size the margin multiplies (hairline to
 #: chin, ear to ear) is this many times the box side
 FACE_BOX_SCALE = 1.25
-#: time constant of the window's glide towards a target that left the deadband (seconds)
-GLIDE_S = 0.3
+#: time constant (1 / natural frequency) of the window's critically damped glide towards a
+#: target that left the deadband (seconds)
+GLIDE_S = 0.25
 
 
 @dataclass
@@ -150,18 +152,22 @@ def plan_windows(times: np.ndarray, boxes: np.ndarray, n_frames: int, width: int
     if inside(med, tgt, db).all():
         win = np.repeat(med[None], n_frames, axis=0)
     else:
-        alpha = 1.0 - math.exp(-1.0 / (GLIDE_S * cfg.fps))
+        # critically damped spring towards the target while gliding: the speed ramps up and down
+        # smoothly (no jerk when the window starts or stops moving)
+        omega, dt = 1.0 / GLIDE_S, 1.0 / cfg.fps
         win = np.empty_like(tgt)
         # start from the median of the first second (not a single, possibly noisy, frame)
         w = np.median(tgt[: max(1, int(cfg.fps))], axis=0)
+        v = np.zeros(3)
         moving = False
         for k in range(n_frames):
             if not moving and not inside(w, tgt[k], db):
                 moving = True
             if moving:
-                w = w + alpha * (tgt[k] - w)
-                if inside(w, tgt[k], 0.01):
-                    moving = False
+                v = v + dt * (omega ** 2 * (tgt[k] - w) - 2.0 * omega * v)
+                w = w + dt * v
+                if inside(w, tgt[k], 0.01) and np.abs(v * dt).max() < 0.002 * w[2]:
+                    moving, v = False, np.zeros(3)
             win[k] = w
     # clamp inside the frame (no padding)
     side = np.minimum(win[:, 2], min(width, height))
