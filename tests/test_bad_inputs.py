@@ -76,12 +76,15 @@ def test_snakemake_bad_identity_fails_alone(bad_dir, tmp_path):
     message in the log and leaves no probe.json / crop outputs / ori_imgs."""
     wd = make_workdir(tmp_path / "wd", identities=[("German", str(SAMPLE_VIDEO)),
                                                     ("Silent", str(bad_dir / "noaudio.mp4"))])
-    proc = run_snakemake(wd, "results/data/German/ori_imgs", "results/data/Silent/ori_imgs",
-                         args=("--keep-going",), check=False, timeout=900)
+    proc = run_snakemake(wd, "results/data/German/ori_imgs", "results/data/German/aud_mel.npy",
+                         "results/data/Silent/ori_imgs", args=("--keep-going",), check=False, timeout=900)
     assert proc.returncode != 0
     good = wd / "results" / "data" / "German"
     assert len(list((good / "ori_imgs").glob("*.jpg"))) == 300
     assert (good / "German.mp4").is_file() and (good / "aud.wav").is_file() and (good / "crop.json").is_file()
+    import numpy as np
+
+    assert np.load(good / "aud_mel.npy").shape == (300, 16, 80)
     log = (wd / "results" / "logs" / "probe" / "Silent.log").read_text()
     assert f"ERROR: {bad_dir / 'noaudio.mp4'}: no audio stream" in log
     bad = wd / "results" / "data" / "Silent"

@@ -129,3 +129,30 @@ def test_obama_audio_in_sync(obama_crop):
     lags = range(-640, 641, 8)
     corr = [float(np.dot(a[max(0, -k): seg - max(0, k)], b[max(0, k): seg - max(0, -k)])) for k in lags]
     assert abs(list(lags)[int(np.argmax(corr))]) <= 16  # within 1 ms
+
+
+def test_variable_frame_rate_source_becomes_constant_25fps(tmp_path):
+    """A VFR source (3 of every 5 frames kept, 4 s; its last frame ends at 3.92 s) comes out at
+    constant 25 fps, 98 frames, audio exactly as long; an already cropped 512x512 clip keeps its
+    full frame (clamped)."""
+    import soundfile as sf
+
+    from pipeline.preprocess.crop import main
+    from pipeline.preprocess.media import count_frames, probe_media
+    from tests.conftest import SAMPLE_VIDEO
+
+    vfr = tmp_path / "vfr.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "4", "-vf",
+                    "select='lt(mod(n\\,5)\\,3)'", "-fps_mode", "vfr", "-c:a", "aac", "-preset", "ultrafast",
+                    str(vfr)], check=True)
+    src = probe_media(vfr)
+    assert src.variable_frame_rate and src.video_duration == pytest.approx(3.92)
+    out = tmp_path / "out"
+    assert main(["--video", str(vfr), "--out-video", str(out / "v.mp4"), "--out-audio", str(out / "aud.wav"),
+                 "--out-track", str(out / "crop.json")]) == 0
+    crop = json.loads((out / "crop.json").read_text())
+    info = probe_media(out / "v.mp4")
+    assert info.avg_fps == 25 and not info.variable_frame_rate
+    assert count_frames(out / "v.mp4") == crop["n_frames"] == 98
+    assert sf.info(str(out / "aud.wav")).frames == 98 * 640
+    assert crop["fixed"] and crop["windows"][0] == [0.0, 0.0, 512.0]
