@@ -19,7 +19,7 @@ and AD-NeRF run face_alignment), else from dlib's 68-point predictor on the mesh
 (``lms68: auto|dlib``) or from the mesh by a fixed index mapping (``lms68: mesh``).
 
 CLI: ``python -m pipeline.preprocess.landmarks --frames DIR --out-mesh F --out-blendshapes F
---out-report F [--weights-dir D] [--cfg JSON]``.
+[--out-pose F] --out-report F [--weights-dir D] [--cfg JSON]``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -190,10 +191,14 @@ def check_failures(ok: np.ndarray, cfg: LandmarksConfig, where: Path) -> None:
 
 
 def write_lms(path: Path, pts: np.ndarray) -> None:
-    """Write one ``.lms`` file: 68 rows ``"x y"`` (pixels, 2 decimals), atomically (rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{x:.2f} {y:.2f}\n" for x, y in pts))
-    os.replace(tmp, path)
+    """Write one ``.lms`` file: 68 rows ``"x y"`` (pixels, 2 decimals).
+
+    Written in place (no temporary + rename: renames cost milliseconds each on overlay file
+    systems); the stage writes its declared outputs only after all ``.lms`` files, so a killed run
+    is redone by Snakemake.
+    """
+    with open(path, "w") as fh:
+        fh.write("".join(f"{x:.2f} {y:.2f}\n" for x, y in pts))
 
 
 def read_lms(path: str | Path) -> np.ndarray:
@@ -225,8 +230,8 @@ def _choose_68(cfg: LandmarksConfig, weights_dir: Path | None, report: dict):
             return "fan", lambda bgr, gray, mesh: fan.predict(bgr[..., ::-1], mesh_box(mesh))
         except WeightsMissing as exc:
             reason = exc.reason
-        except ImportError as exc:  # face_alignment not installed
-            reason = f"face_alignment cannot be imported ({exc})"
+        except ImportError as exc:  # torch missing from the environment
+            reason = f"torch cannot be imported ({exc})"
         log.warning("FAN landmarks not used: %s; falling back to %s", reason,
                     "the mesh mapping" if cfg.lms68 == "mesh" else "dlib")
         report["fan_skipped_reason"] = reason
@@ -252,8 +257,10 @@ def mesh_box(mesh: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Path, cfg: LandmarksConfig,
-        weights_dir: Path | None = None) -> dict:
+        weights_dir: Path | None = None, out_pose: Path | None = None) -> dict:
     """Run the stage (see module docstring). Returns the report written to ``out_report``.
+
+    ``out_pose`` defaults to :data:`POSE_FILE` next to ``out_mesh``.
 
     Raises:
         InputError: frames folder problems, or too many frames without a face.
@@ -274,9 +281,12 @@ def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Pat
     lms = np.zeros((n, 68, 2), np.float32)
     ok = np.zeros(n, bool)
     size = None
-    with MeshDetector(video_mode=True) as det:
+    with MeshDetector(video_mode=True) as det, ThreadPoolExecutor(max_workers=1) as pool:
+        nxt = pool.submit(read_bgr, frames[0])          # decode the next frame while this one runs
         for i, path in enumerate(tqdm(frames, desc="landmarks", mininterval=5, file=sys.stderr)):
-            bgr = read_bgr(path)
+            bgr = nxt.result()
+            if i + 1 < n:
+                nxt = pool.submit(read_bgr, frames[i + 1])
             if size is None:
                 size = bgr.shape[:2]
             elif bgr.shape[:2] != size:
@@ -297,7 +307,7 @@ def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Pat
         poses = orthonormalize_poses(fill_gaps(poses, ok))
     for i, path in enumerate(frames):
         write_lms(path.with_suffix(".lms"), lms[i])
-    pose_path = Path(out_mesh).with_name(POSE_FILE)
+    pose_path = Path(out_pose) if out_pose else Path(out_mesh).with_name(POSE_FILE)
     for arr, dst in ((mesh, out_mesh), (bshapes, out_blendshapes), (poses, pose_path)):
         with atomic_path(dst) as tmp:
             np.save(tmp, arr.astype(np.float32))
@@ -311,7 +321,7 @@ def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Pat
         "max_failed_fraction": cfg.max_failed_fraction,
         "blendshape_names": names,
         "files": {"lms": "ori_imgs/{i}.lms", "mesh": Path(out_mesh).name,
-                  "blendshapes": Path(out_blendshapes).name, "pose_mp": POSE_FILE},
+                  "blendshapes": Path(out_blendshapes).name, "pose_mp": pose_path.name},
         "config": asdict(cfg),
         "seconds": round(seconds, 3),
         "frames_per_second": round(n / seconds, 2),
@@ -328,13 +338,14 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", required=True, type=Path, help="ori_imgs folder ({i}.jpg)")
     ap.add_argument("--out-mesh", required=True, type=Path)
     ap.add_argument("--out-blendshapes", required=True, type=Path)
+    ap.add_argument("--out-pose", type=Path, default=None, help=f"default: {POSE_FILE} next to --out-mesh")
     ap.add_argument("--out-report", required=True, type=Path)
     ap.add_argument("--weights-dir", type=Path, default=None)
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.landmarks")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.landmarks")
     cfg = LandmarksConfig.from_dict(json.loads(args.cfg))
-    run(args.frames, args.out_mesh, args.out_blendshapes, args.out_report, cfg, args.weights_dir)
+    run(args.frames, args.out_mesh, args.out_blendshapes, args.out_report, cfg, args.weights_dir, args.out_pose)
     return 0
 
 

@@ -77,6 +77,7 @@ rule landmarks:
     output:
         mesh=f"{DATA}/face_mesh.npy",
         blendshapes=f"{DATA}/blendshapes.npy",
+        pose=f"{DATA}/face_pose_mp.npy",
         report=f"{DATA}/landmarks.json",
     params:
         cfg=cfg_arg("preprocess", "landmarks"),
@@ -93,7 +94,7 @@ rule landmarks:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.landmarks --frames {input.frames:q} --out-mesh {output.mesh:q}"
-        " --out-blendshapes {output.blendshapes:q} --out-report {output.report:q}"
+        " --out-blendshapes {output.blendshapes:q} --out-pose {output.pose:q} --out-report {output.report:q}"
         " --weights-dir {params.weights:q} --cfg {params.cfg} 2> {log:q}"
 
 
@@ -103,6 +104,7 @@ rule parsing:
         mesh=rules.landmarks.output.mesh,
     output:
         parsing=directory(f"{DATA}/parsing"),
+        report=f"{DATA}/parsing.json",
     params:
         cfg=cfg_arg("preprocess", "parsing"),
         weights=config["weights_dir"],
@@ -118,7 +120,8 @@ rule parsing:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.parsing --frames {input.frames:q} --mesh {input.mesh:q}"
-        " --out {output.parsing:q} --weights-dir {params.weights:q} --cfg {params.cfg} 2> {log:q}"
+        " --out {output.parsing:q} --report {output.report:q} --weights-dir {params.weights:q}"
+        " --cfg {params.cfg} 2> {log:q}"
 
 
 rule background:
@@ -129,6 +132,7 @@ rule background:
         bc=f"{DATA}/bc.jpg",
         gt=directory(f"{DATA}/gt_imgs"),
         torso=directory(f"{DATA}/torso_imgs"),
+        report=f"{DATA}/background.json",
     params:
         cfg=cfg_arg("preprocess", "background"),
     conda:
@@ -144,7 +148,7 @@ rule background:
     shell:
         "python -m pipeline.preprocess.background --frames {input.frames:q} --parsing {input.parsing:q}"
         " --out-bc {output.bc:q} --out-gt {output.gt:q} --out-torso {output.torso:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
 
 
 rule tracking:

@@ -1,0 +1,198 @@
+"""Face parsing stage: ``parsing/{i}.png`` head / neck / torso / background maps.
+
+Colour code :data:`pipeline.common.layout.PARSING_COLORS` (head 255,0,0; neck 0,255,0; torso 0,0,255;
+background 255,255,255) in the channel order of ER-NeRF's files: the anchors write the maps with
+``cv2.imwrite`` and test them after ``cv2.imread`` (``seg[..., 0] == 255`` is head), i.e. in BGR order;
+so an RGB viewer shows the head blue and the torso red. Use :func:`read_parsing` /
+:func:`write_parsing` rather than comparing colours by hand.
+
+Backends (config ``preprocess.parsing.backend``):
+
+* ``bisenet`` - BiSeNet face parsing (:mod:`pipeline.preprocess.backends.bisenet`), used by ``auto``
+  when its weights (79999_iter.pth or facexlib's parsing_bisenet.pth) are present;
+* ``mediapipe`` - MediaPipe selfie segmentation + face-mesh geometry
+  (:mod:`pipeline.preprocess.backends.selfie`), offline default.
+
+Also writes ``parsing.json`` (backend, skipped backend's reason, per-class mean pixel fractions,
+timings) next to the folder.
+
+CLI: ``python -m pipeline.preprocess.parsing --frames DIR --mesh face_mesh.npy --out DIR
+[--report F] [--weights-dir D] [--cfg JSON]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_dir, atomic_write_json
+from pipeline.common.layout import PARSING_COLORS
+from pipeline.common.log import run_main, setup_logging
+from pipeline.preprocess.backends.selfie import PARSING_CLASSES
+from pipeline.preprocess.landmarks import list_frames, read_bgr
+
+log = logging.getLogger("pipeline.preprocess.parsing")
+
+#: label -> colour, in the file's channel order (as cv2 reads and writes it; see module docstring)
+PALETTE = np.array([PARSING_COLORS[c] for c in PARSING_CLASSES], dtype=np.uint8)
+
+
+@dataclass
+class ParsingConfig:
+    """Config ``preprocess.parsing``."""
+
+    backend: str = "auto"
+    """auto | mediapipe | bisenet (auto: bisenet when its weights are present)."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ParsingConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+def write_parsing(path: str | Path, labels: np.ndarray) -> None:
+    """Write a label map (uint8 [H, W], 0 background, 1 head, 2 neck, 3 torso) as a colour PNG.
+
+    Stored as a palette PNG (fast, small); ``cv2.imread`` expands it to the 3-channel colour code.
+    """
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), "P")
+    img.putpalette(PALETTE[:, ::-1].ravel().tolist())     # PIL palettes are RGB; the code is BGR
+    img.save(path, format="PNG", compress_level=1)
+
+
+#: colour code -> label for read_parsing: index = 4 * (B > 127) + 2 * (G > 127) + (R > 127)
+_CODE_TO_LABEL = np.full(8, 255, np.uint8)
+for _label, _colour in enumerate(PALETTE):
+    _CODE_TO_LABEL[(_colour[0] >> 7) * 4 + (_colour[1] >> 7) * 2 + (_colour[2] >> 7)] = _label
+
+
+def read_parsing(path: str | Path) -> np.ndarray:
+    """Read a parsing PNG into labels.
+
+    Each channel is thresholded at 128, so maps that were resized or re-encoded still read.
+
+    Returns:
+        uint8 [H, W]: 0 background, 1 head, 2 neck, 3 torso; 255 for a colour outside the code.
+    Raises:
+        InputError: missing or undecodable file.
+    """
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(path, "cannot read parsing map")
+    bits = img >> 7
+    return _CODE_TO_LABEL[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]]
+
+
+def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
+    """Returns ``(name, labeller(rgb, mesh) -> labels, closer)``."""
+    if cfg.backend in ("auto", "bisenet"):
+        from pipeline.weights import WeightsMissing
+
+        from pipeline.preprocess.backends.selfie import find_bisenet_weights
+
+        try:
+            path = find_bisenet_weights(weights_dir)
+        except WeightsMissing as exc:
+            log.warning("BiSeNet parsing not used: %s; using MediaPipe segmentation", exc.reason)
+            report["bisenet_skipped_reason"] = exc.reason
+        else:
+            import torch
+
+            from pipeline.preprocess.backends.bisenet import BiSeNetParser, load_bisenet
+
+            torch.set_num_threads(1)
+            parser = BiSeNetParser(load_bisenet(path))
+            report["weights"] = str(path)
+            return "bisenet", lambda rgb, mesh: parser.labels(rgb), lambda: None
+    from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter
+
+    seg, split = PersonSegmenter(), MeshSplitter()
+    return "mediapipe", lambda rgb, mesh: split(seg.confidence(rgb) > 0.5, mesh, rgb), seg.close
+
+
+def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, weights_dir: Path | None = None,
+        report_path: Path | None = None) -> dict:
+    """Run the stage (see module docstring). Returns the report.
+
+    Raises:
+        InputError: frames folder problems, or a mesh file that does not match the frames.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    frames = list_frames(frames_dir)
+    n = len(frames)
+    try:
+        mesh = np.load(mesh_path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise InputError(mesh_path, f"cannot read face mesh ({exc})") from None
+    if mesh.ndim != 3 or mesh.shape[0] != n or mesh.shape[1:] != (478, 3):
+        raise InputError(mesh_path, f"face mesh shape {tuple(mesh.shape)} does not match {n} frames x 478 x 3")
+    report: dict = {"n_frames": n}
+    name, labeller, close = _choose_backend(cfg, weights_dir, report)
+    counts = np.zeros(len(PARSING_CLASSES), np.float64)
+    try:
+        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+            nxt = pool.submit(read_bgr, frames[0])
+            writes = []
+            for i in tqdm(range(n), desc="parsing", mininterval=5, file=sys.stderr):
+                bgr = nxt.result()
+                if i + 1 < n:
+                    nxt = pool.submit(read_bgr, frames[i + 1])
+                labels = labeller(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.asarray(mesh[i]))
+                counts += np.bincount(labels.ravel(), minlength=len(PARSING_CLASSES))[:len(PARSING_CLASSES)]
+                writes.append(pool.submit(write_parsing, tmp / f"{i}.png", labels))
+            for w in writes:
+                w.result()
+    finally:
+        close()
+    seconds = time.perf_counter() - t0
+    fractions = counts / counts.sum()
+    report.update({
+        "backend": name,
+        "colors": {c: list(PARSING_COLORS[c]) for c in PARSING_CLASSES},
+        "channel_order": "BGR as cv2.imread returns it (ER-NeRF's files)",
+        "class_fractions": {c: round(float(f), 4) for c, f in zip(PARSING_CLASSES, fractions)},
+        "config": asdict(cfg),
+        "seconds": round(seconds, 3),
+        "frames_per_second": round(n / seconds, 2),
+    })
+    if fractions[1] < 0.005:
+        log.warning("head pixels cover only %.2f%% of the frames: check the parsing maps", 100 * fractions[1])
+    if report_path is not None:
+        atomic_write_json(report_path, report)
+    log.info("parsing: %d frames with %s, %.1f frames/s", n, name, n / seconds)
+    return report
+
+
+def main(argv=None) -> int:
+    """CLI entry point (see module docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.preprocess.parsing", description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", required=True, type=Path, help="ori_imgs folder ({i}.jpg)")
+    ap.add_argument("--mesh", required=True, type=Path, help="face_mesh.npy of the landmarks stage")
+    ap.add_argument("--out", required=True, type=Path, help="parsing folder to write")
+    ap.add_argument("--report", type=Path, default=None, help="parsing.json to write")
+    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.parsing")
+    args = ap.parse_args(argv)
+    setup_logging("pipeline.preprocess.parsing")
+    cfg = ParsingConfig.from_dict(json.loads(args.cfg))
+    run(args.frames, args.mesh, args.out, cfg, args.weights_dir, args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
