@@ -10,20 +10,21 @@ METRICS = "results/metrics/{method}/{identity}/{test}"
 METRICS_RENDER = "results/renders/{method}/{identity}/{test}"
 
 
-def metrics_model_input(wildcards):
-    """The training manifest (training time) of trained methods; baselines have none."""
-    if wildcards.method in config["train"]["methods"]:
-        return [f"results/models/{wildcards.method}/{wildcards.identity}/train_manifest.json"]
-    return []
-
-
-def metrics_targets():
-    """Metric JSONs of every rendered (method, identity, test): config train.methods on the
-    self-driven and every cross-driven test, plus the runs the baselines registered so far."""
-    tests = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
-    runs = [(m, i, t) for m in config["train"]["methods"] for i in IDENTITIES for t in tests]
-    runs += [tuple(r) for r in BASELINE_RUNS]
-    return [f"results/metrics/{m}/{i}/{t}.json" for m, i, t in dict.fromkeys(runs)]
+# Metric JSONs of every rendered (method, identity, test): config train.methods on the
+# self-driven and every cross-driven test, plus the runs the baselines registered so far
+# (report.smk collects the same list for the tables).
+METRICS_TARGETS = [
+    f"results/metrics/{m}/{i}/{t}.json"
+    for m, i, t in dict.fromkeys(
+        [
+            (m, i, t)
+            for m in config["train"]["methods"]
+            for i in IDENTITIES
+            for t in [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
+        ]
+        + [tuple(r) for r in BASELINE_RUNS]
+    )
+]
 
 
 rule metrics:
@@ -31,7 +32,12 @@ rule metrics:
         render=f"{METRICS_RENDER}/manifest.json",
         video=f"{METRICS_RENDER}/video.mp4",
         data=f"{DATA}/manifest.json",
-        model=metrics_model_input,
+        # the training manifest (training time) of trained methods; baselines have none
+        model=lambda wildcards: (
+            [f"results/models/{wildcards.method}/{wildcards.identity}/train_manifest.json"]
+            if wildcards.method in config["train"]["methods"]
+            else []
+        ),
     output:
         json=f"{METRICS}.json",
         frames=f"{METRICS}.frames.csv",
@@ -67,4 +73,4 @@ rule metrics:
         " --weights-dir {params.weights:q} {params.openface} --threads {threads} 2> {log:q}"
 
 
-ALL_TARGETS.extend(metrics_targets())
+ALL_TARGETS.extend(METRICS_TARGETS)
