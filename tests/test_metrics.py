@@ -283,3 +283,28 @@ def test_arcface_loading_code_with_standin_weights(tmp_path, frames):
     assert e.shape == (512,) and cosine_similarity(e, emb(frames[0])) == pytest.approx(1.0)
     face = align_arcface(frames[0], lmk.landmarks(frames[0]))
     assert face.shape == (112, 112, 3) and face.mean() > 20
+
+
+@pytest.mark.slow
+def test_lse_pipeline_glue_with_standin_weights(tmp_path):
+    """Face track -> crops -> MFCC -> SyncNet windows -> offset search on a real 4.2 s clip, with
+    stand-in SyncNet/S3FD weights and a fixed face box (checks the plumbing, not the values)."""
+    import subprocess
+
+    from syncnet_python.detectors.s3fd.nets import S3FDNet
+    from syncnet_python.SyncNetModel import S
+
+    from pipeline.metrics.sync import LSE, VSHIFT
+
+    torch.manual_seed(0)
+    torch.save(S().state_dict(), tmp_path / "syncnet_v2.model")
+    torch.save(S3FDNet(device="cpu").state_dict(), tmp_path / "sfd_face.pth")
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-frames:v", "104", "-t", "4.16",
+                    str(clip)], check=True)
+    lse = LSE(tmp_path)
+    boxes = []
+    lse.det.detect_faces = lambda img, conf_th, scales: (boxes.append(img.shape), np.array([[150, 90, 370, 380, 0.99]]))[1]
+    r = lse(clip)
+    assert r["n_frames"] >= 100 and len(boxes) == r["n_frames"]
+    assert np.isfinite(r["lse_d"]) and r["lse_c"] >= 0 and -VSHIFT <= r["offset"] <= VSHIFT

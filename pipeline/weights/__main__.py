@@ -47,29 +47,29 @@ def main(argv=None) -> int:
         entry = manifest[name]
         present = entry.present(wdir)
         if args.command == "list":
-            print(f"{name:16s} {'present' if present else 'MISSING':8s} {entry.filename:40s} "
+            print(f"{name:20s} {'present' if present else 'MISSING':8s} {entry.filename:40s} "
                   f"{','.join(entry.stages)}")
         elif args.command == "fetch":
             try:
                 path = fetch(name, wdir, force=args.force, manifest=args.manifest)
-                print(f"{name:16s} ok       {path}")
+                print(f"{name:20s} ok       {path}")
             except WeightsMissing as exc:
                 failures += 1
-                print(f"{name:16s} FAILED   {exc.reason}")
+                print(f"{name:20s} FAILED   {exc.reason}")
         else:  # verify
             if not present:
-                print(f"{name:16s} MISSING  {entry.path(wdir)}")
+                print(f"{name:20s} MISSING  {entry.path(wdir)}")
                 continue
             if entry.kind == "folder":
-                print(f"{name:16s} present  (folder, not hashed)")
+                print(f"{name:20s} present  (folder, not hashed)")
                 continue
             problem = hash_problem(entry, entry.path(wdir))
             if problem:
                 failures += 1
-                print(f"{name:16s} BAD      {problem}")
+                print(f"{name:20s} BAD      {problem}")
             else:
                 pinned = "sha256" if entry.sha256 else ("sha256 prefix" if entry.sha256_prefix else "nothing pinned")
-                print(f"{name:16s} ok       ({pinned})")
+                print(f"{name:20s} ok       ({pinned})")
     if failures:
         log.error("%d of %d entries failed", failures, len(names))
     return 1 if failures else 0
