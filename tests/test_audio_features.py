@@ -23,9 +23,11 @@ def ffmpeg(*args) -> None:
 
 # ----------------------------------------------------------------------------------- loading
 def test_load_audio_any_format_and_rate(tmp_path):
-    import librosa
+    import soundfile as sf
 
-    ref = librosa.load(str(WAV), sr=16000, mono=True)[0]  # the file is 16 kHz stereo PCM
+    ref, sr = sf.read(str(WAV), dtype="float32")  # 16 kHz stereo PCM: the reference is the channel mean
+    assert sr == 16000 and ref.shape[1] == 2
+    ref = ref.mean(axis=1)
     wav = af.load_audio_16k_mono(WAV)
     assert wav.dtype == np.float32 and wav.ndim == 1 and len(wav) == len(ref) == 48000
     assert np.abs(wav - ref).max() < 1e-3
@@ -37,7 +39,7 @@ def test_load_audio_any_format_and_rate(tmp_path):
     for name in ("a48.wav", "a.mp3", "really_a_wav.mp3"):
         x = af.load_audio_16k_mono(tmp_path / name)
         assert abs(len(x) - 48000) <= 1200, name  # mp3 adds encoder padding
-        n = min(len(x), len(wav)) - 2000
+        n = 16000  # the first second
         # same speech (mp3 may be delayed by its decoder padding: search a small lag)
         best = max(np.corrcoef(x[k:k + n], wav[:n])[0, 1] for k in range(0, 1200, 1))
         assert best > 0.98, (name, best)
