@@ -126,3 +126,26 @@ def test_mismatched_parsing_refused(face_background, tmp_path):
         (par / f"{i}.png").write_bytes((root / "parsing" / f"{i}.png").read_bytes())
     with pytest.raises(InputError, match=f"3 parsing maps for {N_FRAMES} frames"):
         run(root / "ori_imgs", par, tmp_path / "bc.jpg", tmp_path / "gt", tmp_path / "torso", BackgroundConfig())
+
+
+@pytest.mark.slow
+def test_snakemake_face_stages_on_sample(tmp_path):
+    """The three rules through Snakemake on the whole sample clip (300 frames): outputs, reports and
+    the benchmark timings (frames/s per stage are in the reports; not asserted, the machine is shared)."""
+    from pipeline.common.layout import DatasetLayout
+    from tests.conftest import make_workdir, run_snakemake
+
+    wd = make_workdir(tmp_path / "wd")
+    run_snakemake(wd, "results/data/German/background.json")
+    ds = DatasetLayout.of("German", wd / "results")
+    n = len(list(ds.ori_imgs.glob("*.jpg")))
+    assert n == 300
+    assert len(list(ds.ori_imgs.glob("*.lms"))) == n
+    assert np.load(ds.face_mesh).shape == (n, 478, 3)
+    assert len(list(ds.parsing.glob("*.png"))) == n
+    assert len(list(ds.gt_imgs.glob("*.jpg"))) == n and len(list(ds.torso_imgs.glob("*.png"))) == n
+    assert ds.bc.is_file()
+    for stage in ("landmarks", "parsing", "background"):
+        assert (wd / "results" / "benchmarks" / stage / "German.tsv").is_file()
+        rep = json.loads((ds.root / f"{stage}.json").read_text())
+        assert rep["n_frames"] == n and rep["frames_per_second"] > 0
