@@ -126,7 +126,7 @@ def test_self_driven_differs_and_cross_driven(sample):
     model.mkdir(parents=True)
     (model / "train_manifest.json").write_text(json.dumps({"training_seconds": 123.5}))
     assert main(["--render", str(render), "--data", str(data), "--model-dir", str(model), "--out", str(out),
-                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights),
+                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--threads", "2",
                  "--cfg", json.dumps({"self_driven": ["psnr", "ssim", "lpips", "lmd", "cpbd"]})]) == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
@@ -184,3 +184,33 @@ def test_metrics_rule_in_snakemake(sample, tmp_path):
     assert (wd / "results" / "metrics" / "copy" / "German" / "self.frames.csv").is_file()
     assert (wd / "results" / "logs" / "metrics" / "copy" / "German" / "self.log").is_file()
     assert (wd / "results" / "benchmarks" / "metrics" / "copy" / "German" / "self.tsv").is_file()
+
+
+def test_aue_openface_path_with_a_fake_binary(sample, tmp_path):
+    """The OpenFace branch: FeatureExtraction is called on each frame folder and its CSV read (a
+    fake binary writes AU01_r..AU45_r = 1 for the generated frames and 0 for the ground truth:
+    AUE = 17 x 1, lower 10, upper 7)."""
+    from pipeline.metrics.__main__ import main
+
+    root, data, frames, weights = sample
+    fake = tmp_path / "FeatureExtraction"
+    fake.write_text(f"""#!{sys.executable}
+import sys, pathlib
+a = sys.argv
+fdir, out = pathlib.Path(a[a.index("-fdir") + 1]), pathlib.Path(a[a.index("-out_dir") + 1])
+out.mkdir(parents=True, exist_ok=True)
+aus = "01 02 04 05 06 07 09 10 12 14 15 17 20 23 25 26 45".split()
+v = 1.0 if fdir.name == "gen" else 0.0
+rows = ["frame, success, " + ", ".join(f"AU{{x}}_r" for x in aus)]
+rows += [f"{{i + 1}}, 1, " + ", ".join(str(v) for _ in aus) for i in range(len(list(fdir.glob("*.png"))))]
+(out / "frames.csv").write_text("\\n".join(rows) + "\\n")
+""")
+    fake.chmod(0o755)
+    render = _render(root, "openface", "self", frames, gt_dir=data / "gt_imgs")
+    out = tmp_path / "m.json"
+    assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--openface-bin", str(fake),
+                 "--cfg", json.dumps({"self_driven": ["aue"]})]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert (m["aue"]["value"], m["aue_lower"]["value"], m["aue_upper"]["value"]) == (17.0, 10.0, 7.0)
+    assert m["aue"]["backend"] == "OpenFace 2 FeatureExtraction" and m["aue"]["n_frames"] == N

@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     except json.JSONDecodeError as exc:
         raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
     cfg = MetricsConfig(weights_dir=Path(args.weights_dir) if args.weights_dir else config_weights_dir(),
+                        threads=max(1, args.threads),
                         openface_bin=args.openface_bin or None, verify_weights=args.verify_weights)
     if "self_driven" in c:
         cfg.self_driven = list(c["self_driven"])

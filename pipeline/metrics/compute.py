@@ -16,6 +16,8 @@ import logging
 import math
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,8 @@ class MetricsConfig:
     """check weights hashes before use"""
     lse_min_frames: int = 100
     """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    threads: int = 1
+    """worker threads for the per-frame image metrics (PSNR, SSIM, LMD, CPBD)"""
     device: str = "cpu"
     """torch device of the network metrics"""
 
@@ -98,48 +102,94 @@ def training_seconds(model_dir: Path | None) -> MetricValue:
     return MetricValue.na(f"{path} has no training_seconds")
 
 
-class AUExtractor:
-    """17 OpenFace AU intensities per frame: OpenFace 2 when a binary is configured, else the
-    estimate from MediaPipe blendshapes (``pipeline.preprocess.aus.estimate_aus_from_blendshapes``)."""
+class AUCollector:
+    """17 OpenFace AU intensities of generated and ground-truth frames, collected frame by frame:
+    OpenFace 2 ``FeatureExtraction`` on the frames (written to temporary folders) when a binary is
+    configured, else MediaPipe blendshapes mapped by
+    ``pipeline.preprocess.aus.estimate_aus_from_blendshapes`` (labelled as an estimate)."""
 
     def __init__(self, openface_bin: str | None):
         self.openface_bin = openface_bin
+        self.error = None
+        self.n = 0
         if openface_bin:
             if not Path(openface_bin).is_file():
                 raise InputError(openface_bin, "OpenFace FeatureExtraction binary not found")
             self.backend = "OpenFace 2 FeatureExtraction"
-        else:
-            from pipeline.preprocess import aus  # noqa: F401  (the tracking engineer's estimator)
+            self._tmp = tempfile.TemporaryDirectory(prefix="openface")
+            for sub in ("gen", "gt"):
+                (Path(self._tmp.name) / sub).mkdir()
+            return
+        self.backend = "AU estimate from MediaPipe blendshapes (not OpenFace)"
+        try:
+            from pipeline.preprocess.aus import estimate_aus_from_blendshapes
+            from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+        except ImportError as exc:
+            self.error = f"AU extractor unavailable: {exc}"
+            return
+        self._estimate = estimate_aus_from_blendshapes
+        self._det = MeshDetector(video_mode=False)
+        self._bs = {"gen": [], "gt": []}
+        self._ok = {"gen": [], "gt": []}
 
-            self.backend = "AU estimate from MediaPipe blendshapes (not OpenFace)"
+    def add(self, gen: np.ndarray, gt: np.ndarray) -> None:
+        """One frame pair, [H, W, 3] uint8 RGB each."""
+        if self.error:
+            return
+        for key, img in (("gen", gen), ("gt", gt)):
+            if self.openface_bin:
+                cv2.imwrite(str(Path(self._tmp.name) / key / f"{self.n:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                continue
+            r = self._det.detect(img, self.n)
+            self._ok[key].append(r is not None)
+            self._bs[key].append(r.blendshapes if r is not None else np.zeros(52, np.float32))
+        self.n += 1
 
-    def __call__(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """AUs of [H, W, 3] uint8 RGB frames -> ([N, 17] intensities, [N] bool face found)."""
-        from pipeline.metrics.aue import AUS, au_matrix, read_openface_aus
+    def _aus(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        from pipeline.metrics.aue import au_matrix, read_openface_aus
 
         if self.openface_bin:
-            with tempfile.TemporaryDirectory(prefix="openface") as tmp:
-                fdir = Path(tmp) / "frames"
-                fdir.mkdir()
-                for i, f in enumerate(frames):
-                    cv2.imwrite(str(fdir / f"{i:06d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-                subprocess.run([self.openface_bin, "-fdir", str(fdir), "-out_dir", tmp, "-aus", "-q"],
-                               check=True, capture_output=True)
-                au = read_openface_aus(next(Path(tmp).glob("*.csv")))
-            return au, np.ones(len(au), bool)
-        from pipeline.preprocess.aus import estimate_aus_from_blendshapes
-        from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+            d = Path(self._tmp.name)
+            subprocess.run([self.openface_bin, "-fdir", str(d / key), "-out_dir", str(d / f"{key}_out"), "-aus", "-q"],
+                           check=True, capture_output=True)
+            df_path = next((d / f"{key}_out").glob("*.csv"))
+            import pandas as pd
 
-        bs, ok = [], []
-        with MeshDetector(video_mode=False) as det:
-            for i, f in enumerate(frames):
-                r = det.detect(f, i)
-                ok.append(r is not None)
-                bs.append(r.blendshapes if r is not None else np.zeros(52, np.float32))
-            names = det.blendshape_names
-        if not any(ok):
-            return np.zeros((len(frames), len(AUS))), np.array(ok)
-        return au_matrix(estimate_aus_from_blendshapes(np.stack(bs), names)), np.array(ok)
+            ok = pd.read_csv(df_path, skipinitialspace=True)
+            ok.columns = [c.strip() for c in ok.columns]
+            success = ok["success"].to_numpy() > 0 if "success" in ok else np.ones(len(ok), bool)
+            return read_openface_aus(df_path), success
+        return (au_matrix(self._estimate(np.stack(self._bs[key]), self._det.blendshape_names)),
+                np.array(self._ok[key]))
+
+    def result(self, per_frame: dict) -> dict[str, MetricValue]:
+        """``aue``, ``aue_lower``, ``aue_upper`` over the frames where both faces were found; adds
+        the per-frame summed squared AU error to ``per_frame``."""
+        from pipeline.metrics.aue import aue
+
+        names = ("aue", "aue_lower", "aue_upper")
+        try:
+            if self.error:
+                return {k: MetricValue.na(self.error) for k in names}
+            if self.n == 0:
+                return {k: MetricValue.na("no frames", self.backend) for k in names}
+            ag, okg = self._aus("gen")
+            at, okt = self._aus("gt")
+        finally:
+            self.close()
+        ok = okg & okt
+        if not ok.any():
+            return {k: MetricValue.na("no face found by the AU extractor", self.backend) for k in names}
+        vals = aue(ag[ok], at[ok])
+        sq = ((ag - at) ** 2).sum(1)
+        per_frame["au_sq_err"] = [float(x) if o else math.nan for x, o in zip(sq, ok)]
+        return {k: MetricValue(vals[k], self.backend, None, None, int(ok.sum())) for k in names}
+
+    def close(self) -> None:
+        if self.openface_bin:
+            self._tmp.cleanup()
+        elif not self.error:
+            self._det.close()
 
 
 def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | None,
@@ -238,50 +288,64 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                 emb = None
 
     from pipeline.metrics.image import psnr, ssim
-    from pipeline.metrics.landmarks import FACE, MOUTH, lmd
+    from pipeline.metrics.landmarks import FACE, MOUTH, lmd, make_landmarker
     from pipeline.metrics.sharpness import cpbd
 
     cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "csim", "cpbd")}
-    feats_gen, feats_gt, batch_gen, batch_gt = [], [], [], []
-    au_frames_gen, au_frames_gt = [], []
-    lmd_missing = 0
-    for i in tqdm(range(n), desc=f"metrics {render_dir}", disable=n < 50):
+    feats_gen, feats_gt = [], []
+    local = threading.local()
+
+    def image_metrics(i):
+        """Load frame pair i and compute the per-frame image metrics (thread-safe: each worker
+        thread has its own dlib landmarker)."""
         p, g = load_pair(i)
         pf = _f(p)
         gf = _f(g) if g is not None else None
+        out = {}
         if "psnr" in want:
-            cols["psnr"].append(psnr(pf, gf))
+            out["psnr"] = psnr(pf, gf)
         if "ssim" in want:
-            cols["ssim"].append(ssim(pf, gf))
-        if lp is not None:
-            cols["lpips"].append(lp(pf, gf))
-        if inc is not None:
-            batch_gen.append(pf)
-            batch_gt.append(gf)
-            if len(batch_gen) == 16 or i == n - 1:
-                feats_gen.append(inc(np.stack(batch_gen)))
-                feats_gt.append(inc(np.stack(batch_gt)))
-                batch_gen, batch_gt = [], []
+            out["ssim"] = ssim(pf, gf)
         if "lmd" in want:
-            box = lmk.detect(g)
-            lg = lmk.landmarks(g, box) if box is not None else None
-            lq = lmk.landmarks(p, box) if box is not None else None
-            if lg is None or lq is None:
-                lmd_missing += 1
-                cols["lmd"].append(math.nan)
-                cols["lmd_face"].append(math.nan)
-            else:
-                cols["lmd"].append(float(lmd(lq, lg, MOUTH)))
-                cols["lmd_face"].append(float(lmd(lq, lg, FACE)))
-        if emb is not None:
-            e = emb(p)
-            cols["csim"].append(math.nan if e is None else float(
-                np.dot(e, ref_emb) / (np.linalg.norm(e) * np.linalg.norm(ref_emb))))
+            if not hasattr(local, "lmk"):
+                local.lmk = lmk if threading.current_thread() is threading.main_thread() \
+                    else make_landmarker(cfg.weights_dir)[0]
+            box = local.lmk.detect(g)
+            lg = local.lmk.landmarks(g, box) if box is not None else None
+            lq = local.lmk.landmarks(p, box) if box is not None else None
+            out["lmd"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, MOUTH))
+            out["lmd_face"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, FACE))
         if "cpbd" in want:
-            cols["cpbd"].append(cpbd(p))
-        if "aue" in want:
-            au_frames_gen.append(p)
-            au_frames_gt.append(g)
+            out["cpbd"] = cpbd(p)
+        return p, g, pf, gf, out
+
+    au = AUCollector(cfg.openface_bin) if "aue" in want else None
+    pool = ThreadPoolExecutor(cfg.threads) if cfg.threads > 1 else None
+    chunk = 16
+    try:
+        with tqdm(total=n, desc=f"metrics {render_dir}", disable=n < 50) as bar:
+            for start in range(0, n, chunk):
+                idx = range(start, min(n, start + chunk))
+                done = list(pool.map(image_metrics, idx)) if pool else [image_metrics(i) for i in idx]
+                for p, g, pf, gf, out in done:
+                    for k, v in out.items():
+                        cols[k].append(v)
+                    if lp is not None:
+                        cols["lpips"].append(lp(pf, gf))
+                    if emb is not None:
+                        e = emb(p)
+                        cols["csim"].append(math.nan if e is None else float(
+                            np.dot(e, ref_emb) / (np.linalg.norm(e) * np.linalg.norm(ref_emb))))
+                    if au is not None:
+                        au.add(p, g)
+                if inc is not None:
+                    feats_gen.append(inc(np.stack([d[2] for d in done])))
+                    feats_gt.append(inc(np.stack([d[3] for d in done])))
+                bar.update(len(done))
+    finally:
+        if pool:
+            pool.shutdown()
+    lmd_missing = sum(math.isnan(x) for x in cols["lmd"])
 
     for name, vals in cols.items():
         if vals:
@@ -325,8 +389,8 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
         from pipeline.metrics.sharpness import BACKEND
 
         results["cpbd"] = MetricValue(_mean(cols["cpbd"]), BACKEND, None, None, n)
-    if "aue" in want:
-        results.update(_aue(cfg, au_frames_gen, au_frames_gt, per_frame))
+    if au is not None:
+        results.update(au.result(per_frame))
     if "lse_c" in want:
         results.update(_lse(cfg, render_dir / "video.mp4"))
 
@@ -340,25 +404,6 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out["compositing"] = man.get("compositing")
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
-
-
-def _aue(cfg: MetricsConfig, gen: list, gt: list, per_frame: dict) -> dict[str, MetricValue]:
-    from pipeline.metrics.aue import aue
-
-    names = ("aue", "aue_lower", "aue_upper")
-    try:
-        ext = AUExtractor(cfg.openface_bin)
-    except ImportError as exc:
-        return {k: MetricValue.na(f"AU extractor unavailable: {exc}") for k in names}
-    ag, okg = ext(gen)
-    at, okt = ext(gt)
-    ok = okg & okt
-    if not ok.any():
-        return {k: MetricValue.na("no face found by the AU extractor", ext.backend) for k in names}
-    vals = aue(ag[ok], at[ok])
-    sq = ((ag - at) ** 2).sum(1)
-    per_frame["au_sq_err"] = [float(x) if o else math.nan for x, o in zip(sq, ok)]
-    return {k: MetricValue(vals[k], ext.backend, None, None, int(ok.sum())) for k in names}
 
 
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
