@@ -40,6 +40,8 @@ from pipeline.preprocess.parsing import read_parsing
 log = logging.getLogger("pipeline.preprocess.background")
 
 JPEG_QUALITY = 95
+#: memory cap of the median stack (bytes): fewer sampled frames at large crop sizes
+MAX_STACK_BYTES = 1 << 30
 
 
 @dataclass
@@ -50,7 +52,8 @@ class BackgroundConfig:
     """a pixel's background value needs at least this many sampled frames where it is visible
     (capped at the number of sampled frames); other pixels are inpainted."""
     sample_frames: int = 64
-    """frames (spread evenly over the clip) used for the median."""
+    """frames (spread evenly over the clip) used for the median (fewer when the uint16 stack would
+    exceed :data:`MAX_STACK_BYTES`)."""
     margin: int = 6
     """background pixels closer than this to the person (pixels) are not used for the median."""
 
@@ -168,7 +171,8 @@ def run(frames_dir: Path, parsing_dir: Path, out_bc: Path, out_gt: Path, out_tor
     n = len(frames)
     if len(maps) != n:
         raise InputError(parsing_dir, f"{len(maps)} parsing maps for {n} frames")
-    k = max(1, min(cfg.sample_frames, n))
+    h, w = read_bgr(frames[0]).shape[:2]
+    k = max(1, min(cfg.sample_frames, n, MAX_STACK_BYTES // (h * w * 3 * 2)))   # uint16 median stack
     pick = np.unique(np.linspace(0, n - 1, k).round().astype(int))
     with ThreadPoolExecutor(max_workers=2) as pool:
         pairs = list(pool.map(lambda i: _load_pair(frames[i], maps[i]), pick))
