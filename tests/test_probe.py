@@ -57,3 +57,29 @@ def test_probe_accepts_variable_frame_rate(tmp_path):
     assert rep["fps"]["variable"] is True
     assert rep["fps"]["avg"] == pytest.approx(15.0, abs=0.5)
     assert all(len(f["boxes"]) == 1 for f in rep["faces"])
+
+
+def test_probe_rotated_video_reports_displayed_size(tmp_path):
+    """A phone-style display rotation (matrix, 90 deg): sizes and face boxes are in the displayed
+    (rotated) frame, as ffmpeg decodes it for the crop stage."""
+    import numpy as np
+
+    from pipeline.preprocess.media import iter_frames, probe_media, read_frames_at
+    from pipeline.preprocess.probe import ProbeConfig, probe_video
+
+    wide, rot = tmp_path / "wide.mp4", tmp_path / "rot.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "4", "-vf", "crop=512:400:0:56",
+                    "-c:a", "copy", "-preset", "ultrafast", str(wide)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wide), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                    str(rot)], check=True)
+    info = probe_media(rot)
+    assert (info.width, info.height, info.rotation) == (400, 512, 90)
+    seek = read_frames_at(rot, [0.0])[0]
+    piped = next(iter(iter_frames(rot, width=info.width, height=info.height)))
+    assert seek.shape == piped.shape == (512, 400, 3)
+    assert np.abs(seek.astype(int) - piped).mean() < 1.0  # PyAV seek and ffmpeg pipe agree
+    rep = probe_video(rot, ProbeConfig(sample_frames=2))
+    assert rep["resolution"] == [400, 512] and rep["rotation"] == 90
+    for f in rep["faces"]:
+        x, y, w, h, _ = f["boxes"][0]
+        assert x + w <= 401 and y + h <= 513 and h > 150

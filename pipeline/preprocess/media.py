@@ -66,6 +66,9 @@ class MediaInfo:
     video_duration: float | None = None
     #: frame count from the container header (may be None or inexact for some formats)
     nb_frames: int | None = None
+    #: display rotation (degrees counter-clockwise, from the display matrix); ``width`` and
+    #: ``height`` are the displayed (rotated) size, as ffmpeg's autorotation decodes it
+    rotation: int = 0
     #: audio stream fields (None when there is no audio stream)
     audio_codec: str | None = None
     sample_rate: int | None = None
@@ -125,6 +128,12 @@ def probe_media(path: str | Path) -> MediaInfo:
     if video:
         v = video[0]
         mi.width, mi.height = int(v["width"]), int(v["height"])
+        rot = next((sd.get("rotation") for sd in v.get("side_data_list", []) if "rotation" in sd), None)
+        if rot is None and "rotate" in v.get("tags", {}):  # legacy tag: clockwise degrees
+            rot = -int(v["tags"]["rotate"])
+        mi.rotation = int(round(float(rot or 0) / 90.0)) * 90 % 360
+        if mi.rotation in (90, 270):
+            mi.width, mi.height = mi.height, mi.width
         mi.video_codec = v.get("codec_name")
         mi.avg_fps, mi.r_fps = _rate(v.get("avg_frame_rate")), _rate(v.get("r_frame_rate"))
         mi.video_start = float(v.get("start_time") or 0.0)
@@ -154,13 +163,16 @@ def probe_talking_video(path: str | Path) -> MediaInfo:
     return info
 
 
-def read_frames_at(path: str | Path, times: list[float], max_side: int | None = None) -> list[np.ndarray]:
+def read_frames_at(path: str | Path, times: list[float], max_side: int | None = None,
+                   rotation: int | None = None) -> list[np.ndarray]:
     """Decode the first frame at or after each time (PyAV, seeking).
 
     Args:
         path: video file.
         times: seconds from the video stream start, ascending.
         max_side: downscale so that the longer side is at most this (None: full size).
+        rotation: the stream's display rotation (:attr:`MediaInfo.rotation`); None reads it.
+            Frames are rotated as displayed (as ffmpeg's autorotation does).
     Returns:
         list of uint8 RGB arrays [H, W, 3], one per time.
     Raises:
@@ -169,6 +181,8 @@ def read_frames_at(path: str | Path, times: list[float], max_side: int | None = 
     import av
     import cv2
 
+    if rotation is None:
+        rotation = probe_media(path).rotation
     out = []
     try:
         with av.open(str(path)) as container:
@@ -187,6 +201,8 @@ def read_frames_at(path: str | Path, times: list[float], max_side: int | None = 
                 if frame is None:  # the stream ended before t (truncated file)
                     raise InputError(path, f"unreadable or corrupt video: no frame decoded at {t:.2f} s")
                 img = frame.to_ndarray(format="rgb24")
+                if rotation:
+                    img = np.ascontiguousarray(np.rot90(img, rotation // 90))
                 if max_side and max(img.shape[:2]) > max_side:
                     s = max_side / max(img.shape[:2])
                     img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),

@@ -65,7 +65,7 @@ def probe_video(video: str | Path, cfg: ProbeConfig) -> dict:
     if duration < cfg.min_duration_s:
         raise InputError(video, f"too short: {duration:.2f} s < min_duration_s {cfg.min_duration_s:g} s")
     times = sample_times(duration, cfg.sample_frames)
-    frames = read_frames_at(video, times, max_side=1280)
+    frames = read_frames_at(video, times, max_side=1280, rotation=info.rotation)
     scale = info.width / frames[0].shape[1]
     per_frame = []
     with FaceDetector() as det:
@@ -96,6 +96,7 @@ def probe_video(video: str | Path, cfg: ProbeConfig) -> dict:
         "streams": info.streams,
         "fps": {"avg": info.avg_fps, "r": info.r_fps, "variable": info.variable_frame_rate},
         "resolution": [info.width, info.height],
+        "rotation": info.rotation,
         "nb_frames": info.nb_frames,
         "video_start": info.video_start,
         "audio": {"codec": info.audio_codec, "sample_rate": info.sample_rate, "channels": info.channels,
