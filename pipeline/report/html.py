@@ -201,7 +201,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                 player = f"<audio controls preload='none'><source src='{src}' type='audio/mp4'></audio>"
             else:
                 jpg = src[:-4] + ".jpg"
-                player = (f"<video controls preload='metadata' poster='{jpg}'><source src='{src}' "
+                player = (f"<video controls preload='none' poster='{jpg}'><source src='{src}' "
                           "type='video/mp4'></video>")
             body.append(f"<figure>{player}<figcaption>{html.escape(label)}</figcaption></figure>")
         body.append("</div>")
