@@ -101,6 +101,7 @@ def test_self_driven_identical_render(sample):
     assert m["lpips"]["value"] == 0.0 and len(m["lpips"]["weights_sha256"]) == 64
     assert m["lmd"]["value"] == 0.0 and m["lmd_face"]["value"] == 0.0 and m["lmd"]["n_frames"] == N
     assert "dlib-68" in m["lmd"]["backend"] or "FAN" in m["lmd"]["backend"]
+    assert len(m["lmd"]["weights_sha256"]) == 64 and len(m["csim"]["weights_sha256"]) == 64
     assert m["aue"]["value"] == pytest.approx(0.0, abs=1e-9)
     assert m["csim"]["value"] > 0.95 and m["csim"]["backend"]
     assert 0 < m["cpbd"]["value"] < 1

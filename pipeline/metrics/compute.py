@@ -372,13 +372,16 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     if "lmd" in want:
         ok = [x for x in cols["lmd"] if not math.isnan(x)]
         backend = lmk.name + (f"; {lmk_note}" if lmk_note else "")
+        from pipeline.weights import file_sha256
+
+        lmk_sha = file_sha256(lmk.weights_file) if lmk.weights_file else None
         if not ok:
             for name in ("lmd", "lmd_face"):
                 results[name] = MetricValue.na("no face found by the landmark detector in any frame pair", backend, 0)
         else:
-            results["lmd"] = MetricValue(_mean(ok), backend, None, None, len(ok))
+            results["lmd"] = MetricValue(_mean(ok), backend, lmk_sha, None, len(ok))
             results["lmd_face"] = MetricValue(_mean([x for x in cols["lmd_face"] if not math.isnan(x)]),
-                                              backend, None, None, len(ok))
+                                              backend, lmk_sha, None, len(ok))
         if lmd_missing:
             log.warning("LMD: no face in %d of %d frame pairs (excluded)", lmd_missing, n)
     if emb is not None:

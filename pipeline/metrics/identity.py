@@ -143,7 +143,6 @@ class DlibEmbedder:
     """dlib's 128-d face descriptor (``face_recognition_models``; ResNet-29 trained on faces)."""
 
     backend = "dlib 128-d face descriptor (face_recognition_models), not ArcFace"
-    weights_sha256 = None
 
     def __init__(self, landmarker):
         import warnings
@@ -156,6 +155,7 @@ class DlibEmbedder:
             warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
             import face_recognition_models as frm
         self.encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self.weights_sha256 = file_sha256(frm.face_recognition_model_location())
         self.shape = dlib.shape_predictor(predictor_path())
         self.landmarker = landmarker
         self._dlib = dlib

@@ -50,9 +50,10 @@ class Landmarker:
         name: label recorded as the metric's backend.
     """
 
-    def __init__(self, predictor, name: str, detect_scale: float = 0.5):
+    def __init__(self, predictor, name: str, detect_scale: float = 0.5, weights_file=None):
         import dlib
 
+        self.weights_file = weights_file
         self.predictor = predictor
         self.name = name
         self.detect_scale = detect_scale
@@ -95,8 +96,13 @@ def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker,
     try:
         from pipeline.preprocess.backends.fan import FanLandmarks
 
-        return Landmarker(FanLandmarks.from_weights_dir(weights_dir), FAN_NAME, detect_scale), None
+        from pipeline.weights import weights_path
+
+        fan = FanLandmarks.from_weights_dir(weights_dir)
+        return Landmarker(fan, FAN_NAME, detect_scale, weights_path("fan_2dfan4", weights_dir)), None
     except Exception as exc:  # absent weights or face_alignment: the documented fallback
         note = f"FAN unavailable ({getattr(exc, 'reason', None) or exc})"
         log.info("LMD landmarks: dlib-68; %s", note)
-    return Landmarker(Dlib68(), DLIB_NAME, detect_scale), note
+    from pipeline.preprocess.backends.dlib68 import predictor_path
+
+    return Landmarker(Dlib68(), DLIB_NAME, detect_scale, predictor_path()), note
