@@ -18,7 +18,8 @@
    if larger, then shifted back inside the frame (the face is then off-centre near a frame edge).
 5. Video: ffmpeg decodes, crops to the union of all windows and resamples to ``fps`` (the ``fps``
    filter: nearest source frame, so frames are repeated or dropped, never blended); each frame is
-   cut and scaled with a sub-pixel affine warp and piped to libx264 (yuv420p, CRF 17).
+   cut and scaled with a sub-pixel affine warp (bicubic when enlarging) and piped to libx264
+   (yuv420p, CRF 17).
 6. Audio: first audio stream -> 16 kHz mono, aligned to the video start, padded/trimmed to exactly
    ``n_frames / fps`` seconds, written as PCM s16 WAV.
 """
@@ -180,8 +181,9 @@ def plan_windows(times: np.ndarray, boxes: np.ndarray, n_frames: int, width: int
 
 def warp_crop(frame: np.ndarray, win: np.ndarray, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Cut the square window (x, y, side) (source pixels; ``offset`` = where ``frame`` starts in the
-    source) and scale it to ``size`` x ``size`` with a sub-pixel affine warp (bilinear; halving the
-    frame first while the scale is below 1/2, against aliasing). Returns uint8 RGB [size, size, 3]."""
+    source) and scale it to ``size`` x ``size`` with a sub-pixel affine warp (bicubic when
+    enlarging, bilinear when shrinking, halving the frame first while the scale is below 1/2,
+    against aliasing). Returns uint8 RGB [size, size, 3]."""
     import cv2
 
     x, y, side = float(win[0]) - offset[0], float(win[1]) - offset[1], float(win[2])
@@ -190,7 +192,8 @@ def warp_crop(frame: np.ndarray, win: np.ndarray, size: int, offset: tuple[int, 
         x, y, side = x / 2, y / 2, side / 2
     s = size / side
     m = np.array([[s, 0, -x * s], [0, s, -y * s]], dtype=np.float64)
-    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    flags = cv2.INTER_CUBIC if s > 1.0 else cv2.INTER_LINEAR
+    return cv2.warpAffine(frame, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, cfg: CropConfig) -> dict:
