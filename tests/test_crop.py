@@ -156,3 +156,27 @@ def test_variable_frame_rate_source_becomes_constant_25fps(tmp_path):
     assert count_frames(out / "v.mp4") == crop["n_frames"] == 98
     assert sf.info(str(out / "aud.wav")).frames == 98 * 640
     assert crop["fixed"] and crop["windows"][0] == [0.0, 0.0, 512.0]
+
+
+def test_audio_starting_late_is_aligned_to_the_video(tmp_path):
+    """Audio muxed 0.2 s after the video start: aud.wav begins with that much silence, so the
+    speech stays where it was relative to the frames."""
+    import soundfile as sf
+
+    from pipeline.preprocess.crop import main
+    from pipeline.preprocess.media import load_audio
+    from tests.conftest import SAMPLE_VIDEO
+
+    late = tmp_path / "late.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-itsoffset", "0.2", "-i",
+                    str(SAMPLE_VIDEO), "-map", "0:v", "-map", "1:a", "-c", "copy", "-t", "5", str(late)], check=True)
+    out = tmp_path / "out"
+    assert main(["--video", str(late), "--out-video", str(out / "v.mp4"), "--out-audio", str(out / "aud.wav"),
+                 "--out-track", str(out / "crop.json")]) == 0
+    ref = load_audio(SAMPLE_VIDEO)
+    aud, sr = sf.read(str(out / "aud.wav"), dtype="float32")
+    seg = ref[sr: 3 * sr]
+    lag = max(range(0, 6400, 2), key=lambda k: float(np.dot(seg, aud[sr + k: 3 * sr + k])))
+    assert abs(lag - 0.2 * sr) <= 32, lag  # within 2 ms
+    assert np.abs(aud[: int(0.15 * sr)]).max() < 1e-3  # the leading gap is silence
+    assert len(aud) == json.loads((out / "crop.json").read_text())["n_frames"] * 640
