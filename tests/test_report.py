@@ -232,3 +232,26 @@ def test_plots_are_written(metrics_dir, tmp_path):
         with Image.open(out / f) as im:
             assert im.size[0] >= 300 and im.size[1] >= 200
     assert json.loads((out / "plots.json").read_text()) == entries
+
+
+def test_latex_compiles_with_booktabs_when_pdflatex_is_installed(metrics_dir, tmp_path):
+    """Optional (pdflatex is not part of bootstrap): the written .tex compiles in a standalone
+    article with booktabs."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+    long = tmp_path / "long.parquet"
+    aggregate.aggregate(sorted(metrics_dir.rglob("*.json"))).to_parquet(long)
+    out = tmp_path / "tables"
+    tables.main(["--long", str(long), "--reported", str(REPORTED), "--out-dir", str(out)])
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n\\usepackage[T1]{fontenc}\n"
+                   "\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n\\begin{document}\n"
+                   + "".join(f"\\input{{{out / p}.tex}}\n" for p in ("self_driven", "cross_driven"))
+                   + "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
