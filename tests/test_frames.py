@@ -43,3 +43,20 @@ def test_frames_refuses_unreadable(tmp_path):
         extract_frames(bad, tmp_path / "ori_imgs")
     assert not (tmp_path / "ori_imgs").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bad.mp4"]
+
+
+def test_frames_refuses_missing_frames(tmp_path):
+    """Header intact (faststart) but the second half of the data cut off: the decoded count falls
+    short of the container's frame count, which is an error, not a shorter dataset."""
+    from pipeline.common.errors import InputError
+    from pipeline.preprocess.frames import extract_frames
+
+    fs = tmp_path / "fs.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-c", "copy", "-movflags", "+faststart",
+                    str(fs)], check=True)
+    cut = tmp_path / "cut.mp4"
+    data = fs.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.mp4: decoded \d+ frames but the container holds 300"):
+        extract_frames(cut, tmp_path / "ori_imgs")
+    assert not (tmp_path / "ori_imgs").exists()

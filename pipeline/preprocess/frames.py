@@ -5,8 +5,9 @@
 The video is decoded once (PyAV, every frame in presentation order, no rate conversion) and each
 frame is JPEG-encoded (OpenCV, quality :data:`JPEG_QUALITY`). The number of frames written is
 checked against the container's frame count (``nb_frames``; when the container has none, against
-``ffprobe -count_frames``): a mismatch is an error, frames are never dropped or duplicated. The
-folder appears only when complete (atomic).
+``ffprobe -count_frames``) and against its number of video packets (``ffprobe -count_packets``): a
+mismatch is an error, frames are never dropped or duplicated. The folder appears only when
+complete (atomic).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir
 from pipeline.common.log import run_main, setup_logging
-from pipeline.preprocess.media import count_frames
+from pipeline.preprocess.media import count_frames, count_packets
 
 #: JPEG quality of ori_imgs (OpenCV scale 0-100)
 JPEG_QUALITY = 95
@@ -61,6 +62,9 @@ def extract_frames(video: str | Path, out_dir: str | Path, quality: int = JPEG_Q
             expected = count_frames(video)
         if n != expected:
             raise InputError(video, f"decoded {n} frames but the container holds {expected}")
+        packets = count_packets(video)
+        if packets != n:
+            raise InputError(video, f"decoded {n} frames but the container holds {packets} video packets")
         if n == 0:
             raise InputError(video, "no frames decoded")
     log.info("%s: %d frames -> %s", video, n, out_dir)

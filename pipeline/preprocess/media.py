@@ -361,3 +361,14 @@ def count_frames(path: str | Path) -> int:
     if proc.returncode != 0 or not proc.stdout.strip().isdigit():
         raise InputError(path, f"unreadable or corrupt video ({proc.stderr.strip()[-200:]})")
     return int(proc.stdout.strip())
+
+
+def count_packets(path: str | Path) -> int:
+    """Number of video packets in the container (``ffprobe -count_packets``: demuxes, no decoding;
+    one packet per frame for H.264 in MP4)."""
+    proc = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+                           "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
+        raise InputError(path, f"unreadable or corrupt video ({proc.stderr.strip()[-200:]})")
+    return int(proc.stdout.strip())
