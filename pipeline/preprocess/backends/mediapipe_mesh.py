@@ -6,21 +6,61 @@ IMAGE mode (independent frames).
 """
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import PROJECT_ROOT
 from pipeline.common.errors import InputError
 
-DEFAULT_MODEL = PROJECT_ROOT / "resources" / "models" / "face_landmarker.task"
+#: resources/models of the project (pipeline.common.config.PROJECT_ROOT, without importing jsonschema)
+MODELS_DIR = Path(__file__).resolve().parents[3] / "resources" / "models"
+DEFAULT_MODEL = MODELS_DIR / "face_landmarker.task"
 
 #: the face-oval landmarks of the 478-point mesh, ordered around the face (MediaPipe's
 #: FACEMESH_FACE_OVAL cycle), starting at the top of the forehead and going over the image-right side
 FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
                       377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67,
                       109])
+
+
+class _LazyModule(types.ModuleType):
+    """Stand-in for a module that imports the real one on first attribute access."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_mediapipe():
+    """``import mediapipe`` without importing ``matplotlib.pyplot`` along with it.
+
+    ``mediapipe/__init__.py`` imports the legacy ``solutions`` package, whose drawing utilities do
+    ``import matplotlib.pyplot as plt`` (about 1 s per process, a large share of a 300-frame stage);
+    nothing here draws. While mediapipe is imported, ``matplotlib`` and ``matplotlib.pyplot`` are
+    lazy stand-ins (removed right after), so ``drawing_utils.plt`` imports the real pyplot only if
+    it is ever used.
+    """
+    if "mediapipe" in sys.modules:
+        return sys.modules["mediapipe"]
+    stubs = [] if "matplotlib" in sys.modules else ["matplotlib", "matplotlib.pyplot"]
+    for n in stubs:
+        sys.modules[n] = _LazyModule(n)
+    if stubs:   # `import matplotlib.pyplot as plt` takes getattr(matplotlib, "pyplot")
+        sys.modules["matplotlib"].pyplot = sys.modules["matplotlib.pyplot"]
+    try:
+        import mediapipe
+    finally:
+        for n in stubs:
+            if isinstance(sys.modules.get(n), _LazyModule):
+                del sys.modules[n]
+    return mediapipe
 
 
 @dataclass
@@ -54,6 +94,7 @@ class MeshDetector:
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, video_mode: bool = True, fps: float = 25.0,
                  min_confidence: float = 0.5):
+        import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         model_path = Path(model_path)
@@ -79,8 +120,7 @@ class MeshDetector:
         Returns:
             the face, or None when no face is found.
         """
-        import mediapipe as mp
-
+        mp = import_mediapipe()
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         if self._video:
             res = self._lm.detect_for_video(image, int(round(index * self._dt_ms)))

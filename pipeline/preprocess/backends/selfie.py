@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import PROJECT_ROOT
 from pipeline.common.errors import InputError
-from pipeline.preprocess.backends.mediapipe_mesh import FACE_OVAL
+from pipeline.preprocess.backends.mediapipe_mesh import FACE_OVAL, MODELS_DIR, import_mediapipe
 
-DEFAULT_MODEL = PROJECT_ROOT / "resources" / "models" / "selfie_segmentation.tflite"
+DEFAULT_MODEL = MODELS_DIR / "selfie_segmentation.tflite"
 
 #: label values of the parsing maps (index into PARSING_CLASSES)
 BACKGROUND, HEAD, NECK, TORSO = 0, 1, 2, 3
@@ -43,6 +42,7 @@ class PersonSegmenter:
     def __init__(self, model_path: str | Path = DEFAULT_MODEL):
         import warnings
 
+        import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         model_path = Path(model_path)
@@ -63,8 +63,7 @@ class PersonSegmenter:
         Returns:
             float32 [H, W] in [0, 1].
         """
-        import mediapipe as mp
-
+        mp = import_mediapipe()
         res = self._seg.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
         return np.array(res.confidence_masks[-1].numpy_view(), dtype=np.float32)
 
