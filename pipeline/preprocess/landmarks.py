@@ -224,9 +224,10 @@ def _choose_68(cfg: LandmarksConfig, weights_dir: Path | None, report: dict):
         from pipeline.weights import WeightsMissing
 
         try:
-            from pipeline.preprocess.backends.fan import FanLandmarks
+            from pipeline.preprocess.backends.fan import FanLandmarks, torch_device
 
-            fan = FanLandmarks.from_weights_dir(weights_dir)
+            fan = FanLandmarks.from_weights_dir(weights_dir, device=torch_device())
+            report["fan_device"] = fan.device
             return "fan", lambda bgr, gray, mesh: fan.predict(bgr[..., ::-1], mesh_box(mesh))
         except WeightsMissing as exc:
             reason = exc.reason

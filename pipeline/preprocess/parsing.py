@@ -111,9 +111,12 @@ def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
             import torch
 
             from pipeline.preprocess.backends.bisenet import BiSeNetParser, load_bisenet
+            from pipeline.preprocess.backends.fan import torch_device
 
             torch.set_num_threads(1)
-            parser = BiSeNetParser(load_bisenet(path))
+            device = torch_device()
+            parser = BiSeNetParser(load_bisenet(path, device), device=device)
+            report["device"] = device
             report["weights"] = str(path)
             return "bisenet", lambda rgb, mesh: parser.labels(rgb), lambda: None
     from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter

@@ -34,6 +34,13 @@ REFERENCE_SCALE = 195.0    # face_alignment: scale = (w + h) / 195 for an S3FD-l
 CENTER_Y_OFFSET = 0.12     # face_alignment: crop centre moved up by this many box heights
 
 
+def torch_device() -> str:
+    """``"cuda"`` when a GPU is visible to torch, else ``"cpu"`` (torch imported here)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _build_network(num_modules: int):
     """The FAN module (constructed lazily so that importing this file does not import torch)."""
     import torch
