@@ -2,6 +2,11 @@
 # the trained methods (config train.methods) and of the baselines (workflow/rules/baselines/*.smk
 # register their (method, identity, test) runs in BASELINE_RUNS).
 
+from pipeline.report.presets import get_preset
+
+# an unknown report.preset stops the workflow at start-up (InputError naming the known presets)
+get_preset(config["report"]["preset"])
+
 REPORT_TABLES = "results/tables"
 REPORT_DIR = "results/report"
 REPORT_TESTS = [SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]
