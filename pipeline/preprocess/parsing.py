@@ -96,7 +96,8 @@ def read_parsing(path: str | Path) -> np.ndarray:
 
 
 def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
-    """Returns ``(name, labeller(rgb, mesh) -> labels, closer)``."""
+    """Returns ``(name, model(rgb) -> x, finish(x, rgb, mesh) -> labels, closer)``: ``model`` runs on
+    the main thread, ``finish`` in frame order on a worker thread (overlapping the next frame)."""
     if cfg.backend in ("auto", "bisenet"):
         from pipeline.weights import WeightsMissing
 
@@ -118,11 +119,12 @@ def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
             parser = BiSeNetParser(load_bisenet(path, device), device=device)
             report["device"] = device
             report["weights"] = str(path)
-            return "bisenet", lambda rgb, mesh: parser.labels(rgb), lambda: None
+            return "bisenet", parser.labels, lambda labels, rgb, mesh: labels, lambda: None
     from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter
 
     seg, split = PersonSegmenter(), MeshSplitter()
-    return "mediapipe", lambda rgb, mesh: split(seg.confidence(rgb) > 0.5, mesh, rgb), seg.close
+    return ("mediapipe", lambda rgb: seg.confidence(rgb) > 0.5,
+            lambda person, rgb, mesh: split(person, mesh, rgb), seg.close)
 
 
 def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, weights_dir: Path | None = None,
@@ -145,21 +147,29 @@ def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, we
     if mesh.ndim != 3 or mesh.shape[0] != n or mesh.shape[1:] != (478, 3):
         raise InputError(mesh_path, f"face mesh shape {tuple(mesh.shape)} does not match {n} frames x 478 x 3")
     report: dict = {"n_frames": n}
-    name, labeller, close = _choose_backend(cfg, weights_dir, report)
+    name, model, finish, close = _choose_backend(cfg, weights_dir, report)
     counts = np.zeros(len(PARSING_CLASSES), np.float64)
+
+    def post(x, rgb: np.ndarray, i: int, out: Path) -> None:
+        labels = finish(x, rgb, np.asarray(mesh[i]))
+        counts[:] += np.bincount(labels.ravel(), minlength=len(PARSING_CLASSES))[:len(PARSING_CLASSES)]
+        write_parsing(out / f"{i}.png", labels)
+
     try:
-        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
-            nxt = pool.submit(read_bgr, frames[0])
-            writes = []
+        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(max_workers=1) as reader, \
+                ThreadPoolExecutor(max_workers=1) as writer:       # one writer: frame order (splitter state)
+            nxt = reader.submit(read_bgr, frames[0])
+            done = []
             for i in tqdm(range(n), desc="parsing", mininterval=5, file=sys.stderr):
                 bgr = nxt.result()
                 if i + 1 < n:
-                    nxt = pool.submit(read_bgr, frames[i + 1])
-                labels = labeller(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.asarray(mesh[i]))
-                counts += np.bincount(labels.ravel(), minlength=len(PARSING_CLASSES))[:len(PARSING_CLASSES)]
-                writes.append(pool.submit(write_parsing, tmp / f"{i}.png", labels))
-            for w in writes:
-                w.result()
+                    nxt = reader.submit(read_bgr, frames[i + 1])
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                done.append(writer.submit(post, model(rgb), rgb, i, tmp))
+                if len(done) > 8:                              # bounded queue, surface errors early
+                    done.pop(0).result()
+            for d in done:
+                d.result()
     finally:
         close()
     seconds = time.perf_counter() - t0
