@@ -87,28 +87,73 @@ class HashGrid(nn.Module):
     def output_dim(self) -> int:
         return self.n_levels * self.n_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
+    def corner_indices(self, x: torch.Tensor):
+        """Table rows and trilinear weights of the 2^D cell corners at every level.
+
+        Args: x [B, D] in [0, 1] (clamped).
+        Returns: ``idx`` [B, L, 2^D] int64 rows of :attr:`embeddings`, ``w`` [B, L, 2^D]
+        interpolation weights, ``frac`` [B, L, D] position inside the cell, ``scales`` [L].
+        """
         x = x.clamp(0.0, 1.0)
-        pos = x[:, None, :] * self.scales[None, :, None] + 0.5          # [B, L, D]
+        pos = x[:, None, :] * self.scales[None, :, None] + 0.5           # [B, L, D]
         grid = torch.floor(pos)
         frac = pos - grid
-        grid = grid.long()
-        res = self.resolutions[None, :, None]                            # [1, L, 1]
+        cg = grid.long()[:, :, None, :] + self.corners[None, None]        # [B, L, C, D]
+        res = self.resolutions[None, :, None]
         strides = torch.cumprod(torch.cat([torch.ones_like(res), res.expand(-1, -1, self.n_dims - 1)], -1), -1)
-        out = x.new_zeros(b, self.n_levels, self.n_features)
-        for c in self.corners:                                           # 2^D corners
-            cg = grid + c                                                # [B, L, D]
-            w = torch.where(c.bool(), frac, 1.0 - frac).prod(-1)         # [B, L]
-            dense_idx = (cg * strides).sum(-1)
-            hashed = cg[..., 0] * self.primes[0]
-            for d in range(1, self.n_dims):
-                hashed = hashed ^ (cg[..., d] * self.primes[d])
-            hashed = hashed & 0xFFFFFFFF                                 # uint32 arithmetic
-            idx = torch.where(self.dense[None, :], dense_idx, hashed) % self.sizes[None, :]
-            feats = self.embeddings[(idx + self.offsets[None, :]).reshape(-1)].view(b, self.n_levels, -1)
-            out = out + w[..., None] * feats
-        return out.reshape(b, -1)
+        dense_idx = (cg * strides[:, :, None]).sum(-1)
+        hashed = cg[..., 0] * self.primes[0]
+        for d in range(1, self.n_dims):
+            hashed = hashed ^ (cg[..., d] * self.primes[d])
+        hashed = hashed & 0xFFFFFFFF                                      # uint32 arithmetic
+        idx = torch.where(self.dense[None, :, None], dense_idx, hashed) % self.sizes[None, :, None]
+        idx = idx + self.offsets[None, :, None]
+        w = torch.where(self.corners.bool()[None, None], frac[:, :, None], 1.0 - frac[:, :, None]).prod(-1)
+        return idx, w, frac
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _HashGridFn.apply(x, self.embeddings, self)
+
+
+class _HashGridFn(torch.autograd.Function):
+    """Hash-grid interpolation with a hand-written backward: one ``index_add`` into the tables and
+    the analytic gradient w.r.t. the input (needed by RAD-NeRF's audio coordinate and the torso
+    deformation). Equivalent to autograd through :meth:`HashGrid.corner_indices` + gather."""
+
+    @staticmethod
+    def forward(ctx, x, emb, grid: HashGrid):
+        with torch.no_grad():
+            idx, w, frac = grid.corner_indices(x)
+            feats = emb[idx]                                              # [B, L, C, F]
+            out = (w[..., None] * feats).sum(2)                           # [B, L, F]
+        ctx.grid = grid
+        ctx.save_for_backward(idx, w, frac, feats, x)
+        return out.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, g):
+        idx, w, frac, feats, x = ctx.saved_tensors
+        grid = ctx.grid
+        b, n_l, n_c = w.shape
+        g = g.reshape(b, n_l, -1)                                         # [B, L, F]
+        g_emb = None
+        if ctx.needs_input_grad[1]:
+            g_emb = torch.zeros_like(grid.embeddings)
+            g_emb.index_add_(0, idx.reshape(-1), (w[..., None] * g[:, :, None]).reshape(-1, g.shape[-1]))
+        g_x = None
+        if ctx.needs_input_grad[0]:
+            gf = (feats * g[:, :, None]).sum(-1)                          # [B, L, C] dOut/dw
+            corners = grid.corners.bool()                                 # [C, D]
+            terms = torch.where(corners[None, None], frac[:, :, None], 1.0 - frac[:, :, None])  # [B,L,C,D]
+            cols = []
+            for d in range(grid.n_dims):
+                others = torch.cat([terms[..., :d], terms[..., d + 1:]], -1).prod(-1)  # [B, L, C]
+                sign = torch.where(corners[:, d], 1.0, -1.0)[None, None]
+                cols.append((gf * sign * others).sum(-1))                 # [B, L]
+            g_x = (torch.stack(cols, -1) * grid.scales[None, :, None]).sum(1)  # [B, D]
+            inside = (x > 0) & (x < 1)
+            g_x = g_x * inside
+        return g_x, g_emb, None
 
 
 class TcnnHashGrid(nn.Module):

@@ -235,7 +235,7 @@ class OccupancyGrid(nn.Module):
 
 
 def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samples: int,
-                occ: OccupancyGrid | None = None, perturb: bool = True, chunk_samples: int = 16,
+                occ: OccupancyGrid | None = None, perturb: bool = True, chunk_samples: int = 12,
                 t_thresh: float = 1e-3):
     """Volume rendering (Mildenhall et al. 2020 Eq. 3) with occupancy skipping and early ray
     termination: samples are marched in chunks of ``chunk_samples`` along the ray; rays whose
@@ -286,7 +286,7 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
             n_evals += sel.numel()
         alpha = 1 - torch.exp(-sigma.view(-1, k) * dl[:, None])                        # [A, k]
         tr_in = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], -1), -1)
-        w = trans[idx_alive][:, None] * tr_in[:, :-1]                                  # [A, k]
+        w = trans[idx_alive][:, None] * tr_in[:, :-1] * alpha                          # [A, k]
         rgb = rgb.index_add(0, idx_alive, (w[..., None] * col.view(-1, k, 3)).sum(1))
         acc = acc.index_add(0, idx_alive, w.sum(1))
         depth = depth.index_add(0, idx_alive, (w * t).sum(1))

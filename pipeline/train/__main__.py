@@ -1,0 +1,57 @@
+"""Train one stage of one method on one identity.
+
+    python -m pipeline.train --stage head|lips|torso --method rad_nerf --data results/data/ID \\
+        --model-dir results/models/rad_nerf/ID --out results/models/rad_nerf/ID/head.pt \\
+        [--init head.pt] --cfg '<train section of config.yaml as JSON>' [--weights-dir DIR]
+
+The ``--cfg`` JSON is config.yaml's ``train`` section (profile, overrides, seed, device,
+audio_feature); the method's dataclass config is resolved by :mod:`pipeline.train.profiles`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.common.errors import InputError
+from pipeline.common.log import run_main, setup_logging
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("head", "lips", "torso"), required=True)
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--data", type=Path, required=True, help="dataset folder results/data/{identity}")
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="stage checkpoint to write")
+    ap.add_argument("--init", type=Path, default=None, help="previous stage checkpoint")
+    ap.add_argument("--cfg", default="{}", help="config.yaml 'train' section as JSON")
+    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    a = ap.parse_args(argv)
+    log = setup_logging("pipeline.train")
+    try:
+        train_cfg = json.loads(a.cfg)
+    except json.JSONDecodeError as exc:
+        raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
+    from pipeline.models.configs import check_method
+
+    check_method(a.method, "config.yaml train.methods")
+    import torch
+
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import train_stage
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = resolve_config(a.method, train_cfg)
+    if a.stage != "head" and a.init is None:
+        raise InputError(a.out, f"stage {a.stage} needs --init (the previous stage's checkpoint)")
+    info = train_stage(a.stage, cfg, a.data, a.model_dir, a.out, a.init, a.weights_dir)
+    log.info("done: %s", json.dumps(info, default=str)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,52 @@
+"""Training profiles: named sets of config values applied over a method's defaults, then
+``train.overrides`` (per key) on top.
+
+* ``quick``: CPU, reduced resolution (128 px) and steps; the sample identity trains in a few
+  minutes per method including the torso.
+* ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
+  torso; ER-NeRF: 100k head, 25k lips, 200k torso).
+* ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
+"""
+from __future__ import annotations
+
+from pipeline.common.errors import InputError
+from pipeline.models.configs import TrainConfig, make_config
+
+PROFILES: dict[str, dict] = {
+    "quick": dict(resolution=128, levels=8, features=2, log2_hashmap=15, max_resolution=256, hidden=64,
+                  n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
+                  torso_resolution=256, rays_per_step=512, head_steps=700, lips_steps=40, torso_steps=150,
+                  lips_patch=24, checkpoint_every=100, val_frames=6, lr_final=0.2),
+    "paper": dict(resolution=512),
+    "smoke": dict(resolution=64, levels=4, features=2, log2_hashmap=12, max_resolution=128, hidden=32,
+                  n_samples=16, occ_resolution=16, occ_update_every=8, occ_warmup=8, occ_conditions=2,
+                  torso_levels=4, torso_resolution=64, rays_per_step=256, head_steps=30, lips_steps=6,
+                  torso_steps=10, lips_patch=16, checkpoint_every=10, val_frames=2),
+}
+
+#: the papers' step counts per method (``paper`` profile)
+PAPER_STEPS = {
+    "rad_nerf": dict(head_steps=200000, lips_steps=50000, torso_steps=200000),
+    "er_nerf": dict(head_steps=100000, lips_steps=25000, torso_steps=200000),
+}
+
+
+def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") -> TrainConfig:
+    """The config of ``method`` from the ``train`` section of config.yaml (``profile``,
+    ``overrides``, ``seed``, ``device``, ``audio_feature``).
+
+    Raises:
+        InputError: unknown method, profile or override key (naming ``source``).
+    """
+    profile = train_cfg.get("profile", "quick")
+    if profile not in PROFILES:
+        raise InputError(source, f"unknown train.profile {profile!r} (one of {', '.join(PROFILES)})")
+    values = dict(PROFILES[profile])
+    if profile == "paper":
+        values.update(PAPER_STEPS.get(method, {}))
+    for key in ("seed", "device", "audio_feature"):
+        if key in train_cfg:
+            values[key] = train_cfg[key]
+    values.update(train_cfg.get("overrides") or {})
+    values["profile"] = profile
+    return make_config(method, values, source)

@@ -1,0 +1,410 @@
+"""Training stages of the audio-driven NeRFs: ``head`` (photometric), ``lips`` (mouth-patch
+fine-tuning with an LPIPS term), ``torso`` (pseudo-3D deformable torso, head frozen), then the
+validation of the full frame.
+
+Each stage resumes from ``{model_dir}/resume/{stage}.pt`` (written atomically every
+``checkpoint_every`` steps) after being killed: same step counter, same per-step seeds, the CSV
+log truncated to the checkpoint so the loss curve stays continuous.
+
+Losses (per stage):
+* head: MSE of (head over torso_imgs-over-bc) vs gt_imgs on rays hitting the head box, plus the
+  method's regulariser (RAD-NeRF audio-coordinate L1, ER-NeRF attention terms).
+* lips: MSE + ``lambda_lpips`` x LPIPS(AlexNet) on a patch around the mouth (RAD-NeRF
+  ``finetune_lips``); LPIPS skipped with a reason when its weights are missing.
+* torso: MSE of (torso over bc) vs gt_imgs outside the head (parsing), plus
+  ``lambda_torso_alpha`` x MSE of the torso alpha vs torso_imgs alpha.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.common.io import atomic_path, atomic_write, atomic_write_json
+from pipeline.models.audio import audio_window
+from pipeline.models.configs import TrainConfig
+from pipeline.models.encodings import HashGrid, TcnnHashGrid
+from pipeline.models.model import TalkingHeadModel, eye_value
+from pipeline.models.nerf import aabb_near_far, get_rays
+from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
+from pipeline.train.data import SplitData, TalkingDataset
+
+log = logging.getLogger("pipeline.train")
+
+STAGES = ("head", "lips", "torso")
+LOG_FIELDS = ["step", "stage", "loss", "psnr", "rays_per_s", "lr", "elapsed_s"]
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for images in [0, 1]."""
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def stage_steps(cfg: TrainConfig, stage: str) -> int:
+    return {"head": cfg.head_steps, "lips": cfg.lips_steps, "torso": cfg.torso_steps}[stage]
+
+
+def param_groups(modules, cfg: TrainConfig) -> list[dict]:
+    """Adam groups: hash tables at ``lr_grid``, everything else at ``lr_net`` (torch-ngp)."""
+    grid, net = [], []
+    for mod in modules:
+        grid_ids = {id(p) for m in mod.modules() if isinstance(m, (HashGrid, TcnnHashGrid)) for p in m.parameters()}
+        for p in mod.parameters():
+            (grid if id(p) in grid_ids else net).append(p)
+    return [{"params": grid, "lr": cfg.lr_grid}, {"params": net, "lr": cfg.lr_net}]
+
+
+class Stage:
+    """One training stage of one model (see module docstring)."""
+
+    def __init__(self, stage: str, cfg: TrainConfig, data: TalkingDataset, model_dir: Path,
+                 init: Path | None, weights_dir: Path | None, device: torch.device):
+        self.stage, self.cfg, self.data, self.model_dir = stage, cfg, data, Path(model_dir)
+        self.device = device
+        self.resume_dir = self.model_dir / "resume"
+        self.prev_stages: dict = {}
+        self.extra: dict = {}
+        if init is not None:
+            self.model, ck = load_checkpoint(init, device)
+            # the stage's own config (steps, weights) may differ from the one that made `init`
+            self.model.cfg = dataclasses.replace(cfg)
+            self.prev_stages = ck.get("stages", {})
+            self.extra = {k: ck[k] for k in ("lips_lpips",) if k in ck}
+        else:
+            seed_all(cfg.seed)
+            tr = data.splits["train"]
+            meta = {"H": data.H, "W": data.W, "focal": data.focal, "cx": data.cx, "cy": data.cy,
+                    "scene_scale": data.scene_scale(cfg.head_box), "bound": 1.0,
+                    "audio_feature": cfg.audio_feature, "audio_window": cfg.audio_window,
+                    "audio_shape": list(data.audio.shape[1:]), "profile": cfg.profile,
+                    "train_frames": len(tr)}
+            self.model = build_model(cfg, meta).to(device)
+        self.model.train()
+        self.total = stage_steps(cfg, stage)
+        train_mods = [self.model.torso] if stage == "torso" else [self.model.audio, self.model.head]
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for m in train_mods:
+            for p in m.parameters():
+                p.requires_grad_(True)
+        self.opt = torch.optim.Adam(param_groups(train_mods, cfg), betas=(0.9, 0.99), eps=1e-15)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: cfg.lr_final ** min(1.0, s / max(1, self.total)))
+        self.lpips = None
+        self.lpips_status = "not used in this stage"
+        if stage == "lips":
+            self.lpips, self.lpips_status = load_lpips(weights_dir, device)
+            self.extra["lips_lpips"] = self.lpips_status
+        self.step, self.elapsed = 0, 0.0
+        tr = data.splits["train"]
+        self.audio = data.audio.to(device)
+        self.bc = data.bc.to(device)
+        self.gt = tr.gt
+        self.train = tr
+
+    # ------------------------------------------------------------------ helpers
+    def frame_inputs(self, split: SplitData, k: int):
+        """Scene pose, audio code and eye input of frame ``k`` of ``split``."""
+        c2w = self.model.scene_pose(split.poses[k].to(self.device))
+        win = audio_window(self.audio, int(split.aud_ids[k]), self.cfg.audio_window)
+        return c2w, self.model.audio_code(win), eye_value(split.eyes[k]).to(self.device)
+
+    def pixels_of(self, k: int, pix: torch.Tensor):
+        """gt colour [R,3], torso RGBA [R,4] (float, [0,1]) and head flag [R] at pixels ``pix``."""
+        r, c = pix[:, 0].cpu(), pix[:, 1].cpu()
+        gt = self.train.gt[k, r, c].to(self.device).float() / 255
+        torso = self.train.torso[k, r, c].to(self.device).float() / 255
+        head = self.train.head[k, r, c].to(self.device)
+        return gt, torso, head
+
+    def bg_behind_head(self, torso: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+        """torso_imgs composited over bc: the background of the head stages (RAD-NeRF)."""
+        a = torso[:, 3:]
+        return torso[:, :3] * a + (1 - a) * self.bc[pix[:, 0], pix[:, 1]]
+
+    def all_pixels(self) -> torch.Tensor:
+        H, W = self.data.H, self.data.W
+        rr, cc = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
+                                indexing="ij")
+        return torch.stack([rr, cc], -1).reshape(-1, 2)
+
+    # ------------------------------------------------------------------ one step
+    def loss_step(self, k: int, gen: torch.Generator) -> tuple[torch.Tensor, float, int]:
+        """Loss of one step on train frame ``k``. Returns (loss, mse of the colour, rays)."""
+        cfg = self.cfg
+        if self.stage == "torso":
+            pix = self.all_pixels()
+            pix = pix[torch.randint(0, pix.shape[0], (cfg.rays_per_step,), generator=gen).to(self.device)]
+            gt, torso, head = self.pixels_of(k, pix)
+            keep = ~head
+            pix, gt, torso = pix[keep], gt[keep], torso[keep]
+            c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
+            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w)
+            pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
+            mse = ((pred - gt) ** 2).mean()
+            return mse + cfg.lambda_torso_alpha * ((t_a - torso[:, 3]) ** 2).mean(), mse.item(), pix.shape[0]
+        c2w, aud, eye = self.frame_inputs(self.train, k)
+        if self.stage == "lips":
+            P = cfg.lips_patch
+            r0, r1, c0, c1 = self.train.mouth[k].tolist()
+            jit = torch.randint(-(P // 8), P // 8 + 1, (2,), generator=gen).tolist()
+            top = int(np.clip((r0 + r1) // 2 - P // 2 + jit[0], 0, self.data.H - P))
+            left = int(np.clip((c0 + c1) // 2 - P // 2 + jit[1], 0, self.data.W - P))
+            rr, cc = torch.meshgrid(torch.arange(top, top + P), torch.arange(left, left + P), indexing="ij")
+            pix = torch.stack([rr, cc], -1).reshape(-1, 2).to(self.device)
+        else:
+            pix = self.all_pixels()
+            o, d = get_rays(c2w, self.data.focal, self.data.cx, self.data.cy, pix)
+            hit = aabb_near_far(o, d, self.model.bound)[2]
+            cand = pix[hit] if hit.any() else pix
+            pix = cand[torch.randint(0, cand.shape[0], (cfg.rays_per_step,), generator=gen).to(self.device)]
+        gt, torso, _ = self.pixels_of(k, pix)
+        out = self.model.render_head_rays(c2w, pix, aud, eye, perturb=True)
+        pred = out["rgb"] + (1 - out["alpha"][:, None]) * self.bg_behind_head(torso, pix)
+        mse = ((pred - gt) ** 2).mean()
+        loss = mse + out["reg"]
+        if self.stage == "lips" and self.lpips is not None:
+            P = cfg.lips_patch
+            img = lambda t: t.view(P, P, 3).permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
+            loss = loss + cfg.lambda_lpips * self.lpips(img(pred), img(gt)).mean()
+        return loss, mse.item(), pix.shape[0]
+
+    @torch.no_grad()
+    def update_occupancy(self, gen: torch.Generator) -> float:
+        """RAD-NeRF occupancy update: max density over ``occ_conditions`` random training frames."""
+        ks = torch.randint(0, len(self.train), (self.cfg.occ_conditions,), generator=gen).tolist()
+        conds = [self.frame_inputs(self.train, k)[1:] for k in ks]
+        head, bound = self.model.head, self.model.bound
+        return self.model.occ.update(lambda x, c: head.density(x / bound, c[0], c[1]), conds)
+
+    # ------------------------------------------------------------------ checkpoints
+    def resume_path(self) -> Path:
+        return self.resume_dir / f"{self.stage}.pt"
+
+    def log_path(self) -> Path:
+        return self.resume_dir / f"{self.stage}_log.csv"
+
+    def save_resume(self) -> None:
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                 "step": self.step, "elapsed": self.elapsed, "config": dataclasses.asdict(self.cfg),
+                 "meta": self.model.meta}
+        with atomic_path(self.resume_path()) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        p = self.resume_path()
+        if not p.is_file():
+            return False
+        st = torch.load(p, map_location=self.device, weights_only=False)
+        if st.get("config") != dataclasses.asdict(self.cfg):
+            log.warning("%s: config changed since the checkpoint, starting the stage afresh", p)
+            return False
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.sched.load_state_dict(st["sched"])
+        self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
+        # keep only the log rows up to the checkpoint: the curve continues without duplicates
+        lp = self.log_path()
+        if lp.is_file():
+            with lp.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= self.step]
+            with atomic_write(lp, "w") as fh:
+                w = csv.DictWriter(fh, LOG_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        log.info("resumed stage %s from %s at step %d", self.stage, p, self.step)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        """Train to ``total`` steps (resuming if possible). Returns the stage checkpoint payload."""
+        cfg = self.cfg
+        self.resume_dir.mkdir(parents=True, exist_ok=True)
+        if not self.try_resume():
+            self.log_path().unlink(missing_ok=True)
+        new_log = not self.log_path().is_file()
+        fh = self.log_path().open("a", newline="")
+        writer = csv.DictWriter(fh, LOG_FIELDS)
+        if new_log:
+            writer.writeheader()
+        n_frames = len(self.train)
+        bar = tqdm(total=self.total, initial=self.step, desc=f"{cfg.method}:{self.stage}", mininterval=5,
+                   disable=None)
+        try:
+            while self.step < self.total:
+                t0 = time.perf_counter()
+                seed = cfg.seed * 1_000_003 + STAGES.index(self.stage) * 10_000_019 + self.step
+                torch.manual_seed(seed)
+                gen = torch.Generator().manual_seed(seed)
+                k = int(torch.randint(0, n_frames, (1,), generator=gen))
+                if (self.stage != "torso" and self.step >= cfg.occ_warmup
+                        and self.step % cfg.occ_update_every == 0):
+                    self.update_occupancy(gen)
+                loss, mse, n_rays = self.loss_step(k, gen)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self.sched.step()
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                if self.step % cfg.log_every == 0 or self.step == self.total:
+                    writer.writerow({"step": self.step, "stage": self.stage, "loss": f"{loss.item():.6f}",
+                                     "psnr": f"{psnr_from_mse(mse):.3f}", "rays_per_s": f"{n_rays / dt:.1f}",
+                                     "lr": f"{self.opt.param_groups[-1]['lr']:.3e}",
+                                     "elapsed_s": f"{self.elapsed:.2f}"})
+                    fh.flush()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr_from_mse(mse):.2f}", refresh=False)
+                if self.step % cfg.checkpoint_every == 0 and self.step < self.total:
+                    self.save_resume()
+        finally:
+            bar.close()
+            fh.close()
+        stages = {**self.prev_stages, self.stage: {"steps": self.total, "seconds": round(self.elapsed, 2)}}
+        return checkpoint_payload(self.model, self.stage, stages, **self.extra)
+
+    def finish(self, payload: dict, out: Path) -> None:
+        """Write the stage checkpoint and its log atomically, then drop the resume state."""
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+        with atomic_path(self.model_dir / f"train_log_{self.stage}.csv") as tmp:
+            shutil.copyfile(self.log_path(), tmp)
+        self.resume_path().unlink(missing_ok=True)
+        self.log_path().unlink(missing_ok=True)
+
+
+def load_lpips(weights_dir: Path | None, device: torch.device):
+    """LPIPS(AlexNet) for the lips loss, backbone from ``pipeline.weights.require("lpips_alexnet")``.
+
+    Returns ``(module or None, status)``; status is ``"used"`` or ``"skipped: <reason>"``.
+    """
+    from pipeline.weights import WeightsMissing, require
+
+    try:
+        path = require("lpips_alexnet", weights_dir or "weights_cache")
+    except (WeightsMissing, KeyError) as exc:
+        reason = exc.reason if isinstance(exc, WeightsMissing) else "no 'lpips_alexnet' entry in the weights manifest"
+        log.warning("lips LPIPS term skipped: %s", reason)
+        return None, f"skipped: {reason}"
+    from pipeline.common.tvcompat import import_torchvision
+
+    import_torchvision()
+    import lpips  # noqa: PLC0415 (after the torchvision shim)
+
+    net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")}
+    for name, tensor in sd.items():
+        idx, kind = name.split(".")
+        for sl in (net.net.slice1, net.net.slice2, net.net.slice3, net.net.slice4, net.net.slice5):
+            if idx in sl._modules:
+                getattr(sl._modules[idx], kind).data.copy_(tensor)
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, "used"
+
+
+@torch.no_grad()
+def evaluate(model: TalkingHeadModel, data: TalkingDataset, out_dir: Path, device: torch.device) -> dict:
+    """Val-split PSNR of the full frame (head + torso over bc) vs gt_imgs, and of the mean-colour
+    baseline (the mean train gt colour everywhere). Writes ``val_frame.png`` (rendered | gt of the
+    middle val frame) and ``val/{img_id}.png`` for every evaluated frame.
+
+    Returns ``{"val_psnr", "baseline_psnr", "val_frames", "val_seconds_per_frame"}`` (PSNR in dB,
+    mean over frames of the per-frame PSNR).
+    """
+    from PIL import Image
+
+    model.eval()
+    val, tr = data.splits["val"], data.splits["train"]
+    mean_col = (tr.gt.float().mean(dim=(0, 1, 2)) / 255).to(device)
+    bc = data.bc.to(device)
+    audio = data.audio.to(device)
+    psnrs, base, secs = [], [], []
+    (out_dir / "val").mkdir(parents=True, exist_ok=True)
+    panels = []
+    for k in range(len(val)):
+        t0 = time.perf_counter()
+        c2w = model.scene_pose(val.poses[k].to(device))
+        aud = model.audio_code(audio_window(audio, int(val.aud_ids[k]), model.cfg.audio_window))
+        out = model.render_frame(c2w, aud, eye_value(val.eyes[k]).to(device), bc)
+        secs.append(time.perf_counter() - t0)
+        gt = val.gt[k].to(device).float() / 255
+        psnrs.append(psnr_from_mse(((out["rgb"] - gt) ** 2).mean().item()))
+        base.append(psnr_from_mse(((mean_col - gt) ** 2).mean().item()))
+        panel = (torch.cat([out["rgb"], gt], 1).clamp(0, 1) * 255).byte().cpu().numpy()
+        with atomic_path(out_dir / "val" / f"{val.ids[k]}.png") as tmp:
+            Image.fromarray(panel).save(tmp, format="PNG")
+        panels.append(panel)
+    with atomic_path(out_dir / "val_frame.png") as tmp:
+        Image.fromarray(panels[len(panels) // 2]).save(tmp, format="PNG")
+    return {"val_psnr": float(np.mean(psnrs)), "baseline_psnr": float(np.mean(base)), "val_frames": len(val),
+            "val_seconds_per_frame": float(np.mean(secs))}
+
+
+def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, out: Path,
+                init: Path | None = None, weights_dir: Path | None = None) -> dict:
+    """Run one stage end to end (see module docstring); the torso stage also validates and writes
+    ``train_log.csv`` (all stages) and ``train_manifest.json``. Returns the manifest/stage info."""
+    device = resolve_device(cfg.device)
+    splits = ("train", "val") if stage == "torso" else ("train",)
+    data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, splits,
+                          max_frames={"val": cfg.val_frames or None})
+    log.info("%s/%s: %d train frames at %dx%d on %s", cfg.method, stage, len(data.splits["train"]),
+             data.H, data.W, device)
+    st = Stage(stage, cfg, data, model_dir, init, weights_dir, device)
+    payload = st.run()
+    info = {"stage": stage, "steps": st.total, "seconds": payload["stages"][stage]["seconds"]}
+    if stage == "torso":
+        t0 = time.perf_counter()
+        ev = evaluate(st.model, data, model_dir, device)
+        log.info("val PSNR (head+torso, full frame vs gt_imgs, %d frames): %.2f dB; mean-colour baseline: %.2f dB",
+                 ev["val_frames"], ev["val_psnr"], ev["baseline_psnr"])
+        payload["val"] = ev
+        rows = []
+        for s in STAGES:
+            p = model_dir / f"train_log_{s}.csv"
+            if s == stage:
+                p = st.log_path()
+            if p.is_file():
+                with p.open(newline="") as fh:
+                    rows += list(csv.DictReader(fh))
+        with atomic_write(model_dir / "train_log.csv", "w") as fh:
+            w = csv.DictWriter(fh, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        stages = payload["stages"]
+        info = {"method": cfg.method, "profile": cfg.profile, "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "torch_threads": torch.get_num_threads(), "resolution": [data.H, data.W],
+                "steps": {s: v["steps"] for s, v in stages.items()},
+                "seconds": {**{s: v["seconds"] for s, v in stages.items()},
+                            "total": round(sum(v["seconds"] for v in stages.values()), 2),
+                            "validation": round(time.perf_counter() - t0, 2)},
+                "val_psnr_db": round(ev["val_psnr"], 3), "baseline_mean_colour_psnr_db": round(ev["baseline_psnr"], 3),
+                "val_frames": ev["val_frames"], "val_render_seconds_per_frame": round(ev["val_seconds_per_frame"], 3),
+                "lips_lpips": payload.get("lips_lpips", "lips stage not run"),
+                "config": dataclasses.asdict(cfg)}
+        st.finish(payload, out)
+        atomic_write_json(model_dir / "train_manifest.json", info)
+        return info
+    st.finish(payload, out)
+    return info
