@@ -137,7 +137,7 @@ def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, we
     import cv2
     from tqdm import tqdm
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     frames = list_frames(frames_dir)
     n = len(frames)
     try:
@@ -181,6 +181,7 @@ def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, we
         "class_fractions": {c: round(float(f), 4) for c, f in zip(PARSING_CLASSES, fractions)},
         "config": asdict(cfg),
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(time.process_time() - c0, 3),     # all threads of this process
         "frames_per_second": round(n / seconds, 2),
     })
     if fractions[1] < 0.005:
