@@ -129,12 +129,20 @@ def test_short_gap_interpolated_indices_kept(face_landmarks, face_frames, tmp_pa
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-4)
 
 
-def test_too_many_failures_refused(face_frames, tmp_path):
+def test_too_many_failures_refused(face_frames, tmp_path, capsys):
+    """Through the CLI: exit status 1 and one line naming the folder and the failed frames."""
+    from pipeline.common.log import run_main
+    from pipeline.preprocess.landmarks import main
+
     frames = _copy_frames(face_frames, tmp_path, blank=[2, 7, 8, 15, 21])        # 5 of 30 > 10%
-    with pytest.raises(InputError) as exc:
-        _run_landmarks(frames, {"lms68": "mesh"})
-    msg = str(exc.value)
-    assert "5 of 30 frames" in msg and "2, 7, 8, 15, 21" in msg and str(frames) in msg
+    argv = ["--frames", str(frames), "--out-mesh", str(tmp_path / "m.npy"), "--out-blendshapes",
+            str(tmp_path / "b.npy"), "--out-report", str(tmp_path / "l.json"), "--cfg", '{"lms68": "mesh"}']
+    assert run_main(main, argv) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ERROR:")]
+    assert len(err) == 1
+    assert err[0] == (f"ERROR: {frames}: no face in 5 of 30 frames (more than max_failed_fraction=0.1): "
+                      "frames 2, 7, 8, 15, 21")
+    assert not (tmp_path / "m.npy").exists() and not (tmp_path / "l.json").exists()
 
 
 def test_long_gap_refused(face_frames, tmp_path):
