@@ -12,6 +12,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/render.smk"
 # baselines before the metrics and report rules: they register their runs in BASELINE_RUNS
 include: "workflow/rules/baselines/static_frame.smk"
 include: "workflow/rules/baselines/external.smk"
