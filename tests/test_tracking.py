@@ -70,6 +70,15 @@ def test_canonical_face_model_loads():
     # subject's right eye outer corner (33) at image left (-x), nose tip (1) towards the camera (+z)
     assert can.vertices[33, 0] < 0 < can.vertices[263, 0]
     assert can.vertices[1, 2] > can.vertices[33, 2]
+    # the direct protobuf decoding agrees with mediapipe's own parser
+    from mediapipe.tasks.cc.vision.face_geometry.proto import geometry_pipeline_metadata_pb2 as gpm
+    import zipfile
+
+    meta = gpm.GeometryPipelineMetadata()
+    meta.ParseFromString(zipfile.ZipFile(T.FACE_LANDMARKER_TASK).read("geometry_pipeline_metadata_landmarks.binarypb"))
+    np.testing.assert_allclose(can.vertices, np.reshape(meta.canonical_mesh.vertex_buffer, (-1, 5))[:, :3], rtol=1e-6)
+    assert can.basis_ids.tolist() == [p.landmark_id for p in meta.procrustes_landmark_basis]
+    np.testing.assert_allclose(can.basis_weights, [p.weight for p in meta.procrustes_landmark_basis], rtol=1e-6)
     # face width about 15 cm (centimetres)
     assert 12 < np.ptp(can.vertices[:, 0]) < 18
     with pytest.raises(InputError, match="not found"):

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve  # loaded before threadpool limits apply
 
 from pipeline.common.config import PROJECT_ROOT
 from pipeline.common.errors import InputError
@@ -120,14 +121,49 @@ class CanonicalFace:
     basis_weights: np.ndarray
 
 
+def _proto_fields(buf: bytes) -> list[tuple[int, int, object]]:
+    """Decode one protobuf message level: [(field number, wire type, value)] where value is an int
+    (varint), 4 raw bytes (fixed32) or bytes (length-delimited). Raises ValueError on other types."""
+    out, i = [], 0
+
+    def varint(i):
+        val, shift = 0, 0
+        while True:
+            b = buf[i]
+            val |= (b & 0x7F) << shift
+            i += 1
+            if b < 0x80:
+                return val, i
+            shift += 7
+
+    while i < len(buf):
+        key, i = varint(i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, i = varint(i)
+        elif wt == 5:
+            val, i = buf[i:i + 4], i + 4
+        elif wt == 2:
+            n, i = varint(i)
+            val, i = buf[i:i + n], i + n
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wt}")
+        out.append((num, wt, val))
+    return out
+
+
 def load_canonical_face(task_path: str | Path = FACE_LANDMARKER_TASK) -> CanonicalFace:
     """Read the canonical face model from a MediaPipe ``face_landmarker.task`` bundle.
 
-    Raises:
-        InputError: the bundle is missing or has no geometry pipeline metadata.
-    """
-    from mediapipe.tasks.cc.vision.face_geometry.proto import geometry_pipeline_metadata_pb2 as gpm
+    The bundle's ``geometry_pipeline_metadata_landmarks.binarypb`` is a ``GeometryPipelineMetadata``
+    protobuf (mediapipe ``face_geometry/proto``): field 1 ``canonical_mesh`` (``Mesh3d``: field 3
+    repeated float ``vertex_buffer`` of x, y, z, u, v per vertex), field 2 repeated
+    ``procrustes_landmark_basis`` (``landmark_id`` = 1, ``weight`` = 2). It is decoded here directly
+    (importing mediapipe costs seconds).
 
+    Raises:
+        InputError: the bundle is missing or has no usable geometry pipeline metadata.
+    """
     task_path = Path(task_path)
     try:
         with zipfile.ZipFile(task_path) as zf:
@@ -136,12 +172,22 @@ def load_canonical_face(task_path: str | Path = FACE_LANDMARKER_TASK) -> Canonic
         raise InputError(task_path, "MediaPipe face landmarker bundle not found") from None
     except (KeyError, zipfile.BadZipFile):
         raise InputError(task_path, "not a face_landmarker.task bundle with geometry metadata") from None
-    meta = gpm.GeometryPipelineMetadata()
-    meta.ParseFromString(blob)
-    vb = np.asarray(meta.canonical_mesh.vertex_buffer, dtype=np.float64).reshape(-1, 5)
-    ids = np.array([p.landmark_id for p in meta.procrustes_landmark_basis], dtype=np.int64)
-    w = np.array([p.weight for p in meta.procrustes_landmark_basis], dtype=np.float64)
-    return CanonicalFace(vertices=vb[:, :3].copy(), basis_ids=ids, basis_weights=w)
+    try:
+        verts, ids, weights = None, [], []
+        for num, wt, val in _proto_fields(blob):
+            if num == 1 and wt == 2:  # proto2: the floats come packed (wire type 2) or one by one (5)
+                chunks = [v2 for n2, _, v2 in _proto_fields(val) if n2 == 3]
+                verts = np.frombuffer(b"".join(chunks), dtype="<f4").astype(np.float64).reshape(-1, 5)
+            elif num == 2 and wt == 2:
+                ref = {n2: v2 for n2, _, v2 in _proto_fields(val)}
+                ids.append(int(ref.get(1, 0)))
+                weights.append(float(np.frombuffer(ref[2], "<f4")[0]) if 2 in ref else 0.0)
+    except (ValueError, IndexError, KeyError):
+        verts = None
+    if verts is None or len(verts) < 468 or not ids:
+        raise InputError(task_path, "geometry metadata has no canonical mesh / landmark basis")
+    return CanonicalFace(vertices=verts[:, :3].copy(), basis_ids=np.array(ids, np.int64),
+                         basis_weights=np.array(weights, np.float64))
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,13 +337,64 @@ def rodrigues(rvec: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(theta) * kx + (1 - np.cos(theta)) * kx @ kx
 
 
+def one_blas_thread():
+    """Context limiting BLAS to one thread (threadpoolctl, a scikit-learn dependency via librosa);
+    OpenBLAS threads on a loaded machine make small solves a hundred times slower. It only reaches
+    BLAS libraries already loaded (hence scipy.linalg is imported at module level)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def levenberg_marquardt(residuals, jacobian, x0: np.ndarray, max_iter: int = 15, tol: float = 1e-6) -> np.ndarray:
+    """Minimise ``|residuals(x)|^2`` by Levenberg-Marquardt with Marquardt's diagonal damping.
+
+    Args:
+        residuals: ``x [P] -> r [M]``; jacobian: ``(x, r) -> J [M, P]`` (scipy sparse or dense).
+        x0: [P] start; max_iter: Jacobian evaluations at most; tol: stop when the cost falls by less
+            than this fraction.
+    Returns:
+        [P] the solution.
+    """
+    x, r = x0.copy(), residuals(x0)
+    cost, lam = float(r @ r), 1e-3
+    for _ in range(max_iter):
+        jac = jacobian(x, r)
+        a = jac.T @ jac
+        a = a.toarray() if hasattr(a, "toarray") else np.asarray(a)
+        g = jac.T @ r
+        diag = np.diag(a).copy() + 1e-12
+        while lam < 1e10:
+            try:
+                dx = cho_solve(cho_factor(a + lam * np.diag(diag), check_finite=False), -g, check_finite=False)
+            except LinAlgError:
+                lam *= 10
+                continue
+            rn = residuals(x + dx)
+            cn = float(rn @ rn)
+            if np.isfinite(cn) and cn < cost:
+                break
+            lam *= 10
+        else:
+            return x
+        x, r, gain, cost = x + dx, rn, cost - cn, cn
+        lam = max(lam / 10, 1e-9)
+        if gain <= tol * max(cost, 1e-12):
+            break
+    return x
+
+
 def bundle_adjust(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: np.ndarray, focal: float,
-                  cx: float, cy: float, prior: float = TEMPLATE_PRIOR, max_nfev: int = 20
+                  cx: float, cy: float, prior: float = TEMPLATE_PRIOR, max_iter: int = 15
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Jointly refine the rigid template and all poses at a fixed focal (rigid bundle adjustment).
 
     Minimises ``sum_ik |proj(R_i X_k + t_i) - l_ik|^2 + prior^2 * sum_k |X_k - X0_k|^2`` (pixels;
-    ``X`` in cm) with ``scipy.optimize.least_squares`` (sparse Jacobian). The prior plays the role of
+    ``X`` in cm) by Levenberg-Marquardt (:func:`levenberg_marquardt`, sparse finite-difference Jacobian). The prior plays the role of
     the anchors' identity regulariser (``loss_regid`` in AD-NeRF's face_tracker.py): with little head
     rotation the data leave the face's depth undetermined and the template stays near ``X0``. The
     result is similarity-aligned to ``X0`` (the head frame and metric scale are a free gauge).
@@ -307,8 +404,7 @@ def bundle_adjust(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: n
     Returns:
         (template [K, 3], rots [N, 3, 3], ts [N, 3]) in the OpenCV convention of :func:`solve_poses`.
     """
-    from scipy.optimize import least_squares
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
 
     n, k = lms.shape[:2]
     x0 = np.concatenate([template.ravel(), np.concatenate([cv2.Rodrigues(r)[0].ravel() for r in rots]),
@@ -324,16 +420,31 @@ def bundle_adjust(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: n
         uv = focal * cam[..., :2] / cam[..., 2:3] + np.array([cx, cy])
         return np.concatenate([(uv - lms).ravel(), prior * (tpl - template).ravel()])
 
-    # Jacobian sparsity: residual (i, k, uv) depends on X_k and on frame i's rvec and tvec
-    rows = np.arange(2 * n * k)
+    # Sparse Jacobian by grouped forward differences: residual (i, k, uv) depends only on X_k and on
+    # frame i's rvec and tvec, so one coordinate of all X_k (or of all frames' rvec / tvec) is
+    # perturbed at once: 9 residual evaluations per Jacobian.
+    m, nk2 = 2 * n * k + 3 * k, 2 * n * k
+    rows = np.arange(nk2)
     frame, point = rows // (2 * k), (rows // 2) % k
-    cols = np.concatenate([3 * point[:, None] + np.arange(3), 3 * k + 3 * frame[:, None] + np.arange(3),
-                           3 * k + 3 * n + 3 * frame[:, None] + np.arange(3)], 1)
-    r_all = np.concatenate([np.repeat(rows, 9), 2 * n * k + np.arange(3 * k)])
-    c_all = np.concatenate([cols.ravel(), np.arange(3 * k)])
-    sp = coo_matrix((np.ones(len(r_all), np.int8), (r_all, c_all)), shape=(2 * n * k + 3 * k, len(x0))).tocsr()
-    sol = least_squares(residuals, x0, jac_sparsity=sp, method="trf", x_scale="jac", max_nfev=max_nfev)
-    tpl, rv, tv = unpack(sol.x)
+    groups = [(3 * np.arange(k) + d, 3 * point + d) for d in range(3)]
+    groups += [(3 * k + 3 * np.arange(n) + d, 3 * k + 3 * frame + d) for d in range(3)]
+    groups += [(3 * k + 3 * n + 3 * np.arange(n) + d, 3 * k + 3 * n + 3 * frame + d) for d in range(3)]
+    prior_rows = nk2 + np.arange(3 * k)
+    jr = np.concatenate([np.tile(rows, 9), prior_rows])
+    jc = np.concatenate([c for _, c in groups] + [np.arange(3 * k)])
+
+    def jacobian(x, r0):
+        vals = []
+        for cols, col_of_row in groups:
+            h = np.zeros(len(x))
+            h[cols] = 1e-6 * np.maximum(1.0, np.abs(x[cols]))
+            vals.append((residuals(x + h)[:nk2] - r0[:nk2]) / h[col_of_row])
+        vals.append(np.full(3 * k, prior))
+        return csr_matrix((np.concatenate(vals), (jr, jc)), shape=(m, len(x)))
+
+    with one_blas_thread():  # small systems: BLAS threads only add contention
+        x = levenberg_marquardt(residuals, jacobian, x0, max_iter=max_iter)
+    tpl, rv, tv = unpack(x)
     s, r, t = umeyama(tpl, template)  # gauge: back to the initial template's frame and scale
     tpl = s * tpl @ r.T + t
     rots_new = rodrigues(rv) @ r.T
