@@ -252,3 +252,15 @@ def test_fps_measured_at_512(tmp_path, dataset, model):
     assert m["fps_render_512"] > 0 and "512x512" in m["fps_render_512_source"]
     _, m = _render(tmp_path, model, dataset, name="cpu_default")
     assert m["fps_render_512"] is None and "benchmark" in m["fps_render_512_source"]
+
+
+def test_cli_errors_are_one_line(tmp_path, dataset, capsys):
+    from pipeline.common.log import run_main
+    from pipeline.render.__main__ import main
+
+    base = ["--model", str(tmp_path / "nomodel"), "--data", str(dataset.root), "--method", "rad_nerf",
+            "--identity", "German", "--out", str(tmp_path / "out")]
+    assert run_main(main, [*base, "--test", "self"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ERROR: ") and "nomodel" in err and "checkpoint" in err
+    assert not (tmp_path / "out").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pipeline.common.config import resolve_path
+from pipeline.common.errors import InputError
 from pipeline.common.layout import SELF_DRIVEN_TEST, DatasetLayout
 from pipeline.common.log import run_main, setup_logging
 from pipeline.render.contract import write_contract
@@ -64,7 +65,7 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
         pose_source = "transforms_val.json"
     else:
         if audio is None:
-            raise ValueError(f"cross-driven test {test!r} needs a driving audio file")
+            raise InputError(test, "a cross-driven test needs its driving audio (--audio, config render.cross_driven)")
         seq = cross_driven(data, audio, feature, audio_cfg or {})
         pose_source = "transforms_train.json (ping-pong)"
     controls_cfg = dict(render_cfg.get("controls") or {})
