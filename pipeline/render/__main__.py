@@ -27,13 +27,6 @@ from pipeline.render.protocol import cross_driven, self_driven
 from pipeline.render.renderer import Renderer, RenderStats
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; other names unchanged."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identity: str, test: str,
                 out: str | Path, audio: str | Path | None = None, render_cfg: dict | None = None,
                 audio_cfg: dict | None = None, device: str = "auto", model=None,
@@ -53,11 +46,11 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
         the manifest written.
     """
     render_cfg = render_cfg or {}
-    dev = resolve_device(device)
     if model is None:
         from pipeline.models.api import load_trained
+        from pipeline.models.registry import resolve_device
 
-        model = load_trained(model_dir, dev)
+        model = load_trained(model_dir, resolve_device(device))
     data = DatasetLayout(Path(data_dir), identity)
     feature = model.meta.get("audio_feature", "mel")
     if test == SELF_DRIVEN_TEST:

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     from pipeline.models.api import load_trained
-    from pipeline.render.__main__ import resolve_device
+    from pipeline.models.registry import resolve_device
 
     dirs = [Path(m) for m in args.model] if args.model else find_models(args.results)
     if not dirs:
