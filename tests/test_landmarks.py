@@ -41,9 +41,9 @@ def _run_landmarks(frames: Path, cfg: dict | None = None, weights_dir: Path | No
 
 @pytest.fixture(scope="session")
 def face_landmarks(face_frames, tmp_path_factory) -> Path:
-    """The landmarks stage run on :func:`face_frames` (default config, empty weights folder);
+    """The landmarks stage run on :func:`face_frames` (dlib 68 points, empty weights folder);
     returns the dataset folder (parent of ori_imgs)."""
-    _run_landmarks(face_frames, weights_dir=tmp_path_factory.mktemp("no_weights"))
+    _run_landmarks(face_frames, {"lms68": "dlib"}, weights_dir=tmp_path_factory.mktemp("no_weights"))
     return face_frames.parent
 
 
@@ -90,6 +90,14 @@ def test_outputs_format(face_landmarks):
     assert "2DFAN4" in rep["fan_skipped_reason"]                # FAN weights absent: reason recorded
 
 
+def test_default_68_point_source_is_the_mesh_mapping():
+    from pipeline.preprocess.landmarks import LandmarksConfig, _choose_68
+
+    rep: dict = {}
+    assert _choose_68(LandmarksConfig(), None, rep)[0] == "mesh"
+    assert "no weights folder" in rep["fan_skipped_reason"]
+
+
 def test_mesh68_mapping_agrees_with_dlib(face_landmarks):
     """Two independent 68-point sources: dlib's predictor (.lms) and the mesh index mapping."""
     from pipeline.preprocess.backends.mesh68 import mesh_to_68
@@ -109,7 +117,7 @@ def test_short_gap_interpolated_indices_kept(face_landmarks, face_frames, tmp_pa
     from pipeline.preprocess.landmarks import read_lms
 
     frames = _copy_frames(face_frames, tmp_path, blank=[10, 11, 12])
-    rep = _run_landmarks(frames, {"lms68": "mesh"})
+    rep = _run_landmarks(frames)
     assert rep["failed_frames"] == [10, 11, 12] and rep["interpolated_frames"] == [10, 11, 12]
     assert rep["backends"]["lms68"] == "mesh"
     lms = np.stack([read_lms(frames / f"{i}.lms") for i in range(N_FRAMES)])
