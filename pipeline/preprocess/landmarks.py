@@ -244,7 +244,8 @@ def _choose_68(cfg: LandmarksConfig, weights_dir: Path | None, report: dict):
         from pipeline.preprocess.backends.dlib68 import Dlib68, box_from_68
 
         d68 = Dlib68()
-        return "dlib", lambda bgr, mesh: d68.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), box_from_68(mesh_to_68(mesh)))
+        return "dlib", lambda bgr, mesh: d68.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
+                                                     box_from_68(mesh_to_68(mesh)))
     return "mesh", lambda bgr, mesh: mesh_to_68(mesh)
 
 

@@ -2,8 +2,8 @@
 
 The mapping picks, for each of the 68 iBUG/300-W points (jaw 0-16, brows 17-26, nose 27-35, eyes
 36-47, outer lips 48-59, inner lips 60-67; image-left first as in dlib's output for a frontal face),
-the mesh vertex at that semantic point (MediaPipe's canonical face model). It is checked against dlib's predictor on the sample
-clip (tests/test_landmarks.py).
+the mesh vertex at that semantic point (MediaPipe's canonical face model). It is checked against
+dlib's predictor on the sample clip (tests/test_landmarks.py).
 The jaw vertices were chosen as the mesh vertices closest on average to dlib's jaw points on the
 sample clip (mean error 1-12 px at 512x512: dlib's mid-jaw points 2 and 14 lie inside the mesh's
 silhouette); inner points agree with dlib to 1-6 px.
