@@ -45,18 +45,19 @@ def parse_dry_run(text: str) -> dict[str, list[dict]]:
     return jobs
 
 
-def dry_run(workdir: Path, *args: str, target: str = TARGET) -> str:
+def dry_run(workdir: Path, *args: str, targets: tuple[str, ...] = (TARGET,)) -> str:
     """``snakemake -n`` of the project's Snakefile in ``workdir``; returns stdout+stderr."""
     cmd = [*SNAKEMAKE, "-s", str(PROJECT_ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "-n", "--forceall", *args, target]
+           "--configfile", str(workdir / "config.yaml"), "-n", "--forceall", *args, *targets]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
 
-def declared_resources(workdir: Path, target: str = TARGET) -> dict[str, dict]:
-    """What the rules themselves declare (no profile): rule -> {threads, mem_mb, runtime, ...}."""
-    jobs = parse_dry_run(dry_run(workdir, "--cores", "256", target=target))
+def declared_resources(workdir: Path, *targets: str) -> dict[str, dict]:
+    """What the rules themselves declare (no profile) for ``targets`` (default: the sample's
+    dataset): rule -> {threads, mem_mb, runtime, ...} of its first job."""
+    jobs = parse_dry_run(dry_run(workdir, "--cores", "256", targets=targets or (TARGET,)))
     return {rule: js[0] for rule, js in jobs.items() if rule != "all"}
 
 
@@ -71,10 +72,10 @@ def workdir(tmp_path_factory) -> Path:
 
 def test_slurm_profile_dry_run_shows_resource_requests(workdir):
     # exactly the user's command (plus the temp workdir): no sbatch needed for -n
-    out = dry_run(workdir, "--profile", str(PROFILES / "slurm"), target="all")
+    out = dry_run(workdir, "--profile", str(PROFILES / "slurm"), targets=("all",))
     assert "Using profile" in out and "profiles/slurm" in out
     jobs = parse_dry_run(out)
-    declared = declared_resources(workdir, target="all")
+    declared = declared_resources(workdir, "all")
     profile = load_profile("slurm")
     assert {"probe", "crop", "landmarks", "dataset_manifest"} <= set(jobs)
     for rule, decl in declared.items():
@@ -85,7 +86,7 @@ def test_slurm_profile_dry_run_shows_resource_requests(workdir):
                     assert job.get(key) == expected[key], (rule, key, job)
     # with --cores the dry run also shows the threads (= --cpus-per-task on SLURM)
     with_cores = parse_dry_run(dry_run(workdir, "--profile", str(PROFILES / "slurm"), "--cores", "256",
-                                       target="all"))
+                                       targets=("all",)))
     assert {r: js[0]["threads"] for r, js in with_cores.items() if r != "all"} == \
         {r: d["threads"] for r, d in declared.items()}
     assert with_cores["crop"][0]["threads"] == 2
@@ -138,7 +139,7 @@ def test_slurm_profile_covers_paper_resources(tmp_path):
     """The profile's GPU-rule memory and time are at least what the rules declare for the paper
     profile (a cluster kills a job at its time limit)."""
     wd = make_workdir(tmp_path / "paper", {"train": {"profile": "paper"}})
-    declared = declared_resources(wd, target="all")
+    declared = declared_resources(wd, "all")
     present = [r for r in GPU_RULES if r in declared]
     if not present:
         pytest.skip("no GPU rule in the workflow yet (train.smk/render.smk not included in the Snakefile)")

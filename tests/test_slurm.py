@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import conftest
 from tests.conftest import PROJECT_ROOT, make_workdir, run_snakemake
@@ -30,6 +31,8 @@ TEST_PROFILE = PROJECT_ROOT / "profiles" / "slurm-test"
 CONF = Path("/etc/slurm/slurm.conf")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 DATASET = "results/data/German/manifest.json"
+SMOKE_METHOD = "er_nerf"
+MODEL_DIR = f"results/models/{SMOKE_METHOD}/German"
 SENTINEL = "# a site's slurm.conf, planted by tests/test_slurm.py: 'local_slurm.sh stop' must restore it\n"
 
 
@@ -87,11 +90,11 @@ def local_slurm(tmp_path_factory):
         assert restored, f"{CONF} was not restored by 'local_slurm.sh stop'"
 
 
-def run_on_slurm(monkeypatch, workdir: Path, target: str, limit_s: int) -> tuple[subprocess.CompletedProcess, float]:
+def run_on_slurm(monkeypatch, workdir: Path, *targets: str, limit_s: int) -> tuple[subprocess.CompletedProcess, float]:
     """Snakemake with the test profile, under ``timeout -k 30 limit_s``; (process, seconds)."""
     monkeypatch.setattr(conftest, "SNAKEMAKE", ["timeout", "-k", "30", str(limit_s), *conftest.SNAKEMAKE])
     t0 = time.monotonic()
-    proc = run_snakemake(workdir, target, args=("--profile", str(TEST_PROFILE)), timeout=limit_s + 60,
+    proc = run_snakemake(workdir, *targets, args=("--profile", str(TEST_PROFILE)), timeout=limit_s + 60,
                          check=False)
     return proc, time.monotonic() - t0
 
@@ -129,19 +132,32 @@ def assert_queue_empty():
     assert q.returncode == 0 and q.stdout.strip() == "", f"jobs left in the queue: {q.stdout}{q.stderr}"
 
 
+def training_in_workflow() -> bool:
+    """True once the Snakefile includes the training rules and the ``smoke`` profile exists."""
+    from pipeline.train.profiles import PROFILES
+
+    return "workflow/rules/train.smk" in (PROJECT_ROOT / "Snakefile").read_text() and "smoke" in PROFILES
+
+
 def test_dataset_on_slurm_matches_local_run(sample_workdir, local_slurm, tmp_path, monkeypatch):
-    wd = make_workdir(tmp_path / "wd")
-    declared = declared_resources(wd, target=DATASET)
-    proc, secs = run_on_slurm(monkeypatch, wd, DATASET, limit_s=900)
+    targets, overrides = [DATASET], {}
+    if training_in_workflow():  # one method, smoke profile (seconds of CPU per stage): the train rules too
+        targets.append(f"{MODEL_DIR}/train_manifest.json")
+        overrides = {"train": {"profile": "smoke", "methods": [SMOKE_METHOD]}}
+    wd = make_workdir(tmp_path / "wd", overrides)
+    declared = declared_resources(wd, *targets)
+    test_profile = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())
+    proc, secs = run_on_slurm(monkeypatch, wd, *targets, limit_s=1200)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"snakemake on SLURM failed ({proc.returncode}) after {secs:.0f} s:\n{log[-6000:]}"
-    print(f"dataset on SLURM: {secs:.0f} s")
+    print(f"{' + '.join(targets)} on SLURM: {secs:.0f} s")
 
     # every rule ran as its own SLURM job, with what the rule declares
     jobs = submitted_jobs(log)
     assert sorted(jobs.values()) == sorted(declared), (jobs, sorted(declared))
     for job_id, rule in jobs.items():
-        info, decl = scontrol_job(job_id), declared[rule]
+        # the rule's declaration, with what the test profile sets for the GPU rules
+        info, decl = scontrol_job(job_id), {**declared[rule], **test_profile["set-resources"].get(rule, {})}
         where = f"SLURM job {job_id} (rule {rule}): {info}"
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", where
         assert info["Partition"] == "debug", where
@@ -156,6 +172,9 @@ def test_dataset_on_slurm_matches_local_run(sample_workdir, local_slurm, tmp_pat
     ours, local = wd / "results/data/German", sample_workdir / "results/data/German"
     assert files_under(ours) == files_under(local)
     assert len(files_under(ours)) > 20
+    if len(targets) > 1:  # every stage's checkpoint and the training manifest
+        models = files_under(wd / MODEL_DIR)
+        assert {"head.pt", "lips.pt", "torso.pt", "train_manifest.json"} <= set(models), models
 
 
 def test_failing_job_fails_the_run(local_slurm, tmp_path, monkeypatch):
