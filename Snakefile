@@ -17,6 +17,7 @@ include: "workflow/rules/render.smk"
 include: "workflow/rules/baselines/static_frame.smk"
 include: "workflow/rules/baselines/external.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
