@@ -125,7 +125,8 @@ def test_self_driven_differs_and_cross_driven(sample):
     out = root / "m_blur.json"
     model = root / "results" / "models" / "blurred" / "German"
     model.mkdir(parents=True)
-    (model / "train_manifest.json").write_text(json.dumps({"training_seconds": 123.5}))
+    (model / "train_manifest.json").write_text(json.dumps(  # pipeline.train's shape
+        {"device": "cpu", "seconds": {"head": 100.0, "lips": 20.0, "torso": 3.5, "total": 123.5, "validation": 4.0}}))
     assert main(["--render", str(render), "--data", str(data), "--model-dir", str(model), "--out", str(out),
                  "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--threads", "2",
                  "--cfg", json.dumps({"self_driven": ["psnr", "ssim", "lpips", "lmd", "cpbd"]})]) == 0

@@ -88,18 +88,23 @@ def first_train_frame(data_dir: Path) -> Path | None:
 
 
 def training_seconds(model_dir: Path | None) -> MetricValue:
-    """Training time from ``train_manifest.json`` of the model folder."""
+    """Training time (seconds, all training stages, validation excluded) from the model folder's
+    ``train_manifest.json`` (``seconds.total``, written by pipeline.train)."""
     if model_dir is None:
         return MetricValue.na("no model folder (external or baseline render)")
     path = Path(model_dir) / "train_manifest.json"
     if not path.is_file():
         return MetricValue.na(f"{path} not found")
     m = read_json(path)
-    for key in ("training_seconds", "train_seconds", "training_time_s", "seconds"):
-        val = m.get(key)
-        if isinstance(val, (int, float)):
-            return MetricValue(float(val), f"train_manifest.json:{key}")
-    return MetricValue.na(f"{path} has no training_seconds")
+    secs = m.get("seconds")
+    if isinstance(secs, dict) and isinstance(secs.get("total"), (int, float)):
+        stages = "+".join(k for k in secs if k not in ("total", "validation"))
+        return MetricValue(float(secs["total"]), f"train_manifest.json seconds.total ({stages} stages, "
+                                                 f"{m.get('device_name') or m.get('device') or 'device ?'})")
+    for key in ("training_seconds", "seconds"):
+        if isinstance(m.get(key), (int, float)):
+            return MetricValue(float(m[key]), f"train_manifest.json {key}")
+    return MetricValue.na(f"{path} has no seconds.total")
 
 
 class AUCollector:
