@@ -403,7 +403,9 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
         results.update(_lse(cfg, render_dir / "video.mp4"))
 
     fr = man.get("fps_render")
-    results["fps"] = (MetricValue(float(fr), "render manifest fps_render", None, None, n)
+    res = "x".join(str(v) for v in man.get("resolution") or []) or "?"
+    results["fps"] = (MetricValue(float(fr), f"render manifest fps_render at {res} on {man.get('device', '?')}",
+                                  None, None, n)
                       if isinstance(fr, (int, float)) else
                       MetricValue.na("render manifest has no fps_render (external render or not timed)", n_frames=n))
     results["training_time_s"] = training_seconds(model_dir)
