@@ -129,23 +129,21 @@ def test_mismatched_parsing_refused(face_background, tmp_path):
 
 
 @pytest.mark.slow
-def test_snakemake_face_stages_on_sample(tmp_path):
-    """The three rules through Snakemake on the whole sample clip (300 frames): outputs, reports and
-    the benchmark timings (frames/s per stage are in the reports; not asserted, the machine is shared)."""
-    from pipeline.common.layout import DatasetLayout
-    from tests.conftest import make_workdir, run_snakemake
-
-    wd = make_workdir(tmp_path / "wd")
-    run_snakemake(wd, "results/data/German/background.json")
-    ds = DatasetLayout.of("German", wd / "results")
+def test_snakemake_face_stages_on_sample(sample_workdir, sample_dataset):
+    """The three rules through Snakemake on the whole sample clip (300 frames, the session's dataset
+    build): outputs, reports and benchmark files (frames/s are in the reports; not asserted, the
+    machine is shared)."""
+    ds = sample_dataset
     n = len(list(ds.ori_imgs.glob("*.jpg")))
     assert n == 300
     assert len(list(ds.ori_imgs.glob("*.lms"))) == n
     assert np.load(ds.face_mesh).shape == (n, 478, 3)
+    assert np.load(ds.blendshapes).shape == (n, 52)
     assert len(list(ds.parsing.glob("*.png"))) == n
     assert len(list(ds.gt_imgs.glob("*.jpg"))) == n and len(list(ds.torso_imgs.glob("*.png"))) == n
     assert ds.bc.is_file()
     for stage in ("landmarks", "parsing", "background"):
-        assert (wd / "results" / "benchmarks" / stage / "German.tsv").is_file()
+        assert (sample_workdir / "results" / "benchmarks" / stage / "German.tsv").is_file()
         rep = json.loads((ds.root / f"{stage}.json").read_text())
         assert rep["n_frames"] == n and rep["frames_per_second"] > 0
+    assert json.loads(ds.landmarks_report.read_text())["failed_frames"] == []
