@@ -18,16 +18,22 @@ from pipeline.common.errors import InputError
 from tests.conftest import SAMPLE_VIDEO
 
 N_FRAMES = 30
+#: results of the session fixtures below: test_parsing / test_background import these fixtures, and
+#: pytest registers an imported fixture once per module; the cache keeps it one computation
+SESSION_CACHE: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="session")
 def face_frames(tmp_path_factory) -> Path:
     """``ori_imgs/{i}.jpg`` for the first N_FRAMES frames of the sample clip."""
+    if "frames" in SESSION_CACHE:
+        return SESSION_CACHE["frames"]
     d = tmp_path_factory.mktemp("face") / "ori_imgs"
     d.mkdir()
     subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(SAMPLE_VIDEO), "-frames:v", str(N_FRAMES),
                     "-start_number", "0", "-qscale:v", "2", str(d / "%d.jpg")], check=True)
     assert len(list(d.glob("*.jpg"))) == N_FRAMES
+    SESSION_CACHE["frames"] = d
     return d
 
 
@@ -43,8 +49,10 @@ def _run_landmarks(frames: Path, cfg: dict | None = None, weights_dir: Path | No
 def face_landmarks(face_frames, tmp_path_factory) -> Path:
     """The landmarks stage run on :func:`face_frames` (dlib 68 points, empty weights folder);
     returns the dataset folder (parent of ori_imgs)."""
-    _run_landmarks(face_frames, {"lms68": "dlib"}, weights_dir=tmp_path_factory.mktemp("no_weights"))
-    return face_frames.parent
+    if "landmarks" not in SESSION_CACHE:
+        _run_landmarks(face_frames, {"lms68": "dlib"}, weights_dir=tmp_path_factory.mktemp("no_weights"))
+        SESSION_CACHE["landmarks"] = face_frames.parent
+    return SESSION_CACHE["landmarks"]
 
 
 def _copy_frames(src: Path, dst: Path, blank: list[int]) -> Path:

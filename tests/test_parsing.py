@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.common.errors import InputError
 from pipeline.common.layout import PARSING_COLORS
-from tests.test_landmarks import N_FRAMES, face_frames, face_landmarks  # noqa: F401  (session fixtures)
+from tests.test_landmarks import SESSION_CACHE, N_FRAMES, face_frames, face_landmarks  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,10 @@ def face_parsing(face_landmarks, tmp_path_factory) -> Path:
     from pipeline.preprocess.parsing import ParsingConfig, run
 
     root = face_landmarks
-    run(root / "ori_imgs", root / "face_mesh.npy", root / "parsing", ParsingConfig(),
-        tmp_path_factory.mktemp("no_weights"), root / "parsing.json")
+    if "parsing" not in SESSION_CACHE:
+        run(root / "ori_imgs", root / "face_mesh.npy", root / "parsing", ParsingConfig(),
+            tmp_path_factory.mktemp("no_weights"), root / "parsing.json")
+        SESSION_CACHE["parsing"] = root
     return root
 
 
