@@ -48,8 +48,8 @@ AUDIO_FEATURE_FILES = {
 #: the test name of the self-driven protocol; cross-driven tests are named by their config key
 SELF_DRIVEN_TEST = "self"
 
-#: parsing colour code, in the channel order cv2.imread returns (BGR), as ER-NeRF's parsing files
-#: (an RGB viewer shows the head blue); use pipeline.preprocess.parsing.read_parsing / write_parsing
+#: parsing colour code (RGB); read/write maps with pipeline.preprocess.parsing.read_parsing / write_parsing
+#: (the official ER-NeRF code reads these numbers in cv2's BGR order: see ER_NERF_CHANNEL_ORDER there)
 PARSING_COLORS = {
     "head": (255, 0, 0),
     "neck": (0, 255, 0),

@@ -1,9 +1,11 @@
 """Face parsing stage: ``parsing/{i}.png`` head / neck / torso / background maps.
 
 Colour code :data:`pipeline.common.layout.PARSING_COLORS` (head 255,0,0; neck 0,255,0; torso 0,0,255;
-background 255,255,255) in the channel order of ER-NeRF's files: the anchors write the maps with
-``cv2.imwrite`` and test them after ``cv2.imread`` (``seg[..., 0] == 255`` is head), i.e. in BGR order;
-so an RGB viewer shows the head blue and the torso red. Use :func:`read_parsing` /
+background 255,255,255) as RGB: an image viewer (or PIL) shows the head red, ``cv2.imread`` returns
+it as (0, 0, 255). Note: the official ER-NeRF code writes its maps with ``cv2.imwrite`` and tests
+``seg[..., 0] == 255`` after ``cv2.imread`` for the head, i.e. its files hold the same numbers in BGR
+order (head blue in a viewer). :data:`ER_NERF_CHANNEL_ORDER` switches the files to that order; it
+is off because this project's readers follow the layout's RGB contract. Use :func:`read_parsing` /
 :func:`write_parsing` rather than comparing colours by hand.
 
 Backends (config ``preprocess.parsing.backend``):
@@ -41,8 +43,12 @@ from pipeline.preprocess.landmarks import list_frames, read_bgr
 
 log = logging.getLogger("pipeline.preprocess.parsing")
 
-#: label -> colour, in the file's channel order (as cv2 reads and writes it; see module docstring)
+#: write the colour code in BGR order, as the official ER-NeRF code reads its maps (see module docstring)
+ER_NERF_CHANNEL_ORDER = False
+#: label -> colour as RGB in the file
 PALETTE = np.array([PARSING_COLORS[c] for c in PARSING_CLASSES], dtype=np.uint8)
+if ER_NERF_CHANNEL_ORDER:
+    PALETTE = PALETTE[:, ::-1].copy()
 
 
 @dataclass
@@ -66,11 +72,11 @@ def write_parsing(path: str | Path, labels: np.ndarray) -> None:
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), "P")
-    img.putpalette(PALETTE[:, ::-1].ravel().tolist())     # PIL palettes are RGB; the code is BGR
+    img.putpalette(PALETTE.ravel().tolist())
     img.save(path, format="PNG", compress_level=1)
 
 
-#: colour code -> label for read_parsing: index = 4 * (B > 127) + 2 * (G > 127) + (R > 127)
+#: colour code -> label for read_parsing: index = 4 * (R > 127) + 2 * (G > 127) + (B > 127)
 _CODE_TO_LABEL = np.full(8, 255, np.uint8)
 for _label, _colour in enumerate(PALETTE):
     _CODE_TO_LABEL[(_colour[0] >> 7) * 4 + (_colour[1] >> 7) * 2 + (_colour[2] >> 7)] = _label
@@ -91,8 +97,8 @@ def read_parsing(path: str | Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(path, "cannot read parsing map")
-    bits = img >> 7
-    return _CODE_TO_LABEL[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]]
+    bits = img >> 7                                        # cv2 order: B, G, R
+    return _CODE_TO_LABEL[(bits[..., 2] << 2) | (bits[..., 1] << 1) | bits[..., 0]]
 
 
 def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
@@ -177,7 +183,7 @@ def run(frames_dir: Path, mesh_path: Path, out_dir: Path, cfg: ParsingConfig, we
     report.update({
         "backend": name,
         "colors": {c: list(PARSING_COLORS[c]) for c in PARSING_CLASSES},
-        "channel_order": "BGR as cv2.imread returns it (ER-NeRF's files)",
+        "channel_order": "BGR (official ER-NeRF)" if ER_NERF_CHANNEL_ORDER else "RGB",
         "class_fractions": {c: round(float(f), 4) for c, f in zip(PARSING_CLASSES, fractions)},
         "config": asdict(cfg),
         "seconds": round(seconds, 3),
