@@ -228,3 +228,30 @@ def test_workstation_gpu_limit_and_assignment(tmp_path):
         for b in parallel:
             if a is not b and a["start"] < b["end"] and b["start"] < a["end"]:
                 assert a["device"] != b["device"], (a, b)
+
+
+def test_claim_gpu_pool_sources_and_waiting(tmp_path):
+    from pipeline.common.errors import PipelineError
+    from pipeline.common.gpu import claim_gpu, claimed_devices, gpu_pool
+
+    assert gpu_pool({"TALKING_NERF_GPUS": "2, 3", "CUDA_VISIBLE_DEVICES": "0"}) == ["2", "3"]
+    assert gpu_pool({"TALKING_NERF_GPUS": "none"}) == []
+    assert gpu_pool({"CUDA_VISIBLE_DEVICES": "1,0"}) == ["1", "0"]
+    # SLURM has bound the job's GPU: kept, no lock taken
+    env = {"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "3"}
+    claim = claim_gpu(pool=["0"], lock_folder=tmp_path, env=env)
+    assert (claim.device, claim.source, env["CUDA_VISIBLE_DEVICES"]) == ("3", "scheduler", "3")
+    assert not list(tmp_path.iterdir())
+    # no GPU: a no-op
+    assert claim_gpu(env={"TALKING_NERF_GPUS": ""}).device is None
+    # one device: the second claim waits, then gives up with the reason; a release frees it
+    env1, env2 = {"TALKING_NERF_GPUS": "5"}, {"TALKING_NERF_GPUS": "5"}
+    first = claim_gpu(lock_folder=tmp_path, env=env1)
+    assert first.device == "5" and env1["CUDA_VISIBLE_DEVICES"] == "5"
+    assert claimed_devices(["5"], tmp_path) == {"5": True}
+    with pytest.raises(PipelineError, match="no free GPU among 5"):
+        claim_gpu(lock_folder=tmp_path, env=env2, timeout_s=0.3, poll_s=0.1)
+    first.release()
+    with claim_gpu(lock_folder=tmp_path, env=env2, timeout_s=0.3) as second:
+        assert second.device == "5" and env2["CUDA_VISIBLE_DEVICES"] == "5"
+    assert claimed_devices(["5"], tmp_path) == {"5": False}
