@@ -63,6 +63,7 @@ class LandmarksConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LandmarksConfig":
+        """Build from a config dict (``--cfg`` JSON); unknown keys are ignored, missing ones default."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 

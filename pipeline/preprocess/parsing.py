@@ -60,6 +60,7 @@ class ParsingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ParsingConfig":
+        """Build from a config dict (``--cfg`` JSON); unknown keys are ignored, missing ones default."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 

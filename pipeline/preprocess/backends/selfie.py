@@ -68,6 +68,7 @@ class PersonSegmenter:
         return np.array(res.confidence_masks[-1].numpy_view(), dtype=np.float32)
 
     def close(self) -> None:
+        """Release the MediaPipe graph."""
         self._seg.close()
 
     def __enter__(self) -> "PersonSegmenter":
