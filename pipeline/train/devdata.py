@@ -120,6 +120,14 @@ def build(video: Path, out: Path, n_frames: int | None = None, log=None) -> Path
     return out
 
 
+def cached(base: Path, n_frames: int = 24, video: Path | None = None) -> Path:
+    """``base/dev_German`` built once (tests share it across modules of one session)."""
+    out = Path(base) / f"dev_German_{n_frames}"
+    if not (out / "devdata.json").is_file():
+        build(video or PROJECT_ROOT / "resources" / "sample" / "German_12s.mp4", out, n_frames)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=PROJECT_ROOT / "resources" / "sample" / "German_12s.mp4")

@@ -1,0 +1,174 @@
+"""Shapes of every model module, the renderer interface (load_trained / render / audio_window) and
+a tiny model overfitting one real frame of the sample video."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.common.errors import InputError
+from pipeline.models.api import FrameInput, load_trained
+from pipeline.models.audio import AudioAttNet, AudioEncoder, AudioNet, audio_window
+from pipeline.models.configs import make_config
+from pipeline.models.nerf import (ERNeRFField, OccupancyGrid, RadNeRFField, TorsoField, aabb_near_far, get_rays,
+                                  render_rays)
+from pipeline.models.registry import build_model, checkpoint_payload
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def dev_dataset(tmp_path_factory):
+    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
+    from pipeline.train.devdata import cached
+
+    return cached(tmp_path_factory.getbasetemp())
+
+
+TINY = dict(levels=4, log2_hashmap=10, max_resolution=64, hidden=16, n_samples=8, occ_resolution=8,
+            torso_levels=2, torso_resolution=32)
+META = dict(H=12, W=10, focal=14.0, cx=5.0, cy=6.0, scene_scale=0.5, bound=1.0, audio_feature="mel",
+            audio_window=8, audio_shape=[16, 80], profile="smoke")
+
+
+@pytest.mark.parametrize("shape", [(16, 80), (16, 768), (2, 1024), (16, 29)])
+def test_audio_path_every_feature_type(shape):
+    win = torch.randn(8, *shape)
+    assert AudioNet(shape[-1], 32)(win).shape == (8, 32)
+    assert AudioAttNet(32, 8)(torch.randn(8, 32)).shape == (32,)
+    assert AudioEncoder(shape[-1], 32, 8)(win).shape == (32,)
+
+
+def test_audio_window_repeats_edges():
+    feats = torch.arange(5.0)[:, None, None].expand(5, 2, 3)
+    w = audio_window(feats, 0, 4)
+    assert w.shape == (4, 2, 3)
+    assert w[:, 0, 0].tolist() == [0, 0, 0, 1]
+    assert audio_window(feats, 4, 4)[:, 0, 0].tolist() == [2, 3, 4, 4]
+
+
+@pytest.mark.parametrize("field_cls, method", [(RadNeRFField, "rad_nerf"), (ERNeRFField, "er_nerf")])
+def test_head_field_shapes(field_cls, method):
+    cfg = make_config(method, TINY)
+    f = field_cls(cfg, 32)
+    x = torch.rand(50, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    out = f(x, d, torch.randn(32), torch.tensor([0.2]))
+    assert out.sigma.shape == (50,) and out.rgb.shape == (50, 3) and out.reg.ndim == 0
+    assert (out.sigma >= 0).all() and (0 <= out.rgb).all() and (out.rgb <= 1).all()
+    assert f.density(x, torch.randn(32), torch.tensor([0.2])).shape == (50,)
+
+
+def test_torso_shapes():
+    t = TorsoField(make_config("rad_nerf", TINY))
+    rgb, alpha, dxy = t(torch.rand(20, 2) * 2 - 1, torch.randn(12))
+    assert rgb.shape == (20, 3) and alpha.shape == (20,) and dxy.shape == (20, 2)
+    assert dxy.abs().max() <= 0.25
+
+
+def test_rays_and_aabb():
+    c2w = torch.eye(4)
+    c2w[2, 3] = 3.0
+    o, d = get_rays(c2w, 10.0, 5.0, 5.0, torch.tensor([[4, 4], [0, 0]]))   # (row, col): (4,4) is centre-ish
+    assert torch.allclose(d.norm(dim=-1), torch.ones(2))
+    near, far, hit = aabb_near_far(o, d, 1.0)
+    assert hit[0] and near[0] == pytest.approx(2.0, abs=0.01) and far[0] == pytest.approx(4.0, abs=0.01)
+
+
+def test_render_rays_empty_space_is_transparent_and_opaque_saturates():
+    from pipeline.models.nerf import FieldOutput
+
+    o = torch.tensor([[0.0, 0.0, 3.0]]).expand(4, 3)
+    d = torch.tensor([[0.0, 0.0, -1.0]]).expand(4, 3)
+    empty = lambda x, dd: FieldOutput(torch.zeros(x.shape[0]), torch.ones(x.shape[0], 3), torch.zeros(()))  # noqa: E731
+    dense = lambda x, dd: FieldOutput(torch.full((x.shape[0],), 50.0), torch.ones(x.shape[0], 3) * 0.3, torch.zeros(()))  # noqa: E731
+    assert render_rays(empty, o, d, 1.0, 16)["alpha"].abs().max() < 1e-6
+    out = render_rays(dense, o, d, 1.0, 64)
+    assert torch.allclose(out["alpha"], torch.ones(4), atol=1e-3)
+    assert torch.allclose(out["rgb"], torch.full((4, 3), 0.3), atol=1e-3)
+    # early termination: far fewer than 64 samples per ray were evaluated
+    assert out["n_evals"] < 4 * 64 // 2
+
+
+def test_occupancy_grid_keeps_max_over_conditions():
+    occ = OccupancyGrid(8, 1.0, threshold=0.5)
+    # condition 0 fills x<0, condition 1 fills x>0: the union stays occupied (max over audio)
+    fn = lambda x, c: ((x[:, 0] < 0) if c == 0 else (x[:, 0] > 0)).float() * 10  # noqa: E731
+    for _ in range(60):
+        frac = occ.update(fn, [0, 1], decay=0.5)
+    assert frac == pytest.approx(1.0)
+    for _ in range(60):
+        frac = occ.update(fn, [0], decay=0.5)
+    assert frac == pytest.approx(0.5)
+    assert occ.query(torch.tensor([[-0.5, 0, 0], [0.5, 0, 0]])).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
+def test_load_trained_and_render_shapes(tmp_path, method):
+    torch.manual_seed(0)
+    model = build_model(make_config(method, TINY), dict(META))
+    torch.save(checkpoint_payload(model, "head", {"head": {"steps": 0, "seconds": 0}}), tmp_path / "head.pt")
+    head = load_trained(tmp_path)
+    assert head.method == method and head.meta["H"] == 12
+    feats = torch.randn(30, 16, 80)
+    win = head.audio_window(feats, 0)
+    assert win.shape == (8, 16, 80)
+    c2w = torch.eye(4)
+    c2w[2, 3] = 4.0
+    out = head.render(FrameInput(c2w, win, 0.5, torch.rand(12, 10, 3)))
+    assert out["rgb"].shape == (12, 10, 3) and out["head_rgb"].shape == (12, 10, 3)
+    assert out["head_alpha"].shape == (12, 10) and out["torso_alpha"].shape == (12, 10)
+    no_torso = head.render(FrameInput(c2w, win, 0.5, torch.rand(12, 10, 3)), torso=False)
+    assert no_torso["torso_alpha"].abs().max() == 0
+
+
+def test_load_trained_errors(tmp_path):
+    with pytest.raises(InputError, match="no trained checkpoint"):
+        load_trained(tmp_path)
+    model = build_model(make_config("er_nerf", TINY), dict(META))
+    payload = checkpoint_payload(model, "head", {})
+    payload["method"] = "nope_nerf"
+    torch.save(payload, tmp_path / "head.pt")
+    with pytest.raises(InputError, match="unknown method 'nope_nerf'"):
+        load_trained(tmp_path)
+
+
+def test_unknown_method_config():
+    with pytest.raises(InputError, match="unknown method 'foo'"):
+        make_config("foo")
+    with pytest.raises(InputError, match="unknown training option"):
+        make_config("rad_nerf", {"not_a_field": 1})
+
+
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
+def test_tiny_model_overfits_one_frame(dev_dataset, method):
+    """One real frame, fixed budget of 200 steps: head-ray PSNR rises by more than 10 dB."""
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.trainer import Stage, psnr_from_mse
+
+    cfg = make_config(method, dict(TINY, resolution=48, levels=8, log2_hashmap=12, max_resolution=128, hidden=32,
+                                   n_samples=24, occ_warmup=10 ** 6, rays_per_step=384, head_steps=200,
+                                   checkpoint_every=10 ** 6, lr_final=0.3, device="cpu"))
+    data = TalkingDataset(dev_dataset, cfg.resolution, "mel", ("train",))
+    tr = data.splits["train"]
+    for name in ("poses", "aud_ids", "eyes", "gt", "torso", "head", "mouth"):   # keep frame 0 only
+        setattr(tr, name, getattr(tr, name)[:1])
+    tr.ids = tr.ids[:1]
+    st = Stage("head", cfg, data, dev_dataset.parent / f"overfit_{method}", None, None, torch.device("cpu"))
+
+    def frame_psnr() -> float:
+        with torch.no_grad():
+            c2w, aud, eye = st.frame_inputs(tr, 0)
+            pix = st.all_pixels()
+            o, d = get_rays(c2w, data.focal, data.cx, data.cy, pix)
+            pix = pix[aabb_near_far(o, d, 1.0)[2]]
+            gt, torso, _ = st.pixels_of(0, pix)
+            out = st.model.render_head_rays(c2w, pix, aud, eye, perturb=False)
+            pred = out["rgb"] + (1 - out["alpha"][:, None]) * st.bg_behind_head(torso, pix)
+            return psnr_from_mse(((pred - gt) ** 2).mean().item())
+
+    before = frame_psnr()
+    st.run()
+    after = frame_psnr()
+    assert math.isfinite(after) and after - before > 10.0, (before, after)

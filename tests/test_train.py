@@ -1,0 +1,167 @@
+"""Trainer: profiles, dataset validation errors, resume after kill -9, and the Snakemake rules
+(unknown method at start-up; both methods trained on the sample identity)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.common.errors import InputError
+from pipeline.train.profiles import PROFILES, resolve_config
+
+from tests.conftest import PROJECT_ROOT, make_workdir, run_snakemake
+
+
+@pytest.fixture(scope="session")
+def dev_dataset(tmp_path_factory):
+    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
+    from pipeline.train.devdata import cached
+
+    return cached(tmp_path_factory.getbasetemp())
+
+
+def test_profiles_and_overrides():
+    q = resolve_config("rad_nerf", {"profile": "quick", "seed": 3, "overrides": {"head_steps": 7}})
+    assert q.resolution == 128 and q.head_steps == 7 and q.seed == 3 and q.profile == "quick"
+    p = resolve_config("er_nerf", {"profile": "paper"})
+    assert (p.resolution, p.head_steps, p.lips_steps, p.torso_steps) == (512, 100000, 25000, 200000)
+    assert resolve_config("rad_nerf", {"profile": "paper"}).head_steps == 200000
+    assert set(PROFILES) == {"quick", "paper", "smoke"}
+    with pytest.raises(InputError, match="unknown training option"):
+        resolve_config("rad_nerf", {"overrides": {"head_stepz": 1}})
+    with pytest.raises(InputError, match="unknown method 'nerf9000'"):
+        resolve_config("nerf9000", {})
+
+
+@pytest.mark.parametrize("victim, reason", [
+    ("parsing/3.png", "file not found"),
+    ("aud_mel.npy", "file not found"),
+    ("ori_imgs/5.lms", "missing or not 68 rows"),
+    ("transforms_train.json", "file not found"),
+])
+def test_missing_dataset_file_is_named(dev_dataset, tmp_path, victim, reason):
+    from pipeline.train.data import TalkingDataset
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dev_dataset, ds)
+    (ds / victim).unlink()
+    with pytest.raises(InputError, match=reason) as exc:
+        TalkingDataset(ds, 32, "mel")
+    assert str(ds / victim) in str(exc.value)
+
+
+def test_mismatched_audio_and_au_rows(dev_dataset, tmp_path):
+    import numpy as np
+
+    from pipeline.train.data import TalkingDataset
+
+    ds = tmp_path / "ds"
+    shutil.copytree(dev_dataset, ds)
+    np.save(ds / "aud_mel.npy", np.load(ds / "aud_mel.npy")[:5])
+    with pytest.raises(InputError, match=r"aud_mel.npy: 5 rows but transforms reference aud_id"):
+        TalkingDataset(ds, 32, "mel")
+    shutil.copy(dev_dataset / "aud_mel.npy", ds / "aud_mel.npy")
+    lines = (ds / "au.csv").read_text().splitlines()
+    (ds / "au.csv").write_text("\n".join(lines[:4]) + "\n")
+    with pytest.raises(InputError, match=r"au.csv: 3 rows"):
+        TalkingDataset(ds, 32, "mel")
+
+
+def _cli(dev_dataset, model_dir, method="rad_nerf", overrides=None, stage="head"):
+    cfg = json.dumps({"profile": "smoke", "overrides": overrides or {}})
+    return [sys.executable, "-m", "pipeline.train", "--stage", stage, "--method", method, "--data", str(dev_dataset),
+            "--model-dir", str(model_dir), "--out", str(model_dir / f"{stage}.pt"), "--cfg", cfg, "--threads", "1"]
+
+
+def test_cli_unknown_method_fails_clearly(dev_dataset, tmp_path):
+    proc = subprocess.run(_cli(dev_dataset, tmp_path, method="nope"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "unknown method 'nope'" in proc.stderr and "rad_nerf" in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_kill(dev_dataset, tmp_path):
+    """kill -9 after a checkpoint; the rerun continues from it: same step counter, no duplicated or
+    missing steps, and the loss continues from where it was (not from an untrained model)."""
+    md = tmp_path / "model"
+    cmd = _cli(dev_dataset, md, overrides={"head_steps": 40, "checkpoint_every": 5, "resolution": 48})
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt, log = md / "resume" / "head.pt", md / "resume" / "head_log.csv"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            if ckpt.is_file() and log.is_file() and len(log.read_text().splitlines()) > 13:
+                break
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within the time limit")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    import torch
+
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert killed_at >= 10 and killed_at % 5 == 0
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed stage head from {ckpt} at step {killed_at}" in rerun.stderr
+    with (md / "train_log_head.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == list(range(1, 41))
+    # the same stage run without interruption gives the same loss curve (per-step seeds, restored
+    # optimizer/scheduler/occupancy state): the resumed curve is continuous
+    ref_dir = tmp_path / "uninterrupted"
+    ref = subprocess.run(_cli(dev_dataset, ref_dir, overrides={"head_steps": 40, "checkpoint_every": 5,
+                                                                "resolution": 48}),
+                         capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    with (ref_dir / "train_log_head.csv").open() as fh:
+        ref_loss = [float(r["loss"]) for r in csv.DictReader(fh)]
+    loss = [float(r["loss"]) for r in rows]
+    assert loss == pytest.approx(ref_loss, rel=1e-3, abs=1e-5)
+    assert loss[-1] < loss[0]
+    assert (md / "head.pt").is_file() and not ckpt.exists()
+
+
+def test_snakemake_unknown_method_fails_at_startup(tmp_path):
+    wd = make_workdir(tmp_path / "wd", {"train": {"methods": ["rad_nerf", "bogus_nerf"]}})
+    proc = run_snakemake(wd, args=("-n",), check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "unknown method 'bogus_nerf'" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_trains_both_methods_on_sample(sample_workdir, tmp_path):
+    """train_head -> train_lips -> train_torso for both methods (smoke profile) on the sample
+    identity's real dataset (built once per session, copied with its timestamps into a separate
+    workdir so the session's quick-profile models are not touched); the manifest records the
+    stages and the val PSNR."""
+    wd = make_workdir(tmp_path / "wd", {"train": {"profile": "smoke"}})
+    shutil.copytree(sample_workdir / "results", wd / "results")
+    targets = [f"results/models/{m}/German/train_manifest.json" for m in ("rad_nerf", "er_nerf")]
+    proc = run_snakemake(wd, *targets, timeout=1800)
+    assert "rule probe" not in proc.stderr, "the dataset was rebuilt instead of reused"
+    for m in ("rad_nerf", "er_nerf"):
+        md = wd / "results" / "models" / m / "German"
+        man = json.loads((md / "train_manifest.json").read_text())
+        assert man["method"] == m and man["profile"] == "smoke"
+        assert set(man["steps"]) == {"head", "lips", "torso"}
+        assert man["val_psnr_db"] > 5 and man["baseline_mean_colour_psnr_db"] > 5
+        assert man["lips_lpips"] == "used" or man["lips_lpips"].startswith("skipped: ")
+        assert (md / "val_frame.png").stat().st_size > 0
+        with (md / "train_log.csv").open() as fh:
+            stages = {r["stage"] for r in csv.DictReader(fh)}
+        assert stages == {"head", "lips", "torso"}
+        from pipeline.models.api import load_trained
+
+        assert load_trained(md).meta["H"] == 64
+    assert (wd / "results" / "logs" / "train_torso" / "er_nerf" / "German.log").is_file()
+    assert PROJECT_ROOT.is_dir()
