@@ -216,3 +216,24 @@ rows += [f"{{i + 1}}, 1, " + ", ".join(str(v) for _ in aus) for i in range(len(l
     m = json.loads(out.read_text())["metrics"]
     assert (m["aue"]["value"], m["aue_lower"]["value"], m["aue_upper"]["value"]) == (17.0, 10.0, 7.0)
     assert m["aue"]["backend"] == "OpenFace 2 FeatureExtraction" and m["aue"]["n_frames"] == N
+
+
+@pytest.mark.slow
+def test_sample_identity_static_frame_metrics(sample_workdir):
+    """Whole chain on the sample identity: dataset -> static_frame baseline renders -> metrics
+    rule; every metric is a number or n/a with a reason."""
+    from tests.conftest import run_snakemake
+
+    targets = ["results/metrics/static_frame/German/self.json", "results/metrics/static_frame/German/jfk.json"]
+    run_snakemake(sample_workdir, *targets)
+    self_res = json.loads((sample_workdir / targets[0]).read_text())
+    cross = json.loads((sample_workdir / targets[1]).read_text())
+    _check_shape(self_res, self_res["n_frames"])
+    _check_shape(cross, cross["n_frames"])
+    m = self_res["metrics"]
+    assert self_res["protocol"] == "self_driven" and self_res["n_frames"] > 10
+    assert 10 < m["psnr"]["value"] < 40 and 0 < m["ssim"]["value"] < 1
+    assert m["lmd"]["value"] > 0 and m["aue"]["value"] >= 0 and m["csim"]["value"] > 0.8
+    assert "needs ground truth" in cross["metrics"]["psnr"]["na_reason"]
+    for res in (self_res, cross):  # 3 s or validation-split clips: under SyncNet's 100-frame minimum
+        assert res["metrics"]["lse_d"]["value"] is None and res["metrics"]["lse_d"]["na_reason"]
