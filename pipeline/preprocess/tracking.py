@@ -20,8 +20,9 @@ which fits a Basel Face Model to 68 landmarks):
    reprojection error wins (as the anchors: the focal "that minimises landmark loss"); a parabola
    through the neighbouring grid errors refines it inside the step. A clip with little head rotation
    leaves the focal undetermined (flat curve, minimum on the grid border): ``tracking.json`` flags it.
-3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP), temporally smoothed by a centred moving average
-   of ``smooth_window`` frames on the Euler angles and translations.
+3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP),
+   temporally smoothed by a centred moving average of ``smooth_window`` frames on the Euler angles
+   and translations.
 4. **Expressions**: ``exp`` = the 52 MediaPipe blendshape scores per frame (the Basel Face Model
    expression fit of the anchors needs the BFM, which cannot be shipped: not supported in this build).
 
@@ -394,10 +395,10 @@ def bundle_adjust(lms: np.ndarray, template: np.ndarray, rots: np.ndarray, ts: n
     """Jointly refine the rigid template and all poses at a fixed focal (rigid bundle adjustment).
 
     Minimises ``sum_ik |proj(R_i X_k + t_i) - l_ik|^2 + prior^2 * sum_k |X_k - X0_k|^2`` (pixels;
-    ``X`` in cm) by Levenberg-Marquardt (:func:`levenberg_marquardt`, sparse finite-difference Jacobian). The prior plays the role of
-    the anchors' identity regulariser (``loss_regid`` in AD-NeRF's face_tracker.py): with little head
-    rotation the data leave the face's depth undetermined and the template stays near ``X0``. The
-    result is similarity-aligned to ``X0`` (the head frame and metric scale are a free gauge).
+    ``X`` in cm) by Levenberg-Marquardt (:func:`levenberg_marquardt`, sparse finite-difference
+    Jacobian). The prior plays the role of the anchors' identity regulariser (``loss_regid`` in
+    AD-NeRF's face_tracker.py): with little head rotation the data leave the face's depth
+    undetermined and the template stays near ``X0``. The result is similarity-aligned to ``X0`` (the head frame and metric scale are a free gauge).
 
     Args:
         lms: [N, K, 2] pixels; template: [K, 3] cm (``X0``); rots/ts: OpenCV poses (initial values).
@@ -568,7 +569,8 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     at_border = j in (0, len(grid) - 1) and len(grid) > 1
     if at_border:
         log.warning("focal %.0f px is on the border of the search grid: the clip has too little head "
-                    "rotation to determine the focal length (curve %.3f..%.3f px)", focal, np.nanmin(errs), np.nanmax(errs))
+                    "rotation to determine the focal length (curve %.3f..%.3f px)",
+                    focal, np.nanmin(errs), np.nanmax(errs))
     return TrackResult(euler=euler, trans=trans / 10.0, focal=focal, template=tpl,
                        landmark_ids=np.arange(len(tpl)), reproj_error=err, raw_reproj_error=raw_err,
                        focal_grid=grid, focal_errors=errs, extra={"focal_at_grid_border": bool(at_border)})
