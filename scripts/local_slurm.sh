@@ -29,7 +29,7 @@ MARK="# written by talking-nerf-pipeline scripts/local_slurm.sh"
 PKGS=(slurmctld slurmd slurm-client munge)
 DAEMONS=(slurmd slurmctld munged)   # stop order
 
-die() { echo "local_slurm.sh: $*" >&2; exit "${2:-1}"; }
+die() { echo "local_slurm.sh: $1" >&2; exit "${2:-1}"; }
 log() { echo "local_slurm.sh: $*" >&2; }
 
 need_root() {
@@ -180,6 +180,11 @@ stop_pid() {  # stop_pid NAME: TERM, wait up to 15 s, then KILL
 
 cmd_stop() {
   need_root
+  local other
+  other=$(sed -n 's/^# state dir: \(.*\) ; removed or restored.*/\1/p' "$CONF" 2>/dev/null)
+  if [ -n "$other" ] && [ "$other" != "$DIR" ] && [ -z "$(live_pid slurmctld)" ]; then
+    die "$CONF belongs to a cluster started with LOCAL_SLURM_DIR=$other: run 'LOCAL_SLURM_DIR=$other $0 stop'"
+  fi
   if [ -n "$(live_pid slurmctld)" ]; then
     # jobs still running (a test that failed half-way): cancel them so no slurmstepd is left behind
     if [ -n "$(squeue -h -t RUNNING,PENDING,COMPLETING -o %i 2>/dev/null)" ]; then
