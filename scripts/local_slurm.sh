@@ -134,6 +134,12 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   done
 }
 
+# State dir recorded in our /etc/slurm/slurm.conf (empty when the config is not ours or absent).
+conf_state_dir() {
+  grep -qF "$MARK" "$CONF" 2>/dev/null || return 0
+  sed -n 's/^# state dir: \(.*\) ; removed or restored.*/\1/p' "$CONF"
+}
+
 node_idle() { [ "$(sinfo -h -n localhost -o %t 2>/dev/null)" = "idle" ]; }
 
 cmd_start() {
@@ -145,6 +151,11 @@ cmd_start() {
   for d in "${DAEMONS[@]}"; do
     [ -n "$(live_pid "$d")" ] && die "$d from an earlier start is still running: run '$0 stop' first"
   done
+  local other
+  other=$(conf_state_dir)
+  if [ -n "$other" ] && [ "$other" != "$DIR" ] && [ -n "$(DIR=$other live_pid slurmctld)" ]; then
+    die "another local cluster is running (LOCAL_SLURM_DIR=$other): stop it first with 'LOCAL_SLURM_DIR=$other $0 stop'"
+  fi
   mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
   chmod 755 "$DIR"
   install_packages
@@ -181,7 +192,7 @@ stop_pid() {  # stop_pid NAME: TERM, wait up to 15 s, then KILL
 cmd_stop() {
   need_root
   local other
-  other=$(sed -n 's/^# state dir: \(.*\) ; removed or restored.*/\1/p' "$CONF" 2>/dev/null)
+  other=$(conf_state_dir)
   if [ -n "$other" ] && [ "$other" != "$DIR" ] && [ -z "$(live_pid slurmctld)" ]; then
     die "$CONF belongs to a cluster started with LOCAL_SLURM_DIR=$other: run 'LOCAL_SLURM_DIR=$other $0 stop'"
   fi
