@@ -1,0 +1,69 @@
+"""Training throughput: rays/s and steps/s of the head stage of each method (CUDA when present,
+else CPU), on a real dataset (``--data``; default: 24 frames of the sample video built with
+:mod:`pipeline.train.devdata` in a temporary folder).
+
+    python -m pipeline.train.benchmark [--data results/data/ID] [--profile quick] [--steps 60]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pipeline.common.log import run_main, setup_logging  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--profile", default="quick", choices=("quick", "paper", "smoke"))
+    ap.add_argument("--methods", nargs="+", default=["rad_nerf", "er_nerf"])
+    ap.add_argument("--steps", type=int, default=60, help="timed steps (after 10 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args(argv)
+    log = setup_logging("pipeline.train.benchmark")
+    import torch
+
+    from pipeline.models.registry import resolve_device
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.devdata import cached
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import Stage
+
+    torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({a.threads} threads)"
+    with tempfile.TemporaryDirectory() as tmp:
+        data_root = a.data or cached(Path(tmp))
+        for method in a.methods:
+            cfg = resolve_config(method, {"profile": a.profile, "device": str(device),
+                                          "overrides": {"head_steps": a.steps + 10, "checkpoint_every": 10 ** 9,
+                                                        "occ_warmup": 5}})
+            data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, ("train",))
+            st = Stage("head", cfg, data, Path(tmp) / method, None, None, device)
+            st.total = 10
+            st.run()                                     # warm-up (occupancy grid, allocator)
+            st.total = a.steps + 10
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            st.run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            rays = a.steps * cfg.rays_per_step
+            print(f"{method:9s} profile={a.profile} res={cfg.resolution} device={name}: "
+                  f"{a.steps / dt:.2f} steps/s, {rays / dt:.0f} rays/s "
+                  f"({cfg.rays_per_step} rays x {cfg.n_samples} samples per step)", flush=True)
+    log.info("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
