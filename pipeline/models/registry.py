@@ -74,7 +74,9 @@ class NerfTalkingHead(TrainedTalkingHead):
         self.model = model
         self.method = payload["method"]
         self.device = next(model.parameters()).device
-        self.meta = {**model.meta, "device": str(self.device), "stage": payload.get("stage")}
+        # the head box is centred on the world origin (the tracked head frame)
+        self.meta = {**model.meta, "device": str(self.device), "stage": payload.get("stage"),
+                     "head_center": [0.0, 0.0, 0.0]}
 
     def audio_window(self, features: torch.Tensor, index: int) -> torch.Tensor:
         return audio_window(torch.as_tensor(features), index, self.model.cfg.audio_window)
