@@ -165,3 +165,29 @@ def test_snakemake_trains_both_methods_on_sample(sample_workdir, tmp_path):
         assert load_trained(md).meta["H"] == 64
     assert (wd / "results" / "logs" / "train_torso" / "er_nerf" / "German.log").is_file()
     assert PROJECT_ROOT.is_dir()
+
+
+def test_lips_lpips_loads_backbone_or_skips_with_reason(tmp_path, monkeypatch):
+    """The real LPIPS loading path with a stand-in AlexNet state dict the test writes (never used
+    for a number); without the file the term is skipped with the reason."""
+    import torch
+
+    from pipeline.train.trainer import load_lpips
+
+    monkeypatch.delenv("TALKING_NERF_WEIGHTS", raising=False)
+    net, status = load_lpips(tmp_path, torch.device("cpu"))
+    assert net is None and status.startswith("skipped: ") and "alexnet-owt-7be5be79.pth" in status
+    from pipeline.common.tvcompat import import_torchvision
+
+    import_torchvision()
+    import torchvision
+
+    torch.manual_seed(0)
+    sd = torchvision.models.alexnet(weights=None).state_dict()
+    torch.save(sd, tmp_path / "alexnet-owt-7be5be79.pth")
+    net, status = load_lpips(tmp_path, torch.device("cpu"))
+    assert status == "used"
+    torch.testing.assert_close(net.net.slice1._modules["0"].weight, sd["features.0.weight"])
+    torch.testing.assert_close(net.net.slice5._modules["10"].weight, sd["features.10.weight"])
+    a = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert net(a, a).abs().max() < 1e-6 and net(a, -a).item() > 0
