@@ -11,6 +11,9 @@ _TRAIN_GPU = 1 if config["train"]["profile"] == "paper" else 0
 _TRAIN_RUNTIME = {"paper": {"head": 720, "lips": 240, "torso": 720}}.get(
     config["train"]["profile"], {"head": 60, "lips": 30, "torso": 60}
 )
+# CPU profiles: one torch thread per job (small per-ray tensors parallelise poorly; with
+# --cores 2 the two methods train side by side), paper: a few threads beside the GPU
+_TRAIN_THREADS = 4 if config["train"]["profile"] == "paper" else 1
 _TRAIN_MEM = 24000 if config["train"]["profile"] == "paper" else 4000
 _TRAIN_AUDIO = AUDIO_FEATURE_FILES[config["train"]["audio_feature"]]
 
@@ -37,7 +40,7 @@ rule train_head:
         f"{LOGS}/train_head/{{method}}/{{identity}}.log",
     benchmark:
         f"{BENCH}/train_head/{{method}}/{{identity}}.tsv"
-    threads: 2
+    threads: _TRAIN_THREADS
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["head"],
@@ -67,7 +70,7 @@ rule train_lips:
         f"{LOGS}/train_lips/{{method}}/{{identity}}.log",
     benchmark:
         f"{BENCH}/train_lips/{{method}}/{{identity}}.tsv"
-    threads: 2
+    threads: _TRAIN_THREADS
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["lips"],
@@ -101,7 +104,7 @@ rule train_torso:
         f"{LOGS}/train_torso/{{method}}/{{identity}}.log",
     benchmark:
         f"{BENCH}/train_torso/{{method}}/{{identity}}.tsv"
-    threads: 2
+    threads: _TRAIN_THREADS
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["torso"],
