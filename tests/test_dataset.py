@@ -134,12 +134,13 @@ def test_four_identities_in_one_run(tmp_path):
     rows = [(k, str(require_shared("identities", v))) for k, v in ids.items()]
     wd = make_workdir(tmp_path / "four", identities=rows)
     run_snakemake(wd, *[f"results/data/{k}/manifest.json" for k in ids], timeout=3000)
-    expected_frames = {"German": 500, "Trump": 250, "May": 125, "Obama": 1602}
+    # frames at 25 fps over each video stream (the Obama stream lasts 61.46 s of its 64.1 s container)
+    expected_frames = {"German": 500, "Trump": 250, "May": 125, "Obama": 1537}
     for k in ids:
         lay = DatasetLayout.of(k, wd / "results")
         man = json.loads(lay.manifest.read_text())
         n = man["frames"]
-        assert abs(n - expected_frames[k]) <= 5, (k, n)
+        assert abs(n - expected_frames[k]) <= 3, (k, n)
         assert set(man["counts"].values()) == {n}, (k, man["counts"])
         assert man["reproj_error_px"] < 3.0, (k, man["reproj_error_px"])
         train, val = _load_transforms(lay)
