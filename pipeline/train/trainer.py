@@ -173,7 +173,20 @@ class Stage:
             o, d = get_rays(c2w, self.data.focal, self.data.cx, self.data.cy, pix)
             hit = aabb_near_far(o, d, self.model.bound)[2]
             cand = pix[hit] if hit.any() else pix
-            pix = cand[torch.randint(0, cand.shape[0], (cfg.rays_per_step,), generator=gen).to(self.device)]
+            # 3/4 of the rays inside the parsed head's bounding box (10% margin), the rest over the
+            # whole head box (they teach transparency around the head)
+            rows, cols = torch.nonzero(self.train.head[k], as_tuple=True)
+            n_in = cfg.rays_per_step * 3 // 4 if rows.numel() else 0
+            picks = [cand[torch.randint(0, cand.shape[0], (cfg.rays_per_step - n_in,), generator=gen).to(self.device)]]
+            if n_in:
+                mr = int(0.1 * (rows.max() - rows.min() + 1))
+                mc = int(0.1 * (cols.max() - cols.min() + 1))
+                r = torch.randint(max(0, int(rows.min()) - mr), min(self.data.H, int(rows.max()) + mr + 1), (n_in,),
+                                  generator=gen)
+                c = torch.randint(max(0, int(cols.min()) - mc), min(self.data.W, int(cols.max()) + mc + 1), (n_in,),
+                                  generator=gen)
+                picks.append(torch.stack([r, c], -1).to(self.device))
+            pix = torch.cat(picks)
         gt, torso, _ = self.pixels_of(k, pix)
         out = self.model.render_head_rays(c2w, pix, aud, eye, perturb=True)
         pred = out["rgb"] + (1 - out["alpha"][:, None]) * self.bg_behind_head(torso, pix)
