@@ -16,6 +16,7 @@ Losses (per stage):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -301,6 +302,8 @@ class Stage:
             shutil.copyfile(self.log_path(), tmp)
         self.resume_path().unlink(missing_ok=True)
         self.log_path().unlink(missing_ok=True)
+        with contextlib.suppress(OSError):      # left when another stage is resumable
+            self.resume_dir.rmdir()
 
 
 def load_lpips(weights_dir: Path | None, device: torch.device):
