@@ -15,7 +15,7 @@ from pipeline.common.config import config_hash, load_config
 from pipeline.common.errors import InputError
 from pipeline.common.layout import DatasetLayout
 from pipeline.preprocess import manifest as M
-from tests.conftest import make_workdir, require_shared, run_snakemake
+from tests.conftest import SAMPLE_VIDEO, make_workdir, require_shared, run_snakemake
 
 ER_NERF_KEYS = {"focal_len", "cx", "cy", "frames"}
 
@@ -125,6 +125,21 @@ def test_manifest_refuses_count_mismatch(sample_dataset, tmp_path):
     lay.au.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(InputError, match="artefact 'au_csv'"):
         M.build_manifest(lay, cfg, [])
+
+
+def test_benchmark_summary(sample_workdir, tmp_path):
+    from pipeline.preprocess import benchmark as B
+
+    summary = B.summarize(sample_workdir, "German", wall=60.0)
+    assert summary["frames"] == 300 and summary["end_to_end"]["frames_per_second"] == pytest.approx(5.0)
+    assert {"probe", "landmarks", "tracking", "aus", "total"} <= set(summary["stages"])
+    table = B.format_table(summary)
+    assert table.splitlines()[-1].startswith("end-to-end") and "tracking" in table
+    assert B.identity_name(tmp_path / "my clip.v2.mp4") == "my_clip_v2"
+    B.prepare_workdir(tmp_path / "wd", SAMPLE_VIDEO, "German")
+    assert load_config(tmp_path / "wd" / "config.yaml")["identities"] == str(tmp_path / "wd" / "identities.tsv")
+    with pytest.raises(InputError, match="video not found"):
+        B.main(["--video", str(tmp_path / "missing.mp4")])
 
 
 @pytest.mark.slow
