@@ -116,6 +116,9 @@ def _fps_at_512(model, data, seq, renderer, stats, frames: int) -> dict:
     return {"fps_render_512": r["fps_render"], "fps_render_512_source": f"{r['frames']} frames re-rendered at 512x512"}
 
 
+_GPU_CLAIM = None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames re-rendered at 512x512 to record fps_render_512 (-1: 3 on CUDA, 0 on CPU)")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.render")
+    if args.device != "cpu":
+        # one GPU per concurrent job on a multi-GPU workstation (profiles/workstation); a no-op
+        # on CPU machines and under SLURM, which binds the job's GPU itself
+        from pipeline.common.gpu import claim_gpu
+
+        global _GPU_CLAIM
+        _GPU_CLAIM = claim_gpu()  # held (lock file open) until the process exits
     torch.set_num_threads(max(args.threads, 1))
     torch.set_grad_enabled(False)
     m = render_test(args.model, args.data, args.method, args.identity, args.test, args.out,
