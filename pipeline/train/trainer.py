@@ -258,8 +258,8 @@ class Stage:
         if new_log:
             writer.writeheader()
         n_frames = len(self.train)
-        bar = tqdm(total=self.total, initial=self.step, desc=f"{cfg.method}:{self.stage}", mininterval=5,
-                   disable=None)
+        bar = tqdm(total=self.total, initial=self.step, desc=f"{cfg.method}:{self.stage}", mininterval=10,
+                   disable=False)  # also in rule logs (stderr is a file there)
         try:
             while self.step < self.total:
                 t0 = time.perf_counter()
