@@ -42,6 +42,15 @@ def level_geometry(n_levels: int, base_resolution: int, per_level_scale: float,
     return scales, res, sizes
 
 
+def _combine_corners(vals: list[torch.Tensor], op) -> torch.Tensor:
+    """Combine per-dimension corner values [..., 2] into [..., 2^D] with ``op`` (add, xor, mul);
+    output index c = sum_d bit_d * 2^d, i.e. corner c takes ``vals[d][..., (c >> d) & 1]``."""
+    out = vals[-1]
+    for d in range(len(vals) - 2, -1, -1):
+        out = op(out[..., :, None], vals[d][..., None, :]).flatten(-2)
+    return out
+
+
 class HashGrid(nn.Module):
     """Multiresolution hash encoding, pure PyTorch, vectorised over levels and batch.
 
@@ -78,6 +87,19 @@ class HashGrid(nn.Module):
         self.register_buffer("dense", torch.tensor([r ** n_dims <= s for r, s in zip(res, sizes)]),
                              persistent=False)
         self.register_buffer("primes", torch.tensor(HASH_PRIMES[:n_dims], dtype=torch.int64), persistent=False)
+        is_dense = [r ** n_dims <= s for r, s in zip(res, sizes)]
+        self.n_dense = sum(is_dense)
+        if is_dense != [True] * self.n_dense + [False] * (n_levels - self.n_dense):
+            raise ValueError("dense levels must precede hashed levels (resolutions must not decrease)")
+        if any(s != (1 << log2_hashmap_size) for s, d in zip(sizes, is_dense) if not d):
+            raise ValueError("hashed levels must use the full 2**log2_hashmap_size table")
+        self.hash_mask = (1 << log2_hashmap_size) - 1
+        strides = [[r ** d for d in range(n_dims)] for r in res[: self.n_dense]]
+        self.register_buffer("dense_strides", torch.tensor(strides, dtype=torch.int32).reshape(-1, n_dims),
+                             persistent=False)
+        self.register_buffer("sizes32", torch.tensor(sizes, dtype=torch.int32), persistent=False)
+        # the primes as int32 with the same low 32 bits (two's complement)
+        self.primes32 = [p - (1 << 32) if p >= (1 << 31) else p for p in HASH_PRIMES[:n_dims]]
         corners = torch.tensor([[(c >> d) & 1 for d in range(n_dims)] for c in range(1 << n_dims)],
                                dtype=torch.int64)
         self.register_buffer("corners", corners, persistent=False)  # [2^D, D]
@@ -98,17 +120,23 @@ class HashGrid(nn.Module):
         pos = x[:, None, :] * self.scales[None, :, None] + 0.5           # [B, L, D]
         grid = torch.floor(pos)
         frac = pos - grid
-        cg = grid.long()[:, :, None, :] + self.corners[None, None]        # [B, L, C, D]
-        res = self.resolutions[None, :, None]
-        strides = torch.cumprod(torch.cat([torch.ones_like(res), res.expand(-1, -1, self.n_dims - 1)], -1), -1)
-        dense_idx = (cg * strides[:, :, None]).sum(-1)
-        hashed = cg[..., 0] * self.primes[0]
-        for d in range(1, self.n_dims):
-            hashed = hashed ^ (cg[..., d] * self.primes[d])
-        hashed = hashed & 0xFFFFFFFF                                      # uint32 arithmetic
-        idx = torch.where(self.dense[None, :, None], dense_idx, hashed) % self.sizes[None, :, None]
-        idx = idx + self.offsets[None, :, None]
-        w = torch.where(self.corners.bool()[None, None], frac[:, :, None], 1.0 - frac[:, :, None]).prod(-1)
+        g = grid.to(torch.int32)
+        nd, n_dims = self.n_dense, self.n_dims
+        # Per dimension, the two cell-corner coordinates [B, L, 2]; the 2^D corners are built by
+        # broadcasting (corner c has bit d = its offset along dim d), never materialising
+        # [B, L, 2^D, D]. int32 arithmetic wraps like tiny-cuda-nn's uint32 hash: the low bits
+        # that the table mask keeps are identical.
+        two = [torch.stack((g[..., d], g[..., d] + 1), -1) for d in range(n_dims)]
+        parts = []
+        if nd:  # dense levels (a prefix: resolution grows with the level): row-major index
+            vals = [two[d][:, :nd] * self.dense_strides[None, :, d, None] for d in range(n_dims)]
+            parts.append(_combine_corners(vals, torch.add) % self.sizes32[None, :nd, None])
+        if nd < self.n_levels:  # hashed levels: the table size is 2**log2_hashmap_size
+            vals = [two[d][:, nd:] * self.primes32[d] for d in range(n_dims)]
+            parts.append(_combine_corners(vals, torch.bitwise_xor) & self.hash_mask)
+        idx = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).long() + self.offsets[None, :, None]
+        w = _combine_corners([torch.stack((1.0 - frac[..., d], frac[..., d]), -1) for d in range(n_dims)],
+                             torch.mul)
         return idx, w, frac
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
