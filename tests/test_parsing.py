@@ -34,7 +34,7 @@ def test_colours_only_from_the_code(face_parsing):
     files = sorted((face_parsing / "parsing").glob("*.png"))
     assert len(files) == N_FRAMES
     for p in files[::7]:
-        img = cv2.imread(str(p))[..., ::-1]         # RGB
+        img = cv2.imread(str(p))                    # OpenCV order, as ER-NeRF reads it
         assert img.shape == (512, 512, 3)
         assert {tuple(c) for c in np.unique(img.reshape(-1, 3), axis=0)} <= allowed
 
@@ -77,14 +77,15 @@ def test_write_read_round_trip(tmp_path):
     np.testing.assert_array_equal(read_parsing(tmp_path / "0.png"), lab)
     from PIL import Image
 
-    img = np.asarray(Image.open(tmp_path / "0.png").convert("RGB"))
-    # the file holds the colour code as RGB (pipeline.common.layout contract): head red in a viewer
+    img = cv2.imread(str(tmp_path / "0.png"))
+    # the file holds the colour code in OpenCV order (layout contract): ER-NeRF's loader tests
+    # seg[..., 0] == 255 for the head
     np.testing.assert_array_equal(img[lab == 1][0], PARSING_COLORS["head"])
     np.testing.assert_array_equal(img[lab == 3][0], PARSING_COLORS["torso"])
-    img = img[..., ::-1].copy()                     # back to cv2's BGR for cv2.imwrite below
+    assert (img[lab == 1][:, 0] == 255).all() and (img[lab == 1][:, 2] == 0).all()
     # a re-encoded (lossy) map still reads; an unknown colour is 255
     blurred = img.copy()
-    blurred[0, 0] = (3, 5, 250)                     # BGR of a slightly-off head red
+    blurred[0, 0] = (250, 5, 3)                     # a slightly-off head colour (OpenCV order)
     blurred[0, 1] = (0, 0, 0)
     cv2.imwrite(str(tmp_path / "1.png"), blurred)
     got = read_parsing(tmp_path / "1.png")

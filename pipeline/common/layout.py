@@ -48,8 +48,11 @@ AUDIO_FEATURE_FILES = {
 #: the test name of the self-driven protocol; cross-driven tests are named by their config key
 SELF_DRIVEN_TEST = "self"
 
-#: parsing colour code (RGB); read/write maps with pipeline.preprocess.parsing.read_parsing / write_parsing
-#: (the official ER-NeRF code reads these numbers in cv2's BGR order: see ER_NERF_CHANNEL_ORDER there)
+#: parsing colour code, in the channel order of OpenCV (cv2.imread / cv2.imwrite: B, G, R), exactly as
+#: the ER-NeRF / AD-NeRF face_parsing step writes it and their data loaders test it
+#: (``seg[..., 0] == 255`` is head): their trainers read our maps unchanged. An RGB image viewer
+#: therefore shows the head blue and the torso red. Read/write maps with
+#: pipeline.preprocess.parsing.read_parsing / write_parsing rather than comparing colours by hand.
 PARSING_COLORS = {
     "head": (255, 0, 0),
     "neck": (0, 255, 0),

@@ -1,12 +1,11 @@
 """Face parsing stage: ``parsing/{i}.png`` head / neck / torso / background maps.
 
 Colour code :data:`pipeline.common.layout.PARSING_COLORS` (head 255,0,0; neck 0,255,0; torso 0,0,255;
-background 255,255,255) as RGB: an image viewer (or PIL) shows the head red, ``cv2.imread`` returns
-it as (0, 0, 255). Note: the official ER-NeRF code writes its maps with ``cv2.imwrite`` and tests
-``seg[..., 0] == 255`` after ``cv2.imread`` for the head, i.e. its files hold the same numbers in BGR
-order (head blue in a viewer). :data:`ER_NERF_CHANNEL_ORDER` switches the files to that order; it
-is off because this project's readers follow the layout's RGB contract. Use :func:`read_parsing` /
-:func:`write_parsing` rather than comparing colours by hand.
+background 255,255,255) in OpenCV's channel order, as the official ER-NeRF code writes its maps with
+``cv2.imwrite`` and tests ``seg[..., 0] == 255`` after ``cv2.imread`` for the head: its trainers read
+our maps unchanged (an RGB viewer shows the head blue). :data:`ER_NERF_CHANNEL_ORDER` = False would
+write the numbers as RGB instead. Use :func:`read_parsing` / :func:`write_parsing` rather than
+comparing colours by hand.
 
 Backends (config ``preprocess.parsing.backend``):
 
@@ -44,8 +43,8 @@ from pipeline.preprocess.landmarks import list_frames, read_bgr
 log = logging.getLogger("pipeline.preprocess.parsing")
 
 #: write the colour code in BGR order, as the official ER-NeRF code reads its maps (see module docstring)
-ER_NERF_CHANNEL_ORDER = False
-#: label -> colour as RGB in the file
+ER_NERF_CHANNEL_ORDER = True
+#: label -> colour in the file as RGB bytes (PIL order)
 PALETTE = np.array([PARSING_COLORS[c] for c in PARSING_CLASSES], dtype=np.uint8)
 if ER_NERF_CHANNEL_ORDER:
     PALETTE = PALETTE[:, ::-1].copy()

@@ -23,6 +23,9 @@ from pipeline.common.errors import InputError
 from pipeline.common.log import run_main, setup_logging
 
 
+_GPU_CLAIM = None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
     ap.add_argument("--stage", choices=("head", "lips", "torso"), required=True)
@@ -43,6 +46,13 @@ def main(argv=None) -> int:
     from pipeline.models.configs import check_method
 
     check_method(a.method, "config.yaml train.methods")
+    if train_cfg.get("device", "auto") != "cpu":
+        # one GPU per concurrent job on a multi-GPU workstation (profiles/workstation), claimed
+        # before torch initialises CUDA; a no-op on CPU machines and under SLURM
+        from pipeline.common.gpu import claim_gpu
+
+        global _GPU_CLAIM
+        _GPU_CLAIM = claim_gpu()  # held (lock file open) until the process exits
     import torch
 
     from pipeline.train.profiles import resolve_config

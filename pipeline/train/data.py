@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline.common.errors import InputError
 from pipeline.common.io import read_json
-from pipeline.common.layout import AUDIO_FEATURE_FILES, PARSING_COLORS
+from pipeline.common.layout import AUDIO_FEATURE_FILES
+from pipeline.preprocess.parsing import read_parsing
 
 #: mouth rows of the 68-point landmarks (iBUG 48..67)
 MOUTH = slice(48, 68)
@@ -162,7 +163,6 @@ class TalkingDataset:
             frames = [frames[i] for i in pick]
         size = (self.H, self.W)
         ids, poses, auds, gts, torsos, heads, mouths = [], [], [], [], [], [], []
-        head_rgb = np.array(PARSING_COLORS["head"])
         for f in frames:
             i = int(f["img_id"])
             ids.append(i)
@@ -170,8 +170,10 @@ class TalkingDataset:
             auds.append(int(f.get("aud_id", i)))
             gts.append(_load_img(root / "gt_imgs" / f"{i}.jpg", size, "RGB"))
             torsos.append(_load_img(root / "torso_imgs" / f"{i}.png", size, "RGBA"))
-            par = _load_img(root / "parsing" / f"{i}.png", size, "RGB", Image.NEAREST)
-            heads.append((np.abs(par.astype(int) - head_rgb).sum(-1) < 60))
+            par = read_parsing(root / "parsing" / f"{i}.png")             # labels, 1 = head
+            if par.shape != size:
+                par = np.asarray(Image.fromarray(par).resize(size[::-1], Image.NEAREST))
+            heads.append(par == 1)
             lms_path = root / "ori_imgs" / f"{i}.lms"
             try:
                 lms = np.loadtxt(lms_path, dtype=np.float32).reshape(-1, 2)

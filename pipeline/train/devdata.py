@@ -94,10 +94,12 @@ def build(video: Path, out: Path, n_frames: int | None = None, log=None) -> Path
         gt = np.where(person[..., None], img, bc_u8)
         Image.fromarray(gt).save(out / "gt_imgs" / f"{i}.jpg", quality=95)
         Image.fromarray(np.dstack([img, torso.astype(np.uint8) * 255])).save(out / "torso_imgs" / f"{i}.png")
-        par = np.full((H, W, 3), 255, np.uint8)
-        par[head] = (255, 0, 0)
-        par[torso] = (0, 0, 255)
-        Image.fromarray(par).save(out / "parsing" / f"{i}.png")
+        labels = np.zeros((H, W), np.uint8)          # 0 background, 1 head, 3 torso
+        labels[head] = 1
+        labels[torso] = 3
+        from pipeline.preprocess.parsing import write_parsing
+
+        write_parsing(out / "parsing" / f"{i}.png", labels)
         np.savetxt(out / "ori_imgs" / f"{i}.lms", meshes[i][MESH_TO_68], fmt="%.2f")
     focal = (H / 2) / math.tan(math.radians(FOV_DEG) / 2)
     n = len(frames)
