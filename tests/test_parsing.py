@@ -90,8 +90,11 @@ def test_write_read_round_trip(tmp_path):
     cv2.imwrite(str(tmp_path / "1.png"), blurred)
     got = read_parsing(tmp_path / "1.png")
     assert got[0, 0] == 1 and got[0, 1] == 255
-    with pytest.raises(InputError, match="cannot read parsing map"):
+    with pytest.raises(InputError, match="missing.png: file not found"):
         read_parsing(tmp_path / "missing.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot read parsing map"):
+        read_parsing(tmp_path / "broken.png")
 
 
 def test_mesh_mismatch_refused(face_landmarks, tmp_path):

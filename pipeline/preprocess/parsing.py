@@ -90,10 +90,12 @@ def read_parsing(path: str | Path) -> np.ndarray:
     Returns:
         uint8 [H, W]: 0 background, 1 head, 2 neck, 3 torso; 255 for a colour outside the code.
     Raises:
-        InputError: missing or undecodable file.
+        InputError: missing file ("file not found") or undecodable file ("cannot read parsing map").
     """
     import cv2
 
+    if not Path(path).is_file():
+        raise InputError(path, "file not found")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise InputError(path, "cannot read parsing map")
