@@ -127,3 +127,23 @@ def weights_dir(config: dict | None = None) -> Path:
     if env:
         return resolve_path(env)
     return resolve_path((config or {}).get("weights_dir", "weights_cache"))
+
+
+def parse_cfg_arg(text: str, option: str = "--cfg") -> dict:
+    """Parse a stage's ``--cfg`` JSON (a config sub-tree passed by the rule, see common.smk
+    ``cfg_arg``).
+
+    Returns:
+        the decoded object (a dict; ``{}`` for an empty string).
+    Raises:
+        InputError: naming ``option``, when the text is not JSON or not a JSON object.
+    """
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(option, f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InputError(option, "must be a JSON object")
+    return value

@@ -10,12 +10,10 @@ writes ``results/metrics/{method}/{identity}/{test}.json`` and ``{test}.frames.c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from pipeline.common.config import weights_dir as config_weights_dir
-from pipeline.common.errors import InputError
+from pipeline.common.config import weights_dir as config_weights_dir, parse_cfg_arg
 from pipeline.common.log import run_main, setup_logging
 
 
@@ -42,10 +40,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     cv2.setNumThreads(max(1, args.threads))
-    try:
-        c = json.loads(args.cfg)
-    except json.JSONDecodeError as exc:
-        raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
+    c = parse_cfg_arg(args.cfg)
     cfg = MetricsConfig(weights_dir=Path(args.weights_dir) if args.weights_dir else config_weights_dir(),
                         threads=max(1, args.threads),
                         openface_bin=args.openface_bin or None, verify_weights=args.verify_weights)

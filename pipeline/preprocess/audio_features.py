@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, read_json
 from pipeline.common.layout import AUDIO_FEATURE_FILES
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     args = ap.parse_args(argv)
     log = setup_logging("audio_features")
-    cfg = AudioConfig.from_dict(json.loads(args.cfg))
+    cfg = AudioConfig.from_dict(parse_cfg_arg(args.cfg))
     audio = load_audio_16k_mono(args.audio)
     if args.track:
         track = read_json(args.track)

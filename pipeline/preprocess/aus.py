@@ -43,7 +43,6 @@ timestamps in seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import subprocess
@@ -54,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.aus")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.aus")
-    cfg = json.loads(args.cfg)
+    cfg = parse_cfg_arg(args.cfg)
     from pipeline.preprocess.tracking import blendshape_names, failed_frames, load_array
 
     bs = load_array(args.blendshapes, (52,))

@@ -20,7 +20,6 @@ CLI: ``python -m pipeline.preprocess.background --frames DIR --parsing DIR --out
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.background")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.background")
-    cfg = BackgroundConfig.from_dict(json.loads(args.cfg))
+    cfg = BackgroundConfig.from_dict(parse_cfg_arg(args.cfg))
     run(args.frames, args.parsing, args.out_bc, args.out_gt, args.out_torso, cfg, args.report)
     return 0
 

@@ -10,7 +10,6 @@ the Snakemake run (which includes Snakemake's own start-up). With ``--out`` the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re

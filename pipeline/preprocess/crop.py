@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, fields
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-track", required=True, help="crop.json to write")
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.crop")
     args = ap.parse_args(argv)
-    cfg = CropConfig.from_dict(json.loads(args.cfg))
+    cfg = CropConfig.from_dict(parse_cfg_arg(args.cfg))
     report = crop_video(args.video, args.out_video, args.out_audio, cfg)
     report["probe"] = args.probe
     atomic_write_json(args.out_track, report)

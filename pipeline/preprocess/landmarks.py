@@ -26,7 +26,6 @@ CLI: ``python -m pipeline.preprocess.landmarks --frames DIR --out-mesh F --out-b
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.landmarks")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.landmarks")
-    cfg = LandmarksConfig.from_dict(json.loads(args.cfg))
+    cfg = LandmarksConfig.from_dict(parse_cfg_arg(args.cfg))
     run(args.frames, args.out_mesh, args.out_blendshapes, args.out_report, cfg, args.weights_dir, args.out_pose)
     return 0
 

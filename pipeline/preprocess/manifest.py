@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.common.config import config_hash
+from pipeline.common.config import config_hash, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write_json, read_json
 from pipeline.common.layout import AUDIO_FEATURE_FILES, DatasetLayout
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.manifest")
     layout = DatasetLayout(args.data, args.identity)
-    manifest = build_manifest(layout, json.loads(args.cfg), args.bench)
+    manifest = build_manifest(layout, parse_cfg_arg(args.cfg), args.bench)
     atomic_write_json(args.out, manifest)
     log.info("%s: %d frames, every artefact counted; focal %.1f px, reprojection error %.2f px",
              args.identity, manifest["frames"], manifest["focal_len"] or 0, manifest["reproj_error_px"] or 0)

@@ -23,7 +23,6 @@ CLI: ``python -m pipeline.preprocess.parsing --frames DIR --mesh face_mesh.npy -
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_write_json
 from pipeline.common.layout import PARSING_COLORS
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.parsing")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.parsing")
-    cfg = ParsingConfig.from_dict(json.loads(args.cfg))
+    cfg = ParsingConfig.from_dict(parse_cfg_arg(args.cfg))
     run(args.frames, args.mesh, args.out, cfg, args.weights_dir, args.report)
     return 0
 

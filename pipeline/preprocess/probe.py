@@ -10,12 +10,12 @@ person's face. Variable frame rate is accepted (the crop stage resamples to a co
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="probe.json to write")
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.probe")
     args = ap.parse_args(argv)
-    cfg = ProbeConfig.from_dict(json.loads(args.cfg))
+    cfg = ProbeConfig.from_dict(parse_cfg_arg(args.cfg))
     report = probe_video(args.video, cfg)
     atomic_write_json(args.out, report)
     return 0

@@ -44,7 +44,6 @@ and ``transforms_val.json`` (ER-NeRF schema plus extra keys, see :func:`transfor
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import zipfile
@@ -55,7 +54,7 @@ import cv2
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve  # loaded before threadpool limits apply
 
-from pipeline.common.config import PROJECT_ROOT
+from pipeline.common.config import PROJECT_ROOT, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
@@ -746,7 +745,7 @@ def main(argv=None) -> int:
                     help="expression model (bfm: not supported in this build)")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.tracking")
-    cfg = TrackingConfig.from_dict(json.loads(args.cfg))
+    cfg = TrackingConfig.from_dict(parse_cfg_arg(args.cfg))
     if args.exp_model == "bfm":
         raise InputError(args.mesh, "Basel Face Model expression fitting is not supported in this build "
                                     "(use the default MediaPipe blendshapes)")

@@ -10,14 +10,13 @@ test is cross-driven and needs ``--audio``. Writes ``frames/``, ``video.mp4``, `
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
 
 import torch
 
-from pipeline.common.config import resolve_path
+from pipeline.common.config import resolve_path, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.layout import SELF_DRIVEN_TEST, DatasetLayout
 from pipeline.common.log import run_main, setup_logging
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(args.threads, 1))
     torch.set_grad_enabled(False)
     m = render_test(args.model, args.data, args.method, args.identity, args.test, args.out,
-                    audio=args.audio, render_cfg=json.loads(args.cfg), audio_cfg=json.loads(args.audio_cfg),
+                    audio=args.audio, render_cfg=parse_cfg_arg(args.cfg), audio_cfg=parse_cfg_arg(args.audio_cfg, "--audio-cfg"),
                     device=args.device, fps512_frames=args.fps512_frames)
     log.info("%s/%s/%s: %d frames %dx%d, %.2f fps (model time) on %s", args.method, args.identity,
              args.test, m["n_frames"], *m["resolution"], m["fps_render"] or 0.0, m["device"])

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -354,10 +354,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args(argv)
     log = setup_logging("report.tables")
-    try:
-        cfg = json.loads(args.cfg)
-    except json.JSONDecodeError as exc:
-        raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
+    cfg = parse_cfg_arg(args.cfg)
     preset = get_preset(args.preset or cfg.get("preset") or "livenerf_table2")
     df = read_long(args.long)
     reported = read_reported(args.reported or None)

@@ -19,6 +19,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
+from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.log import run_main, setup_logging
 
@@ -39,10 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.train")
-    try:
-        train_cfg = json.loads(a.cfg)
-    except json.JSONDecodeError as exc:
-        raise InputError("--cfg", f"not valid JSON ({exc.msg})") from None
+    train_cfg = parse_cfg_arg(a.cfg)
     from pipeline.models.configs import check_method
 
     check_method(a.method, "config.yaml train.methods")
