@@ -58,6 +58,11 @@ def seed_all(seed: int) -> None:
 
 
 def stage_steps(cfg: TrainConfig, stage: str) -> int:
+    """Number of optimiser steps of ``stage`` (``head``, ``lips`` or ``torso``) in ``cfg``.
+
+    Raises:
+        KeyError: unknown stage name.
+    """
     return {"head": cfg.head_steps, "lips": cfg.lips_steps, "torso": cfg.torso_steps}[stage]
 
 
