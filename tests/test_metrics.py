@@ -52,6 +52,30 @@ def test_psnr_ssim_equal_scikit_image(frames):
     assert 0.5 < ssim(f32(frames[1]), f32(frames[0])) < 1.0
 
 
+@pytest.mark.parametrize("shape", [(7, 7, 3), (38, 41, 3), (70, 65), (97, 50, 3)])
+def test_ssim_banded_equal_scikit_image_any_shape(frames, shape):
+    """The banded computation (32-row bands, 3-row halo) matches scikit-image at the smallest
+    frame, band edges, uneven last bands and greyscale; crops of a real frame, plus a noisy copy."""
+    from skimage.metrics import structural_similarity
+
+    from pipeline.metrics.image import ssim
+
+    g = f32(frames[3])[100:100 + shape[0], 150:150 + shape[1]]
+    g = g if len(shape) == 3 else g.mean(-1)
+    p = np.clip(g + np.random.default_rng(0).normal(0, 0.05, g.shape), 0, 1)
+    ref = structural_similarity(g.astype(np.float64), p, channel_axis=-1 if g.ndim == 3 else None, data_range=1)
+    assert ssim(p, g) == pytest.approx(ref, abs=1e-12)
+
+
+def test_ssim_rejects_bad_shapes():
+    from pipeline.metrics.image import ssim
+
+    with pytest.raises(ValueError, match="shapes differ"):
+        ssim(np.zeros((8, 8, 3)), np.zeros((8, 9, 3)))
+    with pytest.raises(ValueError, match="smaller than the 7x7"):
+        ssim(np.zeros((6, 8, 3)), np.zeros((6, 8, 3)))
+
+
 def test_identical_frames_psnr_inf(frames):
     from pipeline.metrics.image import psnr, ssim
 

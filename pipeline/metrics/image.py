@@ -23,6 +23,7 @@ def psnr(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 _K1, _K2, _WIN = 0.01, 0.03, 7
+_BAND = 32  # output rows per band: keeps the band's temporaries in cache (about 2x faster than whole-frame)
 
 
 def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -31,22 +32,41 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
     window, sample covariance, K1=0.01, K2=0.03, mean over the frame without the 3-pixel border,
     then over channels).
 
-    Computed with OpenCV box filters (about 5x faster than scikit-image; the border that the
-    filters handle differently is excluded by the definition, so the values agree to 1e-9).
+    Computed in float64 with OpenCV box filters over bands of rows: the definition averages only
+    pixels whose 7x7 window lies inside the frame, so each band needs only a 3-row halo of real rows
+    and no padding; values agree with scikit-image's to about 1e-14. About 3.5x faster than
+    scikit-image on a 512x512 frame (``python -m pipeline.metrics.benchmark``).
 
     Args:
-        pred, gt: [H, W, 3] float in [0, 1] (at least 7x7).
+        pred, gt: [H, W, 3] (or [H, W]) float in [0, 1], the same shape, at least 7x7.
+
+    Raises:
+        ValueError: shapes differ or the frame is smaller than the 7x7 window.
     """
     x = np.asarray(pred, np.float64)
     y = np.asarray(gt, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"ssim: frame shapes differ: {x.shape} vs {y.shape}")
+    h, w = x.shape[:2]
+    if h < _WIN or w < _WIN:
+        raise ValueError(f"ssim: frame {h}x{w} is smaller than the {_WIN}x{_WIN} window")
+    pad = (_WIN - 1) // 2
     n = _WIN * _WIN
     cov_norm = n / (n - 1.0)
     c1, c2 = _K1 ** 2, _K2 ** 2
-    blur = lambda a: cv2.blur(a, (_WIN, _WIN), borderType=cv2.BORDER_REFLECT)  # noqa: E731
-    ux, uy = blur(x), blur(y)
-    vx = cov_norm * (blur(x * x) - ux * ux)
-    vy = cov_norm * (blur(y * y) - uy * uy)
-    vxy = cov_norm * (blur(x * y) - ux * uy)
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
-    pad = (_WIN - 1) // 2
-    return float(s[pad:-pad, pad:-pad].reshape(-1, s.shape[-1] if s.ndim == 3 else 1).mean(0).mean())
+    crop = (slice(pad, -pad), slice(pad, -pad))
+
+    def blur(a: np.ndarray) -> np.ndarray:  # 7x7 mean; only the band's interior is kept
+        return cv2.blur(a, (_WIN, _WIN), borderType=cv2.BORDER_REFLECT)[crop]
+
+    total = 0.0
+    for r0 in range(pad, h - pad, _BAND):
+        r1 = min(r0 + _BAND, h - pad)
+        xb, yb = x[r0 - pad:r1 + pad], y[r0 - pad:r1 + pad]
+        ux, uy = blur(xb), blur(yb)
+        uxy, ux2, uy2 = ux * uy, ux * ux, uy * uy
+        num = (2 * uxy + c1) * (2 * cov_norm * (blur(xb * yb) - uxy) + c2)
+        den = (ux2 + uy2 + c1) * (cov_norm * (blur(xb * xb) + blur(yb * yb) - ux2 - uy2) + c2)
+        total += float((num / den).sum())
+    channels = x.shape[2] if x.ndim == 3 else 1
+    return total / ((h - 2 * pad) * (w - 2 * pad) * channels)
