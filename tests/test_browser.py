@@ -88,7 +88,8 @@ def test_dom_has_every_table_and_playable_video_sources(report):
     parsed.feed(dom)
     summary = json.loads((report.parent / "tables" / "tables.json").read_text())
     n_tables = sum(1 + len(p["reported"]) + len(p["per_identity"]) for p in summary["protocols"].values())
-    assert parsed.tables == n_tables == 4  # mean + per identity, both protocols
+    # mean + per identity for both protocols, and ER-NeRF Table 2 (reported; its own test sets)
+    assert parsed.tables == n_tables == 5
     # self: ground truth + 2 methods; jfk: 2 methods (plus an <audio> player for the driving clip)
     assert parsed.videos == 5 and len(parsed.sources) == 5
     for src in parsed.sources:
@@ -123,7 +124,9 @@ def test_readme_assets_from_a_finished_results_folder(report, tmp_path):
                                "--window", "1000,900"]) == 0
     md = (out / "example_table.md").read_text()
     assert "| other_system |" in md and "| static_frame |" in md
-    assert md.count("(reported: Table 1)") == 2 and "AED-NeRF (reported: Table 1)" in md  # last two rows
+    assert md.count("(reported: AED-NeRF Table 1)") == 2 and "AED-NeRF (reported: AED-NeRF Table 1)" in md  # last two rows
+    # only the paper whose rows are kept is named in the notes (ER-NeRF's rows were trimmed away)
+    assert "reported rows 'AED-NeRF Table 1'" in md and "reported rows 'ER-NeRF Table 1'" not in md
     # footnotes renumbered densely and every marker has its footnote
     markers = {int(n) for group in re.findall(r"n/a \(([\d,]+)\)", md) for n in group.split(",")}
     notes = re.findall(r"^\((\d+)\) ", md, flags=re.M)

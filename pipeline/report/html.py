@@ -33,6 +33,7 @@ from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_write, read_json
 from pipeline.common.layout import SELF_DRIVEN_TEST, DatasetLayout
 from pipeline.common.log import run_main, setup_logging
+from pipeline.report.tables import reported_tag
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def table_html(tab: dict) -> str:
         banner = banner or r["kind"] == "reported"
         label = r["method"] if r["kind"] == "measured" else (
             f"{html.escape(r['method'])} <small title='{html.escape(r['source'])}'>(reported: "
-            f"{html.escape(r['table'])})</small>")
+            f"{html.escape(reported_tag(r))})</small>")
         cells = "".join(f"<td class='best'>{html.escape(c)}</td>" if b else f"<td>{html.escape(c)}</td>"
                         for c, b in zip(r["cells"], r["bold"]))
         out.append(f"<tr class='{r['kind']}'><td>{label if r['kind'] == 'reported' else html.escape(label)}</td>"

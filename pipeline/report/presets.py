@@ -9,6 +9,9 @@ the seed papers' tables:
   per test set).
 - ``rad_nerf``: RAD-NeRF (Tang et al., arXiv 2211.12368) self-driven comparison (PSNR, LPIPS, LMD,
   FID, AUE, Sync, training time, FPS).
+- ``er_nerf``: ER-NeRF (Li et al., ICCV 2023, arXiv 2307.09323) Table 1 (head reconstruction, i.e.
+  self-driven: PSNR, LPIPS, FID, LMD, AUE, Sync, training time, FPS) and Table 2 (lip
+  synchronization, i.e. cross-driven: LMD and Sync per test set).
 - ``aed_nerf``: AED-NeRF (Lu et al., ZTE Communications 24(1), 2026) Tables 1/2 (PSNR, LPIPS, LMD,
   Sync-C, Sync-D, training time/h, inference fps).
 - ``nerf3dtalker_table1``: NeRF-3DTalker (Liu et al., ICASSP 2025, arXiv 2502.14178) Table I (SSIM,
@@ -95,6 +98,7 @@ class Preset:
     reported: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
+ER_NERF = "ER-NeRF (Li et al., ICCV 2023, arXiv 2307.09323)"
 LIVENERF = "LiveNeRF (Vu et al., arXiv 2511.07552)"
 RAD_NERF = "RAD-NeRF (Tang et al., arXiv 2211.12368)"
 AED_NERF = "AED-NeRF (Lu et al., ZTE Communications 24(1):72-80, 2026)"
@@ -105,12 +109,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("livenerf_table2", "LiveNeRF Table II (self-driven) / Table III (cross-driven)",
            ("psnr", "lpips", "fid", "lmd", "aue", "lse_c", "training_time_h", "fps"),
            ("lmd", "lse_c"),
-           {"self_driven": ((LIVENERF, "Table II"), (AED_NERF, "Table 1")),
-            "cross_driven": ((LIVENERF, "Table III"),)}),
+           {"self_driven": ((LIVENERF, "Table II"), (ER_NERF, "Table 1"), (AED_NERF, "Table 1")),
+            "cross_driven": ((LIVENERF, "Table III"), (ER_NERF, "Table 2"))}),
     Preset("rad_nerf", "RAD-NeRF self-driven comparison",
            ("psnr", "lpips", "lmd", "fid", "aue", "lse_c", "training_time_h", "fps"),
            ("lse_c", "lse_d"),
-           {"self_driven": ((RAD_NERF, "Table 1"),)}),
+           {"self_driven": ((RAD_NERF, "Table 1"), (ER_NERF, "Table 1"))}),
+    Preset("er_nerf", "ER-NeRF Table 1 (head reconstruction, self-driven) / Table 2 (lip synchronization)",
+           ("psnr", "lpips", "fid", "lmd", "aue", "lse_c", "training_time_h", "fps"),
+           ("lmd", "lse_c"),
+           {"self_driven": ((ER_NERF, "Table 1"),), "cross_driven": ((ER_NERF, "Table 2"),)}),
     Preset("aed_nerf", "AED-NeRF Table 1 (self-driven) / Table 2",
            ("psnr", "lpips", "lmd", "lse_c", "lse_d", "training_time_h", "fps"),
            ("lse_c", "lse_d"),
@@ -123,7 +131,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
             "lse_c", "lse_d", "csim", "cpbd", "training_time_h", "fps"),
            ("lse_c", "lse_d", "csim", "cpbd"),
-           {"self_driven": ((AED_NERF, "Table 1"),)}),
+           {"self_driven": ((ER_NERF, "Table 1"), (AED_NERF, "Table 1"))}),
 ]}
 
 

@@ -20,14 +20,14 @@ from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write, read_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.report.browser import screenshot
-from pipeline.report.tables import Table, to_markdown
+from pipeline.report.tables import Table, reported_tag, to_markdown
 
 log = logging.getLogger(__name__)
 
 
 def trimmed_table(tab: dict, max_reported: int = 3) -> Table:
     """A copy of a ``tables.json`` table keeping every measured row, the last ``max_reported``
-    reported rows, and the footnotes those rows (and the reported-rows notes) still use,
+    reported rows, and the footnotes those rows (and the notes naming their papers) still use,
     renumbered."""
     measured = [r for r in tab["rows"] if r["kind"] == "measured"]
     reported = [r for r in tab["rows"] if r["kind"] == "reported"][-max_reported:] if max_reported else []
@@ -35,7 +35,9 @@ def trimmed_table(tab: dict, max_reported: int = 3) -> Table:
     used = sorted({int(n) for r in rows for c in r["cells"] for group in re.findall(r"\(([\d,]+)\)$", c)
                    for n in group.split(",")})
     if reported:
-        used += [i + 1 for i, t in enumerate(tab["footnotes"]) if t.startswith(("reported rows", "–:"))]
+        kept = {f"reported rows '{reported_tag(r)}':" for r in reported}
+        used += [i + 1 for i, t in enumerate(tab["footnotes"])
+                 if t.startswith("–:") or (t.startswith("reported rows") and t.startswith(tuple(kept)))]
     remap = {old: new for new, old in enumerate(sorted(set(used)), start=1)}
 
     def renum(cell: str) -> str:

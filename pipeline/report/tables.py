@@ -198,7 +198,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
                 tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
                                  "identity": "", "cells": cells, "bold": [False] * len(cells)})
     for source, table in dict.fromkeys((r["source"], r["table"]) for r in tab.rows if r["kind"] == "reported"):
-        tab.note(f"reported rows '{table}': {table} of {source}")
+        tab.note(f"reported rows '{reported_tag({'source': source, 'table': table})}': {table} of {source}")
     if any(r["kind"] == "reported" for r in tab.rows):
         tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
                  "from the papers (resources/reported_numbers.csv) and were not measured here.")
@@ -235,8 +235,14 @@ def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str)
 
 
 # ----------------------------------------------------------------------------------- writers
+def reported_tag(row: dict) -> str:
+    """``"<paper> <table>"`` of a reported row, e.g. ``"ER-NeRF Table 1"``: the paper's short name is
+    the ``source`` up to its first parenthesis, so that two papers' "Table 1" stay apart."""
+    return f"{row['source'].split(' (')[0].strip()} {row['table']}".strip()
+
+
 def _row_label(row: dict) -> str:
-    return row["method"] if row["kind"] == "measured" else f"{row['method']} (reported: {row['table']})"
+    return row["method"] if row["kind"] == "measured" else f"{row['method']} (reported: {reported_tag(row)})"
 
 
 def to_markdown(tab: Table, level: int = 3) -> str:
