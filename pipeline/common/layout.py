@@ -70,6 +70,7 @@ class DatasetLayout:
 
     @classmethod
     def of(cls, identity: str, results: str | Path = RESULTS) -> "DatasetLayout":
+        """The layout of ``{results}/data/{identity}``."""
         return cls(Path(results) / "data" / identity, identity)
 
     @property

@@ -71,4 +71,5 @@ class MetricValue:
 
     @property
     def available(self) -> bool:
+        """True when the metric has a value (not n/a: neither None nor NaN)."""
         return self.value is not None and not (isinstance(self.value, float) and math.isnan(self.value))

@@ -79,10 +79,14 @@ class NerfTalkingHead(TrainedTalkingHead):
                      "head_center": [0.0, 0.0, 0.0]}
 
     def audio_window(self, features: torch.Tensor, index: int) -> torch.Tensor:
+        """The model's audio input for frame ``index``: ``features`` [N, ...] (aud_ds.npy / aud_hu.npy
+        rows) -> [audio_window, ...], edge frames repeated at the clip's ends."""
         return audio_window(torch.as_tensor(features), index, self.model.cfg.audio_window)
 
     @torch.no_grad()
     def render(self, frame: FrameInput, torso: bool = True) -> dict[str, torch.Tensor]:
+        """One frame at the model's H x W: the renderer interface of :class:`TrainedTalkingHead`
+        (``frame.background`` [h, w, 3] in [0, 1] is resized to H x W when it differs)."""
         H, W = self.meta["H"], self.meta["W"]
         dev = self.device
         bg = frame.background.to(dev).float()

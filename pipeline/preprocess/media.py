@@ -353,22 +353,34 @@ def write_wav(path: str | Path, audio: np.ndarray, sr: int = AUDIO_SR) -> None:
     sf.write(str(path), np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16", format="WAV")
 
 
-def count_frames(path: str | Path) -> int:
-    """Number of frames the video stream decodes to (``ffprobe -count_frames``; decodes the file)."""
-    proc = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-                           "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+def _ffprobe_count(path: str | Path, what: str) -> int:
+    """``ffprobe -count_{what}`` of the first video stream (``what``: ``frames`` or ``packets``).
+
+    Raises:
+        InputError: ffprobe fails or prints no count (unreadable or corrupt video).
+    """
+    proc = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", f"-count_{what}",
+                           "-show_entries", f"stream=nb_read_{what}", "-of", "csv=p=0", str(path)],
                           capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip().isdigit():
         raise InputError(path, f"unreadable or corrupt video ({proc.stderr.strip()[-200:]})")
     return int(proc.stdout.strip())
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames the video stream decodes to (``ffprobe -count_frames``; decodes the file).
+
+    Raises:
+        InputError: unreadable or corrupt video.
+    """
+    return _ffprobe_count(path, "frames")
 
 
 def count_packets(path: str | Path) -> int:
     """Number of video packets in the container (``ffprobe -count_packets``: demuxes, no decoding;
-    one packet per frame for H.264 in MP4)."""
-    proc = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-                           "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0 or not proc.stdout.strip().isdigit():
-        raise InputError(path, f"unreadable or corrupt video ({proc.stderr.strip()[-200:]})")
-    return int(proc.stdout.strip())
+    one packet per frame for H.264 in MP4).
+
+    Raises:
+        InputError: unreadable or corrupt video.
+    """
+    return _ffprobe_count(path, "packets")

@@ -36,8 +36,7 @@ def trimmed_table(tab: dict, max_reported: int = 3) -> Table:
                    for n in group.split(",")})
     if reported:
         kept = {f"reported rows '{reported_tag(r)}':" for r in reported}
-        used += [i + 1 for i, t in enumerate(tab["footnotes"])
-                 if t.startswith("–:") or (t.startswith("reported rows") and t.startswith(tuple(kept)))]
+        used += [i + 1 for i, t in enumerate(tab["footnotes"]) if t.startswith(("–:", *kept))]
     remap = {old: new for new, old in enumerate(sorted(set(used)), start=1)}
 
     def renum(cell: str) -> str:

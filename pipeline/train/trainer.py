@@ -145,6 +145,7 @@ class Stage:
         return torso[:, :3] * a + (1 - a) * self.bc[pix[:, 0], pix[:, 1]]
 
     def all_pixels(self) -> torch.Tensor:
+        """[H*W, 2] long (row, column) of every pixel, row-major, on the trainer's device."""
         H, W = self.data.H, self.data.W
         rr, cc = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
                                 indexing="ij")
@@ -214,12 +215,16 @@ class Stage:
 
     # ------------------------------------------------------------------ checkpoints
     def resume_path(self) -> Path:
+        """Resume checkpoint of the current stage (``{resume_dir}/{stage}.pt``)."""
         return self.resume_dir / f"{self.stage}.pt"
 
     def log_path(self) -> Path:
+        """Per-step CSV log of the current stage (``{resume_dir}/{stage}_log.csv``)."""
         return self.resume_dir / f"{self.stage}_log.csv"
 
     def save_resume(self) -> None:
+        """Write model, optimiser, scheduler, step, elapsed time and config atomically to
+        :meth:`resume_path` (a crash mid-write leaves the previous checkpoint)."""
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "step": self.step, "elapsed": self.elapsed, "config": dataclasses.asdict(self.cfg),
                  "meta": self.model.meta}
@@ -227,6 +232,8 @@ class Stage:
             torch.save(state, tmp)
 
     def try_resume(self) -> bool:
+        """Load :meth:`resume_path` when it exists and was written with the same config; trims the
+        step log to the checkpoint's step. Returns whether training resumes (False: start afresh)."""
         p = self.resume_path()
         if not p.is_file():
             return False
