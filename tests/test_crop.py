@@ -34,7 +34,7 @@ def test_static_head_with_detector_noise_gives_fixed_window():
 def test_moving_head_window_follows_smoothly_and_locks_again():
     # the head moves 200 px to the right between 3 s and 5 s, then stays
     t, boxes = _track(lambda t: 500 + 200 * np.clip((t - 3) / 2, 0, 1), 300.0, 120.0)
-    cfg = CropConfig()
+    cfg = CropConfig(mode="follow")
     win, fixed = plan_windows(t, boxes, 250, 1280, 720, cfg)
     assert not fixed
     steps = np.abs(np.diff(win, axis=0))
@@ -43,6 +43,24 @@ def test_moving_head_window_follows_smoothly_and_locks_again():
     assert np.ptp(win[:60], axis=0).max() == 0  # fixed before the move
     assert np.ptp(win[-40:], axis=0).max() == 0  # locked again after it
     assert win[-1, 0] + win[-1, 2] / 2 == pytest.approx(700, abs=0.02 * win[-1, 2])
+
+
+def test_fixed_mode_holds_a_moving_head_in_one_window():
+    # a head moving 100 px to the right: the default (fixed) mode keeps one window holding it throughout
+    t, boxes = _track(lambda t: 500 + 100 * np.clip((t - 3) / 2, 0, 1), 300.0, 120.0)
+    cfg = CropConfig()
+    assert cfg.mode == "fixed"
+    win, fixed = plan_windows(t, boxes, 250, 1280, 720, cfg)
+    assert fixed
+    x, y, side = win[0]
+    head_side = cfg.margin * 120                      # the per-frame target window
+    assert side == pytest.approx(head_side + 100, rel=0.02)   # union of the targets at 500 and 600
+    assert x == pytest.approx(500 - head_side / 2, abs=3) and x + side == pytest.approx(600 + head_side / 2, abs=3)
+    # a move larger than fixed_max_scale allows: capped, centred on the union
+    t, boxes = _track(lambda t: 300 + 600 * np.clip((t - 3) / 2, 0, 1), 300.0, 120.0)
+    win, fixed = plan_windows(t, boxes, 250, 1280, 720, cfg)
+    assert fixed and win[0, 2] == pytest.approx(cfg.fixed_max_scale * head_side, rel=0.01)
+    assert win[0, 0] + win[0, 2] / 2 == pytest.approx(600, abs=3)
 
 
 def test_window_leaving_the_frame_is_clamped():
@@ -57,7 +75,8 @@ def test_window_leaving_the_frame_is_clamped():
 
 @pytest.fixture(scope="module")
 def obama_crop(tmp_path_factory):
-    """12 s of the Obama clip from 40 s (static until 46 s, then the camera push-in), cropped."""
+    """12 s of the Obama clip from 40 s (static until 46 s, then the camera push-in), cropped with a
+    window that follows the head (``mode: follow``)."""
     src = require_shared("identities", "obama_dnc2020_64s.mp4")
     d = tmp_path_factory.mktemp("obama")
     clip = d / "obama12.mp4"
@@ -67,7 +86,8 @@ def obama_crop(tmp_path_factory):
 
     out = d / "out"
     assert main(["--video", str(clip), "--out-video", str(out / "Obama.mp4"), "--out-audio", str(out / "aud.wav"),
-                 "--out-track", str(out / "crop.json"), "--cfg", json.dumps({"size": 512, "fps": 25})]) == 0
+                 "--out-track", str(out / "crop.json"),
+                 "--cfg", json.dumps({"size": 512, "fps": 25, "mode": "follow"})]) == 0
     return clip, out
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.common.errors import InputError
 from pipeline.common.layout import PARSING_COLORS
+from tests.conftest import require_shared
 from tests.test_landmarks import SESSION_CACHE, N_FRAMES, face_frames, face_landmarks  # noqa: F401
 
 
@@ -158,3 +159,50 @@ def test_bisenet_standin_weights(face_frames, tmp_path):
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(RuntimeError, match="bad.pth: not a 19-class face-parsing BiSeNet"):
         load_bisenet(tmp_path / "bad.pth")
+
+
+# Hand-marked points on two frames of ../shared/data/identities/longhair_pt_14s.mp4 (400x720,
+# a woman whose long hair falls past her shoulders), (x, y) in source pixels, with the label a
+# person would give them as BiSeNet does (hair = head). Each point is checked as a 5x5 patch.
+LONGHAIR_POINTS = {
+    2.0: {"head": [(205, 280), (150, 300), (130, 385), (118, 400), (288, 385), (300, 400)],
+          "neck": [(205, 385)], "torso": [(205, 480)], "background": [(40, 100), (360, 250)]},
+    8.0: {"head": [(205, 280), (150, 300), (130, 390), (120, 402), (290, 382), (300, 400)],
+          "neck": [(205, 380)], "torso": [(205, 480)], "background": [(40, 100), (360, 250)]},
+}
+#: the hand-marked hair points below the jaw line (the ones the jaw-line split alone calls torso)
+LONGHAIR_HAIR_BELOW_JAW = 4
+
+
+def _longhair_labels(t: float, hair: bool) -> np.ndarray:
+    from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+    from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter, SplitGeometry
+    from pipeline.preprocess.media import read_frames_at
+
+    video = require_shared("identities", "longhair_pt_14s.mp4")
+    rgb = read_frames_at(video, [t])[0]
+    with MeshDetector(video_mode=False) as det:
+        mesh = det.detect(rgb, 0).mesh
+    with PersonSegmenter() as seg:
+        person = seg.confidence(rgb) > 0.5
+    return MeshSplitter(SplitGeometry(hair=hair))(person, mesh, rgb)
+
+
+@pytest.mark.parametrize("t", sorted(LONGHAIR_POINTS))
+def test_long_hair_beside_the_face_is_head(t):
+    """The hair hanging beside the face and neck of a long-haired speaker is head (as BiSeNet's
+    hair class, which the anchors merge into the head), on real frames, at hand-marked points."""
+    from pipeline.preprocess.backends.selfie import PARSING_CLASSES
+
+    labels = _longhair_labels(t, hair=True)
+    for name, points in LONGHAIR_POINTS[t].items():
+        want = PARSING_CLASSES.index(name)
+        for x, y in points:
+            patch = labels[y - 2:y + 3, x - 2:x + 3]
+            frac = float((patch == want).mean())
+            assert frac >= 0.8, f"t={t}s ({x},{y}) should be {name}: {frac:.0%} of its 5x5 patch is"
+    # without the hair step the same hair points below the jaw are torso: the step is what fixes them
+    plain = _longhair_labels(t, hair=False)
+    below = LONGHAIR_POINTS[t]["head"][2:]
+    assert len(below) == LONGHAIR_HAIR_BELOW_JAW
+    assert sum(plain[y, x] == PARSING_CLASSES.index("torso") for x, y in below) >= 3

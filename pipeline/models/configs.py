@@ -86,6 +86,15 @@ class TrainConfig:
     """validation frames rendered for the reported PSNR (0: all of transforms_val.json)."""
     lambda_amb: float = 1e-4
     """weight of the method's ambient/attention regulariser."""
+    lambda_entropy: float = 1e-4
+    """weight of the entropy of each head ray's accumulated opacity, -a log2 a - (1-a) log2(1-a),
+    which pushes opacities to 0 or 1 (RAD-NeRF / ER-NeRF ``train_step``: 1e-4)."""
+    lambda_head_alpha: float = 0.0
+    """weight of the MSE between each head ray's accumulated opacity and the parsed head mask
+    (``parsing/{i}.png`` head = 1, else 0) in the head and lips stages. Not in RAD-NeRF / ER-NeRF
+    (0 keeps them as published); the ``quick`` profile turns it on: with a few hundred steps the
+    photometric loss alone leaves the face semi-transparent over the background (ghosting),
+    see docs/quality.md."""
 
 
 @dataclass

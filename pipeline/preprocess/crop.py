@@ -9,11 +9,16 @@
    ``center_y_shift`` x face side, side = ``margin`` x face side (face side =
    :data:`FACE_BOX_SCALE` x the detector box side); median + box filtered over
    ``smoothing_s`` seconds.
-3. Deadband: the window stays FIXED while the target stays within ``deadband`` x side (centre) and
-   a factor ``1 + deadband`` (side) of it; when the head leaves the band the window glides to the
-   target (critically damped spring, time constant :data:`GLIDE_S`: no jerk) and locks again once
-   it is there and slow. A clip
-   whose target never leaves the band of its median gets one fixed window for all frames.
+3. ``mode: fixed`` (default): ONE window for the whole clip, the smallest square holding every
+   frame's target window (their union), at most ``fixed_max_scale`` x the median target side
+   (centred on the union). The NeRFs assume a static camera (one background ``bc.jpg``, a torso
+   in image coordinates): a window that follows the head moves the background and the torso in
+   the cropped frames, which the models then blur (docs/quality.md).
+   ``mode: follow``: the window stays fixed while the target stays within ``deadband`` x side
+   (centre) and a factor ``1 + deadband`` (side) of it; when the head leaves the band the window
+   glides to the target (critically damped spring, time constant :data:`GLIDE_S`: no jerk) and
+   locks again once it is there and slow. A clip whose target never leaves the band of its median
+   gets one fixed window for all frames.
 4. Window leaving the frame: CLAMPED, never padded. The window is shrunk to the frame's short side
    if larger, then shifted back inside the frame (the face is then off-centre near a frame edge).
 5. Video: ffmpeg decodes, crops to the union of all windows and resamples to ``fps`` (the ``fps``
@@ -68,7 +73,14 @@ class CropConfig:
     smoothing_s: float = 1.0
     """Temporal smoothing window of the face track (seconds)."""
     deadband: float = 0.08
-    """Keep the window fixed while the head stays within this fraction of the side."""
+    """``follow`` mode: keep the window fixed while the head stays within this fraction of the side."""
+    mode: str = "fixed"
+    """``fixed``: one window holding the head over the whole clip (static camera, as the NeRFs
+    assume); ``follow``: the window glides after a head that leaves the deadband."""
+    fixed_max_scale: float = 1.6
+    """``fixed`` mode: the window side is at most this many times the median per-frame target side
+    (a speaker walking across a wide shot keeps a usable face size; the head may then reach the
+    crop's border)."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "CropConfig":
@@ -145,12 +157,19 @@ def plan_windows(times: np.ndarray, boxes: np.ndarray, n_frames: int, width: int
 
     db = cfg.deadband
     med = np.median(tgt, axis=0)
+    if cfg.mode not in ("fixed", "follow"):
+        raise ValueError(f"crop mode {cfg.mode!r}: expected 'fixed' or 'follow'")
 
     def inside(w: np.ndarray, t: np.ndarray, tol: float) -> np.ndarray:
         return ((np.abs(t[..., 0] - w[0]) <= tol * w[2]) & (np.abs(t[..., 1] - w[1]) <= tol * w[2])
                 & (np.abs(np.log(t[..., 2] / w[2])) <= math.log1p(tol)))
 
-    if inside(med, tgt, db).all():
+    if cfg.mode == "fixed":
+        lo = (tgt[:, :2] - tgt[:, 2:] / 2).min(axis=0)
+        hi = (tgt[:, :2] + tgt[:, 2:] / 2).max(axis=0)
+        side = min(float((hi - lo).max()), cfg.fixed_max_scale * float(med[2]))
+        win = np.repeat(np.array([*(lo + hi) / 2, side])[None], n_frames, axis=0)
+    elif inside(med, tgt, db).all():
         win = np.repeat(med[None], n_frames, axis=0)
     else:
         # critically damped spring towards the target while gliding: the speed ramps up and down

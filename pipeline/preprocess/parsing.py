@@ -56,6 +56,10 @@ class ParsingConfig:
 
     backend: str = "auto"
     """auto | mediapipe | bisenet (auto: bisenet when its weights are present)."""
+    hair: bool = True
+    """mediapipe backend: hair below the jaw line is head (:func:`pipeline.preprocess.backends.selfie.hair_mask`)."""
+    hair_max_depth: float = 0.5
+    """mediapipe backend: hair is head down to this many face heights below the chin."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ParsingConfig":
@@ -128,9 +132,10 @@ def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
             report["device"] = device
             report["weights"] = str(path)
             return "bisenet", parser.labels, lambda labels, rgb, mesh: labels, lambda: None
-    from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter
+    from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter, SplitGeometry
 
-    seg, split = PersonSegmenter(), MeshSplitter()
+    seg = PersonSegmenter()
+    split = MeshSplitter(SplitGeometry(hair=cfg.hair, hair_max_depth=cfg.hair_max_depth))
     return ("mediapipe", lambda rgb: seg.confidence(rgb) > 0.5,
             lambda person, rgb, mesh: split(person, mesh, rgb), seg.close)
 

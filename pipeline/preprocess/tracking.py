@@ -21,8 +21,11 @@ which fits a Basel Face Model to 68 landmarks):
    through the neighbouring grid errors refines it inside the step. A clip with little head rotation
    leaves the focal undetermined (flat curve, minimum on the grid border): ``tracking.json`` flags it.
 3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP),
-   temporally smoothed by a centred moving average of ``smooth_window`` frames on the Euler angles
-   and translations.
+   temporally smoothed on the Euler angles and translations over ``smooth_window`` frames by a
+   Savitzky-Golay filter of order ``smooth_order`` (a local polynomial fit: it removes landmark
+   jitter but follows real head turns; ``smooth_order`` 0 gives the centred moving average, which
+   lags behind fast turns and raised the moving speakers' reprojection error by up to 50%,
+   docs/quality.md).
 4. **Expressions**: ``exp`` = the 52 MediaPipe blendshape scores per frame (the Basel Face Model
    expression fit of the anchors needs the BFM, which cannot be shipped: not supported in this build).
 
@@ -87,8 +90,10 @@ class TrackingConfig:
 
     focal_search: tuple[float, float, float] = (600.0, 2400.0, 100.0)
     """Focal search grid ``[start, stop, step]`` in pixels at the crop size; ``stop`` inclusive."""
-    smooth_window: int = 5
-    """Centred moving-average window over the per-frame poses (frames; 1 = no smoothing)."""
+    smooth_window: int = 7
+    """Temporal smoothing window over the per-frame poses (frames, odd; 1 = no smoothing)."""
+    smooth_order: int = 2
+    """Polynomial order of the Savitzky-Golay smoothing (0: centred moving average)."""
     val_fraction: float = 1.0 / 11.0
     """Fraction of the frames, taken from the end of the clip, that form the validation split."""
 
@@ -494,13 +499,30 @@ def fit_focal(lms: np.ndarray, template: np.ndarray, focals: np.ndarray, cx: flo
     return best, errs
 
 
-def smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average along axis 0 (edges use the nearest value); ``window`` 1 = copy."""
-    from scipy.ndimage import uniform_filter1d
+def smooth(x: np.ndarray, window: int, order: int = 0) -> np.ndarray:
+    """Temporal smoothing along axis 0.
 
+    Args:
+        x: [N, ...] per-frame values.
+        window: frames (odd for ``order`` >= 1; an even window is made odd by adding one); 1 = copy.
+        order: 0: centred moving average (edges use the nearest value,
+            ``scipy.ndimage.uniform_filter1d``); >= 1: Savitzky-Golay filter of that polynomial
+            order (``scipy.signal.savgol_filter``, ``mode="interp"`` at the ends), which keeps real
+            motion that a moving average would flatten. Clips shorter than the window fall back to
+            the moving average.
+    Returns:
+        float64 array of the shape of ``x``.
+    """
+    from scipy.ndimage import uniform_filter1d
+    from scipy.signal import savgol_filter
+
+    x = np.asarray(x, dtype=np.float64)
     if window <= 1 or len(x) < 2:
-        return np.array(x, dtype=np.float64)
-    return uniform_filter1d(np.asarray(x, dtype=np.float64), size=int(window), axis=0, mode="nearest")
+        return x.copy()
+    window = int(window) | 1 if order >= 1 else int(window)
+    if order >= 1 and len(x) >= window and order < window:
+        return savgol_filter(x, window, int(order), axis=0, mode="interp")
+    return uniform_filter1d(x, size=int(window), axis=0, mode="nearest")
 
 
 @dataclass
@@ -560,8 +582,8 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
         tpl, _, _ = bundle_adjust(lms[fit], tpl, rots, ts, focal, cx, cy)
     rots, ts, raw_err = solve_poses(lms, tpl, focal, cx, cy)
     rot_gl, t_gl = CV_TO_GL @ rots, ts @ CV_TO_GL
-    euler = smooth(np.unwrap(rot2euler(rot_gl), axis=0), cfg.smooth_window)
-    trans = smooth(t_gl, cfg.smooth_window)
+    euler = smooth(np.unwrap(rot2euler(rot_gl), axis=0), cfg.smooth_window, cfg.smooth_order)
+    trans = smooth(t_gl, cfg.smooth_window, cfg.smooth_order)
     proj = project_gl(tpl, euler2rot(euler), trans, focal, cx, cy)
     err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
     j = int(np.nanargmin(errs))
@@ -792,6 +814,7 @@ def main(argv=None) -> int:
         "landmarks": "MediaPipe Procrustes-basis landmarks (33, no mouth)",
         "landmark_ids": res.landmark_ids,
         "smooth_window": cfg.smooth_window,
+        "smooth_order": cfg.smooth_order,
         "train_frames": len(train["frames"]), "val_frames": len(val["frames"]),
         "excluded_from_search": sorted(failed),
         "exp_model": "mediapipe_blendshapes",

@@ -3,6 +3,10 @@ else CPU), on a real dataset (``--data``; default: 24 frames of the sample video
 :mod:`pipeline.train.devdata` in a temporary folder).
 
     python -m pipeline.train.benchmark [--data results/data/ID] [--profile quick] [--steps 60]
+
+With ``--quality``: the multi-identity quality benchmark of :mod:`pipeline.train.quality` (train
+every method on every real identity with one profile, score the validation frames, write
+``docs/quality.md``).
 """
 from __future__ import annotations
 
@@ -26,8 +30,20 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps (after 10 warm-up steps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--quality", action="store_true", help="multi-identity quality benchmark (pipeline.train.quality)")
+    ap.add_argument("--identities", type=Path, default=None,
+                    help="--quality: identities TSV (default: the sample + ../shared/data/identities/*.mp4)")
+    ap.add_argument("--only", nargs="+", default=None, help="--quality: restrict to these identity ids")
+    ap.add_argument("--overrides", default="{}", help="--quality: JSON of train.overrides on top of the profile")
+    ap.add_argument("--label", default="current", help="--quality: name of this run in docs/quality.md")
+    ap.add_argument("--note", default="", help="--quality: one line describing the variant")
+    ap.add_argument("--workdir", type=Path, default=Path("results/quality"))
+    ap.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
+    ap.add_argument("--no-build", action="store_true", help="--quality: use the datasets already in --workdir")
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.train.benchmark")
+    if a.quality:
+        return quality_main(a)
     import torch
 
     from pipeline.models.registry import resolve_device
@@ -62,6 +78,25 @@ def main(argv=None) -> int:
                   f"{a.steps / dt:.2f} steps/s, {rays / dt:.0f} rays/s "
                   f"({cfg.rays_per_step} rays x {cfg.n_samples} samples per step)", flush=True)
     log.info("done")
+    return 0
+
+
+def quality_main(a) -> int:
+    """``--quality``: see :mod:`pipeline.train.quality`."""
+    import torch
+
+    from pipeline.common.config import parse_cfg_arg
+    from pipeline.train import quality
+
+    torch.set_num_threads(a.threads)
+    idents = quality.read_identities(a.identities) if a.identities else quality.default_identities()
+    if a.only:
+        idents = [r for r in idents if r[0] in a.only]
+    train_cfg = {"profile": a.profile, "device": a.device, "overrides": parse_cfg_arg(a.overrides, "--overrides")}
+    doc = a.doc if str(a.doc) else None
+    quality.run_quality(idents, a.methods, train_cfg, a.label, a.workdir.resolve(), doc,
+                        doc.parent / "assets" / "quality" if doc else a.workdir / "montages", a.note,
+                        build=not a.no_build)
     return 0
 
 

@@ -8,7 +8,8 @@ log truncated to the checkpoint so the loss curve stays continuous.
 
 Losses (per stage):
 * head: MSE of (head over torso_imgs-over-bc) vs gt_imgs on rays hitting the head box, plus the
-  method's regulariser (RAD-NeRF audio-coordinate L1, ER-NeRF attention terms).
+  method's regulariser (RAD-NeRF audio-coordinate L1, ER-NeRF attention terms), plus the opacity
+  terms of :func:`opacity_losses` (entropy as the anchors; head-mask opacity in the quick profile).
 * lips: MSE + ``lambda_lpips`` x LPIPS(AlexNet) on a patch around the mouth (RAD-NeRF
   ``finetune_lips``); LPIPS skipped with a reason when its weights are missing.
 * torso: MSE of (torso over bc) vs gt_imgs outside the head (parsing), plus
@@ -194,11 +195,11 @@ class Stage:
                                   generator=gen)
                 picks.append(torch.stack([r, c], -1).to(self.device))
             pix = torch.cat(picks)
-        gt, torso, _ = self.pixels_of(k, pix)
+        gt, torso, head = self.pixels_of(k, pix)
         out = self.model.render_head_rays(c2w, pix, aud, eye, perturb=True)
         pred = out["rgb"] + (1 - out["alpha"][:, None]) * self.bg_behind_head(torso, pix)
         mse = ((pred - gt) ** 2).mean()
-        loss = mse + out["reg"]
+        loss = mse + out["reg"] + opacity_losses(out["alpha"], head, cfg)
         if self.stage == "lips" and self.lpips is not None:
             P = cfg.lips_patch
             img = lambda t: t.view(P, P, 3).permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
@@ -316,6 +317,25 @@ class Stage:
         self.log_path().unlink(missing_ok=True)
         with contextlib.suppress(OSError):      # left when another stage is resumable
             self.resume_dir.rmdir()
+
+
+def opacity_losses(alpha: torch.Tensor, head: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Regularisers of the head rays' accumulated opacity ``alpha`` [R] in [0, 1]:
+
+    * ``lambda_entropy`` x mean binary entropy ``-a log2 a - (1-a) log2 (1-a)`` (``a`` clamped to
+      [1e-5, 1 - 1e-5]), as RAD-NeRF / ER-NeRF ``train_step`` (weight 1e-4 there);
+    * ``lambda_head_alpha`` x mean ``(a - head)^2`` with ``head`` [R] bool the parsed head mask at
+      the rays' pixels (our addition, see :class:`pipeline.models.configs.TrainConfig`).
+
+    Returns a scalar tensor (0 when both weights are 0).
+    """
+    loss = alpha.new_zeros(())
+    if cfg.lambda_entropy:
+        a = alpha.clamp(1e-5, 1 - 1e-5)
+        loss = loss + cfg.lambda_entropy * (-a * torch.log2(a) - (1 - a) * torch.log2(1 - a)).mean()
+    if cfg.lambda_head_alpha:
+        loss = loss + cfg.lambda_head_alpha * ((alpha - head.float()) ** 2).mean()
+    return loss
 
 
 def load_lpips(weights_dir: Path | None, device: torch.device):

@@ -4,8 +4,9 @@ Person mask: ``resources/models/selfie_segmentation.tflite`` (MediaPipe's selfie
 Apache-2.0) through ``mediapipe.tasks.python.vision.ImageSegmenter``, confidence > 0.5.
 
 The split uses the 478-point mesh of the same frame (x, y pixels) and the face's skin colour
-(:class:`MeshSplitter`): head above the jaw line, neck from the jaw down to where the skin ends
-(the collar), torso the rest of the person.
+(:class:`MeshSplitter`): head above the jaw line plus the hair (:func:`hair_mask`, so that hair
+hanging beside the face and neck belongs to the head as in BiSeNet's parsing, classes 1-13 and 17),
+neck from the jaw down to where the skin ends (the collar), torso the rest of the person.
 """
 from __future__ import annotations
 
@@ -94,6 +95,87 @@ class SplitGeometry:
     """the neck ends at the first row below the chin whose neck-zone pixels are less skin than this."""
     smooth_frames: int = 5
     """median of the collar depth over this many recent frames (temporal stability)."""
+    hair: bool = True
+    """add the hair below the jaw line to the head (:func:`hair_mask`); False: the jaw-line split only."""
+    hair_max_depth: float = 0.5
+    """hair is head down to this many face heights below the chin; hair lower down (on the chest)
+    stays torso, as it moves with the shoulders more than with the head."""
+    hair_roi_px: int = 128
+    """longer side (pixels) of the downscaled head region the hair segmentation runs on."""
+    hair_iterations: int = 2
+    """GrabCut iterations of the hair segmentation."""
+
+
+def hair_mask(rgb: np.ndarray, person: np.ndarray, mesh: np.ndarray, geom: SplitGeometry | None = None
+              ) -> np.ndarray:
+    """Hair pixels around the head of one frame: GrabCut (Rother et al., SIGGRAPH 2004;
+    ``cv2.grabCut``) seeded by the face geometry.
+
+    The segmentation runs on the head region (face-box sized margins, down to
+    ``hair_max_depth`` face heights below the chin) downscaled to ``hair_roi_px``:
+
+    * sure hair: person pixels above the forehead line (mesh vertex 10 + 0.1 face height), outside
+      the dilated face oval, within 0.8 face widths of the face centre;
+    * sure not hair: non-person pixels, the eroded face oval (skin) and a strip of neck below the
+      chin centre (skin);
+    * probably hair: the other person pixels within 1.1 face widths of the face centre; the rest of
+      the region probably not.
+
+    GrabCut's colour GMMs and graph cut decide the uncertain pixels; only connected hair regions
+    that reach above the jaw angles (hair attached to the head) are kept.
+
+    Args:
+        rgb: uint8 [H, W, 3] frame (RGB).
+        person: bool [H, W] person mask.
+        mesh: [478, 2+] face mesh of the frame, x/y in pixels.
+        geom: split parameters (``hair_max_depth``, ``hair_roi_px``, ``hair_iterations``).
+    Returns:
+        bool [H, W] hair pixels (a subset of ``person``); all False when no hair seed is visible
+        (bald head, or a head leaving the frame).
+    """
+    import cv2
+
+    g = geom or SplitGeometry()
+    h, w = person.shape
+    oval = mesh[FACE_OVAL, :2].astype(np.float64)
+    fw = float(oval[:, 0].max() - oval[:, 0].min())
+    fh = float(np.linalg.norm(mesh[_CHIN, :2] - mesh[_TOP, :2]))
+    cxf = float(oval[:, 0].mean())
+    top, chin = float(mesh[_TOP, 1]), float(mesh[_CHIN, 1])
+    x0, x1 = int(max(0, cxf - 1.3 * fw)), int(min(w, cxf + 1.3 * fw))
+    y0, y1 = int(max(0, top - 0.8 * fh)), int(min(h, chin + g.hair_max_depth * fh))
+    out = np.zeros((h, w), bool)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return out
+    s = min(1.0, g.hair_roi_px / max(x1 - x0, y1 - y0))
+    small = cv2.resize(np.ascontiguousarray(rgb[y0:y1, x0:x1]), None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    pers = cv2.resize(person[y0:y1, x0:x1].astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    m = (mesh[:, :2] - [x0, y0]) * s
+    face = np.zeros((sh, sw), np.uint8)
+    cv2.fillPoly(face, [np.round(cv2.convexHull(m[FACE_OVAL].astype(np.float32))).astype(np.int32)], 1)
+    yy, xx = np.mgrid[:sh, :sw]
+    fws, fhs, cx, tp, ch = fw * s, fh * s, m[FACE_OVAL, 0].mean(), m[_TOP, 1], m[_CHIN, 1]
+    near = np.abs(xx - cx)
+    mask = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
+    mask[pers & (near < 1.1 * fws)] = cv2.GC_PR_FGD
+    seed = pers & (cv2.dilate(face, np.ones((5, 5), np.uint8)) == 0) & (yy < tp + 0.1 * fhs) & (near < 0.8 * fws)
+    mask[seed] = cv2.GC_FGD
+    mask[~pers] = cv2.GC_BGD
+    mask[cv2.erode(face, np.ones((3, 3), np.uint8)) > 0] = cv2.GC_BGD
+    mask[pers & (yy > ch + 0.05 * fhs) & (yy < ch + 0.35 * fhs) & (near < 0.12 * fws)] = cv2.GC_BGD
+    if (mask == cv2.GC_FGD).sum() < 10 or (mask == cv2.GC_BGD).sum() < 10:
+        return out
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(small, mask, None, bgd, fgd, int(g.hair_iterations), cv2.GC_INIT_WITH_MASK)
+    hair = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(hair)
+    jaw = m[[172, 397], 1].mean()
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_TOP] < jaw
+    hair = keep[comp].astype(np.uint8)
+    out[y0:y1, x0:x1] = cv2.resize(hair, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST) > 0
+    return out & person
 
 
 class MeshSplitter:
@@ -102,7 +184,8 @@ class MeshSplitter:
     * head = the filled face oval, plus the person pixels above the jaw line inside a band of
       ``side_margin`` face widths on either side of the face; the jaw line is the lower part of the
       face oval (jaw angle 172 -> chin 152 -> jaw angle 397), continued horizontally from the jaw
-      angles (so ears, hair and the ear lobes beside the jaw are head);
+      angles (so ears, hair and the ear lobes beside the jaw are head); plus, with ``hair``, the
+      hair below the jaw line found by :func:`hair_mask` (long hair beside the face and neck);
     * neck = person pixels below the jaw line, inside the zone bounded by the jaw, down to the collar:
       the first row below the chin whose zone pixels are mostly not skin-coloured (the face's own
       median chroma is the skin reference; the clothes' collar is where the skin ends), at most
@@ -191,6 +274,8 @@ class MeshSplitter:
         labels = np.where(person, TORSO, BACKGROUND).astype(np.uint8)
         labels[neck] = NECK
         labels[(person & (zones == HEAD)) | face] = HEAD
+        if g.hair and rgb is not None:
+            labels[hair_mask(rgb, person, mesh, g)] = HEAD
         return labels
 
 

@@ -1,0 +1,334 @@
+"""Multi-identity quality benchmark: train each method on every real identity with one fixed CPU
+budget (a training profile) and measure the validation frames.
+
+    python -m pipeline.train.benchmark --quality [--identities FILE.tsv] [--methods rad_nerf er_nerf]
+        [--profile quick] [--overrides JSON] [--label NAME] [--workdir results/quality]
+        [--doc docs/quality.md]
+
+Per identity the dataset is built by the project's own Snakemake rules (``results/data/{id}/`` of
+``--workdir``), then each method trains its three stages (head, lips, torso) in-process with the
+chosen profile, exactly as the ``train_*`` rules do, and its validation frames (the torso stage's
+``val/{img_id}.png`` panels, render | ground truth at the training resolution) are scored:
+
+* ``psnr`` / ``ssim`` full frame (:func:`pipeline.metrics.image.psnr`, :func:`~pipeline.metrics.image.ssim`);
+* ``psnr_head`` / ``ssim_head`` on the head box: the bounding box of the frame's parsed head
+  (``parsing/{i}.png`` label 1) grown by 10% on each side;
+* ``lmd`` (mouth) / ``lmd_face``: 68 landmarks found on the render and on the ground truth
+  separately (dlib-68 on frames upsampled to 512 px, reported in 512-px units; frames where either
+  has no face are counted in ``lmd_missing``, not scored);
+* the mean-colour baseline PSNR (the train frames' mean colour everywhere) and seconds per stage.
+
+Each run writes ``{workdir}/runs/{label}/{method}/{identity}.json``; the tables of every label
+present (one row per identity x method, the ``before`` / ablation labels beside the current one)
+and a montage of validation frames per identity and method (``docs/assets/quality/{label}/``) go
+to ``--doc``. Identities default to the project's sample plus every video in
+``../shared/data/identities/`` (:func:`default_identities`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.config import PROJECT_ROOT
+from pipeline.common.errors import InputError
+from pipeline.common.io import atomic_path, atomic_write, atomic_write_json, read_json
+
+log = logging.getLogger("pipeline.train.quality")
+
+SAMPLE = ("German", PROJECT_ROOT / "resources" / "sample" / "German_12s.mp4")
+SHARED_IDENTITIES = PROJECT_ROOT.parent / "shared" / "data" / "identities"
+#: the shared clip the sample was trimmed from (same person and take): not benchmarked twice
+SAMPLE_SOURCE = "German_20s.mp4"
+#: landmark resolution of the LMD columns (pixels; the papers measure at 450-512 px)
+LMD_RESOLUTION = 512
+
+
+def identity_name(video: Path) -> str:
+    """Identity id from a shared clip name: ``longhair_pt_14s.mp4`` -> ``longhair_pt`` (the
+    duration suffix dropped)."""
+    stem = video.stem
+    parts = stem.split("_")
+    if len(parts) > 1 and parts[-1].endswith("s") and parts[-1][:-1].isdigit():
+        parts = parts[:-1]
+    return "_".join(parts)
+
+
+def default_identities() -> list[tuple[str, Path]]:
+    """The sample identity plus every ``*.mp4`` of ``../shared/data/identities/`` (except the
+    sample's own source clip), as (id, video) pairs."""
+    rows = [SAMPLE]
+    if SHARED_IDENTITIES.is_dir():
+        for v in sorted(SHARED_IDENTITIES.glob("*.mp4")):
+            if v.name != SAMPLE_SOURCE:
+                rows.append((identity_name(v), v))
+    return rows
+
+
+def read_identities(path: Path) -> list[tuple[str, Path]]:
+    """(id, video) rows of an identities TSV (the project's ``identities.tsv`` format)."""
+    from pipeline.common.config import load_identities
+
+    return [(r["id"], Path(r["video"])) for r in load_identities(path)]
+
+
+def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int = 2) -> dict[str, str]:
+    """Build the datasets with the project's Snakemake rules in ``workdir`` (``--keep-going``: an
+    identity that fails is reported and left out). Returns {id: error} for the failed ones."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from pipeline.common.config import resolve_path
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    tsv = workdir / "identities.tsv"
+    tsv.write_text("id\tvideo\n" + "".join(f"{i}\t{resolve_path(v)}\n" for i, v in identities))
+    cfg["identities"] = str(tsv)
+    cfg["render"]["cross_driven"] = {k: str(resolve_path(v)) for k, v in cfg["render"]["cross_driven"].items()}
+    if cfg.get("report", {}).get("reported_numbers"):
+        cfg["report"]["reported_numbers"] = str(resolve_path(cfg["report"]["reported_numbers"]))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    targets = [f"results/data/{i}/manifest.json" for i, _ in identities]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", str(cores), "--keep-going", *targets]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    failed = {}
+    for i, _ in identities:
+        if not (workdir / "results" / "data" / i / "manifest.json").is_file():
+            logs = sorted((workdir / "results" / "logs").rglob(f"{i}.log"))
+            tail = ""
+            for lp in logs:
+                text = lp.read_text().strip().splitlines()
+                if text and ("Error" in text[-1] or "error" in text[-1]):
+                    tail = text[-1]
+            failed[i] = tail or f"dataset not built (snakemake exit {proc.returncode})"
+    return failed
+
+
+def head_box(labels: np.ndarray, margin: float = 0.1) -> tuple[int, int, int, int] | None:
+    """Bounding box (row0, row1, col0, col1; end-exclusive) of the head label (1) of a parsing map,
+    grown by ``margin`` of its size on each side and clipped to the image; None without head."""
+    rows, cols = np.nonzero(labels == 1)
+    if rows.size == 0:
+        return None
+    h, w = labels.shape
+    mr = int(margin * (rows.max() - rows.min() + 1))
+    mc = int(margin * (cols.max() - cols.min() + 1))
+    return (max(0, rows.min() - mr), min(h, rows.max() + mr + 1), max(0, cols.min() - mc), min(w, cols.max() + mc + 1))
+
+
+def score_panels(model_dir: Path, data_root: Path) -> dict:
+    """Metrics of the validation panels ``model_dir/val/{img_id}.png`` (render | ground truth).
+
+    Returns means over frames: ``psnr``, ``ssim``, ``psnr_head``, ``ssim_head`` (dB / [0, 1]),
+    ``lmd``, ``lmd_face`` (pixels at :data:`LMD_RESOLUTION`), ``lmd_frames`` / ``lmd_missing``
+    (frames scored / left out because a face was not found), ``frames``.
+
+    Raises:
+        InputError: no panels in ``model_dir/val``.
+    """
+    import cv2
+    from PIL import Image
+
+    from pipeline.metrics.image import psnr, ssim
+    from pipeline.metrics.landmarks import FACE, MOUTH, lmd, make_landmarker
+    from pipeline.preprocess.parsing import read_parsing
+
+    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
+    if not panels:
+        raise InputError(model_dir / "val", "no validation panels (train the torso stage first)")
+    lm, _ = make_landmarker(None)
+    rows = {k: [] for k in ("psnr", "ssim", "psnr_head", "ssim_head", "lmd", "lmd_face")}
+    missing = 0
+    for p in panels:
+        img = np.asarray(Image.open(p).convert("RGB"))
+        w = img.shape[1] // 2
+        pred, gt = img[:, :w], img[:, w:]
+        pf, gf = pred.astype(np.float64) / 255, gt.astype(np.float64) / 255
+        rows["psnr"].append(psnr(pf, gf))
+        rows["ssim"].append(ssim(pf, gf))
+        par = read_parsing(data_root / "parsing" / f"{p.stem}.png")
+        par = cv2.resize(par, (w, img.shape[0]), interpolation=cv2.INTER_NEAREST)
+        box = head_box(par)
+        if box is not None:
+            r0, r1, c0, c1 = box
+            rows["psnr_head"].append(psnr(pf[r0:r1, c0:c1], gf[r0:r1, c0:c1]))
+            if min(r1 - r0, c1 - c0) >= 7:
+                rows["ssim_head"].append(ssim(pf[r0:r1, c0:c1], gf[r0:r1, c0:c1]))
+        s = LMD_RESOLUTION / img.shape[0]
+        up = [cv2.resize(x, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC) for x in (pred, gt)]
+        la, lb = lm.landmarks(up[0]), lm.landmarks(up[1])
+        if la is None or lb is None:
+            missing += 1
+            continue
+        rows["lmd"].append(float(lmd(la, lb, MOUTH)))
+        rows["lmd_face"].append(float(lmd(la, lb, FACE)))
+    out = {k: (float(np.mean(v)) if v else None) for k, v in rows.items()}
+    out.update(frames=len(panels), lmd_frames=len(rows["lmd"]), lmd_missing=missing,
+               lmd_backend=f"{lm.name} at {LMD_RESOLUTION} px")
+    return out
+
+
+def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict) -> dict:
+    """Train the three stages of ``method`` on ``data_root`` (as the ``train_*`` rules) into
+    ``model_dir`` and score the validation frames (:func:`score_panels`). Returns the run record."""
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import train_stage
+
+    cfg = resolve_config(method, train_cfg)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train_stage("head", cfg, data_root, model_dir, model_dir / "head.pt")
+    train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
+    info = train_stage("torso", cfg, data_root, model_dir, model_dir / "torso.pt", init=model_dir / "lips.pt")
+    wall = time.perf_counter() - t0
+    scores = score_panels(model_dir, data_root)
+    man = read_json(data_root / "manifest.json")
+    return {"method": method, "profile": cfg.profile, "overrides": train_cfg.get("overrides") or {},
+            "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
+            "wall_seconds": round(wall, 1), "val_psnr_trainer": info["val_psnr_db"],
+            "baseline_psnr": info["baseline_mean_colour_psnr_db"], **scores,
+            "dataset": {k: man.get(k) for k in ("n_frames", "focal_len", "reproj_error_px") if k in man}}
+
+
+def montage(model_dir: Path, out: Path, n: int = 3, title: str = "") -> None:
+    """Write ``n`` validation panels (render | ground truth) of ``model_dir/val`` stacked as one PNG."""
+    from PIL import Image
+
+    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
+    if not panels:
+        return
+    pick = [panels[i] for i in np.linspace(0, len(panels) - 1, min(n, len(panels))).round().astype(int)]
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in pick]
+    grid = np.concatenate(imgs, 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def parsing_overlay(data_root: Path, out: Path, n: int = 3, side: int = 256) -> None:
+    """Write ``n`` frames of an identity's dataset with its parsing map blended in (head red, neck
+    green, torso blue, background untouched), side by side, each ``side`` px, as one PNG."""
+    import cv2
+
+    from pipeline.preprocess.parsing import read_parsing
+
+    frames = sorted((data_root / "ori_imgs").glob("*.jpg"), key=lambda p: int(p.stem))
+    if not frames:
+        return
+    colours = np.array([[0, 0, 0], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.float32)   # BGR
+    tiles = []
+    for i in np.linspace(0, len(frames) - 1, n).round().astype(int):
+        img = cv2.imread(str(frames[i])).astype(np.float32)
+        lab = np.minimum(read_parsing(data_root / "parsing" / f"{frames[i].stem}.png"), 3)
+        a = np.where(lab > 0, 0.45, 0.0)[..., None]
+        tiles.append(cv2.resize((img * (1 - a) + colours[lab] * a).astype(np.uint8), (side, side),
+                                interpolation=cv2.INTER_AREA))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        cv2.imwrite(str(tmp) + ".png", np.concatenate(tiles, 1))
+        Path(str(tmp) + ".png").replace(tmp)
+
+
+def _fmt(v, d=2):
+    return "n/a" if v is None else f"{v:.{d}f}"
+
+
+def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
+    """Regenerate the measured part of ``doc`` between the ``<!-- quality:begin -->`` and
+    ``<!-- quality:end -->`` markers (created when absent) from every run record in
+    ``workdir/runs/``."""
+    runs = sorted((workdir / "runs").glob("*/*/*.json"))
+    by_label: dict[str, list[dict]] = {}
+    for r in runs:
+        rec = read_json(r)
+        rec["label"], rec["identity"] = r.parent.parent.name, r.stem
+        by_label.setdefault(rec["label"], []).append(rec)
+    lines = ["<!-- quality:begin (generated by python -m pipeline.train.benchmark --quality) -->", ""]
+    for label, recs in sorted(by_label.items(), key=lambda kv: min(r.get("finished", "") for r in kv[1])):
+        r0 = recs[0]
+        lines += [f"### `{label}`", "",
+                  f"profile `{r0['profile']}`, overrides `{json.dumps(r0['overrides'], sort_keys=True)}`, "
+                  f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; "
+                  f"{r0.get('note', '')}", "",
+                  "| identity | method | val PSNR | SSIM | PSNR head box | SSIM head box | LMD (mouth) | LMD (face) |"
+                  " mean-colour PSNR | train s |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for rec in sorted(recs, key=lambda r: (r["identity"], r["method"])):
+            miss = f" ({rec['lmd_missing']} no face)" if rec.get("lmd_missing") else ""
+            lines.append(f"| {rec['identity']} | {rec['method']} | {_fmt(rec['psnr'])} | {_fmt(rec['ssim'], 3)} | "
+                         f"{_fmt(rec['psnr_head'])} | {_fmt(rec['ssim_head'], 3)} | {_fmt(rec['lmd'])}{miss} | "
+                         f"{_fmt(rec['lmd_face'])} | {_fmt(rec['baseline_psnr'])} | {rec['train_seconds']['total']:.0f} |")
+        lines.append("")
+        over = sorted((assets / label / "parsing").glob("*.png"))
+        if over:
+            lines += ["Parsing maps of the datasets (head red, neck green, torso blue), three frames per identity:", ""]
+            lines += [f"![{label} parsing {m.stem}]({os.path.relpath(m, doc.parent)})" for m in over]
+            lines.append("")
+        mont = sorted((assets / label).glob("*.png"))
+        if mont:
+            lines += ["Validation frames (render | ground truth), three per run:", ""]
+            for m in mont:
+                rel = os.path.relpath(m, doc.parent)
+                lines.append(f"![{label} {m.stem}]({rel})")
+            lines.append("")
+    lines.append("<!-- quality:end -->")
+    block = "\n".join(lines)
+    text = doc.read_text() if doc.is_file() else "# Model quality on real identities\n\n"
+    if "<!-- quality:begin" in text and "<!-- quality:end -->" in text:
+        head, rest = text.split("<!-- quality:begin", 1)
+        tail = rest.split("<!-- quality:end -->", 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with atomic_write(doc, "w") as fh:
+        fh.write(text)
+
+
+def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cfg: dict, label: str,
+                workdir: Path, doc: Path | None, assets: Path, note: str = "", build: bool = True) -> list[dict]:
+    """Build datasets (unless ``build`` is False: use those already in ``workdir``), train and
+    score every (identity, method); one failure leaves the others. Returns the run records (also
+    written as JSON per run)."""
+    from datetime import datetime, timezone
+
+    failed = build_datasets(workdir, identities) if build else {
+        i: "dataset not built" for i, _ in identities if not (workdir / "results" / "data" / i / "manifest.json").is_file()}
+    for i, why in failed.items():
+        log.error("%s: dataset not built: %s", i, why)
+    records = []
+    for ident, _ in identities:
+        if ident in failed:
+            continue
+        data_root = workdir / "results" / "data" / ident
+        parsing_overlay(data_root, assets / label / "parsing" / f"{ident}.png")
+        for method in methods:
+            out = workdir / "runs" / label / method / f"{ident}.json"
+            if out.is_file():
+                log.info("%s/%s/%s: already measured (%s)", label, method, ident, out)
+                records.append(read_json(out))
+                continue
+            model_dir = workdir / "models" / label / method / ident
+            log.info("%s/%s/%s: training", label, method, ident)
+            try:
+                rec = train_and_score(method, data_root, model_dir, train_cfg)
+            except InputError as exc:
+                log.error("%s/%s: %s", method, ident, exc)
+                continue
+            rec["note"] = note
+            rec["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            atomic_write_json(out, rec)
+            montage(model_dir, assets / label / f"{ident}__{method}.png")
+            log.info("%s/%s/%s: val PSNR %.2f dB (head box %.2f), baseline %.2f", label, method, ident,
+                     rec["psnr"], rec["psnr_head"] or float("nan"), rec["baseline_psnr"])
+            records.append(rec)
+    if doc is not None:
+        write_doc(workdir, doc, assets)
+    return records
