@@ -6,7 +6,8 @@ assumed) and must equal the frame count of the cropped video (``crop.json`` ``n_
 mismatch raises :class:`InputError` naming the artefact.
 
 Fields (see docs/preprocess-tracking.md): ``identity``, ``frames``, ``fps``, ``size``, ``counts``
-(artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``focal_len``,
+(artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``av_durations``
+(audio and video stream durations of the raw video, from ``probe.json``), ``focal_len``,
 ``reproj_error_px``, ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
 ``timings`` (stage -> seconds, frames/s; ``total``), ``config_hash``, ``files``.
 """
@@ -173,6 +174,7 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
     counts = artefact_counts(layout, feats)
     check_counts(counts, n, layout)
     lm = read_json(layout.landmarks_report)
+    probe = read_json(layout.probe) if layout.probe.is_file() else {}
     tracking = read_json(layout.root / "tracking.json")
     windows = np.asarray(crop.get("windows", []), dtype=float)
     crop_info = {
@@ -191,6 +193,7 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "size": crop.get("size"),
         "counts": counts,
         "crop": crop_info,
+        "av_durations": probe.get("av_durations"),
         "focal_len": tracking.get("focal_len"),
         "focal_at_grid_border": tracking.get("focal_search", {}).get("at_grid_border"),
         "reproj_error_px": tracking.get("reproj_error_px", {}).get("mean"),
