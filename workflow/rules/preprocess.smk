@@ -157,6 +157,7 @@ rule tracking:
         mesh=rules.landmarks.output.mesh,
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
+        au=f"{DATA}/au.csv",
     output:
         params=f"{DATA}/track_params.pt",
         train=f"{DATA}/transforms_train.json",
@@ -176,7 +177,8 @@ rule tracking:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.tracking --frames {input.frames:q} --mesh {input.mesh:q}"
-        " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --out-params {output.params:q}"
+        " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
+        " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
         " --cfg {params.cfg} 2> {log:q}"
 
