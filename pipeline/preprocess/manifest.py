@@ -8,7 +8,7 @@ mismatch raises :class:`InputError` naming the artefact.
 Fields (see docs/preprocess-tracking.md): ``identity``, ``frames``, ``fps``, ``size``, ``counts``
 (artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``av_durations``
 (audio and video stream durations of the raw video, from ``probe.json``), ``focal_len``,
-``reproj_error_px``, ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
+``reproj_error_px``, ``threedmm`` (status and mean landmark error of the SFM fit), ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
 ``timings`` (stage -> seconds, frames/s; ``total``), ``config_hash``, ``files``.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ FRAME_FOLDERS = {
 }
 #: python distributions whose versions are recorded
 PACKAGES = {"mediapipe": "mediapipe", "dlib": "dlib-bin", "torch": "torch", "snakemake": "snakemake",
-            "opencv": "opencv-python-headless", "numpy": "numpy"}
+            "opencv": "opencv-python-headless", "numpy": "numpy", "eos": "eos-py"}
 
 
 def count_frame_files(folder: Path, suffix: str) -> tuple[int, list[int]]:
@@ -162,6 +162,19 @@ def stage_backends(root: Path) -> dict:
     return out
 
 
+def threedmm_summary(path: Path) -> dict | None:
+    """``status``, ``mean_landmark_error_px``, ``identity_frames`` count and ``reason`` (n/a) from
+    ``threedmm.json``; None when the stage did not run."""
+    if not path.is_file():
+        return None
+    rep = read_json(path)
+    out = {"status": rep.get("status"), "mean_landmark_error_px": rep.get("mean_landmark_error_px"),
+           "identity_frames": len(rep.get("identity_frames", [])), "frames_per_second": rep.get("frames_per_second")}
+    if rep.get("reason"):
+        out["reason"] = rep["reason"]
+    return out
+
+
 def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
     """Collect and check everything ``manifest.json`` records (module docstring).
 
@@ -197,6 +210,7 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "focal_len": tracking.get("focal_len"),
         "focal_at_grid_border": tracking.get("focal_search", {}).get("at_grid_border"),
         "reproj_error_px": tracking.get("reproj_error_px", {}).get("mean"),
+        "threedmm": threedmm_summary(layout.root / "threedmm.json"),
         "failed_frames": lm.get("failed_frames", []),
         "backends": stage_backends(layout.root),
         "audio_features": feats,

@@ -183,6 +183,32 @@ rule tracking:
         " --cfg {params.cfg} 2> {log:q}"
 
 
+rule threedmm:
+    input:
+        frames=rules.frames.output.frames,
+        landmarks=rules.landmarks.output.report,
+    output:
+        params=f"{DATA}/threedmm.npz",
+        report=f"{DATA}/threedmm.json",
+    params:
+        cfg=cfg_arg("preprocess", "threedmm"),
+        weights=config["weights_dir"],
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/threedmm/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/threedmm/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.threedmm --frames {input.frames:q} --landmarks {input.landmarks:q}"
+        " --out {output.params:q} --report {output.report:q} --weights-dir {params.weights:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
 rule aus:
     input:
         video=rules.crop.output.video,
@@ -249,10 +275,12 @@ rule dataset_manifest:
         tracking=rules.tracking.output.report,
         transforms=rules.tracking.output.train,
         aus=rules.aus.output.report,
+        threedmm=rules.threedmm.output.report,
         audio=rules.audio_features.output.features,
         benchmarks=[
             f"{BENCH}/{stage}/{{identity}}.tsv"
-            for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus", "audio_features")
+            for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus",
+                          "threedmm", "audio_features")
         ],
     output:
         manifest=f"{DATA}/manifest.json",
