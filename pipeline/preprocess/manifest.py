@@ -83,6 +83,12 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         if missing:
             raise InputError(folder, f"{name}: frame numbering has gaps (missing {missing[:5]})")
         counts[name] = n
+    teeth = layout.root / "teeth_mask"  # optional (TalkingGaussian extras)
+    if teeth.is_dir():
+        n, missing = count_frame_files(teeth, ".npy")
+        if missing:
+            raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
+        counts["teeth_mask"] = n
     counts["face_mesh"] = count_rows(layout.face_mesh)
     counts["blendshapes"] = count_rows(layout.blendshapes)
     for feat in audio_features:

@@ -209,6 +209,30 @@ rule threedmm:
         " --cfg {params.cfg} 2> {log:q}"
 
 
+rule teeth_mask:
+    input:
+        frames=rules.frames.output.frames,
+        mesh=rules.landmarks.output.mesh,
+    output:
+        masks=directory(f"{DATA}/teeth_mask"),
+        report=f"{DATA}/teeth_mask.json",
+    params:
+        cfg=cfg_arg("preprocess", "teeth_mask"),
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/teeth_mask/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/teeth_mask/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.teeth --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
+
+
 rule aus:
     input:
         video=rules.crop.output.video,
@@ -276,6 +300,7 @@ rule dataset_manifest:
         transforms=rules.tracking.output.train,
         aus=rules.aus.output.report,
         threedmm=rules.threedmm.output.report,
+        teeth=teeth_mask_report,
         audio=rules.audio_features.output.features,
         benchmarks=[
             f"{BENCH}/{stage}/{{identity}}.tsv"
