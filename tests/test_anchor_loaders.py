@@ -9,7 +9,8 @@ What the loaders do (read from the anchors' repositories; described here, not co
   - line 477: the row of a frame is ``min(aud_id, N - 1)``;
   - lines 425-426: ``pd.read_csv(root/au.csv)[' AU45_r']`` (column name with OpenFace's leading
     space), indexed by ``img_id``; lines 500-501: eye input ``clip(AU45_r, 0, 2) / 2``;
-  - lines 481-482: ``np.loadtxt(ori_imgs/{img_id}.lms)`` is ``[68, 2]`` (x, y);
+  - lines 443-468: ``gt_imgs/{img_id}.jpg`` (3 channels) and ``torso_imgs/{img_id}.png`` (RGBA) by
+    ``cv2.imread(..., IMREAD_UNCHANGED)``; line 481: ``np.loadtxt(ori_imgs/{img_id}.lms)`` is ``[68, 2]``;
   - ``NeRFDataset_Test`` lines 158-163: a test pose file's frame gives its eye value as
     ``eye_ratio`` (default 0.25 when absent).
 * ``nerf_triplane/network.py`` lines 40-66 / 104-109 (RAD-NeRF ``nerf/network.py`` 41-67 / 114-119,
@@ -117,3 +118,31 @@ def test_eye_ratio_in_transforms_and_au45_as_the_anchors_read_them(mp_sample, tm
 
     with pytest.raises(InputError, match=r"short.csv: 10 rows but the dataset has 60 frames"):
         A.eye_ratio_from_au(short, N_SAMPLE)
+
+
+def test_built_sample_dataset_as_er_nerf_and_talkinggaussian_read_it(sample_dataset):
+    """The default build of the sample, read the anchors' way (frames, images, landmarks, blink)."""
+    import cv2
+
+    ds = sample_dataset
+    train = json.loads(ds.transforms_train.read_text())
+    val = json.loads(ds.transforms_val.read_text())
+    au = pd.read_csv(ds.au)  # provider.py 425: no options, ' AU45_r' with the leading space
+    blink = au[" AU45_r"].values
+    for tf in (train, val):
+        # provider.py: H = int(cy) * 2, W = int(cx) * 2 (NeRFDataset_Test), focal_len for the intrinsics
+        assert int(tf["cy"]) * 2 == 512 and int(tf["cx"]) * 2 == 512 and tf["focal_len"] > 0
+        for f in tf["frames"][:: max(1, len(tf["frames"]) // 7)]:
+            i = f["img_id"]
+            assert np.asarray(f["transform_matrix"], np.float32).shape == (4, 4)
+            lms = np.loadtxt(ds.root / "ori_imgs" / f"{i}.lms")  # provider.py 481
+            assert lms.shape == (68, 2)
+            gt = cv2.imread(str(ds.root / "gt_imgs" / f"{i}.jpg"), cv2.IMREAD_UNCHANGED)
+            torso = cv2.imread(str(ds.root / "torso_imgs" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+            assert gt.shape == (512, 512, 3) and torso.shape == (512, 512, 4)  # provider.py 443-468
+            assert f["eye_ratio"] == pytest.approx(np.clip(blink[i], 0, 2) / 2, abs=1e-6)
+    n = len(train["frames"]) + len(val["frames"])
+    assert len(blink) == n and [f["img_id"] for f in train["frames"] + val["frames"]] == list(range(n))
+    manifest = json.loads(ds.manifest.read_text())
+    assert manifest["av_durations"]["status"] == "ok"
+    assert manifest["threedmm"]["status"] in ("ok", "n/a")
