@@ -328,6 +328,35 @@ def save_npz(path: str | Path, fit: ThreeDMMFit, valid: np.ndarray) -> None:
                      identity_frames=fit.identity_frames.astype(np.int64), status=np.array("ok"))
 
 
+def adnerf_fields(threedmm: str | Path, blendshapes: np.ndarray, blendshape_names: list[str]) -> dict:
+    """The AD-NeRF ``track_params.pt`` keys this stage provides, for the tracking stage to merge.
+
+    AD-NeRF / ER-NeRF ``face_tracker.py`` saves ``id`` [1, id_dim] and ``exp`` [N, exp_dim] next to
+    ``euler``, ``trans``, ``focal`` (which stay the tracking stage's perspective poses).
+
+    Args:
+        threedmm: ``threedmm.npz`` of this stage (status ``ok``).
+        blendshapes: [N, 52] MediaPipe blendshape scores (the articulated expression).
+        blendshape_names: their 52 names.
+    Returns:
+        ``{"id": float32 [1, 63], "exp": float32 [N, 58] (6 SFM expressions then the 52
+        blendshapes), "exp_names": list[str] (58), "exp_model": "sfm_expressions+mediapipe_blendshapes",
+        "id_model": "surrey_face_model_3448"}`` as numpy arrays (``torch.as_tensor`` them to save).
+    Raises:
+        InputError: the npz is n/a or its frame count differs from ``blendshapes``.
+    """
+    with np.load(threedmm) as z:
+        if str(z["status"]) != "ok":
+            raise InputError(threedmm, f"no 3DMM fit ({z['reason'] if 'reason' in z else z['status']})")
+        shape, expr, names = z["shape"], z["expression"], [str(x) for x in z["expression_names"]]
+    if len(expr) != len(blendshapes):
+        raise InputError(threedmm, f"{len(expr)} frames but blendshapes.npy has {len(blendshapes)}")
+    return {"id": shape.astype(np.float32)[None],
+            "exp": np.concatenate([expr, blendshapes], axis=1).astype(np.float32),
+            "exp_names": names + list(blendshape_names),
+            "exp_model": "sfm_expressions+mediapipe_blendshapes", "id_model": "surrey_face_model_3448"}
+
+
 def read_frame_landmarks(frames_dir: Path) -> tuple[np.ndarray, int, int]:
     """All ``ori_imgs/{i}.lms`` as [N, 68, 2] and the frame size (width, height) of ``0.jpg``.
 
