@@ -89,6 +89,11 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         if missing:
             raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
         counts["teeth_mask"] = n
+    fit = layout.root / "threedmm.npz"  # rows only when the 3DMM fit ran (not n/a)
+    if fit.is_file():
+        with np.load(fit) as z:
+            if "expression" in z:
+                counts["threedmm"] = int(z["expression"].shape[0])
     counts["face_mesh"] = count_rows(layout.face_mesh)
     counts["blendshapes"] = count_rows(layout.blendshapes)
     for feat in audio_features:
