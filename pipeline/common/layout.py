@@ -18,6 +18,7 @@ Dataset (ER-NeRF layout, ``results/data/{identity}/``)::
     track_params.pt            dict of torch tensors: euler [N,3], trans [N,3], focal, exp [N,52], ...
     transforms_train.json      ER-NeRF schema: focal_len, cx, cy, frames[{img_id, aud_id, transform_matrix}]
     transforms_val.json        same, the last 1/11 of the frames
+    threedmm.npz, threedmm.json  Surrey Face Model fit: shape [63], expression [N, 6], pose, landmark error
     au.csv                     OpenFace 2 CSV format
     aud_mel.npy                float32 [N, 16, 80] log-mel windows (built in)
     aud_eo.npy                 wav2vec2 features [N, 16, D] (if configured)

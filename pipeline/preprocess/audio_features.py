@@ -24,7 +24,8 @@ deepspeech  aud_ds.npy     [N, 16, 29]        not supported in this build (needs
 Frame alignment: video frame ``i`` (``fps`` frames/s) starts at ``t_i = i / fps``; a window of
 ``W`` feature frames at rate ``R`` covers feature indices ``c_i - W/2 ... c_i + W/2 - 1`` with
 ``c_i = round(t_i * R)`` (the centring of AD-NeRF/ER-NeRF's 16-frame DeepSpeech windows). Indices
-outside the audio are padded (mel: silence floor; wav2vec2/hubert: nearest frame).
+outside the audio are padded (mel: silence floor; wav2vec2: zeros, as the anchors' ``F.unfold``;
+hubert: nearest frame).
 
 Reusable by the renderer (cross-driven audio): :func:`load_audio_16k_mono`, :func:`n_frames_for`,
 :func:`extract_features`.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -56,6 +58,11 @@ MEL_FLOOR = 1e-5
 WINDOW = 16
 #: wav2vec2/HuBERT are run on chunks of this many seconds with CONTEXT_S seconds of context
 CHUNK_S, CONTEXT_S = 20.0, 1.0
+#: channels the anchors' AudioNets take per feature file (ER-NeRF ``nerf_triplane/network.py``
+#: lines 104-109, RAD-NeRF ``nerf/network.py`` lines 114-119, TalkingGaussian
+#: ``scene/motion_net.py`` lines 100-105): esperanto wav2vec2 CTC logits 44, HuBERT-large 1024,
+#: DeepSpeech 29
+ANCHOR_CHANNELS = {"wav2vec2": 44, "hubert": 1024, "deepspeech": 29}
 
 
 @dataclass
@@ -215,6 +222,16 @@ def _hf_forward(name: str, model_dir: Path, audio_16k: np.ndarray) -> tuple[np.n
     return feats, rate
 
 
+def _check_anchor_channels(name: str, channels: int) -> None:
+    """Warn when a configured model gives features the anchors' AudioNets cannot take."""
+    want = ANCHOR_CHANNELS[name]
+    if channels != want:
+        logging.getLogger("audio_features").warning(
+            "%s: the configured model gives %d channels per frame; the anchors' AudioNets take %d for %s "
+            "(docs/preprocess-video.md): the file is usable by this project's models only",
+            name, channels, want, AUDIO_FEATURE_FILES[name])
+
+
 def extract_features(audio_16k: np.ndarray, n_frames: int, name: str, cfg: AudioConfig | dict,
                      fps: float = 25) -> np.ndarray:
     """One feature window per video frame.
@@ -237,15 +254,21 @@ def extract_features(audio_16k: np.ndarray, n_frames: int, name: str, cfg: Audio
                              pad=float(np.log(MEL_FLOOR)))
     if name == "wav2vec2":
         feats, rate = _hf_forward(name, _model_dir(name, cfg), audio_16k)
-        return frame_windows(feats, n_frames, rate, fps, WINDOW)
+        _check_anchor_channels(name, feats.shape[-1])
+        # zeros outside the audio, as the anchors' F.unfold(padding=8) (ER-NeRF data_utils/wav2vec.py 238-243)
+        return frame_windows(feats, n_frames, rate, fps, WINDOW, pad=0.0)
     if name == "hubert":
         feats, rate = _hf_forward(name, _model_dir(name, cfg), audio_16k)
+        _check_anchor_channels(name, feats.shape[-1])
         per_frame = max(1, int(round(rate / fps)))
         return frame_windows(feats, n_frames, rate, fps, per_frame, offset=0)
     if name == "deepspeech":
         raise InputError(cfg.deepspeech or "config preprocess.audio.deepspeech",
                          "DeepSpeech features (aud_ds.npy) are not supported in this build (they need "
-                         "TensorFlow 1.x); use mel, wav2vec2 or hubert")
+                         "TensorFlow 1.x); use wav2vec2 (aud_eo.npy: ER-NeRF/RAD-NeRF --asr_model "
+                         "cpierse/wav2vec2-large-xlsr-53-esperanto, TalkingGaussian --audio_extractor esperanto) "
+                         "or hubert (aud_hu.npy: ER-NeRF --asr_model facebook/hubert-large-ls960-ft, "
+                         "TalkingGaussian --audio_extractor hubert), or mel for this project's own models")
     raise InputError("config preprocess.audio.features", f"unknown audio feature '{name}'")
 
 

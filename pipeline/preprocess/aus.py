@@ -149,6 +149,36 @@ def read_openface_csv(path: str | Path) -> pd.DataFrame:
     return df
 
 
+#: ER-NeRF / TalkingGaussian clip AU45_r to [0, AU45_EYE_MAX] and divide by it to get the eye input
+AU45_EYE_MAX = 2.0
+
+
+def eye_ratio_from_au(path: str | Path, n_frames: int) -> np.ndarray:
+    """The anchors' eye (blink) input of every frame, from ``au.csv``: ``clip(AU45_r, 0, 2) / 2``.
+
+    This is what ER-NeRF's training loader computes (``nerf_triplane/provider.py`` lines 425-426
+    and 500-501) and TalkingGaussian's (``scene/dataset_readers.py`` lines 117-118 and 219); their
+    test loaders (ER-NeRF / RAD-NeRF ``provider.py`` ``NeRFDataset_Test``, lines 158-163) read the
+    same quantity from the transforms' ``eye_ratio`` key, so writing it there gives a test pose file
+    the eyes the model was trained with.
+
+    Args:
+        path: ``au.csv`` (OpenFace 2 layout, frames in order).
+        n_frames: frames of the dataset.
+    Returns:
+        float32 [n_frames] in [0, 1] (0 open, 1 closed).
+    Raises:
+        InputError: unreadable CSV, no ``AU45_r`` column, or a row count other than ``n_frames``.
+    """
+    df = read_openface_csv(path)
+    if "AU45_r" not in df.columns:
+        raise InputError(path, "no AU45_r column (needed for eye_ratio)")
+    if len(df) != n_frames:
+        raise InputError(path, f"{len(df)} rows but the dataset has {n_frames} frames")
+    au45 = df.sort_values("frame")["AU45_r"].to_numpy(np.float64)
+    return (np.clip(au45, 0.0, AU45_EYE_MAX) / AU45_EYE_MAX).astype(np.float32)
+
+
 def validate_openface(df: pd.DataFrame, path: str | Path, n_frames: int) -> pd.DataFrame:
     """Check an OpenFace table has every column of :data:`COLUMNS` and ``n_frames`` rows.
 

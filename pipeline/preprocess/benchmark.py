@@ -33,7 +33,7 @@ log = logging.getLogger("pipeline.preprocess.benchmark")
 
 SAMPLE_VIDEO = PROJECT_ROOT / "resources" / "sample" / "German_12s.mp4"
 #: dataset rules in pipeline order (benchmark folders under results/benchmarks/)
-STAGES = ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus",
+STAGES = ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "threedmm", "aus",
           "audio_features", "dataset_manifest")
 
 
@@ -42,12 +42,15 @@ def identity_name(video: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", video.stem) or "video"
 
 
-def prepare_workdir(workdir: Path, video: Path, identity: str) -> None:
-    """Write ``config.yaml`` (the project's, with absolute paths) and a one-row identities table."""
+def prepare_workdir(workdir: Path, video: Path, identity: str, sfm: Path | None = None) -> None:
+    """Write ``config.yaml`` (the project's, with absolute paths; ``sfm``: the Surrey Face Model
+    folder for the 3DMM stage) and a one-row identities table."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     (workdir / "identities.tsv").write_text(f"id\tvideo\n{identity}\t{video}\n")
     cfg["identities"] = str(workdir / "identities.tsv")
+    if sfm:
+        cfg["preprocess"].setdefault("threedmm", {})["model_dir"] = str(sfm)
     cross = cfg.get("render", {}).get("cross_driven") or {}
     cfg.setdefault("render", {})["cross_driven"] = {k: str(PROJECT_ROOT / v) if not os.path.isabs(v) else v
                                                     for k, v in cross.items()}
@@ -103,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="working folder to keep (default: a temporary one)")
     ap.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
     ap.add_argument("--timeout", type=float, default=3600, help="limit of the build (seconds)")
+    ap.add_argument("--sfm", type=Path, help="Surrey Face Model folder (preprocess.threedmm.model_dir), "
+                                           "e.g. ../shared/models/sfm; default: the config's")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.benchmark")
     video = args.video.resolve()
@@ -111,7 +116,7 @@ def main(argv=None) -> int:
     identity = identity_name(video)
     workdir = args.out.resolve() if args.out else Path(tempfile.mkdtemp(prefix="dataset_bench_"))
     try:
-        prepare_workdir(workdir, video, identity)
+        prepare_workdir(workdir, video, identity, args.sfm.resolve() if args.sfm else None)
         log.info("building the dataset of %s in %s (%d cores)", video, workdir, args.cores)
         wall = run_builder(workdir, identity, args.cores, args.timeout)
         summary = summarize(workdir, identity, wall)

@@ -6,8 +6,9 @@ assumed) and must equal the frame count of the cropped video (``crop.json`` ``n_
 mismatch raises :class:`InputError` naming the artefact.
 
 Fields (see docs/preprocess-tracking.md): ``identity``, ``frames``, ``fps``, ``size``, ``counts``
-(artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``focal_len``,
-``reproj_error_px``, ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
+(artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``av_durations``
+(audio and video stream durations of the raw video, from ``probe.json``), ``focal_len``,
+``reproj_error_px``, ``threedmm`` (status and mean landmark error of the SFM fit), ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
 ``timings`` (stage -> seconds, frames/s; ``total``), ``config_hash``, ``files``.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ FRAME_FOLDERS = {
 }
 #: python distributions whose versions are recorded
 PACKAGES = {"mediapipe": "mediapipe", "dlib": "dlib-bin", "torch": "torch", "snakemake": "snakemake",
-            "opencv": "opencv-python-headless", "numpy": "numpy"}
+            "opencv": "opencv-python-headless", "numpy": "numpy", "eos": "eos-py"}
 
 
 def count_frame_files(folder: Path, suffix: str) -> tuple[int, list[int]]:
@@ -82,6 +83,17 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         if missing:
             raise InputError(folder, f"{name}: frame numbering has gaps (missing {missing[:5]})")
         counts[name] = n
+    teeth = layout.root / "teeth_mask"  # optional (TalkingGaussian extras)
+    if teeth.is_dir():
+        n, missing = count_frame_files(teeth, ".npy")
+        if missing:
+            raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
+        counts["teeth_mask"] = n
+    fit = layout.root / "threedmm.npz"  # rows only when the 3DMM fit ran (not n/a)
+    if fit.is_file():
+        with np.load(fit) as z:
+            if "expression" in z:
+                counts["threedmm"] = int(z["expression"].shape[0])
     counts["face_mesh"] = count_rows(layout.face_mesh)
     counts["blendshapes"] = count_rows(layout.blendshapes)
     for feat in audio_features:
@@ -161,6 +173,19 @@ def stage_backends(root: Path) -> dict:
     return out
 
 
+def threedmm_summary(path: Path) -> dict | None:
+    """``status``, ``mean_landmark_error_px``, ``identity_frames`` count and ``reason`` (n/a) from
+    ``threedmm.json``; None when the stage did not run."""
+    if not path.is_file():
+        return None
+    rep = read_json(path)
+    out = {"status": rep.get("status"), "mean_landmark_error_px": rep.get("mean_landmark_error_px"),
+           "identity_frames": len(rep.get("identity_frames", [])), "frames_per_second": rep.get("frames_per_second")}
+    if rep.get("reason"):
+        out["reason"] = rep["reason"]
+    return out
+
+
 def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
     """Collect and check everything ``manifest.json`` records (module docstring).
 
@@ -173,6 +198,7 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
     counts = artefact_counts(layout, feats)
     check_counts(counts, n, layout)
     lm = read_json(layout.landmarks_report)
+    probe = read_json(layout.probe) if layout.probe.is_file() else {}
     tracking = read_json(layout.root / "tracking.json")
     windows = np.asarray(crop.get("windows", []), dtype=float)
     crop_info = {
@@ -191,9 +217,11 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "size": crop.get("size"),
         "counts": counts,
         "crop": crop_info,
+        "av_durations": probe.get("av_durations"),
         "focal_len": tracking.get("focal_len"),
         "focal_at_grid_border": tracking.get("focal_search", {}).get("at_grid_border"),
         "reproj_error_px": tracking.get("reproj_error_px", {}).get("mean"),
+        "threedmm": threedmm_summary(layout.root / "threedmm.json"),
         "failed_frames": lm.get("failed_frames", []),
         "backends": stage_backends(layout.root),
         "audio_features": feats,

@@ -3,13 +3,16 @@
 ``python -m pipeline.preprocess.probe --video RAW --out results/data/{id}/probe.json --cfg JSON``
 
 Refuses (one-line :class:`InputError` naming the file) a video that is unreadable or corrupt, has
-no video or no audio stream, is shorter than ``min_duration_s``, shows no face in at least half of
-the ``sample_frames`` frames sampled evenly over the clip, or (``single_face``) shows more than one
-person's face. Variable frame rate is accepted (the crop stage resamples to a constant rate).
+no video or no audio stream, is shorter than ``min_duration_s``, whose audio and video streams
+differ in duration by more than ``max_av_diff_s`` (warns above one video frame), shows no face in
+at least half of the ``sample_frames`` frames sampled evenly over the clip, or (``single_face``)
+shows more than one person's face. Variable frame rate is accepted (the crop stage resamples to a
+constant rate).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from dataclasses import dataclass, fields
@@ -33,6 +36,8 @@ class ProbeConfig:
     """Number of frames sampled evenly over the clip for the face checks."""
     single_face: bool = True
     """Refuse a video where more than one person's face is visible."""
+    max_av_diff_s: float = 1.0
+    """Refuse a video whose audio and video streams differ in duration by more than this (s)."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ProbeConfig":
@@ -45,17 +50,52 @@ def sample_times(duration: float, n: int) -> list[float]:
     return [(i + 0.5) * duration / n for i in range(n)]
 
 
+def check_av_durations(video: str | Path, video_s: float, audio_s: float, fps: float,
+                       max_diff_s: float) -> dict:
+    """Compare the durations of the audio and the video stream.
+
+    The crop stage makes the dataset's audio exactly as long as its video (it pads silence or cuts
+    the rest), so a large difference means a mismatched file (for example a soundtrack from another
+    take) that would otherwise be cut or padded without notice.
+
+    Args:
+        video: the file (for messages).
+        video_s, audio_s: stream durations in seconds (ffprobe).
+        fps: video frame rate (frames/s); one frame is the tolerance for a warning.
+        max_diff_s: refusal limit in seconds (config ``preprocess.probe.max_av_diff_s``).
+    Returns:
+        ``{"video_s", "audio_s", "difference_s" (audio - video), "status"}`` with status ``"ok"``
+        (within one frame) or ``"warned"`` (more than one frame, at most ``max_diff_s``).
+    Raises:
+        InputError: ``|audio_s - video_s| > max_diff_s``; the message gives both durations.
+    """
+    diff = float(audio_s) - float(video_s)
+    longer = "audio" if diff > 0 else "video"
+    if abs(diff) > max_diff_s:
+        raise InputError(video, f"audio stream {audio_s:.2f} s and video stream {video_s:.2f} s differ by "
+                                f"{abs(diff):.2f} s, more than preprocess.probe.max_av_diff_s={max_diff_s:g} s")
+    status = "ok"
+    if fps and abs(diff) > 1.0 / fps:
+        status = "warned"
+        logging.getLogger("probe").warning(
+            "%s: audio stream %.2f s and video stream %.2f s differ by %.2f s (more than one frame): the %s "
+            "is longer; the dataset's audio is %s to the video's length", video, audio_s, video_s, abs(diff),
+            longer, "cut" if diff > 0 else "padded with silence")
+    return {"video_s": round(float(video_s), 4), "audio_s": round(float(audio_s), 4),
+            "difference_s": round(diff, 4), "status": status}
+
+
 def probe_video(video: str | Path, cfg: ProbeConfig) -> dict:
     """Run every check on ``video`` and return the probe report (written as probe.json).
 
     Returns:
         dict with ``video``, ``format``, ``duration`` (s), ``streams`` (ffprobe subset), ``fps``
         (``avg``, ``r``, ``variable``), ``resolution`` [W, H], ``audio`` (codec, sample_rate,
-        channels), ``faces``: one entry per sampled frame ``{"t": s, "boxes": [[x, y, w, h, score]]}``
+        channels), ``av_durations`` (:func:`check_av_durations`), ``faces``: one entry per sampled frame ``{"t": s, "boxes": [[x, y, w, h, score]]}``
         (source pixels), and ``face_box_median`` [x, y, w, h] of the largest face.
     Raises:
-        InputError: unreadable/corrupt file, no video stream, no audio stream, too short, no face,
-            more than one face (see module docstring).
+        InputError: unreadable/corrupt file, no video stream, no audio stream, too short, audio and
+            video durations too different, no face, more than one face (see module docstring).
     """
     log = setup_logging("probe")
     info = probe_talking_video(video)
@@ -64,6 +104,7 @@ def probe_video(video: str | Path, cfg: ProbeConfig) -> dict:
         raise InputError(video, "unreadable or corrupt video (no duration or frame rate)")
     if duration < cfg.min_duration_s:
         raise InputError(video, f"too short: {duration:.2f} s < min_duration_s {cfg.min_duration_s:g} s")
+    av = check_av_durations(video, duration, info.audio_duration or 0.0, info.avg_fps, cfg.max_av_diff_s)
     times = sample_times(duration, cfg.sample_frames)
     frames = read_frames_at(video, times, max_side=1280, rotation=info.rotation)
     scale = info.width / frames[0].shape[1]
@@ -101,6 +142,7 @@ def probe_video(video: str | Path, cfg: ProbeConfig) -> dict:
         "video_start": info.video_start,
         "audio": {"codec": info.audio_codec, "sample_rate": info.sample_rate, "channels": info.channels,
                   "start": info.audio_start, "duration": info.audio_duration},
+        "av_durations": av,
         "faces": per_frame,
         "face_box_median": np.median(big, axis=0).round(1).tolist(),
     }

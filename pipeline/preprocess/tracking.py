@@ -647,13 +647,15 @@ def split_index(n: int, val_fraction: float) -> int:
 
 
 def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,
-                     eye: np.ndarray | None = None) -> tuple[dict, dict]:
+                     eye: np.ndarray | None = None, eye_ratio: np.ndarray | None = None) -> tuple[dict, dict]:
     """The ``transforms_train.json`` / ``transforms_val.json`` contents.
 
     ER-NeRF schema: ``focal_len``, ``cx``, ``cy`` (pixels) and ``frames[]`` of ``img_id``,
     ``aud_id`` (both = frame index) and ``transform_matrix`` (4x4 camera-to-world). Extra keys:
     top level ``convention`` (axes and units), ``width``, ``height``, ``reproj_error_px``; per frame
-    ``eye`` (blink value in [0, 1], mean of MediaPipe eyeBlinkLeft/Right) when ``eye`` is given.
+    ``eye`` (blink value in [0, 1], mean of MediaPipe eyeBlinkLeft/Right) when ``eye`` is given, and
+    ``eye_ratio`` (the anchors' test loaders' key: ``clip(AU45_r, 0, 2) / 2``, see
+    :func:`pipeline.preprocess.aus.eye_ratio_from_au`) when ``eye_ratio`` is given.
     """
     c2w = camera_to_world(res.euler, res.trans)
     n = len(c2w)
@@ -665,6 +667,8 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
             fr = {"img_id": i, "aud_id": i, "transform_matrix": c2w[i].tolist()}
             if eye is not None:
                 fr["eye"] = float(eye[i])
+            if eye_ratio is not None:
+                fr["eye_ratio"] = float(eye_ratio[i])
             frames.append(fr)
         out.append({
             "focal_len": float(res.focal), "cx": width / 2.0, "cy": height / 2.0,
@@ -758,6 +762,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mesh", required=True, type=Path, help="face_mesh.npy [N, 478, 3]")
     ap.add_argument("--blendshapes", required=True, type=Path, help="blendshapes.npy [N, 52]")
     ap.add_argument("--landmarks", type=Path, help="landmarks.json (blendshape names, failed frames)")
+    ap.add_argument("--au", type=Path, help="au.csv: per-frame eye_ratio = clip(AU45_r, 0, 2) / 2 in the transforms")
     ap.add_argument("--out-params", required=True, type=Path)
     ap.add_argument("--out-train", required=True, type=Path)
     ap.add_argument("--out-val", required=True, type=Path)
@@ -800,7 +805,12 @@ def main(argv=None) -> int:
     eye = None
     if "eyeBlinkLeft" in names and "eyeBlinkRight" in names:
         eye = 0.5 * (bs[:, names.index("eyeBlinkLeft")] + bs[:, names.index("eyeBlinkRight")])
-    train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye)
+    eye_ratio = None
+    if args.au:
+        from pipeline.preprocess.aus import eye_ratio_from_au
+
+        eye_ratio = eye_ratio_from_au(args.au, len(mesh))
+    train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio)
     save_track_params(args.out_params, res, bs, names)
     atomic_write_json(args.out_train, train)
     atomic_write_json(args.out_val, val)

@@ -57,3 +57,10 @@ def cfg_arg(*keys):
 def identity_video(wildcards):
     """Absolute path of an identity's raw video (from the identities table)."""
     return str(resolve_path(IDENTITIES[wildcards.identity]["video"]))
+
+
+def teeth_mask_report(wildcards):
+    """teeth_mask.json of the identity when preprocess.teeth_mask.enabled (TalkingGaussian extras), else nothing."""
+    if not config["preprocess"].get("teeth_mask", {}).get("enabled", False):
+        return []
+    return f"{DATA}/teeth_mask.json".format(identity=wildcards.identity)

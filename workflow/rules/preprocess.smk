@@ -157,6 +157,7 @@ rule tracking:
         mesh=rules.landmarks.output.mesh,
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
+        au=f"{DATA}/au.csv",
     output:
         params=f"{DATA}/track_params.pt",
         train=f"{DATA}/transforms_train.json",
@@ -176,9 +177,60 @@ rule tracking:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.tracking --frames {input.frames:q} --mesh {input.mesh:q}"
-        " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --out-params {output.params:q}"
+        " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
+        " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
         " --cfg {params.cfg} 2> {log:q}"
+
+
+rule threedmm:
+    input:
+        frames=rules.frames.output.frames,
+        landmarks=rules.landmarks.output.report,
+    output:
+        params=f"{DATA}/threedmm.npz",
+        report=f"{DATA}/threedmm.json",
+    params:
+        cfg=cfg_arg("preprocess", "threedmm"),
+        weights=config["weights_dir"],
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/threedmm/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/threedmm/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.threedmm --frames {input.frames:q} --landmarks {input.landmarks:q}"
+        " --out {output.params:q} --report {output.report:q} --weights-dir {params.weights:q}"
+        " --cfg {params.cfg} 2> {log:q}"
+
+
+rule teeth_mask:
+    input:
+        frames=rules.frames.output.frames,
+        mesh=rules.landmarks.output.mesh,
+    output:
+        masks=directory(f"{DATA}/teeth_mask"),
+        report=f"{DATA}/teeth_mask.json",
+    params:
+        cfg=cfg_arg("preprocess", "teeth_mask"),
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/teeth_mask/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/teeth_mask/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m pipeline.preprocess.teeth --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
 
 
 rule aus:
@@ -247,10 +299,13 @@ rule dataset_manifest:
         tracking=rules.tracking.output.report,
         transforms=rules.tracking.output.train,
         aus=rules.aus.output.report,
+        threedmm=rules.threedmm.output.report,
+        teeth=teeth_mask_report,
         audio=rules.audio_features.output.features,
         benchmarks=[
             f"{BENCH}/{stage}/{{identity}}.tsv"
-            for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus", "audio_features")
+            for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus",
+                          "threedmm", "audio_features")
         ],
     output:
         manifest=f"{DATA}/manifest.json",

@@ -1,0 +1,148 @@
+"""Datasets read the way the anchors' own loaders read them.
+
+What the loaders do (read from the anchors' repositories; described here, not copied):
+
+* ER-NeRF ``nerf_triplane/provider.py`` (commit 0cf72d8):
+  - lines 392-402: the training audio file is ``aud_eo.npy`` when ``--asr_model`` contains
+    "esperanto", ``aud_ds.npy`` for "deepspeech", ``aud_hu.npy`` for "hubert";
+  - lines 407-411: a 3-D array ``[N, W, C]`` is made float and permuted to ``[N, C, W]``;
+  - line 477: the row of a frame is ``min(aud_id, N - 1)``;
+  - lines 425-426: ``pd.read_csv(root/au.csv)[' AU45_r']`` (column name with OpenFace's leading
+    space), indexed by ``img_id``; lines 500-501: eye input ``clip(AU45_r, 0, 2) / 2``;
+  - lines 443-468: ``gt_imgs/{img_id}.jpg`` (3 channels) and ``torso_imgs/{img_id}.png`` (RGBA) by
+    ``cv2.imread(..., IMREAD_UNCHANGED)``; line 481: ``np.loadtxt(ori_imgs/{img_id}.lms)`` is ``[68, 2]``;
+  - ``NeRFDataset_Test`` lines 158-163: a test pose file's frame gives its eye value as
+    ``eye_ratio`` (default 0.25 when absent).
+* ``nerf_triplane/network.py`` lines 40-66 / 104-109 (RAD-NeRF ``nerf/network.py`` 41-67 / 114-119,
+  TalkingGaussian ``scene/motion_net.py`` 39-65 / 100-105): the AudioNet takes ``[B, C, W]`` with
+  C = 44 (esperanto), 29 (deepspeech), 1024 (hubert); it slices the window to ``8 +- win/2`` and runs
+  four Conv1d(kernel 3, stride 2, padding 1) layers with channels C -> 32 -> 32 -> 64 -> 64, then
+  squeezes the last axis: the window must shrink to length 1.
+* ``nerf_triplane/utils.py`` lines 42-67 (``get_audio_features``, attention mode 2): 8 consecutive
+  rows around the frame.
+* TalkingGaussian ``scene/dataset_readers.py`` (commit 9bd34f7) lines 100-114: ``aud_{ds,eo,hu}.npy``
+  by ``--audio_extractor``, permuted the same way; lines 117-131: ``' AU45_r'``, ``' AU25_r'`` and
+  ``' AU01_r'``, ``' AU04_r'``, ``' AU05_r'``, ``' AU06_r'``, ``' AU07_r'`` from ``au.csv``; line 219:
+  blink ``clip(AU45_r, 0, 2) / 2``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.preprocess import audio_features as af
+from pipeline.preprocess import aus as A
+from pipeline.preprocess import tracking as T
+from tests.conftest import SAMPLE_VIDEO
+from tests.test_audio_features import WAV, tiny_models  # noqa: F401  (module fixture)
+from tests.test_tracking import N_SAMPLE, mp_sample  # noqa: F401  (module fixture)
+
+
+def _anchor_load_audio(path, aud_ids):
+    """ER-NeRF provider.py 407-411 and 477: float, [N, W, C] -> [N, C, W], row min(aud_id, N - 1)."""
+    import torch
+
+    feats = torch.from_numpy(np.load(path)).float().permute(0, 2, 1)
+    return feats, torch.stack([feats[min(i, feats.shape[0] - 1)] for i in aud_ids])
+
+
+def _audionet_conv(channels: int):
+    """An AudioNet-shaped conv stack (network.py 45-54 as described in the module docstring)."""
+    import torch.nn as nn
+
+    dims = [channels, 32, 32, 64, 64]
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Conv1d(a, b, kernel_size=3, stride=2, padding=1), nn.LeakyReLU(0.02)]
+    return nn.Sequential(*layers)
+
+
+def test_audio_files_fit_the_anchors_audionets(tiny_models, tmp_path, capsys):  # noqa: F811
+    """aud_eo.npy [N, 16, 44] and aud_hu.npy [N, 2, H] go through the anchors' loading and an
+    AudioNet-shaped stack to one 64-vector per frame (tiny random models: shapes only)."""
+    track = tmp_path / "crop.json"
+    track.write_text(json.dumps({"n_frames": 70, "fps": 25}))
+    cfg = {"features": ["wav2vec2", "hubert"], "wav2vec2": str(tiny_models / "w2v_ctc"),
+           "hubert": str(tiny_models / "hubert")}
+    assert af.main(["--audio", str(WAV), "--track", str(track), "--out-dir", str(tmp_path),
+                    "--cfg", json.dumps(cfg), "--threads", "1"]) == 0
+    import torch
+
+    for name, width in (("aud_eo.npy", 16), ("aud_hu.npy", 2)):
+        feats, rows = _anchor_load_audio(tmp_path / name, range(0, 80, 7))  # aud_id past the end is clamped
+        assert feats.shape[0] == 70 and feats.shape[2] == width
+        channels = feats.shape[1]
+        window = rows[:, :, 8 - 8:8 + 8]  # AudioNet.forward's slice (win_size 16)
+        with torch.no_grad():
+            out = _audionet_conv(channels)(window)
+        assert out.shape == (len(rows), 64, 1)
+    assert np.load(tmp_path / "aud_eo.npy").shape[2] == af.ANCHOR_CHANNELS["wav2vec2"] == 44
+    # the tiny HuBERT has 16 channels, not the 1024 the anchors' AudioNets take: a warning says so
+    assert "hubert: the configured model gives 16 channels per frame; the anchors' AudioNets take 1024" in capsys.readouterr().err
+
+
+def test_eye_ratio_in_transforms_and_au45_as_the_anchors_read_them(mp_sample, tmp_path):  # noqa: F811
+    """au.csv read with pandas as ER-NeRF/TalkingGaussian do; the transforms' eye_ratio equals the
+    eye input their training loaders compute for the same frame."""
+    au = tmp_path / "au.csv"
+    assert A.main(["--video", str(SAMPLE_VIDEO), "--blendshapes", str(mp_sample / "blendshapes.npy"),
+                   "--landmarks", str(mp_sample / "landmarks.json"), "--out", str(au),
+                   "--out-report", str(tmp_path / "aus.json")]) == 0
+    df = pd.read_csv(au)  # exactly as provider.py 425 / dataset_readers.py 117: no options
+    for col in (" AU45_r", " AU25_r", " AU01_r", " AU04_r", " AU05_r", " AU06_r", " AU07_r"):
+        assert col in df.columns and len(df[col].values) == N_SAMPLE
+    blink = df[" AU45_r"].values
+    assert blink.min() >= 0 and blink.max() <= 5 and np.ptp(blink) > 0.1  # the sample blinks
+
+    out = tmp_path
+    args = ["--frames", str(mp_sample / "ori_imgs"), "--mesh", str(mp_sample / "face_mesh.npy"),
+            "--blendshapes", str(mp_sample / "blendshapes.npy"), "--landmarks", str(mp_sample / "landmarks.json"),
+            "--au", str(au), "--out-params", str(out / "track_params.pt"),
+            "--out-train", str(out / "transforms_train.json"), "--out-val", str(out / "transforms_val.json"),
+            "--out-report", str(out / "tracking.json"), "--cfg", json.dumps({"focal_search": [1000, 1400, 200]})]
+    assert T.main(args) == 0
+    frames = [f for split in ("train", "val")
+              for f in json.loads((out / f"transforms_{split}.json").read_text())["frames"]]
+    assert [f["img_id"] for f in frames] == list(range(N_SAMPLE))
+    for f in frames:
+        # ER-NeRF provider.py 500-501 / TalkingGaussian dataset_readers.py 219 for the same frame
+        assert f["eye_ratio"] == pytest.approx(np.clip(blink[f["img_id"]], 0, 2) / 2, abs=1e-6)
+        assert 0.0 <= f["eye_ratio"] <= 1.0 and "eye" in f
+    # a CSV with another frame count is refused, naming the file
+    short = tmp_path / "short.csv"
+    pd.read_csv(au).iloc[:10].to_csv(short, index=False)
+    from pipeline.common.errors import InputError
+
+    with pytest.raises(InputError, match=r"short.csv: 10 rows but the dataset has 60 frames"):
+        A.eye_ratio_from_au(short, N_SAMPLE)
+
+
+def test_built_sample_dataset_as_er_nerf_and_talkinggaussian_read_it(sample_dataset):
+    """The default build of the sample, read the anchors' way (frames, images, landmarks, blink)."""
+    import cv2
+
+    ds = sample_dataset
+    train = json.loads(ds.transforms_train.read_text())
+    val = json.loads(ds.transforms_val.read_text())
+    au = pd.read_csv(ds.au)  # provider.py 425: no options, ' AU45_r' with the leading space
+    blink = au[" AU45_r"].values
+    for tf in (train, val):
+        # provider.py: H = int(cy) * 2, W = int(cx) * 2 (NeRFDataset_Test), focal_len for the intrinsics
+        assert int(tf["cy"]) * 2 == 512 and int(tf["cx"]) * 2 == 512 and tf["focal_len"] > 0
+        for f in tf["frames"][:: max(1, len(tf["frames"]) // 7)]:
+            i = f["img_id"]
+            assert np.asarray(f["transform_matrix"], np.float32).shape == (4, 4)
+            lms = np.loadtxt(ds.root / "ori_imgs" / f"{i}.lms")  # provider.py 481
+            assert lms.shape == (68, 2)
+            gt = cv2.imread(str(ds.root / "gt_imgs" / f"{i}.jpg"), cv2.IMREAD_UNCHANGED)
+            torso = cv2.imread(str(ds.root / "torso_imgs" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+            assert gt.shape == (512, 512, 3) and torso.shape == (512, 512, 4)  # provider.py 443-468
+            assert f["eye_ratio"] == pytest.approx(np.clip(blink[i], 0, 2) / 2, abs=1e-6)
+    n = len(train["frames"]) + len(val["frames"])
+    assert len(blink) == n and [f["img_id"] for f in train["frames"] + val["frames"]] == list(range(n))
+    manifest = json.loads(ds.manifest.read_text())
+    assert manifest["av_durations"]["status"] == "ok"
+    assert manifest["threedmm"]["status"] in ("ok", "n/a")
