@@ -199,6 +199,52 @@ def test_aue_hand_computed():
         aue(pred[:, :5], gt[:, :5])
 
 
+def test_aue_groups_are_talkinggaussians():
+    """Upper/lower split of TalkingGaussian's auerror.py: AU09 (nose wrinkler) is upper face."""
+    from pipeline.metrics.aue import AUS, LOWER, UPPER, aue
+
+    assert UPPER == ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU45")
+    assert LOWER == ("AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+    assert sorted(UPPER + LOWER) == sorted(AUS)
+    pred = np.zeros((1, 17))
+    pred[0, AUS.index("AU09")] = 2.0
+    assert aue(pred, np.zeros((1, 17))) == {"aue": 4.0, "aue_lower": 0.0, "aue_upper": 4.0}
+
+
+class _FixedLandmarks:
+    """A landmarker stand-in: the landmarks of an image are looked up by its first pixel value
+    (None: no face), so frame_lmd's bookkeeping can be checked by hand."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def landmarks(self, rgb, box=None):
+        assert box is None, "each image's face is detected in that image"
+        return self.table[int(rgb[0, 0, 0])]
+
+
+def test_frame_lmd_detects_each_image_and_scales_to_512():
+    from pipeline.metrics.landmarks import (GT_NO_FACE, OK, RENDER_NO_FACE, frame_lmd,
+                                            lmd_note)
+
+    rng = np.random.default_rng(2)
+    gt = rng.uniform(10, 100, size=(68, 2))
+    moved = gt.copy()
+    moved[50] += [3.0, 4.0]                          # 5 px: mouth LMD 0.475 px (see above)
+    lmk = _FixedLandmarks({1: gt, 2: moved, 3: None})
+    img = lambda v, h: np.full((h, h, 3), v, np.uint8)  # noqa: E731
+    mouth, face, status = frame_lmd(lmk, img(2, 128), img(1, 128))
+    assert status == OK and mouth == pytest.approx(0.475 * 512 / 128)  # 128 px render: x4
+    assert face == pytest.approx(2 * 5 * 67 / 68 ** 2 * 4)
+    assert frame_lmd(lmk, img(2, 512), img(1, 512))[0] == pytest.approx(0.475)
+    m, f, status = frame_lmd(lmk, img(3, 128), img(1, 128))
+    assert math.isnan(m) and math.isnan(f) and status == RENDER_NO_FACE
+    assert frame_lmd(lmk, img(2, 128), img(3, 128))[2] == GT_NO_FACE
+    assert lmd_note([OK, RENDER_NO_FACE, RENDER_NO_FACE, GT_NO_FACE]) == (
+        "render: no face in 2 of 4 frames (not scored); ground truth: no face in 1 of 4 frames (not scored)")
+    assert lmd_note([OK, OK]) is None
+
+
 # ---------------------------------------------------------------- LSE
 
 def test_lse_offset_search_finds_known_shift():

@@ -49,6 +49,8 @@ class MetricValue:
         weights_sha256: sha256 of the pretrained file used, None when no weights are involved.
         na_reason: why ``value`` is None (one line), else None.
         n_frames: number of frames the value is computed over.
+        note: what the reader must know about the value, e.g. frames left out (``"render: no face
+            in 3 of 28 frames (not scored)"``); None when nothing.
     """
 
     value: float | None
@@ -56,6 +58,7 @@ class MetricValue:
     weights_sha256: str | None = None
     na_reason: str | None = None
     n_frames: int = 0
+    note: str | None = None
 
     @classmethod
     def na(cls, reason: str, backend: str | None = None, n_frames: int = 0) -> "MetricValue":
@@ -63,7 +66,7 @@ class MetricValue:
         return cls(None, backend, None, reason, n_frames)
 
     def to_json(self) -> dict:
-        """The JSON shape ``{"value", "backend", "weights_sha256", "na_reason", "n_frames"}``."""
+        """The JSON shape ``{"value", "backend", "weights_sha256", "na_reason", "n_frames", "note"}``."""
         d = asdict(self)
         if d["value"] is not None:
             d["value"] = float(d["value"])

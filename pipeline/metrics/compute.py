@@ -71,22 +71,6 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def first_train_frame(data_dir: Path) -> Path | None:
-    """The identity's reference image for CSIM: the first frame of ``transforms_train.json``
-    (``ori_imgs/{img_id}.jpg``, else ``gt_imgs``); None when the dataset lacks it."""
-    tj = data_dir / "transforms_train.json"
-    if not tj.is_file():
-        return None
-    frames = read_json(tj).get("frames") or []
-    if not frames:
-        return None
-    i = int(frames[0].get("img_id", 0))
-    for sub in ("ori_imgs", "gt_imgs"):
-        if (data_dir / sub / f"{i}.jpg").is_file():
-            return data_dir / sub / f"{i}.jpg"
-    return None
-
-
 def training_seconds(model_dir: Path | None) -> MetricValue:
     """Training time (seconds, all training stages, validation excluded) from the model folder's
     ``train_manifest.json`` (``seconds.total``, written by pipeline.train)."""
@@ -273,6 +257,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
 
         lmk, lmk_note = make_landmarker(cfg.weights_dir)
     emb = ref_emb = None
+    csim_ref = ""
     if "csim" in want:
         from pipeline.metrics.identity import ArcFaceEmbedder, DlibEmbedder
 
@@ -281,22 +266,23 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
         except WeightsMissing as exc:
             log.info("CSIM: dlib descriptor (%s)", exc.reason)
             emb = DlibEmbedder(lmk)
-        ref_img = first_train_frame(Path(data_dir)) if data_dir else None
-        if ref_img is None:
-            results["csim"] = MetricValue.na("no reference image (transforms_train.json first frame) in the dataset",
-                                             emb.backend)
+        from pipeline.metrics.identity import identity_reference, reference_images
+
+        ref_paths = reference_images(Path(data_dir)) if data_dir else []
+        ref_emb, n_ref = identity_reference(emb, [read_rgb(q) for q in ref_paths])
+        if ref_emb is None:
+            why = (f"no face found in the {len(ref_paths)} identity reference frames" if ref_paths else
+                   "no identity reference frames (transforms_train.json beyond its first frame) in the dataset")
+            results["csim"] = MetricValue.na(why, emb.backend)
             emb = None
-        else:
-            ref_emb = emb(read_rgb(ref_img))
-            if ref_emb is None:
-                results["csim"] = MetricValue.na(f"no face found in the reference image {ref_img}", emb.backend)
-                emb = None
+        csim_ref = (f"; reference: mean embedding of {n_ref} training frames (not the first, which "
+                    "baselines copy)")
 
     from pipeline.metrics.image import psnr, ssim
-    from pipeline.metrics.landmarks import FACE, MOUTH, lmd, make_landmarker
+    from pipeline.metrics.landmarks import REFERENCE_HEIGHT, frame_lmd, lmd_note, make_landmarker
     from pipeline.metrics.sharpness import cpbd
 
-    cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "csim", "cpbd")}
+    cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "lmd_status", "csim", "cpbd")}
     feats_gen, feats_gt = [], []
     local = threading.local()
 
@@ -315,11 +301,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
             if not hasattr(local, "lmk"):
                 local.lmk = lmk if threading.current_thread() is threading.main_thread() \
                     else make_landmarker(cfg.weights_dir)[0]
-            box = local.lmk.detect(g)
-            lg = local.lmk.landmarks(g, box) if box is not None else None
-            lq = local.lmk.landmarks(p, box) if box is not None else None
-            out["lmd"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, MOUTH))
-            out["lmd_face"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, FACE))
+            out["lmd"], out["lmd_face"], out["lmd_status"] = frame_lmd(local.lmk, p, g)
         if "cpbd" in want:
             out["cpbd"] = cpbd(p)
         return p, g, pf, gf, out
@@ -350,7 +332,6 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     finally:
         if pool:
             pool.shutdown()
-    lmd_missing = sum(math.isnan(x) for x in cols["lmd"])
 
     for name, vals in cols.items():
         if vals:
@@ -376,22 +357,27 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                                                         if n < 2048 else ""), inc.weights_sha256, None, n)
     if "lmd" in want:
         ok = [x for x in cols["lmd"] if not math.isnan(x)]
-        backend = lmk.name + (f"; {lmk_note}" if lmk_note else "")
+        height = int((man.get("resolution") or [0, 0])[1]) or None
+        backend = (lmk.name + (f"; {lmk_note}" if lmk_note else "")
+                   + f"; pixels at {REFERENCE_HEIGHT} px height" + (f" (scaled from {height} px)" if height and
+                                                                     height != REFERENCE_HEIGHT else ""))
         from pipeline.weights import file_sha256
 
         lmk_sha = file_sha256(lmk.weights_file) if lmk.weights_file else None
+        note = lmd_note(cols["lmd_status"])
         if not ok:
             for name in ("lmd", "lmd_face"):
-                results[name] = MetricValue.na("no face found by the landmark detector in any frame pair", backend, 0)
+                results[name] = MetricValue(None, backend, None, f"no face pair found in any of {n} frames ({note})",
+                                            0, note)
         else:
-            results["lmd"] = MetricValue(_mean(ok), backend, lmk_sha, None, len(ok))
+            results["lmd"] = MetricValue(_mean(ok), backend, lmk_sha, None, len(ok), note)
             results["lmd_face"] = MetricValue(_mean([x for x in cols["lmd_face"] if not math.isnan(x)]),
-                                              backend, lmk_sha, None, len(ok))
-        if lmd_missing:
-            log.warning("LMD: no face in %d of %d frame pairs (excluded)", lmd_missing, n)
+                                              backend, lmk_sha, None, len(ok), note)
+        if note:
+            log.warning("LMD: %s", note)
     if emb is not None:
         ok = [x for x in cols["csim"] if not math.isnan(x)]
-        results["csim"] = (MetricValue(_mean(ok), emb.backend, emb.weights_sha256, None, len(ok)) if ok
+        results["csim"] = (MetricValue(_mean(ok), emb.backend + csim_ref, emb.weights_sha256, None, len(ok)) if ok
                            else MetricValue.na("no face found in any generated frame", emb.backend))
     if "cpbd" in want:
         from pipeline.metrics.sharpness import BACKEND
@@ -412,6 +398,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out = {k: man.get(k) for k in ("method", "identity", "test", "protocol")}
     out["n_frames"] = n
     out["compositing"] = man.get("compositing")
+    out["resolution"] = man.get("resolution")
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
 
