@@ -91,6 +91,16 @@ def weights_path(name: str, weights_dir: str | Path) -> Path:
     return Path(weights_dir) / entry.filename
 
 
+def present_files(stages: list[str] | tuple[str, ...], weights_dir: str | Path) -> list[Path]:
+    """The present weight files (``kind: file``) of the manifest entries used by any of
+    ``stages`` (e.g. ``["metrics.lpips", "metrics.lse"]``), sorted: the weights a metrics job
+    depends on (its rule lists them as inputs, so fetching or replacing one reruns exactly the
+    jobs that use it)."""
+    out = {e.path(weights_dir) for e in load_manifest().values()
+           if e.kind == "file" and set(e.stages) & set(stages) and e.present(weights_dir)}
+    return sorted(out)
+
+
 def require(name: str, weights_dir: str | Path, verify: bool = False) -> Path:
     """Path of a present pretrained file.
 
