@@ -101,7 +101,7 @@ def test_lpips_loading_code_with_standin_backbone(tmp_path, frames):
     with pytest.raises(WeightsMissing, match="alexnet-owt-7be5be79.pth not found"):
         LPIPS(tmp_path)
     _standin_alexnet(tmp_path)
-    lp = LPIPS(tmp_path)
+    lp = LPIPS(tmp_path, verify=False)  # loading code only: the stand-in must skip the hash check
     # the backbone tensors really are the file's
     state = torch.load(tmp_path / "alexnet-owt-7be5be79.pth")
     assert torch.equal(lp.model.net.slice1[0].weight, state["features.0.weight"])
@@ -109,9 +109,16 @@ def test_lpips_loading_code_with_standin_backbone(tmp_path, frames):
     small = [cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames[:2]]
     assert lp(f32(small[0]), f32(small[0])) == 0.0
     assert lp(f32(small[1]), f32(small[0])) > 0.0
-    # verify=True checks the published sha256 prefix: a stand-in fails it
-    with pytest.raises(WeightsMissing, match="prefix"):
-        LPIPS(tmp_path, verify=True)
+    # by default the file is checked against the pinned sha256: the stand-in under the real
+    # file name is refused, an error (not n/a) naming the file and both hashes
+    from pipeline.weights import WeightsMismatch, load_manifest, sha256_of
+
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    with pytest.raises(WeightsMismatch) as exc:
+        LPIPS(tmp_path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: ") and sha256_of(path) in msg
+    assert load_manifest()["lpips_alexnet"].sha256 in msg
 
 
 def _standin_fid_inception(folder):
@@ -140,7 +147,7 @@ def test_fid_loading_code_identical_sets_near_zero(tmp_path, frames):
 
     _standin_fid_inception(tmp_path)
     hub_before = torch.hub.get_dir()
-    feats = InceptionFeatures(tmp_path)
+    feats = InceptionFeatures(tmp_path, verify=False)  # stand-in: loading code only
     assert torch.hub.get_dir() == hub_before
     state = torch.load(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     assert torch.equal(feats.model.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])

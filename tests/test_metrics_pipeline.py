@@ -91,7 +91,7 @@ def test_self_driven_identical_render(sample):
     render = _render(root, "identity_copy", "self", frames, gt_dir=data / "gt_imgs")
     out = root / "results" / "metrics" / "identity_copy" / "German" / "self.json"
     rc = main(["--render", str(render), "--data", str(data), "--out", str(out),
-               "--out-frames", str(out.with_suffix(".frames.csv")), "--weights-dir", str(weights)])
+               "--out-frames", str(out.with_suffix(".frames.csv")), "--weights-dir", str(weights), "--no-verify-weights"])
     assert rc == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
@@ -128,7 +128,7 @@ def test_self_driven_differs_and_cross_driven(sample):
     (model / "train_manifest.json").write_text(json.dumps(  # pipeline.train's shape
         {"device": "cpu", "seconds": {"head": 100.0, "lips": 20.0, "torso": 3.5, "total": 123.5, "validation": 4.0}}))
     assert main(["--render", str(render), "--data", str(data), "--model-dir", str(model), "--out", str(out),
-                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--threads", "2",
+                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--no-verify-weights", "--threads", "2",
                  "--cfg", json.dumps({"self_driven": ["psnr", "ssim", "lpips", "lmd", "cpbd"]})]) == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
@@ -141,7 +141,7 @@ def test_self_driven_differs_and_cross_driven(sample):
     cross = _render(root, "blurred", "jfk", blurred)
     out = root / "m_cross.json"
     assert main(["--render", str(cross), "--data", str(data), "--out", str(out),
-                 "--out-frames", str(root / "m_cross.csv"), "--weights-dir", str(weights)]) == 0
+                 "--out-frames", str(root / "m_cross.csv"), "--weights-dir", str(weights), "--no-verify-weights"]) == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
     m = res["metrics"]
@@ -149,6 +149,24 @@ def test_self_driven_differs_and_cross_driven(sample):
     for name in ("psnr", "ssim", "lpips", "fid", "lmd", "aue"):
         assert "needs ground truth" in m[name]["na_reason"]
     assert m["csim"]["value"] > 0.9 and m["cpbd"]["value"] < 0.5
+
+
+def test_standin_network_under_a_real_file_name_is_refused(sample, tmp_path):
+    """By default the metrics stage checks weights: the stand-in AlexNet saved as
+    alexnet-owt-7be5be79.pth stops the job with one line naming the file and both hashes,
+    instead of producing an LPIPS number."""
+    from pipeline.weights import load_manifest, sha256_of
+
+    root, data, frames, weights = sample
+    render = _render(root, "refused", "self", frames, gt_dir=data / "gt_imgs")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.metrics", "--render", str(render), "--data", str(data),
+                           "--out", str(tmp_path / "o.json"), "--out-frames", str(tmp_path / "o.csv"),
+                           "--weights-dir", str(weights), "--cfg", json.dumps({"self_driven": ["lpips"]})],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and not (tmp_path / "o.json").exists()
+    path = weights / "alexnet-owt-7be5be79.pth"
+    line = next(ln for ln in proc.stderr.splitlines() if str(path) in ln)
+    assert sha256_of(path) in line and load_manifest()["lpips_alexnet"].sha256 in line
 
 
 def test_bad_render_manifest_is_one_clear_line(tmp_path):
@@ -172,7 +190,7 @@ def test_render_without_a_face_gets_no_lmd_for_that_frame(sample, tmp_path):
     render = _render(root, "faceless", "self", faceless, gt_dir=data / "gt_imgs")
     out = tmp_path / "m.json"
     assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
-                 str(tmp_path / "m.csv"), "--weights-dir", str(weights),
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--no-verify-weights",
                  "--cfg", json.dumps({"self_driven": ["lmd"]})]) == 0
     m = json.loads(out.read_text())["metrics"]["lmd"]
     assert m["n_frames"] == N - 3 and m["value"] == 0.0  # the other frames are the ground truth itself
@@ -230,8 +248,13 @@ def test_metrics_rule_in_snakemake(sample, tmp_path):
         f'configfile: "{wd / "config.yaml"}"\n'
         f'include: "{PROJECT_ROOT / "workflow" / "rules" / "common.smk"}"\n'
         f'include: "{PROJECT_ROOT / "workflow" / "rules" / "metrics.smk"}"\n')
+    import os
+
+    from pipeline.weights import VERIFY_ENV
+
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(wd), "--cores", "2",
-                           "results/metrics/copy/German/self.json"], capture_output=True, text=True, timeout=600)
+                           "results/metrics/copy/German/self.json"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, VERIFY_ENV: "0"})  # the folder holds a stand-in AlexNet
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((wd / "results" / "metrics" / "copy" / "German" / "self.json").read_text())
     assert res["metrics"]["psnr"]["value"] == "inf" and res["metrics"]["lpips"]["value"] == 0.0
@@ -263,7 +286,7 @@ rows += [f"{{i + 1}}, 1, " + ", ".join(str(v) for _ in aus) for i in range(len(l
     render = _render(root, "openface", "self", frames, gt_dir=data / "gt_imgs")
     out = tmp_path / "m.json"
     assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
-                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--openface-bin", str(fake),
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--no-verify-weights", "--openface-bin", str(fake),
                  "--cfg", json.dumps({"self_driven": ["aue"]})]) == 0
     m = json.loads(out.read_text())["metrics"]
     assert (m["aue"]["value"], m["aue_lower"]["value"], m["aue_upper"]["value"]) == (17.0, 9.0, 8.0)

@@ -28,7 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config 'metrics'")
     ap.add_argument("--weights-dir", help="weights folder (default: $TALKING_NERF_WEIGHTS or weights_cache)")
     ap.add_argument("--openface-bin", help="OpenFace 2 FeatureExtraction (AUE); default: blendshape estimate")
-    ap.add_argument("--verify-weights", action="store_true", help="check weights hashes before use")
+    ap.add_argument("--verify-weights", action=argparse.BooleanOptionalAction, default=None,
+                    help="check weights hashes before use (default: on; --no-verify-weights only for "
+                         "tests of loading code with stand-in networks)")
     ap.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.metrics")

@@ -45,8 +45,8 @@ class MetricsConfig:
     """the pretrained-weights folder"""
     openface_bin: str | None = None
     """OpenFace 2 ``FeatureExtraction`` for AUE; None: blendshape estimate"""
-    verify_weights: bool = False
-    """check weights hashes before use"""
+    verify_weights: bool | None = None
+    """check weights hashes before use (None: on, unless $TALKING_NERF_VERIFY_WEIGHTS=0)"""
     lse_min_frames: int = 100
     """shortest clip LSE accepts (the reference pipeline's --min_track)"""
     threads: int = 1

@@ -164,7 +164,7 @@ class ArcFaceEmbedder:
         WeightsMissing: the checkpoint is absent.
     """
 
-    def __init__(self, weights_dir, landmarker, verify: bool = False, device: str = "cpu"):
+    def __init__(self, weights_dir, landmarker, verify: bool | None = None, device: str = "cpu"):
         path = require("arcface_r100", weights_dir, verify=verify)
         self.weights_sha256 = file_sha256(path)
         state = torch.load(path, map_location="cpu", weights_only=True)

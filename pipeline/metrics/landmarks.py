@@ -132,6 +132,7 @@ def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker,
     """The LMD landmarker: FAN when its weights load (``pipeline.preprocess.backends.fan``), else
     dlib's 68-point predictor. Returns (landmarker, why FAN was not used, or None)."""
     from pipeline.preprocess.backends.dlib68 import Dlib68
+    from pipeline.weights import WeightsMismatch
 
     try:
         from pipeline.preprocess.backends.fan import FanLandmarks
@@ -140,6 +141,8 @@ def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker,
 
         fan = FanLandmarks.from_weights_dir(weights_dir)
         return Landmarker(fan, FAN_NAME, detect_scale, weights_path("fan_2dfan4", weights_dir)), None
+    except WeightsMismatch:  # a wrong file is an error, never a silent fallback
+        raise
     except Exception as exc:  # absent weights or face_alignment: the documented fallback
         note = f"FAN unavailable ({getattr(exc, 'reason', None) or exc})"
         log.info("LMD landmarks: dlib-68; %s", note)
