@@ -169,6 +169,42 @@ def test_standin_network_under_a_real_file_name_is_refused(sample, tmp_path):
     assert sha256_of(path) in line and load_manifest()["lpips_alexnet"].sha256 in line
 
 
+class _MeanColourFeatures:
+    """A 6-d stand-in for the Inception features (per-channel mean and std of the frame): the
+    cross-driven FID glue is checked without pytorch-fid's 2048-d sqrtm (a minute on 2 cores)."""
+
+    backend = "test features"
+    weights_sha256 = None
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, frames):
+        f = np.asarray(frames, np.float64)
+        return np.concatenate([f.mean((1, 2)), f.std((1, 2))], axis=1)
+
+
+def test_cross_driven_fid_is_against_the_training_frames(sample, monkeypatch, tmp_path):
+    """FID in a cross-driven test (config metrics.cross_driven: fid) compares the render with the
+    identity's training frames: a render of those very frames scores ~0, a blurred one more."""
+    import pipeline.metrics.fid as fid
+    from pipeline.metrics.compute import MetricsConfig, evaluate_render
+
+    root, data, frames, weights = sample
+    monkeypatch.setattr(fid, "InceptionFeatures", _MeanColourFeatures)
+    cfg = MetricsConfig(cross_driven=["fid"], weights_dir=weights)
+    same = evaluate_render(_render(root, "fid_copy", "jfk", frames), data, None, cfg)[0]["metrics"]["fid"]
+    blurred = [cv2.GaussianBlur(f, (0, 0), 4.0) for f in frames]
+    blur = evaluate_render(_render(root, "fid_blur", "jfk", blurred), data, None, cfg)[0]["metrics"]["fid"]
+    assert same["value"] == pytest.approx(0.0, abs=1e-6) and same["n_frames"] == N
+    assert f"against {N} training frames of the identity" in same["backend"]
+    assert blur["value"] > 1e-4
+    # without fid in the config it stays n/a with the reason
+    cfg = MetricsConfig(cross_driven=["cpbd"], weights_dir=weights)
+    res = evaluate_render(_render(root, "fid_copy", "jfk", frames), data, None, cfg)[0]["metrics"]["fid"]
+    assert res["value"] is None and "not in config metrics.cross_driven" in res["na_reason"]
+
+
 def test_bad_render_manifest_is_one_clear_line(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "manifest.json").write_text("{not json")

@@ -35,8 +35,39 @@ GROUPS = {
     "lse": ("lse_c", "lse_d"), "csim": ("csim",), "cpbd": ("cpbd",),
 }
 
-#: groups that compare against ground-truth frames (self-driven protocol only)
-NEEDS_GT = ("psnr", "ssim", "lpips", "fid", "lmd", "aue")
+#: groups that compare against ground-truth frames (self-driven protocol only); FID compares
+#: frame sets: with the ground truth (self-driven) or with the identity's training frames
+#: (cross-driven, when ``fid`` is in config ``metrics.cross_driven``)
+NEEDS_GT = ("psnr", "ssim", "lpips", "lmd", "aue")
+
+
+def training_frame_paths(data_dir, n: int | None = None, exclude: tuple[int, ...] = (),
+                         prefer: tuple[str, ...] = ("gt_imgs", "ori_imgs")) -> list:
+    """Image paths of an identity's training split: ``transforms_train.json`` frames, except the
+    positions in ``exclude``, at most ``n`` evenly spaced ones (all when None), each the first
+    existing ``{sub}/{img_id}.jpg`` for ``sub`` in ``prefer``. Empty without a training split.
+
+    Args:
+        data_dir: ``results/data/{identity}``.
+    """
+    import json
+    from pathlib import Path
+
+    data_dir = Path(data_dir)
+    tj = data_dir / "transforms_train.json"
+    if not tj.is_file():
+        return []
+    frames = json.loads(tj.read_text()).get("frames") or []
+    ids = [int(f.get("img_id", i)) for i, f in enumerate(frames) if i not in exclude]
+    if n is not None and len(ids) > n:
+        ids = [ids[round(k * (len(ids) - 1) / (n - 1))] for k in range(n)] if n > 1 else ids[:1]
+    out = []
+    for i in ids:
+        for sub in prefer:
+            if (data_dir / sub / f"{i}.jpg").is_file():
+                out.append(data_dir / sub / f"{i}.jpg")
+                break
+    return out
 
 
 @dataclass

@@ -215,7 +215,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     per_frame: dict[str, list] = {"frame": list(range(n))}
 
     gt_paths = None
-    if any(g in groups for g in NEEDS_GT):
+    if protocol == "self_driven" and any(g in groups for g in (*NEEDS_GT, "fid")):
         ref = man.get("gt_reference") or {}
         idx = ref.get("indices")
         if not idx or len(idx) != n:
@@ -327,7 +327,8 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                         au.add(p, g)
                 if inc is not None:
                     feats_gen.append(inc(np.stack([d[2] for d in done])))
-                    feats_gt.append(inc(np.stack([d[3] for d in done])))
+                    if gt_paths is not None:
+                        feats_gt.append(inc(np.stack([d[3] for d in done])))
                 bar.update(len(done))
     finally:
         if pool:
@@ -349,12 +350,19 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     if inc is not None:
         from pipeline.metrics.fid import frechet_distance
 
-        if n < 2:
-            results["fid"] = MetricValue.na("FID needs at least 2 frames", inc.backend, n)
+        against = "ground-truth frames"
+        if gt_paths is None:  # cross-driven: against the identity's training frames (LiveNeRF, NeRFFaceSpeech)
+            feats_gt, against = _training_features(inc, data_dir, gen[0] if n else None)
+        if n < 2 or len(feats_gt) == 0:
+            results["fid"] = MetricValue.na("FID needs at least 2 frames" if n < 2 else
+                                            "no training frames (transforms_train.json, gt_imgs) in the dataset",
+                                            inc.backend, n)
         else:
+            m = min(n, sum(len(f) for f in feats_gt))
             results["fid"] = MetricValue(frechet_distance(np.concatenate(feats_gen), np.concatenate(feats_gt)),
-                                         inc.backend + ("; rank-deficient covariance (fewer frames than 2048)"
-                                                        if n < 2048 else ""), inc.weights_sha256, None, n)
+                                         inc.backend + f"; against {against}"
+                                         + ("; rank-deficient covariance (fewer frames than 2048)" if m < 2048 else ""),
+                                         inc.weights_sha256, None, n)
     if "lmd" in want:
         ok = [x for x in cols["lmd"] if not math.isnan(x)]
         height = int((man.get("resolution") or [0, 0])[1]) or None
@@ -401,6 +409,32 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out["resolution"] = man.get("resolution")
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
+
+
+#: most training frames a cross-driven FID compares with (evenly spaced over the training split)
+FID_TRAINING_FRAMES = 1000
+
+
+def _training_features(inc, data_dir: Path | None, first_render: Path | None) -> tuple[list[np.ndarray], str]:
+    """Inception features of up to :data:`FID_TRAINING_FRAMES` training frames (``gt_imgs``,
+    what the models are trained to reproduce), resized to the render's size as the self-driven
+    ground truth is; returns (feature batches, a description for the backend)."""
+    from pipeline.metrics import training_frame_paths
+
+    paths = training_frame_paths(data_dir, FID_TRAINING_FRAMES) if data_dir else []
+    if not paths or first_render is None:
+        return [], "training frames"
+    h, w = read_rgb(first_render).shape[:2]
+    feats = []
+    for start in range(0, len(paths), 16):
+        batch = []
+        for q in paths[start:start + 16]:
+            g = read_rgb(q)
+            if g.shape[:2] != (h, w):
+                g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+            batch.append(_f(g))
+        feats.append(inc(np.stack(batch)))
+    return feats, f"{len(paths)} training frames of the identity"
 
 
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:

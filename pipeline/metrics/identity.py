@@ -44,24 +44,9 @@ def reference_images(data_dir, n: int = REFERENCE_FRAMES) -> list:
     ``transforms_train.json`` except the positions in :data:`BASELINE_FRAMES`, each
     ``ori_imgs/{img_id}.jpg`` (the cropped video frame), else ``gt_imgs/{img_id}.jpg``. Empty when
     the dataset has no training split or no other frame."""
-    import json
-    from pathlib import Path
+    from pipeline.metrics import training_frame_paths
 
-    data_dir = Path(data_dir)
-    tj = data_dir / "transforms_train.json"
-    if not tj.is_file():
-        return []
-    frames = json.loads(tj.read_text()).get("frames") or []
-    ids = [int(f.get("img_id", i)) for i, f in enumerate(frames) if i not in BASELINE_FRAMES]
-    if len(ids) > n:
-        ids = [ids[round(k * (len(ids) - 1) / (n - 1))] for k in range(n)]
-    out = []
-    for i in ids:
-        for sub in ("ori_imgs", "gt_imgs"):
-            if (data_dir / sub / f"{i}.jpg").is_file():
-                out.append(data_dir / sub / f"{i}.jpg")
-                break
-    return out
+    return training_frame_paths(data_dir, n, BASELINE_FRAMES, ("ori_imgs", "gt_imgs"))
 
 
 def identity_reference(embed, images: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
