@@ -385,3 +385,36 @@ def test_lse_pipeline_glue_with_standin_weights(tmp_path):
     r = lse(clip)
     assert r["n_frames"] >= 100 and len(boxes) == r["n_frames"]
     assert np.isfinite(r["lse_d"]) and r["lse_c"] >= 0 and -VSHIFT <= r["offset"] <= VSHIFT
+
+
+def test_lse_short_clip_option(tmp_path, monkeypatch):
+    """A 40-frame clip (1.6 s) is under the reference's 100 frames: n/a by default; with
+    metrics.lse_short_clips it is scored and the note says so (stand-in SyncNet/S3FD weights and a
+    fixed face box: the plumbing, not the values)."""
+    import subprocess
+
+    from syncnet_python.detectors.s3fd.nets import S3FDNet
+    from syncnet_python.SyncNetModel import S
+
+    import pipeline.metrics.sync as sync
+    from pipeline.metrics.compute import MetricsConfig, _lse
+
+    torch.manual_seed(0)
+    torch.save(S().state_dict(), tmp_path / "syncnet_v2.model")
+    torch.save(S3FDNet(device="cpu").state_dict(), tmp_path / "sfd_face.pth")
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "1.6", str(clip)], check=True)
+
+    class FixedBoxLSE(sync.LSE):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.det.detect_faces = lambda img, conf_th, scales: np.array([[150, 90, 370, 380, 0.99]])
+
+    monkeypatch.setattr(sync, "LSE", FixedBoxLSE)
+    default = _lse(MetricsConfig(weights_dir=tmp_path), clip)
+    assert default["lse_c"].value is None and "needs at least 100" in default["lse_c"].na_reason
+    short = _lse(MetricsConfig(weights_dir=tmp_path, lse_short_clips=True), clip)
+    for k in ("lse_c", "lse_d"):
+        assert short[k].value is not None and np.isfinite(short[k].value) and short[k].n_frames == 40
+        assert short[k].note.startswith("short clip: 40 frames, under the reference pipeline's 100-frame minimum")
+        assert short[k].backend.endswith("; short clip")

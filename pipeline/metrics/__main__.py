@@ -50,6 +50,7 @@ def main(argv=None) -> int:
         cfg.self_driven = list(c["self_driven"])
     if "cross_driven" in c:
         cfg.cross_driven = list(c["cross_driven"])
+    cfg.lse_short_clips = bool(c.get("lse_short_clips", False))
     model_dir = Path(args.model_dir) if args.model_dir else None
     result, per_frame = evaluate_render(Path(args.render), Path(args.data) if args.data else None, model_dir, cfg)
     write_outputs(result, per_frame, Path(args.out), Path(args.out_frames))

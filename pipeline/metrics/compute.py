@@ -49,6 +49,9 @@ class MetricsConfig:
     """check weights hashes before use (None: on, unless $TALKING_NERF_VERIFY_WEIGHTS=0)"""
     lse_min_frames: int = 100
     """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    lse_short_clips: bool = False
+    """score LSE on clips shorter than ``lse_min_frames`` too (down to SyncNet's 6-frame window),
+    with a note saying so (config ``metrics.lse_short_clips``)"""
     threads: int = 1
     """worker threads for the per-frame image metrics (PSNR, SSIM, LMD, CPBD)"""
     device: str = "cpu"
@@ -438,18 +441,26 @@ def _training_features(inc, data_dir: Path | None, first_render: Path | None) ->
 
 
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
-    from pipeline.metrics.sync import LSE
+    """LSE-C / LSE-D of the render video; clips under ``cfg.lse_min_frames`` are n/a unless
+    ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
+    from pipeline.metrics.sync import LSE, WINDOW
 
     try:
-        lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device, cfg.lse_min_frames)
+        lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device,
+                  WINDOW + 1 if cfg.lse_short_clips else cfg.lse_min_frames)
     except WeightsMissing as exc:
         return {k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")}
     try:
         r = lse(video)
     except ValueError as exc:
         return {k: MetricValue.na(str(exc), LSE.backend) for k in ("lse_c", "lse_d")}
-    return {"lse_c": MetricValue(r["lse_c"], lse.backend, lse.weights_sha256, None, r["n_frames"]),
-            "lse_d": MetricValue(r["lse_d"], lse.backend, lse.weights_sha256, None, r["n_frames"])}
+    note = None
+    if r["n_frames"] < cfg.lse_min_frames:
+        note = (f"short clip: {r['n_frames']} frames, under the reference pipeline's {cfg.lse_min_frames}-frame "
+                "minimum (syncnet_python --min_track); scored because metrics.lse_short_clips is on, "
+                "not comparable with published LSE")
+    return {k: MetricValue(r[k], lse.backend + ("; short clip" if note else ""), lse.weights_sha256, None,
+                           r["n_frames"], note) for k in ("lse_c", "lse_d")}
 
 
 def write_outputs(result: dict, per_frame: dict[str, list], out_json: Path, out_csv: Path) -> None:
