@@ -71,4 +71,4 @@ def metric_weight_files(wildcards):
     from pipeline.weights import present_files
 
     key = "self_driven" if wildcards.test == SELF_DRIVEN_TEST else "cross_driven"
-    return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"][key]], weights_dir(config))]
+    return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"].get(key, [])], weights_dir(config))]
