@@ -194,8 +194,8 @@ def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
         marks.append(tab.note(f"{col.label}: mean over {n_with} of {n_identities} identities (others n/a)"))
     for b in backends:
         if col.off_reference(b):
-            marks.append(tab.note(f"{col.label}: measured with {b}, not {col.reference} as in the papers "
-                                  f"(not comparable with reported {col.label} values)"))
+            marks.append(tab.note(f"{col.label}: measured with {short_backend(b)}, not {col.reference} as in the "
+                                  f"papers (not comparable with reported {col.label} values); backend: {b}"))
     if col.measured_note:
         marks.append(tab.note(f"{col.label}: {col.measured_note}"))
     for r in has[has["note"].notna()].itertuples():
