@@ -146,8 +146,9 @@ def test_self_driven_differs_and_cross_driven(sample):
     _check_shape(res, N)
     m = res["metrics"]
     assert res["protocol"] == "cross_driven"
-    for name in ("psnr", "ssim", "lpips", "fid", "lmd", "aue"):
+    for name in ("psnr", "ssim", "lpips", "lmd", "aue"):
         assert "needs ground truth" in m[name]["na_reason"]
+    assert "not in config metrics.cross_driven" in m["fid"]["na_reason"]  # opt-in: vs training frames
     assert m["csim"]["value"] > 0.9 and m["cpbd"]["value"] < 0.5
 
 
