@@ -290,7 +290,9 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     fan = "FAN 2DFAN4 (face_alignment)"
     for ident in ("German", "May"):
         write_metric_json(root, "rad_nerf", ident, "self", {"lmd": 2.0, "psnr": 28.0}, backends={"lmd": fan})
-        write_metric_json(root, "er_nerf", ident, "self", {"lmd": 3.0, "psnr": 29.0}, backends={"lmd": fan})
+        # a 128 px render: its LMD was rescaled (a detail of the backend string), still ranked with FAN rows
+        write_metric_json(root, "er_nerf", ident, "self", {"lmd": 3.0, "psnr": 29.0},
+                          backends={"lmd": fan + "; pixels at 512 px height (scaled from 128 px)"}, resolution=[128, 128])
         # the best LMD, but by another detector: not bold against the FAN rows
         write_metric_json(root, "static_frame", ident, "self", {"lmd": 1.0, "psnr": 20.0},
                           backends={"lmd": dlib}, resolution=[128, 128])
@@ -303,12 +305,14 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
     assert tab.headers[:2] == ["Resolution", "Compositing"]
     assert tab.headers[col["lmd"]] == "LMD (px @512)↓ [dlib-68]"
-    assert rows["static_frame"]["cells"][:2] == ["128x128", "full"] and rows["er_nerf"]["cells"][0] == "512x512"
+    assert rows["static_frame"]["cells"][:2] == ["128x128", "full"] and rows["rad_nerf"]["cells"][0] == "512x512"
+    assert rows["er_nerf"]["cells"][0] == "128x128"
     st = rows["static_frame"]["cells"][col["lmd"]]
     k = int(re.search(r"\((\d+)\)$", st).group(1))
     assert st.startswith("1.000") and "measured with dlib-68" in tab.footnotes[k - 1] and "not FAN" in tab.footnotes[k - 1]
     assert rows["rad_nerf"]["cells"][col["lmd"]] == "2.000"  # the reference backend: no mark
     assert rows["rad_nerf"]["bold"][col["lmd"]] and not rows["static_frame"]["bold"][col["lmd"]]
+    assert not rows["er_nerf"]["bold"][col["lmd"]]  # ranked with rad_nerf (same detector), and worse
     assert not rows["other"]["bold"][col["psnr"]] and rows["er_nerf"]["bold"][col["psnr"]]
     assert any(f.startswith("Bold: best among measured rows over the same identities") for f in tab.footnotes)
     er = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "ER-NeRF")

@@ -203,7 +203,9 @@ def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
         marks.append(tab.note(f"{col.label}, {run}: {r.note}"))
     if marks:
         text += f" ({','.join(str(k) for k in dict.fromkeys(marks))})"
-    return text, value, (tuple(sorted(has["identity"].unique())), tuple(backends))
+    # comparison group: the identities and the backends by name (not their details, e.g. the
+    # resolution an LMD was rescaled from)
+    return text, value, (tuple(sorted(has["identity"].unique())), tuple(sorted({short_backend(b) for b in backends})))
 
 
 def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[float | None, tuple]]]) -> None:
@@ -325,7 +327,7 @@ def _mark_backends(tab: Table, cols: list[tuple[str | None, Column]], values: li
     off = len(INFO_COLUMNS)
     for j, (_, col) in enumerate(cols):
         backends = {b for row in values if row[off + j][1] for b in row[off + j][1][1]}
-        names = sorted({short_backend(b) for b in backends if col.off_reference(b)})
+        names = sorted(b for b in backends if col.off_reference(b))
         if names:
             tab.headers[off + j] += f" [{', '.join(names)}]"
 
