@@ -205,14 +205,15 @@ def test_cli_writes_declared_outputs(face_frames, tmp_path):
 
 
 @pytest.fixture()
-def fan_standin(tmp_path):
+def fan_standin(tmp_path, monkeypatch):
     """A 1-hourglass FAN with random weights saved under the manifest's 2DFAN4 file name, in the
     face_alignment checkpoint layout (shapes and code path only: a stand-in never produces reported
-    numbers)."""
+    numbers). The default hash check, which refuses it, is turned off for these loading tests."""
     torch = pytest.importorskip("torch")
     from pipeline.preprocess.backends.fan import _build_network
-    from pipeline.weights import weights_path
+    from pipeline.weights import VERIFY_ENV, weights_path
 
+    monkeypatch.setenv(VERIFY_ENV, "0")
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = _build_network(1).eval()

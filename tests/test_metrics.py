@@ -101,7 +101,7 @@ def test_lpips_loading_code_with_standin_backbone(tmp_path, frames):
     with pytest.raises(WeightsMissing, match="alexnet-owt-7be5be79.pth not found"):
         LPIPS(tmp_path)
     _standin_alexnet(tmp_path)
-    lp = LPIPS(tmp_path)
+    lp = LPIPS(tmp_path, verify=False)  # loading code only: the stand-in must skip the hash check
     # the backbone tensors really are the file's
     state = torch.load(tmp_path / "alexnet-owt-7be5be79.pth")
     assert torch.equal(lp.model.net.slice1[0].weight, state["features.0.weight"])
@@ -109,9 +109,16 @@ def test_lpips_loading_code_with_standin_backbone(tmp_path, frames):
     small = [cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in frames[:2]]
     assert lp(f32(small[0]), f32(small[0])) == 0.0
     assert lp(f32(small[1]), f32(small[0])) > 0.0
-    # verify=True checks the published sha256 prefix: a stand-in fails it
-    with pytest.raises(WeightsMissing, match="prefix"):
-        LPIPS(tmp_path, verify=True)
+    # by default the file is checked against the pinned sha256: the stand-in under the real
+    # file name is refused, an error (not n/a) naming the file and both hashes
+    from pipeline.weights import WeightsMismatch, load_manifest, sha256_of
+
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    with pytest.raises(WeightsMismatch) as exc:
+        LPIPS(tmp_path)
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: ") and sha256_of(path) in msg
+    assert load_manifest()["lpips_alexnet"].sha256 in msg
 
 
 def _standin_fid_inception(folder):
@@ -140,7 +147,7 @@ def test_fid_loading_code_identical_sets_near_zero(tmp_path, frames):
 
     _standin_fid_inception(tmp_path)
     hub_before = torch.hub.get_dir()
-    feats = InceptionFeatures(tmp_path)
+    feats = InceptionFeatures(tmp_path, verify=False)  # stand-in: loading code only
     assert torch.hub.get_dir() == hub_before
     state = torch.load(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     assert torch.equal(feats.model.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
@@ -197,6 +204,52 @@ def test_aue_hand_computed():
     np.testing.assert_array_equal(au_matrix(table), pred)
     with pytest.raises(ValueError):
         aue(pred[:, :5], gt[:, :5])
+
+
+def test_aue_groups_are_talkinggaussians():
+    """Upper/lower split of TalkingGaussian's auerror.py: AU09 (nose wrinkler) is upper face."""
+    from pipeline.metrics.aue import AUS, LOWER, UPPER, aue
+
+    assert UPPER == ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU45")
+    assert LOWER == ("AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+    assert sorted(UPPER + LOWER) == sorted(AUS)
+    pred = np.zeros((1, 17))
+    pred[0, AUS.index("AU09")] = 2.0
+    assert aue(pred, np.zeros((1, 17))) == {"aue": 4.0, "aue_lower": 0.0, "aue_upper": 4.0}
+
+
+class _FixedLandmarks:
+    """A landmarker stand-in: the landmarks of an image are looked up by its first pixel value
+    (None: no face), so frame_lmd's bookkeeping can be checked by hand."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def landmarks(self, rgb, box=None):
+        assert box is None, "each image's face is detected in that image"
+        return self.table[int(rgb[0, 0, 0])]
+
+
+def test_frame_lmd_detects_each_image_and_scales_to_512():
+    from pipeline.metrics.landmarks import (GT_NO_FACE, OK, RENDER_NO_FACE, frame_lmd,
+                                            lmd_note)
+
+    rng = np.random.default_rng(2)
+    gt = rng.uniform(10, 100, size=(68, 2))
+    moved = gt.copy()
+    moved[50] += [3.0, 4.0]                          # 5 px: mouth LMD 0.475 px (see above)
+    lmk = _FixedLandmarks({1: gt, 2: moved, 3: None})
+    img = lambda v, h: np.full((h, h, 3), v, np.uint8)  # noqa: E731
+    mouth, face, status = frame_lmd(lmk, img(2, 128), img(1, 128))
+    assert status == OK and mouth == pytest.approx(0.475 * 512 / 128)  # 128 px render: x4
+    assert face == pytest.approx(2 * 5 * 67 / 68 ** 2 * 4)
+    assert frame_lmd(lmk, img(2, 512), img(1, 512))[0] == pytest.approx(0.475)
+    m, f, status = frame_lmd(lmk, img(3, 128), img(1, 128))
+    assert math.isnan(m) and math.isnan(f) and status == RENDER_NO_FACE
+    assert frame_lmd(lmk, img(2, 128), img(3, 128))[2] == GT_NO_FACE
+    assert lmd_note([OK, RENDER_NO_FACE, RENDER_NO_FACE, GT_NO_FACE]) == (
+        "render: no face in 2 of 4 frames (not scored); ground truth: no face in 1 of 4 frames (not scored)")
+    assert lmd_note([OK, OK]) is None
 
 
 # ---------------------------------------------------------------- LSE
@@ -332,3 +385,36 @@ def test_lse_pipeline_glue_with_standin_weights(tmp_path):
     r = lse(clip)
     assert r["n_frames"] >= 100 and len(boxes) == r["n_frames"]
     assert np.isfinite(r["lse_d"]) and r["lse_c"] >= 0 and -VSHIFT <= r["offset"] <= VSHIFT
+
+
+def test_lse_short_clip_option(tmp_path, monkeypatch):
+    """A 40-frame clip (1.6 s) is under the reference's 100 frames: n/a by default; with
+    metrics.lse_short_clips it is scored and the note says so (stand-in SyncNet/S3FD weights and a
+    fixed face box: the plumbing, not the values)."""
+    import subprocess
+
+    from syncnet_python.detectors.s3fd.nets import S3FDNet
+    from syncnet_python.SyncNetModel import S
+
+    import pipeline.metrics.sync as sync
+    from pipeline.metrics.compute import MetricsConfig, _lse
+
+    torch.manual_seed(0)
+    torch.save(S().state_dict(), tmp_path / "syncnet_v2.model")
+    torch.save(S3FDNet(device="cpu").state_dict(), tmp_path / "sfd_face.pth")
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "1.6", str(clip)], check=True)
+
+    class FixedBoxLSE(sync.LSE):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.det.detect_faces = lambda img, conf_th, scales: np.array([[150, 90, 370, 380, 0.99]])
+
+    monkeypatch.setattr(sync, "LSE", FixedBoxLSE)
+    default = _lse(MetricsConfig(weights_dir=tmp_path), clip)
+    assert default["lse_c"].value is None and "needs at least 100" in default["lse_c"].na_reason
+    short = _lse(MetricsConfig(weights_dir=tmp_path, lse_short_clips=True), clip)
+    for k in ("lse_c", "lse_d"):
+        assert short[k].value is not None and np.isfinite(short[k].value) and short[k].n_frames == 40
+        assert short[k].note.startswith("short clip: 40 frames, under the reference pipeline's 100-frame minimum")
+        assert short[k].backend.endswith("; short clip")

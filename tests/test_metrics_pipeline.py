@@ -26,7 +26,7 @@ NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", 
 
 def _dataset(root):
     """A minimal dataset folder from the sample clip: gt_imgs/{i}.jpg, ori_imgs/0.jpg,
-    transforms_train.json (first training frame = 0), manifest.json. Returns (folder, RGB frames)."""
+    transforms_train.json (training frames 0..N-1), manifest.json. Returns (folder, RGB frames)."""
     data = root / "results" / "data" / "German"
     (data / "gt_imgs").mkdir(parents=True)
     (data / "ori_imgs").mkdir()
@@ -39,7 +39,7 @@ def _dataset(root):
         frames.append(cv2.cvtColor(cv2.imread(str(data / "gt_imgs" / f"{i}.jpg")), cv2.COLOR_BGR2RGB))
     cap.release()
     cv2.imwrite(str(data / "ori_imgs" / "0.jpg"), cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR))
-    (data / "transforms_train.json").write_text(json.dumps({"frames": [{"img_id": 0, "aud_id": 0}]}))
+    (data / "transforms_train.json").write_text(json.dumps({"frames": [{"img_id": i, "aud_id": i} for i in range(N)]}))
     (data / "manifest.json").write_text("{}")
     return data, frames
 
@@ -71,11 +71,11 @@ def sample(tmp_path_factory):
 
 
 def _check_shape(res, n):
-    assert list(res) == ["method", "identity", "test", "protocol", "n_frames", "compositing", "metrics"]
+    assert list(res) == ["method", "identity", "test", "protocol", "n_frames", "compositing", "resolution", "metrics"]
     assert res["n_frames"] == n
     assert tuple(res["metrics"]) == NAMES
     for name, m in res["metrics"].items():
-        assert set(m) == {"value", "backend", "weights_sha256", "na_reason", "n_frames"}, name
+        assert set(m) == {"value", "backend", "weights_sha256", "na_reason", "n_frames", "note"}, name
         if m["value"] is None:
             assert m["na_reason"], f"{name}: n/a without a reason"
         else:
@@ -91,7 +91,7 @@ def test_self_driven_identical_render(sample):
     render = _render(root, "identity_copy", "self", frames, gt_dir=data / "gt_imgs")
     out = root / "results" / "metrics" / "identity_copy" / "German" / "self.json"
     rc = main(["--render", str(render), "--data", str(data), "--out", str(out),
-               "--out-frames", str(out.with_suffix(".frames.csv")), "--weights-dir", str(weights)])
+               "--out-frames", str(out.with_suffix(".frames.csv")), "--weights-dir", str(weights), "--no-verify-weights"])
     assert rc == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
@@ -128,7 +128,7 @@ def test_self_driven_differs_and_cross_driven(sample):
     (model / "train_manifest.json").write_text(json.dumps(  # pipeline.train's shape
         {"device": "cpu", "seconds": {"head": 100.0, "lips": 20.0, "torso": 3.5, "total": 123.5, "validation": 4.0}}))
     assert main(["--render", str(render), "--data", str(data), "--model-dir", str(model), "--out", str(out),
-                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--threads", "2",
+                 "--out-frames", str(root / "m_blur.csv"), "--weights-dir", str(weights), "--no-verify-weights", "--threads", "2",
                  "--cfg", json.dumps({"self_driven": ["psnr", "ssim", "lpips", "lmd", "cpbd"]})]) == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
@@ -141,14 +141,69 @@ def test_self_driven_differs_and_cross_driven(sample):
     cross = _render(root, "blurred", "jfk", blurred)
     out = root / "m_cross.json"
     assert main(["--render", str(cross), "--data", str(data), "--out", str(out),
-                 "--out-frames", str(root / "m_cross.csv"), "--weights-dir", str(weights)]) == 0
+                 "--out-frames", str(root / "m_cross.csv"), "--weights-dir", str(weights), "--no-verify-weights"]) == 0
     res = json.loads(out.read_text())
     _check_shape(res, N)
     m = res["metrics"]
     assert res["protocol"] == "cross_driven"
-    for name in ("psnr", "ssim", "lpips", "fid", "lmd", "aue"):
+    for name in ("psnr", "ssim", "lpips", "lmd", "aue"):
         assert "needs ground truth" in m[name]["na_reason"]
+    assert "not in config metrics.cross_driven" in m["fid"]["na_reason"]  # opt-in: vs training frames
     assert m["csim"]["value"] > 0.9 and m["cpbd"]["value"] < 0.5
+
+
+def test_standin_network_under_a_real_file_name_is_refused(sample, tmp_path):
+    """By default the metrics stage checks weights: the stand-in AlexNet saved as
+    alexnet-owt-7be5be79.pth stops the job with one line naming the file and both hashes,
+    instead of producing an LPIPS number."""
+    from pipeline.weights import load_manifest, sha256_of
+
+    root, data, frames, weights = sample
+    render = _render(root, "refused", "self", frames, gt_dir=data / "gt_imgs")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.metrics", "--render", str(render), "--data", str(data),
+                           "--out", str(tmp_path / "o.json"), "--out-frames", str(tmp_path / "o.csv"),
+                           "--weights-dir", str(weights), "--cfg", json.dumps({"self_driven": ["lpips"]})],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and not (tmp_path / "o.json").exists()
+    path = weights / "alexnet-owt-7be5be79.pth"
+    line = next(ln for ln in proc.stderr.splitlines() if str(path) in ln)
+    assert sha256_of(path) in line and load_manifest()["lpips_alexnet"].sha256 in line
+
+
+class _MeanColourFeatures:
+    """A 6-d stand-in for the Inception features (per-channel mean and std of the frame): the
+    cross-driven FID glue is checked without pytorch-fid's 2048-d sqrtm (a minute on 2 cores)."""
+
+    backend = "test features"
+    weights_sha256 = None
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, frames):
+        f = np.asarray(frames, np.float64)
+        return np.concatenate([f.mean((1, 2)), f.std((1, 2))], axis=1)
+
+
+def test_cross_driven_fid_is_against_the_training_frames(sample, monkeypatch, tmp_path):
+    """FID in a cross-driven test (config metrics.cross_driven: fid) compares the render with the
+    identity's training frames: a render of those very frames scores ~0, a blurred one more."""
+    import pipeline.metrics.fid as fid
+    from pipeline.metrics.compute import MetricsConfig, evaluate_render
+
+    root, data, frames, weights = sample
+    monkeypatch.setattr(fid, "InceptionFeatures", _MeanColourFeatures)
+    cfg = MetricsConfig(cross_driven=["fid"], weights_dir=weights)
+    same = evaluate_render(_render(root, "fid_copy", "jfk", frames), data, None, cfg)[0]["metrics"]["fid"]
+    blurred = [cv2.GaussianBlur(f, (0, 0), 4.0) for f in frames]
+    blur = evaluate_render(_render(root, "fid_blur", "jfk", blurred), data, None, cfg)[0]["metrics"]["fid"]
+    assert same["value"] == pytest.approx(0.0, abs=1e-6) and same["n_frames"] == N
+    assert f"against {N} training frames of the identity" in same["backend"]
+    assert blur["value"] > 1e-4
+    # without fid in the config it stays n/a with the reason
+    cfg = MetricsConfig(cross_driven=["cpbd"], weights_dir=weights)
+    res = evaluate_render(_render(root, "fid_copy", "jfk", frames), data, None, cfg)[0]["metrics"]["fid"]
+    assert res["value"] is None and "not in config metrics.cross_driven" in res["na_reason"]
 
 
 def test_bad_render_manifest_is_one_clear_line(tmp_path):
@@ -160,6 +215,58 @@ def test_bad_render_manifest_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     assert "manifest.json: not valid JSON" in proc.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_render_without_a_face_gets_no_lmd_for_that_frame(sample, tmp_path):
+    """Landmarks are detected in the render itself: frames where the render shows no face (here
+    3 grey frames) get no LMD, are counted in the metric's note and left out of the mean."""
+    from pipeline.metrics.__main__ import main
+
+    root, data, frames, weights = sample
+    faceless = [np.full_like(f, 128) if i < 3 else f for i, f in enumerate(frames)]
+    render = _render(root, "faceless", "self", faceless, gt_dir=data / "gt_imgs")
+    out = tmp_path / "m.json"
+    assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--no-verify-weights",
+                 "--cfg", json.dumps({"self_driven": ["lmd"]})]) == 0
+    m = json.loads(out.read_text())["metrics"]["lmd"]
+    assert m["n_frames"] == N - 3 and m["value"] == 0.0  # the other frames are the ground truth itself
+    assert m["note"] == f"render: no face in 3 of {N} frames (not scored)"
+    assert "pixels at 512 px height" in m["backend"]
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "m.csv")
+    assert df["lmd"].isna().tolist() == [True] * 3 + [False] * (N - 3)
+    assert df["lmd_status"].tolist()[:4] == ["render_no_face"] * 3 + ["ok"]
+
+
+def test_static_frame_cannot_score_csim_one_against_the_identity_reference(tmp_path):
+    """The CSIM reference is the mean embedding of training frames other than the one that
+    static_frame repeats: the repeated frame matches itself with 1.0, but not the reference
+    (training frames: one per second of the 12 s sample clip)."""
+    from pipeline.metrics.compute import read_rgb
+    from pipeline.metrics.identity import (DlibEmbedder, cosine_similarity, identity_reference,
+                                           reference_images)
+    from pipeline.metrics.landmarks import make_landmarker
+
+    data = tmp_path / "German"
+    (data / "gt_imgs").mkdir(parents=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(SAMPLE_VIDEO), "-vf", "fps=1", "-start_number", "0",
+                    str(data / "gt_imgs" / "%d.jpg")], check=True)
+    n = len(list((data / "gt_imgs").glob("*.jpg")))
+    (data / "transforms_train.json").write_text(json.dumps({"frames": [{"img_id": i} for i in range(n)]}))
+    emb = DlibEmbedder(make_landmarker(tmp_path)[0])
+    # static_frame repeats gt_imgs/{first training img_id}.jpg (pipeline.baselines.spec.first_training_frame)
+    repeated = read_rgb(data / "gt_imgs" / "0.jpg")
+    refs = reference_images(data)
+    assert n >= 10 and "0.jpg" not in {p.name for p in refs}  # frame 0 is never part of the reference
+    ref, k = identity_reference(emb, [read_rgb(p) for p in refs])
+    assert k == len(refs) == n - 1
+    e = emb(repeated)
+    assert cosine_similarity(e, e) == pytest.approx(1.0)
+    csim = float(cosine_similarity(e, ref))
+    assert 0.8 < csim < 0.999, csim  # the same person, but not a copy of the reference (0.994 here)
+    assert f"{csim:.3f}" != "1.000"
 
 
 @pytest.mark.slow
@@ -178,8 +285,13 @@ def test_metrics_rule_in_snakemake(sample, tmp_path):
         f'configfile: "{wd / "config.yaml"}"\n'
         f'include: "{PROJECT_ROOT / "workflow" / "rules" / "common.smk"}"\n'
         f'include: "{PROJECT_ROOT / "workflow" / "rules" / "metrics.smk"}"\n')
+    import os
+
+    from pipeline.weights import VERIFY_ENV
+
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(wd), "--cores", "2",
-                           "results/metrics/copy/German/self.json"], capture_output=True, text=True, timeout=600)
+                           "results/metrics/copy/German/self.json"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, VERIFY_ENV: "0"})  # the folder holds a stand-in AlexNet
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((wd / "results" / "metrics" / "copy" / "German" / "self.json").read_text())
     assert res["metrics"]["psnr"]["value"] == "inf" and res["metrics"]["lpips"]["value"] == 0.0
@@ -191,7 +303,7 @@ def test_metrics_rule_in_snakemake(sample, tmp_path):
 def test_aue_openface_path_with_a_fake_binary(sample, tmp_path):
     """The OpenFace branch: FeatureExtraction is called on each frame folder and its CSV read (a
     fake binary writes AU01_r..AU45_r = 1 for the generated frames and 0 for the ground truth:
-    AUE = 17 x 1, lower 10, upper 7)."""
+    AUE = 17 x 1, lower 9, upper 8 (AU09 is upper face, as in TalkingGaussian's auerror.py))."""
     from pipeline.metrics.__main__ import main
 
     root, data, frames, weights = sample
@@ -211,10 +323,10 @@ rows += [f"{{i + 1}}, 1, " + ", ".join(str(v) for _ in aus) for i in range(len(l
     render = _render(root, "openface", "self", frames, gt_dir=data / "gt_imgs")
     out = tmp_path / "m.json"
     assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
-                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--openface-bin", str(fake),
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--no-verify-weights", "--openface-bin", str(fake),
                  "--cfg", json.dumps({"self_driven": ["aue"]})]) == 0
     m = json.loads(out.read_text())["metrics"]
-    assert (m["aue"]["value"], m["aue_lower"]["value"], m["aue_upper"]["value"]) == (17.0, 10.0, 7.0)
+    assert (m["aue"]["value"], m["aue_lower"]["value"], m["aue_upper"]["value"]) == (17.0, 9.0, 8.0)
     assert m["aue"]["backend"] == "OpenFace 2 FeatureExtraction" and m["aue"]["n_frames"] == N
 
 

@@ -33,7 +33,8 @@ def metrics_dir(tmp_path):
         write_metric_json(root, m, ident, "self", {
             "psnr": psnr, "lmd": LMD[(m, ident)], "lpips": None, "fps": 10.0 if m != "static_frame" else None,
             "training_time_s": 7200.0 if m != "static_frame" else None},
-            reasons={"lpips": "LPIPS alexnet weights not found", "fps": "baseline has no model"})
+            reasons={"lpips": "LPIPS alexnet weights not found", "fps": "baseline has no model"},
+            backends={"lmd": "FAN 2DFAN4 (face_alignment)"})
         write_metric_json(root, m, ident, "jfk", {"lse_c": 5.0 if m == "er_nerf" else 4.0, "lse_d": None},
                           reasons={"lse_d": "SyncNet weights not found"})
     return root
@@ -115,10 +116,10 @@ def test_per_identity_and_cross_driven_columns(metrics_dir, tmp_path):
     psnr = {r["method"]: r["cells"][one.columns.index("psnr")] for r in one.rows}
     assert psnr == {"er_nerf": "31.00", "rad_nerf": "29.00", "static_frame": "22.00"}  # sorted, no order given
     cross = tables.build_table(df, preset, "cross_driven", ["rad_nerf", "er_nerf"], tables.read_reported(None))
-    assert cross.columns == ["jfk:lse_c", "jfk:lse_d"]
-    assert cross.headers[0] == "jfk: Sync-C (LSE-C)↑"
+    assert cross.columns == ["resolution", "compositing", "jfk:lse_c", "jfk:lse_d"]
+    assert cross.headers[2] == "jfk: Sync-C (LSE-C)↑"
     er = next(r for r in cross.rows if r["method"] == "er_nerf")
-    assert er["cells"][0] == "5.000" and er["bold"][0]
+    assert er["cells"][:3] == ["512x512", "full", "5.000"] and er["bold"][2] and not any(er["bold"][:2])
 
 
 def _parse_latex_rows(tex: str) -> list[list[str]]:
@@ -197,7 +198,7 @@ def test_presets_use_known_columns():
     for p in PRESETS.values():
         for key in (*p.self_driven, *p.cross_driven):
             assert key in COLUMNS, (p.name, key)
-    assert get_preset("nerf3dtalker_table1").self_driven == ("ssim", "lpips", "au_acc", "lmd", "lse_c")
+    assert get_preset("nerf3dtalker_table1").self_driven == ("ssim", "lpips", "au_acc", "lmd79", "lse_c")
 
 
 def test_shipped_reported_numbers_are_well_formed():
@@ -207,8 +208,8 @@ def test_shipped_reported_numbers_are_well_formed():
     for r in rep.itertuples():
         assert r.metric.partition("@")[0] in COLUMNS, r
         assert r.source in sources, r.source
-        assert r.notes.strip(), "every reported number names where it was read"
-        float(r.value)
+        assert r.setup.strip() and r.id.strip(), "every reported table has its row in reported_sources.csv"
+        tables.reported_number(r.value)
     # spot-check against the source (AED-NeRF Table 1, ZTE Communications 24(1)): AED-NeRF row
     aed = rep[(rep.method == "AED-NeRF") & (rep.table == "Table 1")].set_index("metric")["value"]
     assert aed.to_dict() == {"psnr": "28.81", "lpips": "0.088", "lmd": "2.826", "lse_c": "6.786",
@@ -230,11 +231,11 @@ def test_er_nerf_preset_shows_both_papers_tables_apart(metrics_dir, tmp_path):
     rep = tables.read_reported(REPORTED)
     tab = tables.build_table(df, get_preset("all"), "self_driven", ["rad_nerf", "er_nerf"], rep)
     md = tables.to_markdown(tab)
-    assert "| ER-NeRF (reported: ER-NeRF Table 1) | 33.10 |" in md
-    assert "| AED-NeRF (reported: AED-NeRF Table 1) | 28.81 |" in md
+    assert "| ER-NeRF (reported: ER-NeRF Table 1) | 450x450 (FPS measurement) | – | 33.10 |" in md
+    assert "| AED-NeRF (reported: AED-NeRF Table 1) | 512x512 | – | 28.81 |" in md
     assert "reported rows 'ER-NeRF Table 1': Table 1 of ER-NeRF (Li et al., ICCV 2023" in md
     extra = tables.build_reported_tables(get_preset("er_nerf"), rep, "cross_driven")
-    assert len(extra) == 1 and extra[0].headers == ["Testset A: LMD↓", "Testset A: Sync-C (LSE-C)↑",
+    assert len(extra) == 1 and extra[0].headers == ["Resolution", "Testset A: LMD↓", "Testset A: Sync-C (LSE-C)↑",
                                                     "Testset B: LMD↓", "Testset B: Sync-C (LSE-C)↑"]
     assert [r["method"] for r in extra[0].rows] == ["Ground Truth", "RAD-NeRF† (AU45, LPIPS finetune)", "ER-NeRF"]
 
@@ -278,3 +279,42 @@ def test_latex_compiles_with_booktabs_when_pdflatex_is_installed(metrics_dir, tm
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_like(tmp_path):
+    """A cell measured by another backend than the papers' (LMD by dlib-68, not FAN) says so in a
+    footnote and in the header; resolution and compositing are columns; bold compares only rows
+    over the same identities with the same backend; reported rows carry their paper's resolution."""
+    root = tmp_path / "metrics"
+    dlib = "dlib-68 (face_recognition_models shape_predictor_68_face_landmarks); FAN unavailable (no weights)"
+    fan = "FAN 2DFAN4 (face_alignment)"
+    for ident in ("German", "May"):
+        write_metric_json(root, "rad_nerf", ident, "self", {"lmd": 2.0, "psnr": 28.0}, backends={"lmd": fan})
+        # a 128 px render: its LMD was rescaled (a detail of the backend string), still ranked with FAN rows
+        write_metric_json(root, "er_nerf", ident, "self", {"lmd": 3.0, "psnr": 29.0},
+                          backends={"lmd": fan + "; pixels at 512 px height (scaled from 128 px)"}, resolution=[128, 128])
+        # the best LMD, but by another detector: not bold against the FAN rows
+        write_metric_json(root, "static_frame", ident, "self", {"lmd": 1.0, "psnr": 20.0},
+                          backends={"lmd": dlib}, resolution=[128, 128])
+    # a method measured on one identity only is not ranked with the two-identity rows
+    write_metric_json(root, "other", "German", "self", {"lmd": 0.5, "psnr": 35.0}, backends={"lmd": fan})
+    df = aggregate.aggregate(sorted(root.rglob("*.json")))
+    tab = tables.build_table(df, get_preset("er_nerf"), "self_driven", ["rad_nerf", "er_nerf"],
+                             tables.read_reported(REPORTED))
+    col = {k: i for i, k in enumerate(tab.columns)}
+    rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
+    assert tab.headers[:2] == ["Resolution", "Compositing"]
+    assert tab.headers[col["lmd"]] == "LMD (px @512)↓ [dlib-68]"
+    assert rows["static_frame"]["cells"][:2] == ["128x128", "full"] and rows["rad_nerf"]["cells"][0] == "512x512"
+    assert rows["er_nerf"]["cells"][0] == "128x128"
+    st = rows["static_frame"]["cells"][col["lmd"]]
+    k = int(re.search(r"\((\d+)\)$", st).group(1))
+    assert st.startswith("1.000") and "measured with dlib-68" in tab.footnotes[k - 1] and "not FAN" in tab.footnotes[k - 1]
+    assert rows["rad_nerf"]["cells"][col["lmd"]] == "2.000"  # the reference backend: no mark
+    assert rows["rad_nerf"]["bold"][col["lmd"]] and not rows["static_frame"]["bold"][col["lmd"]]
+    assert not rows["er_nerf"]["bold"][col["lmd"]]  # ranked with rad_nerf (same detector), and worse
+    assert not rows["other"]["bold"][col["psnr"]] and rows["er_nerf"]["bold"][col["psnr"]]
+    assert any(f.startswith("Bold: best among measured rows over the same identities") for f in tab.footnotes)
+    er = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "ER-NeRF")
+    assert er["cells"][:2] == ["450x450 (FPS measurement)", tables.NOT_REPORTED]
+    assert any("set-up: four videos" in f for f in tab.footnotes)

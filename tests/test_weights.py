@@ -73,11 +73,32 @@ def test_require_missing_names_the_file(tmp_path, capsys):
     assert "syncnet_v2" in out and "MISSING" in out
 
 
-def test_require_verify_prefix_mismatch(tmp_path):
-    (tmp_path / "alexnet-owt-7be5be79.pth").write_bytes(b"not the real alexnet")
-    assert require("lpips_alexnet", tmp_path) == tmp_path / "alexnet-owt-7be5be79.pth"
-    with pytest.raises(WeightsMissing, match="published prefix is 7be5be79"):
-        require("lpips_alexnet", tmp_path, verify=True)
+def test_require_verifies_by_default_and_names_both_hashes(tmp_path, monkeypatch):
+    """A different file under a real weights file name is refused by default: an error (not a
+    missing file) naming the file, its sha256 and the pinned one."""
+    from pipeline.weights import VERIFY_ENV, WeightsMismatch, load_manifest, sha256_of
+
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    path.write_bytes(b"not the real alexnet")
+    with pytest.raises(WeightsMismatch) as exc:
+        require("lpips_alexnet", tmp_path)
+    assert not isinstance(exc.value, WeightsMissing)
+    assert str(exc.value).startswith(f"{path}: sha256 {sha256_of(path)}, expected "
+                                     f"{load_manifest()['lpips_alexnet'].sha256} (manifest)")
+    assert require("lpips_alexnet", tmp_path, verify=False) == path  # loading-code tests only
+    monkeypatch.setenv(VERIFY_ENV, "0")
+    assert require("lpips_alexnet", tmp_path) == path
+
+
+def test_pinned_hashes_match_the_published_file_name_prefixes():
+    """Every full sha256 in the manifest starts with the prefix its publisher put in the file name."""
+    for e in load_manifest().values():
+        if e.sha256:
+            assert len(e.sha256) == 64 and int(e.sha256, 16) >= 0, e.name
+        if e.sha256 and e.sha256_prefix:
+            assert e.sha256.startswith(e.sha256_prefix), e.name
+    pinned = {e.name for e in load_manifest().values() if e.sha256}
+    assert {"lpips_alexnet", "fid_inception", "fan_2dfan4"} <= pinned
 
 
 def test_folder_entries_and_non_direct_downloads(tmp_path):

@@ -35,8 +35,39 @@ GROUPS = {
     "lse": ("lse_c", "lse_d"), "csim": ("csim",), "cpbd": ("cpbd",),
 }
 
-#: groups that compare against ground-truth frames (self-driven protocol only)
-NEEDS_GT = ("psnr", "ssim", "lpips", "fid", "lmd", "aue")
+#: groups that compare against ground-truth frames (self-driven protocol only); FID compares
+#: frame sets: with the ground truth (self-driven) or with the identity's training frames
+#: (cross-driven, when ``fid`` is in config ``metrics.cross_driven``)
+NEEDS_GT = ("psnr", "ssim", "lpips", "lmd", "aue")
+
+
+def training_frame_paths(data_dir, n: int | None = None, exclude: tuple[int, ...] = (),
+                         prefer: tuple[str, ...] = ("gt_imgs", "ori_imgs")) -> list:
+    """Image paths of an identity's training split: ``transforms_train.json`` frames, except the
+    positions in ``exclude``, at most ``n`` evenly spaced ones (all when None), each the first
+    existing ``{sub}/{img_id}.jpg`` for ``sub`` in ``prefer``. Empty without a training split.
+
+    Args:
+        data_dir: ``results/data/{identity}``.
+    """
+    import json
+    from pathlib import Path
+
+    data_dir = Path(data_dir)
+    tj = data_dir / "transforms_train.json"
+    if not tj.is_file():
+        return []
+    frames = json.loads(tj.read_text()).get("frames") or []
+    ids = [int(f.get("img_id", i)) for i, f in enumerate(frames) if i not in exclude]
+    if n is not None and len(ids) > n:
+        ids = [ids[round(k * (len(ids) - 1) / (n - 1))] for k in range(n)] if n > 1 else ids[:1]
+    out = []
+    for i in ids:
+        for sub in prefer:
+            if (data_dir / sub / f"{i}.jpg").is_file():
+                out.append(data_dir / sub / f"{i}.jpg")
+                break
+    return out
 
 
 @dataclass
@@ -49,6 +80,8 @@ class MetricValue:
         weights_sha256: sha256 of the pretrained file used, None when no weights are involved.
         na_reason: why ``value`` is None (one line), else None.
         n_frames: number of frames the value is computed over.
+        note: what the reader must know about the value, e.g. frames left out (``"render: no face
+            in 3 of 28 frames (not scored)"``); None when nothing.
     """
 
     value: float | None
@@ -56,6 +89,7 @@ class MetricValue:
     weights_sha256: str | None = None
     na_reason: str | None = None
     n_frames: int = 0
+    note: str | None = None
 
     @classmethod
     def na(cls, reason: str, backend: str | None = None, n_frames: int = 0) -> "MetricValue":
@@ -63,7 +97,7 @@ class MetricValue:
         return cls(None, backend, None, reason, n_frames)
 
     def to_json(self) -> dict:
-        """The JSON shape ``{"value", "backend", "weights_sha256", "na_reason", "n_frames"}``."""
+        """The JSON shape ``{"value", "backend", "weights_sha256", "na_reason", "n_frames", "note"}``."""
         d = asdict(self)
         if d["value"] is not None:
             d["value"] = float(d["value"])

@@ -28,7 +28,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cfg", default="{}", help="JSON of config 'metrics'")
     ap.add_argument("--weights-dir", help="weights folder (default: $TALKING_NERF_WEIGHTS or weights_cache)")
     ap.add_argument("--openface-bin", help="OpenFace 2 FeatureExtraction (AUE); default: blendshape estimate")
-    ap.add_argument("--verify-weights", action="store_true", help="check weights hashes before use")
+    ap.add_argument("--verify-weights", action=argparse.BooleanOptionalAction, default=None,
+                    help="check weights hashes before use (default: on; --no-verify-weights only for "
+                         "tests of loading code with stand-in networks)")
     ap.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.metrics")
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
         cfg.self_driven = list(c["self_driven"])
     if "cross_driven" in c:
         cfg.cross_driven = list(c["cross_driven"])
+    cfg.lse_short_clips = bool(c.get("lse_short_clips", False))
     model_dir = Path(args.model_dir) if args.model_dir else None
     result, per_frame = evaluate_render(Path(args.render), Path(args.data) if args.data else None, model_dir, cfg)
     write_outputs(result, per_frame, Path(args.out), Path(args.out_frames))

@@ -2,7 +2,10 @@
 
 The 17 OpenFace 2 intensity AUs are extracted on the generated and the ground-truth frames; per AU
 the mean squared error over frames is taken, and the errors are summed over AUs (``aue``), over
-the lower-face AUs (``aue_lower``) and the upper-face AUs (``aue_upper``).
+the lower-face AUs (``aue_lower``) and the upper-face AUs (``aue_upper``). The groups are those of
+the reference script, TalkingGaussian's ``auerror.py`` (Fictionarry/TalkingGaussian): upper =
+AU01, 02, 04, 05, 06, 07, 09, 45; lower = AU10, 12, 14, 15, 17, 20, 23, 25, 26 (AU09, the nose
+wrinkler, counts as upper face there).
 
 Extractor: OpenFace 2 ``FeatureExtraction`` when config ``preprocess.aus.openface_bin`` is set,
 else an estimate from MediaPipe FaceLandmarker blendshapes
@@ -15,10 +18,10 @@ import numpy as np
 #: OpenFace 2 intensity AUs (``AUxx_r`` columns), in OpenFace's order
 AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15",
        "AU17", "AU20", "AU23", "AU25", "AU26", "AU45")
-#: brows, lids, cheeks and blinks
-UPPER = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU45")
-#: nose, lips, chin and jaw
-LOWER = ("AU09", "AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
+#: brows, lids, cheeks, nose wrinkler and blinks (TalkingGaussian auerror.py ``AUitems_upper``)
+UPPER = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU45")
+#: lips, chin and jaw (TalkingGaussian auerror.py ``AUitems_lower``)
+LOWER = ("AU10", "AU12", "AU14", "AU15", "AU17", "AU20", "AU23", "AU25", "AU26")
 
 
 def aue_per_au(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

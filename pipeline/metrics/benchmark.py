@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
 
     from pipeline.metrics.image import psnr, ssim
-    from pipeline.metrics.landmarks import MOUTH, lmd, make_landmarker
+    from pipeline.metrics.landmarks import frame_lmd, make_landmarker
     from pipeline.metrics.sharpness import cpbd
 
     preds, gts = load_frames(args.frames, args.size)
@@ -88,9 +88,8 @@ def main(argv=None) -> int:
     lmk, _ = make_landmarker(wdir)
     rows = []
 
-    def one_lmd(t):
-        box = lmk.detect(t[3])
-        return lmd(lmk.landmarks(t[2], box), lmk.landmarks(t[3], box), MOUTH)
+    def one_lmd(t):  # as the metrics stage: a face detection in each image
+        return frame_lmd(lmk, t[2], t[3])[0]
 
     def combined(t):
         return psnr(t[0], t[1]), ssim(t[0], t[1]), one_lmd(t)

@@ -45,10 +45,13 @@ class MetricsConfig:
     """the pretrained-weights folder"""
     openface_bin: str | None = None
     """OpenFace 2 ``FeatureExtraction`` for AUE; None: blendshape estimate"""
-    verify_weights: bool = False
-    """check weights hashes before use"""
+    verify_weights: bool | None = None
+    """check weights hashes before use (None: on, unless $TALKING_NERF_VERIFY_WEIGHTS=0)"""
     lse_min_frames: int = 100
     """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    lse_short_clips: bool = False
+    """score LSE on clips shorter than ``lse_min_frames`` too (down to SyncNet's 6-frame window),
+    with a note saying so (config ``metrics.lse_short_clips``)"""
     threads: int = 1
     """worker threads for the per-frame image metrics (PSNR, SSIM, LMD, CPBD)"""
     device: str = "cpu"
@@ -69,22 +72,6 @@ def _f(a: np.ndarray) -> np.ndarray:
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
-
-
-def first_train_frame(data_dir: Path) -> Path | None:
-    """The identity's reference image for CSIM: the first frame of ``transforms_train.json``
-    (``ori_imgs/{img_id}.jpg``, else ``gt_imgs``); None when the dataset lacks it."""
-    tj = data_dir / "transforms_train.json"
-    if not tj.is_file():
-        return None
-    frames = read_json(tj).get("frames") or []
-    if not frames:
-        return None
-    i = int(frames[0].get("img_id", 0))
-    for sub in ("ori_imgs", "gt_imgs"):
-        if (data_dir / sub / f"{i}.jpg").is_file():
-            return data_dir / sub / f"{i}.jpg"
-    return None
 
 
 def training_seconds(model_dir: Path | None) -> MetricValue:
@@ -231,7 +218,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     per_frame: dict[str, list] = {"frame": list(range(n))}
 
     gt_paths = None
-    if any(g in groups for g in NEEDS_GT):
+    if protocol == "self_driven" and any(g in groups for g in (*NEEDS_GT, "fid")):
         ref = man.get("gt_reference") or {}
         idx = ref.get("indices")
         if not idx or len(idx) != n:
@@ -273,6 +260,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
 
         lmk, lmk_note = make_landmarker(cfg.weights_dir)
     emb = ref_emb = None
+    csim_ref = ""
     if "csim" in want:
         from pipeline.metrics.identity import ArcFaceEmbedder, DlibEmbedder
 
@@ -281,22 +269,23 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
         except WeightsMissing as exc:
             log.info("CSIM: dlib descriptor (%s)", exc.reason)
             emb = DlibEmbedder(lmk)
-        ref_img = first_train_frame(Path(data_dir)) if data_dir else None
-        if ref_img is None:
-            results["csim"] = MetricValue.na("no reference image (transforms_train.json first frame) in the dataset",
-                                             emb.backend)
+        from pipeline.metrics.identity import identity_reference, reference_images
+
+        ref_paths = reference_images(Path(data_dir)) if data_dir else []
+        ref_emb, n_ref = identity_reference(emb, [read_rgb(q) for q in ref_paths])
+        if ref_emb is None:
+            why = (f"no face found in the {len(ref_paths)} identity reference frames" if ref_paths else
+                   "no identity reference frames (transforms_train.json beyond its first frame) in the dataset")
+            results["csim"] = MetricValue.na(why, emb.backend)
             emb = None
-        else:
-            ref_emb = emb(read_rgb(ref_img))
-            if ref_emb is None:
-                results["csim"] = MetricValue.na(f"no face found in the reference image {ref_img}", emb.backend)
-                emb = None
+        csim_ref = (f"; reference: mean embedding of {n_ref} training frames (not the first, which "
+                    "baselines copy)")
 
     from pipeline.metrics.image import psnr, ssim
-    from pipeline.metrics.landmarks import FACE, MOUTH, lmd, make_landmarker
+    from pipeline.metrics.landmarks import REFERENCE_HEIGHT, frame_lmd, lmd_note, make_landmarker
     from pipeline.metrics.sharpness import cpbd
 
-    cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "csim", "cpbd")}
+    cols = {k: [] for k in ("psnr", "ssim", "lpips", "lmd", "lmd_face", "lmd_status", "csim", "cpbd")}
     feats_gen, feats_gt = [], []
     local = threading.local()
 
@@ -315,11 +304,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
             if not hasattr(local, "lmk"):
                 local.lmk = lmk if threading.current_thread() is threading.main_thread() \
                     else make_landmarker(cfg.weights_dir)[0]
-            box = local.lmk.detect(g)
-            lg = local.lmk.landmarks(g, box) if box is not None else None
-            lq = local.lmk.landmarks(p, box) if box is not None else None
-            out["lmd"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, MOUTH))
-            out["lmd_face"] = math.nan if lg is None or lq is None else float(lmd(lq, lg, FACE))
+            out["lmd"], out["lmd_face"], out["lmd_status"] = frame_lmd(local.lmk, p, g)
         if "cpbd" in want:
             out["cpbd"] = cpbd(p)
         return p, g, pf, gf, out
@@ -345,12 +330,12 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                         au.add(p, g)
                 if inc is not None:
                     feats_gen.append(inc(np.stack([d[2] for d in done])))
-                    feats_gt.append(inc(np.stack([d[3] for d in done])))
+                    if gt_paths is not None:
+                        feats_gt.append(inc(np.stack([d[3] for d in done])))
                 bar.update(len(done))
     finally:
         if pool:
             pool.shutdown()
-    lmd_missing = sum(math.isnan(x) for x in cols["lmd"])
 
     for name, vals in cols.items():
         if vals:
@@ -368,30 +353,42 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     if inc is not None:
         from pipeline.metrics.fid import frechet_distance
 
-        if n < 2:
-            results["fid"] = MetricValue.na("FID needs at least 2 frames", inc.backend, n)
+        against = "ground-truth frames"
+        if gt_paths is None:  # cross-driven: against the identity's training frames (LiveNeRF, NeRFFaceSpeech)
+            feats_gt, against = _training_features(inc, data_dir, gen[0] if n else None)
+        if n < 2 or len(feats_gt) == 0:
+            results["fid"] = MetricValue.na("FID needs at least 2 frames" if n < 2 else
+                                            "no training frames (transforms_train.json, gt_imgs) in the dataset",
+                                            inc.backend, n)
         else:
+            m = min(n, sum(len(f) for f in feats_gt))
             results["fid"] = MetricValue(frechet_distance(np.concatenate(feats_gen), np.concatenate(feats_gt)),
-                                         inc.backend + ("; rank-deficient covariance (fewer frames than 2048)"
-                                                        if n < 2048 else ""), inc.weights_sha256, None, n)
+                                         inc.backend + f"; against {against}"
+                                         + ("; rank-deficient covariance (fewer frames than 2048)" if m < 2048 else ""),
+                                         inc.weights_sha256, None, n)
     if "lmd" in want:
         ok = [x for x in cols["lmd"] if not math.isnan(x)]
-        backend = lmk.name + (f"; {lmk_note}" if lmk_note else "")
+        height = int((man.get("resolution") or [0, 0])[1]) or None
+        backend = (lmk.name + (f"; {lmk_note}" if lmk_note else "")
+                   + f"; pixels at {REFERENCE_HEIGHT} px height" + (f" (scaled from {height} px)" if height and
+                                                                     height != REFERENCE_HEIGHT else ""))
         from pipeline.weights import file_sha256
 
         lmk_sha = file_sha256(lmk.weights_file) if lmk.weights_file else None
+        note = lmd_note(cols["lmd_status"])
         if not ok:
             for name in ("lmd", "lmd_face"):
-                results[name] = MetricValue.na("no face found by the landmark detector in any frame pair", backend, 0)
+                results[name] = MetricValue(None, backend, None, f"no face pair found in any of {n} frames ({note})",
+                                            0, note)
         else:
-            results["lmd"] = MetricValue(_mean(ok), backend, lmk_sha, None, len(ok))
+            results["lmd"] = MetricValue(_mean(ok), backend, lmk_sha, None, len(ok), note)
             results["lmd_face"] = MetricValue(_mean([x for x in cols["lmd_face"] if not math.isnan(x)]),
-                                              backend, lmk_sha, None, len(ok))
-        if lmd_missing:
-            log.warning("LMD: no face in %d of %d frame pairs (excluded)", lmd_missing, n)
+                                              backend, lmk_sha, None, len(ok), note)
+        if note:
+            log.warning("LMD: %s", note)
     if emb is not None:
         ok = [x for x in cols["csim"] if not math.isnan(x)]
-        results["csim"] = (MetricValue(_mean(ok), emb.backend, emb.weights_sha256, None, len(ok)) if ok
+        results["csim"] = (MetricValue(_mean(ok), emb.backend + csim_ref, emb.weights_sha256, None, len(ok)) if ok
                            else MetricValue.na("no face found in any generated frame", emb.backend))
     if "cpbd" in want:
         from pipeline.metrics.sharpness import BACKEND
@@ -412,23 +409,58 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out = {k: man.get(k) for k in ("method", "identity", "test", "protocol")}
     out["n_frames"] = n
     out["compositing"] = man.get("compositing")
+    out["resolution"] = man.get("resolution")
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
 
 
+#: most training frames a cross-driven FID compares with (evenly spaced over the training split)
+FID_TRAINING_FRAMES = 1000
+
+
+def _training_features(inc, data_dir: Path | None, first_render: Path | None) -> tuple[list[np.ndarray], str]:
+    """Inception features of up to :data:`FID_TRAINING_FRAMES` training frames (``gt_imgs``,
+    what the models are trained to reproduce), resized to the render's size as the self-driven
+    ground truth is; returns (feature batches, a description for the backend)."""
+    from pipeline.metrics import training_frame_paths
+
+    paths = training_frame_paths(data_dir, FID_TRAINING_FRAMES) if data_dir else []
+    if not paths or first_render is None:
+        return [], "training frames"
+    h, w = read_rgb(first_render).shape[:2]
+    feats = []
+    for start in range(0, len(paths), 16):
+        batch = []
+        for q in paths[start:start + 16]:
+            g = read_rgb(q)
+            if g.shape[:2] != (h, w):
+                g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+            batch.append(_f(g))
+        feats.append(inc(np.stack(batch)))
+    return feats, f"{len(paths)} training frames of the identity"
+
+
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
-    from pipeline.metrics.sync import LSE
+    """LSE-C / LSE-D of the render video; clips under ``cfg.lse_min_frames`` are n/a unless
+    ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
+    from pipeline.metrics.sync import LSE, WINDOW
 
     try:
-        lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device, cfg.lse_min_frames)
+        lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device,
+                  WINDOW + 1 if cfg.lse_short_clips else cfg.lse_min_frames)
     except WeightsMissing as exc:
         return {k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")}
     try:
         r = lse(video)
     except ValueError as exc:
         return {k: MetricValue.na(str(exc), LSE.backend) for k in ("lse_c", "lse_d")}
-    return {"lse_c": MetricValue(r["lse_c"], lse.backend, lse.weights_sha256, None, r["n_frames"]),
-            "lse_d": MetricValue(r["lse_d"], lse.backend, lse.weights_sha256, None, r["n_frames"])}
+    note = None
+    if r["n_frames"] < cfg.lse_min_frames:
+        note = (f"short clip: {r['n_frames']} frames, under the reference pipeline's {cfg.lse_min_frames}-frame "
+                "minimum (syncnet_python --min_track); scored because metrics.lse_short_clips is on, "
+                "not comparable with published LSE")
+    return {k: MetricValue(r[k], lse.backend + ("; short clip" if note else ""), lse.weights_sha256, None,
+                           r["n_frames"], note) for k in ("lse_c", "lse_d")}
 
 
 def write_outputs(result: dict, per_frame: dict[str, list], out_json: Path, out_csv: Path) -> None:

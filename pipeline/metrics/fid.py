@@ -68,7 +68,7 @@ class InceptionFeatures:
 
     backend = "pytorch-fid 0.3.0 InceptionV3 pool3 (2048-d)"
 
-    def __init__(self, weights_dir, verify: bool = False, device: str = "cpu"):
+    def __init__(self, weights_dir, verify: bool | None = None, device: str = "cpu"):
         from pipeline.common.tvcompat import import_torchvision
 
         import_torchvision()

@@ -1,5 +1,11 @@
-"""CSIM: cosine similarity of face-identity embeddings between a reference image of the identity
-(the first training frame) and each generated frame, averaged over frames (higher is better).
+"""CSIM: cosine similarity of face-identity embeddings between an identity reference and each
+generated frame, averaged over frames (higher is better).
+
+Identity reference (:func:`identity_reference`): the mean of the unit embeddings of up to
+:data:`REFERENCE_FRAMES` training frames, evenly spaced over the training split, leaving out every
+frame a baseline copies (:data:`BASELINE_FRAMES`: the first training frame, which ``static_frame``
+repeats and external one-shot baselines take as their input). A baseline that repeats a frame
+therefore cannot score 1.0 by matching the reference with itself.
 
 Embedders:
 
@@ -25,6 +31,38 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of [D] / [N, D] embeddings along the last axis (broadcasting), in [-1, 1]."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+#: training frames averaged into the identity reference
+REFERENCE_FRAMES = 16
+#: positions in the training split that baselines copy (pipeline.baselines.spec.first_training_frame)
+BASELINE_FRAMES = (0,)
+
+
+def reference_images(data_dir, n: int = REFERENCE_FRAMES) -> list:
+    """Image paths of the identity reference: up to ``n`` evenly spaced frames of
+    ``transforms_train.json`` except the positions in :data:`BASELINE_FRAMES`, each
+    ``ori_imgs/{img_id}.jpg`` (the cropped video frame), else ``gt_imgs/{img_id}.jpg``. Empty when
+    the dataset has no training split or no other frame."""
+    from pipeline.metrics import training_frame_paths
+
+    return training_frame_paths(data_dir, n, BASELINE_FRAMES, ("ori_imgs", "gt_imgs"))
+
+
+def identity_reference(embed, images: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
+    """Mean of the unit embeddings of ``images`` (RGB uint8), renormalised.
+
+    Args:
+        embed: an embedder (``__call__(rgb) -> [D] | None``), :class:`ArcFaceEmbedder` or
+            :class:`DlibEmbedder`.
+    Returns:
+        ([D] unit reference or None when no image has a face, number of images with a face).
+    """
+    embs = [e / np.linalg.norm(e) for e in (embed(img) for img in images) if e is not None]
+    if not embs:
+        return None, 0
+    m = np.mean(embs, axis=0)
+    return m / np.linalg.norm(m), len(embs)
 
 
 def five_points(lms68: np.ndarray) -> np.ndarray:
@@ -111,7 +149,7 @@ class ArcFaceEmbedder:
         WeightsMissing: the checkpoint is absent.
     """
 
-    def __init__(self, weights_dir, landmarker, verify: bool = False, device: str = "cpu"):
+    def __init__(self, weights_dir, landmarker, verify: bool | None = None, device: str = "cpu"):
         path = require("arcface_r100", weights_dir, verify=verify)
         self.weights_sha256 = file_sha256(path)
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,10 +1,14 @@
 """LMD: landmark distance between generated and ground-truth frames (Chen et al. 2018, "Lip
 movements generation at a glance"; the mouth variant used by AD-NeRF / RAD-NeRF / ER-NeRF tables).
 
-Per frame, 68 iBUG landmarks are found on both frames; each point set is mean-centred (removes the
-global head translation), and the mean Euclidean distance (pixels) between corresponding points
-is taken over the mouth points 48-67 (``lmd``) or all 68 (``lmd_face``); the value is the mean over
-frames in which both faces were found.
+Per frame, 68 iBUG landmarks are found on each frame separately (the render's face is detected in
+the render, the ground truth's in the ground truth: :func:`frame_lmd`); each point set is
+mean-centred (removes the global head translation), and the mean Euclidean distance between
+corresponding points is taken over the mouth points 48-67 (``lmd``) or all 68 (``lmd_face``). The
+distance is in pixels at the reference height :data:`REFERENCE_HEIGHT` (512 px, the papers'
+crops): a render of height H is measured at H and scaled by 512 / H. The value is the mean over
+frames in which both faces were found; frames where the render (or the ground truth) has no
+face are counted and reported in the metric's ``note``, not scored.
 
 Detector: FAN (face_alignment 2D-FAN, via ``pipeline.preprocess.backends.fan``) when its weights
 are present, else dlib's 68-point shape predictor from ``face_recognition_models`` (offline).
@@ -12,6 +16,7 @@ are present, else dlib's 68-point shape predictor from ``face_recognition_models
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -19,6 +24,10 @@ log = logging.getLogger(__name__)
 
 MOUTH = np.arange(48, 68)
 FACE = np.arange(68)
+#: LMD is reported in pixels at this frame height (the papers' 512x512 crops)
+REFERENCE_HEIGHT = 512
+#: :func:`frame_lmd` status values
+OK, RENDER_NO_FACE, GT_NO_FACE = "ok", "render_no_face", "gt_no_face"
 
 
 def lmd(pred: np.ndarray, gt: np.ndarray, points: np.ndarray = MOUTH) -> np.ndarray:
@@ -84,6 +93,37 @@ class Landmarker:
         return np.asarray(self.predictor.predict(np.ascontiguousarray(rgb), box), np.float64)
 
 
+def frame_lmd(landmarker: "Landmarker", render: np.ndarray, gt: np.ndarray) -> tuple[float, float, str]:
+    """Mouth and face LMD of one frame pair, each face detected in its own image.
+
+    Args:
+        landmarker: a :class:`Landmarker`.
+        render, gt: [H, W, 3] uint8 RGB of the same size.
+    Returns:
+        (mouth LMD, face LMD, status): distances in pixels at :data:`REFERENCE_HEIGHT` (scaled by
+        512 / H); NaN with status :data:`GT_NO_FACE` when the ground truth has no face, or
+        :data:`RENDER_NO_FACE` when the render has none (such frames are not scored); else
+        status :data:`OK`.
+    """
+    lg = landmarker.landmarks(gt)
+    if lg is None:
+        return math.nan, math.nan, GT_NO_FACE
+    lq = landmarker.landmarks(render)
+    if lq is None:
+        return math.nan, math.nan, RENDER_NO_FACE
+    scale = REFERENCE_HEIGHT / render.shape[0]
+    return float(lmd(lq, lg, MOUTH)) * scale, float(lmd(lq, lg, FACE)) * scale, OK
+
+
+def lmd_note(status: list[str]) -> str | None:
+    """The metric note of a clip's :func:`frame_lmd` statuses: frames left out, None if none."""
+    n = len(status)
+    parts = [f"{who}: no face in {k} of {n} frames (not scored)"
+             for who, key in (("render", RENDER_NO_FACE), ("ground truth", GT_NO_FACE))
+             if (k := status.count(key))]
+    return "; ".join(parts) or None
+
+
 DLIB_NAME = "dlib-68 (face_recognition_models shape_predictor_68_face_landmarks)"
 FAN_NAME = "FAN 2DFAN4 (face_alignment)"
 
@@ -92,6 +132,7 @@ def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker,
     """The LMD landmarker: FAN when its weights load (``pipeline.preprocess.backends.fan``), else
     dlib's 68-point predictor. Returns (landmarker, why FAN was not used, or None)."""
     from pipeline.preprocess.backends.dlib68 import Dlib68
+    from pipeline.weights import WeightsMismatch
 
     try:
         from pipeline.preprocess.backends.fan import FanLandmarks
@@ -100,6 +141,8 @@ def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker,
 
         fan = FanLandmarks.from_weights_dir(weights_dir)
         return Landmarker(fan, FAN_NAME, detect_scale, weights_path("fan_2dfan4", weights_dir)), None
+    except WeightsMismatch:  # a wrong file is an error, never a silent fallback
+        raise
     except Exception as exc:  # absent weights or face_alignment: the documented fallback
         note = f"FAN unavailable ({getattr(exc, 'reason', None) or exc})"
         log.info("LMD landmarks: dlib-68; %s", note)

@@ -21,14 +21,14 @@ class LPIPS:
 
     Args:
         weights_dir: folder holding ``alexnet-owt-7be5be79.pth``.
-        verify: check the file's sha256 prefix first.
+        verify: check the file against the manifest sha256 (None: on unless $TALKING_NERF_VERIFY_WEIGHTS=0).
     Raises:
         WeightsMissing: the backbone is absent (or fails the hash check).
     """
 
     backend = "lpips 0.1.4 LPIPS(net='alex', version='0.1')"
 
-    def __init__(self, weights_dir, verify: bool = False, device: str = "cpu"):
+    def __init__(self, weights_dir, verify: bool | None = None, device: str = "cpu"):
         from pipeline.common.tvcompat import import_torchvision
 
         import_torchvision()

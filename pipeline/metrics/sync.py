@@ -82,7 +82,7 @@ def lse_from_distances(dists: torch.Tensor | np.ndarray, vshift: int = VSHIFT) -
             "offset": int(vshift - int(minidx))}
 
 
-def load_syncnet(weights_dir, verify: bool = False):
+def load_syncnet(weights_dir, verify: bool | None = None):
     """SyncNet v2 (``syncnet_python.SyncNetModel``) with ``syncnet_v2.model`` loaded (keys may carry
     syncnet_python's ``__S__.`` prefix). Returns (model in eval mode, sha256).
 
@@ -104,7 +104,7 @@ def load_syncnet(weights_dir, verify: bool = False):
     return net.eval(), file_sha256(path)
 
 
-def load_s3fd(weights_dir, verify: bool = False, device: str = "cpu"):
+def load_s3fd(weights_dir, verify: bool | None = None, device: str = "cpu"):
     """S3FD face detector (syncnet_python ``detectors.s3fd``) with ``sfd_face.pth``.
     Returns (detector with ``detect_faces(rgb, conf_th, scales)``, sha256)."""
     from pipeline.common.tvcompat import import_torchvision
@@ -266,7 +266,7 @@ class LSE:
 
     backend = "SyncNet v2 (syncnet_python) + S3FD track, Wav2Lip scores_LSE protocol"
 
-    def __init__(self, weights_dir, verify: bool = False, device: str = "cpu", min_frames: int = MIN_FRAMES):
+    def __init__(self, weights_dir, verify: bool | None = None, device: str = "cpu", min_frames: int = MIN_FRAMES):
         self.net, sha_sync = load_syncnet(weights_dir, verify)
         self.det, sha_det = load_s3fd(weights_dir, verify, device)
         self.net.to(device)

@@ -2,8 +2,12 @@
 
 Input: ``results/metrics/{method}/{identity}/{test}.json`` as written by the metrics stage::
 
-    {"method", "identity", "test", "protocol", "n_frames", "compositing",
-     "metrics": {NAME: {"value": float | null, "backend", "weights_sha256", "na_reason", "n_frames"}}}
+    {"method", "identity", "test", "protocol", "n_frames", "compositing", "resolution",
+     "metrics": {NAME: {"value": float | null, "backend", "weights_sha256", "na_reason", "n_frames",
+                        "note"}}}
+
+(``resolution`` ``[W, H]`` of the render and a metric's ``note``, e.g. frames left out, are
+optional: files written before they existed read as unknown.)
 
 Output: ``results/tables/metrics_long.csv`` and ``.parquet`` with the columns of :data:`COLUMNS`.
 
@@ -27,7 +31,9 @@ from pipeline.common.log import run_main, setup_logging
 
 #: columns of the tidy table, in order
 COLUMNS = ["method", "identity", "protocol", "test", "metric", "value", "backend", "na_reason",
-           "n_frames", "compositing", "weights_sha256", "source_file"]
+           "n_frames", "compositing", "resolution", "note", "weights_sha256", "source_file"]
+#: columns a table written before they existed may lack (read as empty)
+OPTIONAL = ("resolution", "note")
 PROTOCOLS = ("self_driven", "cross_driven")
 
 
@@ -66,6 +72,8 @@ def rows_of(path: str | Path) -> list[dict]:
         raise InputError(path, f"protocol {data['protocol']!r} is not one of {PROTOCOLS}")
     if not isinstance(data["metrics"], dict):
         raise InputError(path, "'metrics' must map metric names to objects")
+    res = data.get("resolution")
+    res = "x".join(str(int(v)) for v in res) if isinstance(res, list) and len(res) == 2 else None
     rows = []
     for name, m in data["metrics"].items():
         if not isinstance(m, dict) or "value" not in m:
@@ -79,7 +87,8 @@ def rows_of(path: str | Path) -> list[dict]:
             "protocol": data["protocol"], "test": str(data["test"]), "metric": str(name),
             "value": value, "backend": m.get("backend"), "na_reason": reason if value is None else None,
             "n_frames": m.get("n_frames", data.get("n_frames")),
-            "compositing": data.get("compositing"), "weights_sha256": m.get("weights_sha256"),
+            "compositing": data.get("compositing"), "resolution": res, "note": m.get("note"),
+            "weights_sha256": m.get("weights_sha256"),
             "source_file": str(path),
         })
     return rows
@@ -104,7 +113,7 @@ def aggregate(paths: list[str | Path]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
     df["n_frames"] = pd.to_numeric(df["n_frames"], errors="coerce").astype("Int64")
-    for col in ("backend", "na_reason", "compositing", "weights_sha256"):
+    for col in ("backend", "na_reason", "compositing", "resolution", "note", "weights_sha256"):
         df[col] = df[col].astype("string")
     return df.sort_values(["protocol", "test", "method", "identity", "metric"], ignore_index=True)
 
@@ -120,6 +129,9 @@ def read_long(path: str | Path) -> pd.DataFrame:
         raise InputError(path, "tidy metrics table not found (run the aggregate stage)")
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False,
                                                                              na_values=[""])
+    for c in OPTIONAL:
+        if c not in df.columns:
+            df[c] = pd.Series([None] * len(df), dtype="string")
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise InputError(path, f"tidy metrics table lacks columns {missing}")

@@ -15,7 +15,10 @@ the seed papers' tables:
 - ``aed_nerf``: AED-NeRF (Lu et al., ZTE Communications 24(1), 2026) Tables 1/2 (PSNR, LPIPS, LMD,
   Sync-C, Sync-D, training time/h, inference fps).
 - ``nerf3dtalker_table1``: NeRF-3DTalker (Liu et al., ICASSP 2025, arXiv 2502.14178) Table I (SSIM,
-  LPIPS, AU accuracy, LMD, SyncNet confidence).
+  LPIPS, AU accuracy, LMD-79, SyncNet confidence per test group), with its ablation Tables II/III.
+- ``nerffacespeech_table1``: NeRFFaceSpeech (Kim et al., arXiv 2405.05749) Table 1 (FID, CSIM, CPBD,
+  LSE-D, LSE-C per data set; one-shot), with its ablation Table 5.
+- ``nerffacespeech_table2``: NeRFFaceSpeech Table 2 (the same columns, input vs flipped pose).
 - ``all``: every metric this pipeline measures.
 
 "Sync" in the papers is the SyncNet confidence (LSE-C, Sync-C); "Sync-D" is LSE-D.
@@ -25,6 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.common.errors import InputError
+
+
+def short_backend(backend: str) -> str:
+    """Short name of a metric JSON's backend: the text before its first ``" ("`` or ``";"``
+    (``"dlib-68 (face_recognition_models ...); FAN unavailable"`` -> ``"dlib-68"``)."""
+    return backend.split(";")[0].split(" (")[0].strip()
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,13 @@ class Column:
         scale: factor applied to the measured value (e.g. 1/3600 for seconds -> hours).
         digits: decimals printed.
         unmeasured_reason: the n/a footnote for columns with ``metric`` None.
+        reference: the backend the papers measure this column with (``FAN``, ``OpenFace``,
+            ``ArcFace``); a measured cell whose backend does not name it is marked (footnote and
+            header variant). Empty: any backend is the reference.
+        unit: unit shown in the header of measured tables (``px @512``: pixels at the 512 px
+            reference resolution), empty for unitless metrics.
+        measured_note: footnote on every measured cell when the pipeline's metric differs from the
+            paper's column by definition (e.g. LMD-79), empty otherwise.
     """
 
     key: str
@@ -49,6 +65,18 @@ class Column:
     scale: float = 1.0
     digits: int = 3
     unmeasured_reason: str = ""
+    reference: str = ""
+    measured_note: str = ""
+    unit: str = ""
+
+    def off_reference(self, backend: str | None) -> bool:
+        """True when ``backend`` (a metric JSON's backend string) is not this column's reference
+        backend: the reference's name (case-insensitive) is not in the backend's name, the text
+        before its first ``" ("`` or ``";"`` (so ``"dlib-68 (...); FAN unavailable"`` is off
+        FAN). False without a reference or a backend."""
+        if not (self.reference and backend):
+            return False
+        return self.reference.lower() not in short_backend(backend).lower()
 
     @property
     def arrow(self) -> str:
@@ -56,20 +84,26 @@ class Column:
         return "↑" if self.higher_is_better else "↓"
 
 
+#: LMD unit: pixels rescaled to a 512 px frame height (pipeline.metrics.landmarks.REFERENCE_HEIGHT)
+LMD_UNIT = "px @512"
+
 #: every column any preset uses, by key
 COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("psnr", "PSNR", True, "psnr", digits=2),
     Column("ssim", "SSIM", True, "ssim", digits=3),
     Column("lpips", "LPIPS", False, "lpips", digits=4),
     Column("fid", "FID", False, "fid", digits=2),
-    Column("lmd", "LMD", False, "lmd", digits=3),
-    Column("lmd_face", "LMD (face)", False, "lmd_face", digits=3),
-    Column("aue", "AUE", False, "aue", digits=3),
-    Column("aue_lower", "AUE-L", False, "aue_lower", digits=3),
-    Column("aue_upper", "AUE-U", False, "aue_upper", digits=3),
+    Column("lmd", "LMD", False, "lmd", digits=3, reference="FAN", unit=LMD_UNIT),
+    Column("lmd_face", "LMD (face)", False, "lmd_face", digits=3, reference="FAN", unit=LMD_UNIT),
+    Column("lmd79", "LMD-79", False, "lmd", digits=3, reference="FAN", unit=LMD_UNIT,
+           measured_note="measured here: 20 mouth points of the 68-point set, px at 512 (NeRF-3DTalker's "
+                         "LMD-79 uses 79 lip landmarks)"),
+    Column("aue", "AUE", False, "aue", digits=3, reference="OpenFace"),
+    Column("aue_lower", "AUE-L", False, "aue_lower", digits=3, reference="OpenFace"),
+    Column("aue_upper", "AUE-U", False, "aue_upper", digits=3, reference="OpenFace"),
     Column("lse_c", "Sync-C (LSE-C)", True, "lse_c", digits=3),
     Column("lse_d", "Sync-D (LSE-D)", False, "lse_d", digits=3),
-    Column("csim", "CSIM", True, "csim", digits=3),
+    Column("csim", "CSIM", True, "csim", digits=3, reference="ArcFace"),
     Column("cpbd", "CPBD", True, "cpbd", digits=3),
     Column("au_acc", "AU acc.", True, None, digits=3,
            unmeasured_reason="AU accuracy needs an AU classifier (OpenFace 2); not measured by this pipeline"),
@@ -123,10 +157,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            ("psnr", "lpips", "lmd", "lse_c", "lse_d", "training_time_h", "fps"),
            ("lse_c", "lse_d"),
            {"self_driven": ((AED_NERF, "Table 1"),), "cross_driven": ((AED_NERF, "Table 2"),)}),
-    Preset("nerf3dtalker_table1", "NeRF-3DTalker Table I",
-           ("ssim", "lpips", "au_acc", "lmd", "lse_c"),
+    Preset("nerf3dtalker_table1", "NeRF-3DTalker Table I (with its ablation Tables II/III)",
+           ("ssim", "lpips", "au_acc", "lmd79", "lse_c"),
            ("lse_c", "lse_d"),
-           {"self_driven": ((NERF3DTALKER, "Table I"),)}),
+           {"self_driven": ((NERF3DTALKER, "Table I"), (NERF3DTALKER, "Table II"), (NERF3DTALKER, "Table III"))}),
+    Preset("nerffacespeech_table1", "NeRFFaceSpeech Table 1 (with its ablation Table 5)",
+           ("fid", "csim", "cpbd", "lse_d", "lse_c"),
+           ("fid", "csim", "cpbd", "lse_d", "lse_c"),
+           {"self_driven": ((NERFFACESPEECH, "Table 1"), (NERFFACESPEECH, "Table 5"))}),
+    Preset("nerffacespeech_table2", "NeRFFaceSpeech Table 2 (internal differences under pose conditions)",
+           ("fid", "csim", "cpbd", "lse_d", "lse_c"),
+           ("fid", "csim", "cpbd", "lse_d", "lse_c"),
+           {"self_driven": ((NERFFACESPEECH, "Table 2"),)}),
     Preset("all", "All measured metrics",
            ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
             "lse_c", "lse_d", "csim", "cpbd", "training_time_h", "fps"),

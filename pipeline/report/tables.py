@@ -6,12 +6,21 @@ For each protocol (self-driven, cross-driven) and the column preset of config ``
 - measured rows: one per method (trained methods in config order, then baselines), the value is the
   mean over identities (and, in the per-identity tables, per identity); cross-driven columns repeat
   the preset's metrics for every test;
-- the best measured value of each column is bold (ties on the printed value are all bold; a column
-  needs two measured values to have a best);
+- every row starts with its render resolution and compositing mode (``Resolution``,
+  ``Compositing``; reported rows: the resolution the paper states, from
+  ``resources/reported_sources.csv``);
+- a measured cell whose backend is not the column's reference (LMD: FAN, AUE: OpenFace, CSIM:
+  ArcFace) carries a footnote naming its backend, and the header names the backend in brackets
+  (``LMD (px @512) [dlib-68]``); pixel metrics are in pixels at the 512 px reference height;
+- the best measured value of each column is bold, compared only among rows measured over the same
+  identities with the same backend (ties on the printed value are all bold; a group needs two
+  measured values to have a best);
 - n/a cells carry a footnote number; the footnotes list the reasons (from the metric JSONs'
-  ``na_reason``, or why the column is not measured);
+  ``na_reason``, or why the column is not measured), and a metric's ``note`` (frames left out);
 - reported rows (``resources/reported_numbers.csv``) follow under a separator, marked "reported",
-  printed exactly as in the CSV and never ranked with the measured rows.
+  printed exactly as in the CSV and never ranked with the measured rows; a footnote names their
+  paper, table and set-up (``reported_sources.csv``). A reported table whose columns are per test
+  set (``metric@test``) is printed as its own table with the paper's columns.
 
 Outputs in ``--out-dir`` (``results/tables``): ``{protocol}.md``, ``{protocol}.csv``,
 ``{protocol}.tex`` (booktabs), ``{protocol}_per_identity.csv`` and ``tables.json`` (what the HTML
@@ -37,12 +46,16 @@ from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.report.aggregate import read_long
-from pipeline.report.presets import COLUMNS, Column, Preset, get_preset
+from pipeline.report.presets import COLUMNS, Column, Preset, get_preset, short_backend
 
 PROTOCOLS = ("self_driven", "cross_driven")
 PROTOCOL_TITLES = {"self_driven": "Self-driven (validation split, ground truth available)",
                    "cross_driven": "Cross-driven (driving audio from another speaker)"}
 REPORTED_FIELDS = ["method", "source", "table", "metric", "value", "notes"]
+SOURCE_FIELDS = ["source", "table", "id", "protocol", "caption", "setup", "resolution", "read_from", "notes"]
+#: the per-table sources file, next to the reported numbers
+SOURCES_NAME = "reported_sources.csv"
+INFO_COLUMNS = (("resolution", "Resolution"), ("compositing", "Compositing"))
 NA = "n/a"
 NOT_REPORTED = "–"
 REPORTED_BANNER = "reported in papers (their data and set-up; not ranked)"
@@ -60,6 +73,9 @@ class Table:
         rows: ``{"kind": "measured"|"reported", "method", "source", "table", "identity",
             "cells": [str], "bold": [bool]}``.
         footnotes: footnote texts; footnote k (1-based) is ``footnotes[k-1]``.
+
+    The first columns are :data:`INFO_COLUMNS` (resolution, compositing) in measured tables; the
+    metric columns follow.
     """
 
     protocol: str
@@ -83,29 +99,70 @@ def fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def read_reported(path: str | Path | None) -> pd.DataFrame:
-    """Published numbers (``method, source, table, metric, value, notes``; values kept as text).
-
-    Raises:
-        InputError: missing file, missing columns, or a value that is not a number.
-    """
-    if path is None:
-        return pd.DataFrame(columns=REPORTED_FIELDS)
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "reported numbers file not found (config report.reported_numbers)")
+def _read_commented_csv(path: Path, fields: list[str], what: str) -> pd.DataFrame:
+    """A CSV whose ``#`` lines are comments; InputError naming the missing columns."""
     with open(path, newline="") as fh:
         lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
     df = pd.DataFrame(list(csv.DictReader(lines)))
-    missing = [c for c in REPORTED_FIELDS if c not in df.columns]
+    missing = [c for c in fields if c not in df.columns]
     if missing:
-        raise InputError(path, f"reported numbers need columns {REPORTED_FIELDS}; missing {missing}")
+        raise InputError(path, f"{what} need columns {fields}; missing {missing}")
+    return df[fields].fillna("")
+
+
+def reported_number(value: str) -> float:
+    """The number of a reported cell as printed (``"72.2%"`` -> 72.2; ValueError when not a number)."""
+    return float(value[:-1] if value.endswith("%") else value)
+
+
+def read_sources(path: str | Path) -> pd.DataFrame:
+    """Per-table notes of the reported numbers (``resources/reported_sources.csv``; columns
+    :data:`SOURCE_FIELDS`, one row per ``(source, table)``).
+
+    Raises:
+        InputError: missing file, missing columns or a duplicated ``(source, table)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "reported sources file not found (it sits next to report.reported_numbers)")
+    df = _read_commented_csv(path, SOURCE_FIELDS, "reported sources")
+    dup = df[df.duplicated(["source", "table"])]
+    if len(dup):
+        raise InputError(path, f"({dup.iloc[0]['source']}, {dup.iloc[0]['table']}) is listed twice")
+    return df
+
+
+def read_reported(path: str | Path | None) -> pd.DataFrame:
+    """Published numbers (``method, source, table, metric, value, notes``; values kept as text),
+    joined with their table's ``setup``, ``resolution`` and ``id`` from ``reported_sources.csv``
+    next to ``path`` (empty when that file is absent).
+
+    Raises:
+        InputError: missing file, missing columns, a value that is not a number (a trailing ``%``
+            is allowed), or a (source, table) that the sources file does not list.
+    """
+    extra = ["id", "setup", "resolution"]
+    if path is None:
+        return pd.DataFrame(columns=REPORTED_FIELDS + extra)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "reported numbers file not found (config report.reported_numbers)")
+    df = _read_commented_csv(path, REPORTED_FIELDS, "reported numbers")
     for i, v in enumerate(df["value"], start=2):
         try:
-            float(v)
+            reported_number(v)
         except ValueError:
             raise InputError(path, f"row {i}: value {v!r} is not a number") from None
-    return df[REPORTED_FIELDS].fillna("")
+    src_path = path.with_name(SOURCES_NAME)
+    if not src_path.is_file():
+        return df.assign(**{k: "" for k in extra})
+    src = read_sources(src_path)
+    out = df.merge(src[["source", "table", *extra]], on=["source", "table"], how="left", indicator=True)
+    lost = out[out["_merge"] != "both"]
+    if len(lost):
+        raise InputError(src_path, f"no row for ({lost.iloc[0]['source']}, {lost.iloc[0]['table']}) "
+                                   f"of {path.name}")
+    return out.drop(columns="_merge").fillna("")
 
 
 def method_order(df: pd.DataFrame, methods: list[str]) -> list[str]:
@@ -114,38 +171,88 @@ def method_order(df: pd.DataFrame, methods: list[str]) -> list[str]:
     return [m for m in methods if m in present] + sorted(m for m in present if m not in methods)
 
 
-def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int) -> tuple[str, float | None]:
-    """Printed cell and its numeric value (None for n/a) of one method x column."""
+def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
+          where: str = "") -> tuple[str, float | None, tuple]:
+    """Printed cell, its numeric value (None for n/a) and its comparison group (the identities
+    with a value and the backends) of one method x column. ``where`` prefixes per-run notes."""
     if col.metric is None:
-        return f"{NA} ({tab.note(f'{col.label}: {col.unmeasured_reason}')})", None
+        return f"{NA} ({tab.note(f'{col.label}: {col.unmeasured_reason}')})", None, ()
     sub = sub[sub["metric"] == col.metric]
     if sub.empty:
-        return f"{NA} ({tab.note(f'{col.label}: not computed for this protocol (config metrics)')})", None
-    vals = sub["value"].dropna()
-    if vals.empty:
+        return f"{NA} ({tab.note(f'{col.label}: not computed for this protocol (config metrics)')})", None, ()
+    has = sub[sub["value"].notna()]
+    if has.empty:
         reasons = sorted({str(r) for r in sub["na_reason"].dropna()} or {"no value"})
         marks = ",".join(str(tab.note(f"{col.label}: {r}")) for r in reasons)
-        return f"{NA} ({marks})", None
-    value = float(vals.mean()) * col.scale
+        return f"{NA} ({marks})", None, ()
+    value = float(has["value"].mean()) * col.scale
     text = fmt(value, col.digits)
-    n_with = sub.loc[sub["value"].notna(), "identity"].nunique()
+    backends = sorted({str(b) for b in has["backend"].dropna()})
+    marks = []
+    n_with = has["identity"].nunique()
     if n_with < n_identities:
-        text += f" ({tab.note(f'{col.label}: mean over {n_with} of {n_identities} identities (others n/a)')})"
-    return text, value
+        marks.append(tab.note(f"{col.label}: mean over {n_with} of {n_identities} identities (others n/a)"))
+    for b in backends:
+        if col.off_reference(b):
+            marks.append(tab.note(f"{col.label}: measured with {short_backend(b)}, not {col.reference} as in the "
+                                  f"papers (not comparable with reported {col.label} values); backend: {b}"))
+    if col.measured_note:
+        marks.append(tab.note(f"{col.label}: {col.measured_note}"))
+    for r in has[has["note"].notna()].itertuples():
+        run = "/".join(x for x in (where, r.identity, r.test if r.protocol == "cross_driven" else "") if x)
+        marks.append(tab.note(f"{col.label}, {run}: {r.note}"))
+    if marks:
+        text += f" ({','.join(str(k) for k in dict.fromkeys(marks))})"
+    # comparison group: the identities and the backends by name (not their details, e.g. the
+    # resolution an LMD was rescaled from)
+    return text, value, (tuple(sorted(has["identity"].unique())), tuple(sorted({short_backend(b) for b in backends})))
 
 
-def _mark_best(tab: Table, cols: list[Column], values: list[list[float | None]]) -> None:
-    """Bold the best measured value per column (on the printed precision, ties all bold)."""
+def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[float | None, tuple]]]) -> None:
+    """Bold the best measured value per column (on the printed precision, ties all bold), ranked
+    only among rows with the same comparison group (identities and backend)."""
     measured = [r for r in tab.rows if r["kind"] == "measured"]
     for j, col in enumerate(cols):
-        cand = [(i, round(v[j], col.digits)) for i, v in enumerate(values) if v[j] is not None
-                and not math.isnan(v[j])]
-        if len(cand) < 2:
+        if col is None:
             continue
-        best = max(c[1] for c in cand) if col.higher_is_better else min(c[1] for c in cand)
-        for i, v in cand:
-            if v == best:
-                measured[i]["bold"][j] = True
+        groups: dict[tuple, list] = {}
+        for i, v in enumerate(values):
+            if v[j][0] is not None and not math.isnan(v[j][0]):
+                groups.setdefault(v[j][1], []).append((i, round(v[j][0], col.digits)))
+        if len(groups) > 1:
+            tab.note("Bold: best among measured rows over the same identities with the same backend; rows "
+                     "measured otherwise are not ranked together.")
+        for cand in groups.values():
+            if len(cand) < 2:
+                continue
+            best = max(c[1] for c in cand) if col.higher_is_better else min(c[1] for c in cand)
+            for i, v in cand:
+                if v == best:
+                    measured[i]["bold"][j] = True
+
+
+def _info(sub: pd.DataFrame, key: str) -> str:
+    """A measured row's resolution / compositing: the distinct values over its runs, '?' unknown."""
+    vals = sorted({str(v) for v in sub[key].dropna()})
+    return "/".join(vals) if vals else "?"
+
+
+def _per_test(rep: pd.DataFrame) -> bool:
+    """True when a reported table's columns are per test set (``metric@test``): it is printed as
+    its own table, not under our columns."""
+    return rep["metric"].str.contains("@", regex=False).any()
+
+
+def _reported_footnotes(tab: Table, reported: pd.DataFrame) -> None:
+    """Footnotes naming each reported table's paper, table and set-up, and the dash's meaning."""
+    for source, table in dict.fromkeys((r["source"], r["table"]) for r in tab.rows if r["kind"] == "reported"):
+        src = reported[(reported["source"] == source) & (reported["table"] == table)]
+        setup = src["setup"].iloc[0] if len(src) and "setup" in src and src["setup"].iloc[0] else ""
+        tab.note(f"reported rows '{reported_tag({'source': source, 'table': table})}': {table} of {source}"
+                 + (f"; set-up: {setup}" if setup else ""))
+    if any(r["kind"] == "reported" for r in tab.rows):
+        tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
+                 "from the papers (resources/reported_numbers.csv) and were not measured here.")
 
 
 def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[str],
@@ -157,7 +264,8 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
         preset: column preset.
         protocol: ``self_driven`` or ``cross_driven``.
         methods: preferred method order (config ``train.methods``).
-        reported: published numbers (:func:`read_reported`); only the preset's tables are used.
+        reported: published numbers (:func:`read_reported`); only the preset's tables whose columns
+            are plain metric keys are shown here (per-test-set tables: :func:`build_reported_tables`).
         identity: None for the mean over identities, else that identity only.
     """
     sub = df[df["protocol"] == protocol]
@@ -169,67 +277,87 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
     title = protocol.replace("_", "-").capitalize()
     title += f" - identity {identity}" if identity else " - mean over identities"
     tab = Table(protocol, title,
-                [f"{t}:{c.key}" if t else c.key for t, c in cols],
-                [f"{t}: {c.label}{c.arrow}" if t else f"{c.label}{c.arrow}" for t, c in cols])
+                [k for k, _ in INFO_COLUMNS] + [f"{t}:{c.key}" if t else c.key for t, c in cols],
+                [h for _, h in INFO_COLUMNS] + [f"{t}: {_header(c)}" if t else _header(c) for t, c in cols])
     n_ident = sub["identity"].nunique()
     values = []
     for m in method_order(sub, methods):
         msub = sub[sub["method"] == m]
-        cells, vals = [], []
+        cells, vals = [_info(msub, k) for k, _ in INFO_COLUMNS], [(None, ())] * len(INFO_COLUMNS)
         for t, c in cols:
-            text, v = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
-                            msub["identity"].nunique() if identity is None else 1)
+            text, v, group = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
+                                   msub["identity"].nunique() if identity is None else 1, m)
             cells.append(text)
-            vals.append(v)
+            vals.append((v, group))
         tab.rows.append({"kind": "measured", "method": m, "source": "measured here", "table": "",
                          "identity": identity or f"mean of {n_ident}", "cells": cells,
                          "bold": [False] * len(cells)})
         values.append(vals)
-    _mark_best(tab, [c for _, c in cols], values)
-    if identity is None and protocol == "self_driven":
+    _mark_best(tab, [None] * len(INFO_COLUMNS) + [c for _, c in cols], values)
+    _mark_backends(tab, cols, values)
+    if identity is None:
         for source, table in preset.reported.get(protocol, ()):
             rep = reported[(reported["source"] == source) & (reported["table"] == table)]
+            if rep.empty or _per_test(rep):
+                continue
             for m in dict.fromkeys(rep["method"]):
                 mrep = rep[rep["method"] == m]
                 by_metric = dict(zip(mrep["metric"], mrep["value"]))
                 cells = [by_metric.get(c.key, NOT_REPORTED) for _, c in cols]
                 if all(x == NOT_REPORTED for x in cells):
                     continue
+                res = mrep["resolution"].iloc[0] if "resolution" in mrep and mrep["resolution"].iloc[0] else NOT_REPORTED
+                cells = [res, NOT_REPORTED] + cells
                 tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
                                  "identity": "", "cells": cells, "bold": [False] * len(cells)})
-    for source, table in dict.fromkeys((r["source"], r["table"]) for r in tab.rows if r["kind"] == "reported"):
-        tab.note(f"reported rows '{reported_tag({'source': source, 'table': table})}': {table} of {source}")
-    if any(r["kind"] == "reported" for r in tab.rows):
-        tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
-                 "from the papers (resources/reported_numbers.csv) and were not measured here.")
+    _reported_footnotes(tab, reported)
     if not tab.rows:
         tab.note(f"no {protocol.replace('_', '-')} metric files")
     return tab
 
 
+def _header(col: Column) -> str:
+    """Header of a measured column: label, unit in parentheses, arrow (``LMD (px @512)↓``)."""
+    return f"{col.label} ({col.unit}){col.arrow}" if col.unit else f"{col.label}{col.arrow}"
+
+
+def _mark_backends(tab: Table, cols: list[tuple[str | None, Column]], values: list) -> None:
+    """Name the off-reference backends of a column in its header (``LMD (px @512)↓ [dlib-68]``),
+    so that mixing is visible at a glance."""
+    off = len(INFO_COLUMNS)
+    for j, (_, col) in enumerate(cols):
+        backends = {b for row in values if row[off + j][1] for b in row[off + j][1][1]}
+        names = sorted(b for b in backends if col.off_reference(b))
+        if names:
+            tab.headers[off + j] += f" [{', '.join(names)}]"
+
+
 def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str) -> list[Table]:
-    """Reported tables that do not align with the measured columns (cross-driven tables, whose
-    test sets differ from ours), each printed with the paper's own metric columns."""
+    """Reported tables that do not align with the measured columns (per-test-set columns
+    ``metric@test``, e.g. cross-driven tables, whose test sets differ from ours), each printed with
+    the paper's own metric columns; the first column is the resolution the paper states."""
     out = []
-    if protocol == "self_driven":
-        return out
     for source, table in preset.reported.get(protocol, ()):
         rep = reported[(reported["source"] == source) & (reported["table"] == table)]
-        if rep.empty:
+        if rep.empty or not _per_test(rep):
             continue
-        metrics = list(dict.fromkeys(rep["metric"]))
-        headers = []
+        # the paper's column order: that of its fullest row (a ground-truth row may lack columns)
+        fullest = rep["method"].value_counts(sort=True).index[0]
+        metrics = list(dict.fromkeys([*rep.loc[rep["method"] == fullest, "metric"], *rep["metric"]]))
+        headers = ["Resolution"]
         for key in metrics:
             base, _, test = key.partition("@")
             c = COLUMNS.get(base)
             label = f"{c.label}{c.arrow}" if c else base
             headers.append(f"{test}: {label}" if test else label)
-        tab = Table(protocol, f"{table} of {source} (reported; their test sets)", metrics, headers)
+        tab = Table(protocol, f"{table} of {source} (reported; their test sets)", ["resolution", *metrics], headers)
+        res = rep["resolution"].iloc[0] if "resolution" in rep and rep["resolution"].iloc[0] else NOT_REPORTED
         for m in dict.fromkeys(rep["method"]):
             by_metric = dict(zip(rep.loc[rep["method"] == m, "metric"], rep.loc[rep["method"] == m, "value"]))
             tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
-                             "identity": "", "cells": [by_metric.get(k, NOT_REPORTED) for k in metrics],
-                             "bold": [False] * len(metrics)})
+                             "identity": "", "cells": [res] + [by_metric.get(k, NOT_REPORTED) for k in metrics],
+                             "bold": [False] * (len(metrics) + 1)})
+        _reported_footnotes(tab, reported)
         out.append(tab)
     return out
 

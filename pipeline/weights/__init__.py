@@ -5,22 +5,35 @@ The manifest (``pipeline/weights/manifest.yaml``) lists, per file: ``name``, ``f
 the weights folder: ``$TALKING_NERF_WEIGHTS`` or config ``weights_dir`` (default ``weights_cache/``).
 
 Stages never fall back to random or stand-in weights: :func:`require` raises
-:class:`WeightsMissing` with a reason that is reported as the metric's n/a reason.
+:class:`WeightsMissing` with a reason that is reported as the metric's n/a reason. Files are
+checked against the manifest by default (full ``sha256`` where pinned, else the ``sha256_prefix``
+published in the file name): a different file under a real file name (e.g. a randomly
+initialised network) raises :class:`WeightsMismatch`, an error naming the file and both hashes.
+Only tests of loading code with stand-in networks turn the check off (``verify=False`` or
+``TALKING_NERF_VERIFY_WEIGHTS=0``).
 
 CLI: ``python -m pipeline.weights list|fetch|verify``.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import InputError, PipelineError
 
 MANIFEST = Path(__file__).with_name("manifest.yaml")
+#: environment variable that turns the default hash check off ("0"; for stand-in loading tests)
+VERIFY_ENV = "TALKING_NERF_VERIFY_WEIGHTS"
+
+
+def verify_by_default() -> bool:
+    """True unless ``$TALKING_NERF_VERIFY_WEIGHTS`` is ``0``: :func:`require`'s default."""
+    return os.environ.get(VERIFY_ENV, "1").strip() != "0"
 
 
 class WeightsMissing(PipelineError):
@@ -30,6 +43,16 @@ class WeightsMissing(PipelineError):
         self.name = name
         self.reason = reason
         super().__init__(f"weights '{name}': {reason}")
+
+
+class WeightsMismatch(InputError):
+    """A present weights file is not the published one (its sha256 differs from the manifest's):
+    an error, never a fallback; the message names the file and both hashes."""
+
+    def __init__(self, name: str, path: str | Path, reason: str):
+        self.name = name
+        super().__init__(path, f"{reason} (weights '{name}'; a stand-in or corrupted file: replace it with "
+                               f"`python -m pipeline.weights fetch {name} --force`)")
 
 
 @dataclass(frozen=True)
@@ -91,16 +114,29 @@ def weights_path(name: str, weights_dir: str | Path) -> Path:
     return Path(weights_dir) / entry.filename
 
 
-def require(name: str, weights_dir: str | Path, verify: bool = False) -> Path:
+def present_files(stages: list[str] | tuple[str, ...], weights_dir: str | Path) -> list[Path]:
+    """The present weight files (``kind: file``) of the manifest entries used by any of
+    ``stages`` (e.g. ``["metrics.lpips", "metrics.lse"]``), sorted: the weights a metrics job
+    depends on (its rule lists them as inputs, so fetching or replacing one reruns exactly the
+    jobs that use it)."""
+    out = {e.path(weights_dir) for e in load_manifest().values()
+           if e.kind == "file" and set(e.stages) & set(stages) and e.present(weights_dir)}
+    return sorted(out)
+
+
+def require(name: str, weights_dir: str | Path, verify: bool | None = None) -> Path:
     """Path of a present pretrained file.
 
     Args:
         name: manifest entry name.
         weights_dir: the weights folder.
-        verify: also check the sha256 against the manifest.
+        verify: check the sha256 against the manifest (None: :func:`verify_by_default`, i.e. on).
     Raises:
-        WeightsMissing: absent file (reason says which file and how to fetch it) or hash mismatch.
+        WeightsMissing: absent file (reason says which file and how to fetch it).
+        WeightsMismatch: the file's sha256 is not the manifest's (file and both hashes named).
     """
+    if verify is None:
+        verify = verify_by_default()
     entry = load_manifest()[name]
     path = entry.path(weights_dir)
     if not entry.present(weights_dir):
@@ -109,7 +145,7 @@ def require(name: str, weights_dir: str | Path, verify: bool = False) -> Path:
     if verify and entry.kind == "file":
         problem = hash_problem(entry, path)
         if problem:
-            raise WeightsMissing(name, problem)
+            raise WeightsMismatch(name, path, problem)
     return path
 
 
@@ -118,11 +154,11 @@ def hash_problem(entry: WeightsEntry, path: str | Path) -> str | None:
     reason. Checks the full ``sha256`` when pinned, else the published ``sha256_prefix``."""
     if not entry.sha256 and not entry.sha256_prefix:
         return None
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if entry.sha256 and digest != entry.sha256:
-        return f"{path} has sha256 {digest}, the manifest pins {entry.sha256}"
+        return f"sha256 {digest}, expected {entry.sha256} (manifest)"
     if not entry.sha256 and not digest.startswith(entry.sha256_prefix):
-        return f"{path} has sha256 {digest}, the published prefix is {entry.sha256_prefix}"
+        return f"sha256 {digest}, expected one starting {entry.sha256_prefix} (published prefix)"
     return None
 
 

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             problem = hash_problem(entry, entry.path(wdir))
             if problem:
                 failures += 1
-                print(f"{name:20s} BAD      {problem}")
+                print(f"{name:20s} BAD      {entry.path(wdir)}: {problem}")
             else:
                 pinned = "sha256" if entry.sha256 else ("sha256 prefix" if entry.sha256_prefix else "nothing pinned")
                 print(f"{name:20s} ok       ({pinned})")

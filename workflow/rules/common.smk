@@ -46,11 +46,15 @@ ALL_TARGETS = []
 BASELINE_RUNS = []
 
 
-def cfg_arg(*keys):
-    """Shell-quoted JSON of a config sub-tree, passed to a stage as --cfg (params: reruns on change)."""
+def cfg_arg(*keys, drop=()):
+    """Shell-quoted JSON of a config sub-tree, passed to a stage as --cfg (params: reruns on change),
+    without the keys in ``drop`` (those that do not change the stage's output, e.g. the list of
+    methods for one method's training job)."""
     node = config
     for k in keys:
         node = node[k]
+    if drop:
+        node = {k: v for k, v in node.items() if k not in drop}
     return shlex.quote(json.dumps(node, sort_keys=True))
 
 
@@ -64,3 +68,14 @@ def teeth_mask_report(wildcards):
     if not config["preprocess"].get("teeth_mask", {}).get("enabled", False):
         return []
     return f"{DATA}/teeth_mask.json".format(identity=wildcards.identity)
+
+
+def metric_weight_files(wildcards):
+    """The present pretrained files the metrics job of ``wildcards.test`` uses (its protocol's
+    config metric groups, manifest ``stages: metrics.<group>``): inputs of the metrics rule, so
+    that fetching or replacing a weight file reruns exactly the metrics that use it."""
+    from pipeline.common.config import weights_dir
+    from pipeline.weights import present_files
+
+    key = "self_driven" if wildcards.test == SELF_DRIVEN_TEST else "cross_driven"
+    return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"].get(key, [])], weights_dir(config))]

@@ -38,6 +38,8 @@ rule metrics:
             if wildcards.method in config["train"]["methods"]
             else []
         ),
+        # the pretrained files these metrics use (only those present; see metric_weight_files)
+        weights=metric_weight_files,
     output:
         json=f"{METRICS}.json",
         frames=f"{METRICS}.frames.csv",

@@ -30,7 +30,7 @@ rule train_head:
         ckpt=f"{MODEL}/head.pt",
         log=f"{MODEL}/train_log_head.csv",
     params:
-        cfg=cfg_arg("train"),
+        cfg=cfg_arg("train", drop=("methods",)),
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
         weights=config["weights_dir"],
@@ -60,7 +60,7 @@ rule train_lips:
         ckpt=f"{MODEL}/lips.pt",
         log=f"{MODEL}/train_log_lips.csv",
     params:
-        cfg=cfg_arg("train"),
+        cfg=cfg_arg("train", drop=("methods",)),
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
         weights=config["weights_dir"],
@@ -94,7 +94,7 @@ rule train_torso:
         val_frame=f"{MODEL}/val_frame.png",
         manifest=f"{MODEL}/train_manifest.json",
     params:
-        cfg=cfg_arg("train"),
+        cfg=cfg_arg("train", drop=("methods",)),
         data=lambda wildcards, input: os.path.dirname(input.manifest),
         model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
         weights=config["weights_dir"],
