@@ -54,6 +54,10 @@ class TrainConfig:
     """steps before the first occupancy-grid update (all cells occupied until then)."""
     occ_conditions: int = 4
     """audio/eye conditions (random training frames) whose maximum density is kept per cell."""
+    occ_tight_bounds: bool = True
+    """shrink each ray's [near, far] to the span of its occupied cells before placing the
+    ``n_samples`` (:meth:`pipeline.models.nerf.OccupancyGrid.ray_bounds`): the samples land on
+    the head, not in the empty part of the box (False: uniform over the box, occupied cells only)."""
     torso_levels: int = 16
     """torso 2D hash-grid levels."""
     torso_resolution: int = 2048
