@@ -41,8 +41,8 @@ class PiecewiseAffine:
     """Piecewise-affine warp with a fixed triangulation of the source control points.
 
     The source points are triangulated once (scipy's Delaunay / Qhull); for a set of destination
-    points each destination triangle is rasterised (OpenCV ``fillConvexPoly`` and its outline, so
-    that no pixel between triangles is missed) and its pixels take the source position with the
+    points each destination triangle is rasterised (OpenCV ``fillConvexPoly``, over all outlines drawn
+    first, so that no pixel between triangles is missed) and its pixels take the source position with the
     same barycentric coordinates in the source triangle (the mapping of scikit-image's
     ``PiecewiseAffineTransform``). Where destination triangles overlap (a fold), the later one
     wins; pixels outside every triangle map to themselves.
@@ -74,9 +74,10 @@ class PiecewiseAffine:
         idx = np.full((self.h, self.w), -1, np.int32)
         shift = 4
         pts = np.round(tri_d * (1 << shift)).astype(np.int32)
+        for k in range(len(pts)):      # outlines first: they only fill pixels no filled triangle covers
+            cv2.polylines(idx, [pts[k]], True, int(k), 1, cv2.LINE_8, shift)
         for k in range(len(pts)):
             cv2.fillConvexPoly(idx, pts[k], int(k), cv2.LINE_8, shift)
-            cv2.polylines(idx, [pts[k]], True, int(k), 1, cv2.LINE_8, shift)
         flat = idx.reshape(-1)
         out = self.pix[:, :2].copy()
         inside = flat >= 0
