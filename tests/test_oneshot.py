@@ -2,6 +2,7 @@
 checks, the render contract of a one-shot run and its bounds."""
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -196,3 +197,133 @@ def test_render_contract_and_bounds(tmp_path):
     still = cv2.imread(str(tmp_path / "still_photo" / "Macron" / "May" / "frames" / "7.png"))
     anchor = cv2.imread(str(out / "frames" / f"{m['anchor']['index']}.png"))
     assert _psnr(still, anchor) > 40      # at the anchor frame the output is the photo
+
+
+def _track(mesh, bs, pose, names):
+    from pipeline.oneshot.face import FaceTrack
+
+    return FaceTrack(mesh.astype(np.float32), bs.astype(np.float32), pose.astype(np.float32),
+                     np.ones(len(mesh), bool), names, (128, 128))
+
+
+def _rot_y(deg):
+    t = np.radians(deg)
+    m = np.eye(4)
+    m[:3, :3] = [[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]]
+    return m
+
+
+def test_motion_fidelity_hand_values():
+    """Expression L1, pose error and mouth correlation against hand-computed values."""
+    from pipeline.oneshot.face import LIP_MID
+    from pipeline.oneshot.metrics import motion_fidelity
+
+    rng = np.random.default_rng(1)
+    n = 6
+    names = ["_neutral", "eyeLookInLeft", "jawOpen", "mouthSmileLeft"]
+    base = rng.uniform(0, 100, (478, 3))
+    base[33, :2], base[263, :2] = (40, 50), (90, 50)          # eye corners 50 px apart
+    mesh = np.repeat(base[None], n, 0)
+    gaps = np.array([0.0, 5.0, 10.0, 2.0, 8.0, 1.0])
+    mesh[:, LIP_MID, 0] = 60.0
+    mesh[:, LIP_MID[0], 1] = 80.0
+    mesh[:, LIP_MID[1], 1] = 80.0 + gaps
+    bs = rng.uniform(0, 1, (n, 4))
+    pose = np.stack([_rot_y(d) for d in (0, 5, 10, 0, 3, 0)])
+    drv = _track(mesh, bs, pose, names)
+    res, _ = motion_fidelity(drv, drv, 0)
+    assert res["expr_l1"].value == pytest.approx(0.0, abs=1e-7)
+    assert res["pose_err_deg"].value == pytest.approx(0.0, abs=1e-3)
+    assert res["mouth_corr"].value == pytest.approx(1.0)
+    # output: blendshapes offset by a constant (anchor-relative: no error) except jawOpen +0.2 in
+    # frame 3; head turned 10 degrees further in every frame but the anchor; mouth gaps reversed
+    bs_out = bs + 0.3
+    bs_out[3, 2] += 0.2
+    pose_out = np.stack([_rot_y(d) for d in (0, 15, 20, 10, 13, 10)])
+    mesh_out = mesh.copy()
+    mesh_out[:, LIP_MID[1], 1] = 80.0 + gaps[::-1]
+    out = _track(mesh_out, bs_out, pose_out, names)
+    res, frames = motion_fidelity(out, drv, 0)
+    # 2 expression columns (jawOpen, mouthSmileLeft): frame 3 has |0.2| / 2, the rest 0 -> mean 0.1 / 6
+    assert res["expr_l1"].value == pytest.approx(0.1 / 6, abs=1e-6)
+    assert res["pose_err_deg"].value == pytest.approx(50.0 / 6, abs=1e-3)
+    assert res["mouth_corr"].value == pytest.approx(np.corrcoef(gaps[::-1], gaps)[0, 1])
+    # a still output: correlation undefined -> n/a with the reason, never a number
+    still = _track(np.repeat(mesh[:1], n, 0), np.repeat(bs[:1], n, 0), np.repeat(pose[:1], n, 0), names)
+    res, _ = motion_fidelity(still, drv, 0)
+    assert res["mouth_corr"].value is None and "constant" in res["mouth_corr"].na_reason
+    assert res["pose_err_deg"].value == pytest.approx(np.mean([0, 5, 10, 0, 3, 0]), abs=1e-3)
+
+
+def test_backend_choice(tmp_path):
+    """auto picks meshwarp (reason: missing files + fetch command) until every LivePortrait file is
+    present, then liveportrait; an explicit choice is kept."""
+    from pipeline.oneshot.backends import LIVEPORTRAIT_WEIGHTS, resolve_backend
+    from pipeline.weights import load_manifest
+
+    b, why = resolve_backend("auto", tmp_path)
+    assert b == "meshwarp" and "python -m pipeline.weights fetch liveportrait_" in why
+    man = load_manifest()
+    for name in LIVEPORTRAIT_WEIGHTS[:-1]:
+        p = man[name].path(tmp_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    b, why = resolve_backend("auto", tmp_path)
+    assert b == "meshwarp" and why.count("liveportrait_") == 2      # listed, and in the fetch command
+    man[LIVEPORTRAIT_WEIGHTS[-1]].path(tmp_path).write_bytes(b"x")
+    assert resolve_backend("auto", tmp_path)[0] == "liveportrait"
+    assert resolve_backend("meshwarp", tmp_path) == ("meshwarp", "set in config oneshot.backend: meshwarp")
+    with pytest.raises(ValueError):
+        resolve_backend("sadtalker", tmp_path)
+
+
+def test_plan_of_default_config():
+    """The default config: Macron driven by er_nerf's jfk render of every identity, flipped too,
+    with both bounds."""
+    import yaml
+
+    from pipeline.common.config import validate_config
+    from pipeline.oneshot.workflow import OneshotPlan
+
+    cfg = validate_config(yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text()))
+    plan = OneshotPlan(cfg, ["German"])
+    assert plan.drivers == {"er_nerf-German-jfk": "results/renders/er_nerf/German/jfk"}
+    assert plan.reference_names == ["Macron", "Macron-flipped"]
+    assert sorted(plan.runs) == sorted([(plan.method, "Macron", "er_nerf-German-jfk"),
+                                        (plan.method, "Macron-flipped", "er_nerf-German-jfk"),
+                                        ("still_photo", "Macron", "er_nerf-German-jfk"),
+                                        ("driving_video", "Macron", "er_nerf-German-jfk")])
+    cfg["oneshot"]["flipped"] = False
+    cfg["oneshot"]["bounds"] = False
+    assert OneshotPlan(cfg, ["German", "May"]).runs == [
+        (plan.method, "Macron", "er_nerf-German-jfk"), (plan.method, "Macron", "er_nerf-May-jfk")]
+
+
+@pytest.mark.slow
+def test_workflow_one_shot_table(tmp_path):
+    """snakemake builds the one-shot table for Macron.png driven by a 2 s clip of May_5s.mp4:
+    four valid renders (meshwarp, flipped, two bounds), their metrics and the tables; the
+    meshwarp row keeps the identity better than the driver and follows the mouth."""
+    from pipeline.render.contract import validate_contract
+    from tests.conftest import make_workdir, run_snakemake
+
+    clip = tmp_path / "May_2s.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(require_shared("identities", "May_5s.mp4")), "-t", "2",
+                    "-c:v", "libx264", "-c:a", "aac", str(clip)], check=True)
+    wd = make_workdir(tmp_path / "wd", {"oneshot": {"driving_method": None, "driving": {"May2s": str(clip)},
+                                                    "backend": "meshwarp"}})
+    run_snakemake(wd, "results/tables/one_shot.md", timeout=900)
+    for m, r in (("oneshot_meshwarp", "Macron"), ("oneshot_meshwarp", "Macron-flipped"),
+                 ("still_photo", "Macron"), ("driving_video", "Macron")):
+        assert validate_contract(wd / "results" / "renders" / m / r / "May2s") == []
+    md = (wd / "results" / "tables" / "one_shot.md").read_text()
+    assert "oneshot_meshwarp (classical)" in md and "Internal differences" in md
+    rows = {r[1]: r for r in csv.reader(open(wd / "results" / "tables" / "one_shot.csv"))}
+    head = rows["method"]
+    val = lambda m, k: float(rows[m][head.index(k)].strip("*").split(" ")[0])
+    assert val("oneshot_meshwarp (classical)", "csim") > val("driving_video (bound: driver's identity)", "csim")
+    assert val("oneshot_meshwarp (classical)", "mouth_corr") >= 0.8
+    assert rows["still_photo (bound: no motion)"][head.index("mouth_corr")].startswith("n/a")
+    internal = list(csv.reader(open(wd / "results" / "tables" / "one_shot_internal_differences.csv")))
+    assert internal[1][1] == "oneshot_meshwarp (classical)"
+    assert abs(float(internal[1][internal[0].index("csim:diff")])) < 0.1

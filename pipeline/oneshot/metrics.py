@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 ONESHOT_METRICS = ("csim", "cpbd", "lse_c", "lse_d", "fid", "expr_l1", "pose_err_deg", "mouth_corr", "fps",
                    "fps_chain")
 
-MOTION_BACKEND = "MediaPipe Face Landmarker (resources/models/face_landmarker.task), VIDEO mode"
+MOTION_BACKEND = "MediaPipe Face Landmarker (resources/models/face_landmarker.task), IMAGE mode per frame"
 
 
 def motion_fidelity(out: "FaceTrack", drv: "FaceTrack", anchor: int) -> tuple[dict[str, MetricValue], dict]:
@@ -168,7 +168,9 @@ def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_fr
     w, h = man["resolution"]
     dframes = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                for f in drv.frames]
-    out_track, drv_track = track_frames(frames), track_frames(dframes)
+    # IMAGE mode: each frame on its own, so identical frames give identical landmarks (a still
+    # output has exactly constant motion, not the tracker's jitter)
+    out_track, drv_track = track_frames(frames, video_mode=False), track_frames(dframes, video_mode=False)
     anchor = (man.get("anchor") or {}).get("index")
     if anchor is None:
         anchor, _ = choose_anchor(drv_track)
