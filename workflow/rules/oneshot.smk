@@ -96,6 +96,7 @@ if ONESHOT_PLAN.runs:
         params:
             weights=ONESHOT_PLAN.weights,
             render=ONESHOT_PLAN.render_of_input,
+            stride=config["oneshot"]["metric_stride"],
         conda:
             "../../envs/metrics.yaml"
         log:
@@ -109,6 +110,7 @@ if ONESHOT_PLAN.runs:
         shell:
             "python -m pipeline.oneshot.metrics --render {params.render:q}"
             " --out {output.json:q} --out-frames {output.frames:q} --weights-dir {params.weights:q}"
+            " --stride {params.stride}"
             " --threads {threads} 2> {log:q}"
 
     rule oneshot_tables:
