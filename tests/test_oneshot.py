@@ -327,3 +327,26 @@ def test_workflow_one_shot_table(tmp_path):
     internal = list(csv.reader(open(wd / "results" / "tables" / "one_shot_internal_differences.csv")))
     assert internal[1][1] == "oneshot_meshwarp (classical)"
     assert abs(float(internal[1][internal[0].index("csim:diff")])) < 0.1
+
+
+def test_ingest_external_one_shot_video_with_caption_mask(tmp_path):
+    """Another system's video (here May_5s itself, 3 s) is ingested for a 2 s driver: frames aligned
+    (cut), scaled to the reference size, the caption rectangle replaced by the photo's pixels."""
+    from pipeline.oneshot.face import read_image, resize_max
+    from pipeline.oneshot.ingest import ingest_oneshot
+    from pipeline.render.contract import validate_contract
+
+    src = require_shared("identities", "May_5s.mp4")
+    video, drv = tmp_path / "other.mp4", tmp_path / "drv.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-t", "3", str(video)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-t", "2", str(drv)], check=True)
+    photo = PROJECT_ROOT / "resources" / "photos" / "Macron.png"
+    out = tmp_path / "nerffacespeech" / "Macron" / "drv"
+    m = ingest_oneshot(video, "nerffacespeech", "Macron", photo, drv, "drv", out, size=128, mask=(0, 0.75, 1, 0.25))
+    assert validate_contract(out) == []
+    assert m["protocol"] == "one_shot" and m["n_frames"] == 50 and m["resolution"] == [128, 128]
+    assert m["external"]["trimmed"] and m["external"]["caption_mask"]["fill"] == "reference photo pixels"
+    f = cv2.cvtColor(cv2.imread(str(out / "frames" / "10.png")), cv2.COLOR_BGR2RGB)
+    ref = resize_max(read_image(photo), 128)
+    assert np.array_equal(f[96:], ref[96:])           # the masked bottom quarter is the photo
+    assert _psnr(f[:96], ref[:96]) < 20               # the rest is the other system's frame
