@@ -45,7 +45,7 @@ def mask_rect(frame: np.ndarray, fill: np.ndarray, rect: tuple[float, float, flo
 
 def ingest_oneshot(video: str | Path, method: str, reference: str, photo: str | Path, driving: str | Path,
                    test: str, out: str | Path, size: int | None = None,
-                   mask: tuple[float, float, float, float] | None = None) -> dict:
+                   mask: tuple[float, float, float, float] | None = None, flip: bool = False) -> dict:
     """Write the render contract of an external one-shot video.
 
     Args:
@@ -53,6 +53,8 @@ def ingest_oneshot(video: str | Path, method: str, reference: str, photo: str | 
         method: its row name (must not be a method of this pipeline).
         reference, photo, driving, test, size: as :func:`pipeline.oneshot.render.render_oneshot`.
         mask: caption rectangle (x, y, w, h) in fractions of the frame, or None.
+        flip: the video was made from the mirrored photo (recorded; CSIM then compares with the
+            mirrored photo and the run enters the internal-differences table as "flipped").
     Returns:
         the manifest written.
     Raises:
@@ -70,7 +72,7 @@ def ingest_oneshot(video: str | Path, method: str, reference: str, photo: str | 
     info = probe_media(video)
     if not info.has_video:
         raise InputError(video, "no video stream")
-    img, ref_rec = load_reference(photo, size)
+    img, ref_rec = load_reference(photo, size, flip)
     drv = load_driving(driving)
     n = len(drv.frames)
     stats: dict = {}
@@ -112,12 +114,13 @@ def main(argv=None) -> int:
     ap.add_argument("--test", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--flip", action="store_true", help="the video was made from the mirrored photo")
     ap.add_argument("--mask", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
                     help="caption rectangle, fractions of the frame")
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.oneshot.ingest")
     m = ingest_oneshot(args.video, args.method, args.reference, args.photo, args.driving, args.test, args.out,
-                       args.size, tuple(args.mask) if args.mask else None)
+                       args.size, tuple(args.mask) if args.mask else None, args.flip)
     log.info("%s: %d frames ingested", args.out, m["n_frames"])
     return 0
 

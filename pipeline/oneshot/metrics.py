@@ -44,7 +44,7 @@ from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.metrics import MetricValue
-from pipeline.weights import WeightsMissing
+from pipeline.weights import WeightsMissing, require
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,15 @@ def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_fr
         per_frame["cpbd"][i] = sharp[j]
         if csim:
             per_frame["csim"][i] = csim[j]
-    results.update(_lse(MetricsConfig(weights_dir=Path(weights_dir), lse_min_frames=lse_min_frames),
-                        render_dir / "video.mp4"))
+    try:   # check the files first: importing SyncNet's stack costs seconds per job
+        for name in ("syncnet_v2", "s3fd"):
+            require(name, weights_dir)
+        results.update(_lse(MetricsConfig(weights_dir=Path(weights_dir), lse_min_frames=lse_min_frames),
+                            render_dir / "video.mp4"))
+    except WeightsMissing as exc:
+        from pipeline.metrics.sync import LSE
+
+        results.update({k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")})
     results["fid"] = MetricValue.na("FID needs a set of real frames of the reference identity; a one-shot "
                                     "reference is a single photo")
 
