@@ -20,19 +20,14 @@ from pipeline.common.log import run_main, setup_logging
 def main(argv=None) -> int:
     """CLI entry point (see module docstring)."""
     from pipeline.oneshot.backends import BACKENDS
+    from pipeline.oneshot.render import add_run_arguments
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.oneshot", description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", required=True, help="reference name (config oneshot.references key)")
-    ap.add_argument("--photo", required=True, help="reference photo (one visible face)")
-    ap.add_argument("--driving", required=True, help="render-contract folder or talking video")
-    ap.add_argument("--test", required=True, help="test name (output folder name)")
-    ap.add_argument("--out", required=True, help="results/renders/{method}/{reference}/{test}")
+    add_run_arguments(ap)
     ap.add_argument("--backend", choices=BACKENDS, default="auto")
     ap.add_argument("--method", default=None, help="expected method name (checked against the backend)")
     ap.add_argument("--weights-dir", default=None, help="weights folder (default: $TALKING_NERF_WEIGHTS or weights_cache)")
-    ap.add_argument("--size", type=int, default=None, help="output longer side in pixels (default: the photo's)")
     ap.add_argument("--anchor", type=int, default=None, help="driving anchor frame (default: automatic)")
-    ap.add_argument("--flip", action="store_true", help="mirror the photo left-right")
     ap.add_argument("--device", default="cpu", help="torch device of the liveportrait backend")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

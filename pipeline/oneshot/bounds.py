@@ -66,15 +66,11 @@ def render_bound(kind: str, reference: str, photo: str | Path, driving: str | Pa
 
 def main(argv=None) -> int:
     """CLI entry point (see module docstring)."""
+    from pipeline.oneshot.render import add_run_arguments
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.oneshot.bounds", description=__doc__.splitlines()[0])
     ap.add_argument("--kind", required=True, choices=BOUND_METHODS)
-    ap.add_argument("--reference", required=True)
-    ap.add_argument("--photo", required=True)
-    ap.add_argument("--driving", required=True)
-    ap.add_argument("--test", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--flip", action="store_true")
+    add_run_arguments(ap)
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.oneshot.bounds")
     m = render_bound(args.kind, args.reference, args.photo, args.driving, args.test, args.out, args.size, args.flip)

@@ -105,16 +105,12 @@ def ingest_oneshot(video: str | Path, method: str, reference: str, photo: str | 
 
 def main(argv=None) -> int:
     """CLI entry point (see module docstring)."""
+    from pipeline.oneshot.render import add_run_arguments
+
     ap = argparse.ArgumentParser(prog="python -m pipeline.oneshot.ingest", description=__doc__.splitlines()[0])
-    ap.add_argument("--video", required=True)
-    ap.add_argument("--method", required=True)
-    ap.add_argument("--reference", required=True)
-    ap.add_argument("--photo", required=True)
-    ap.add_argument("--driving", required=True)
-    ap.add_argument("--test", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--flip", action="store_true", help="the video was made from the mirrored photo")
+    ap.add_argument("--video", required=True, help="the other system's output video")
+    ap.add_argument("--method", required=True, help="its row name in the tables")
+    add_run_arguments(ap)      # --flip: the video was made from the mirrored photo
     ap.add_argument("--mask", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None,
                     help="caption rectangle, fractions of the frame")
     args = ap.parse_args(argv)

@@ -42,6 +42,18 @@ def load_reference(path: str | Path, size: int | None, flip: bool = False) -> tu
     return img, rec
 
 
+def add_run_arguments(ap) -> None:
+    """The command-line options every one-shot producer shares: ``--reference --photo --driving
+    --test --out --size --flip`` (``python -m pipeline.oneshot``, ``.bounds``, ``.ingest``)."""
+    ap.add_argument("--reference", required=True, help="reference name (config oneshot.references key)")
+    ap.add_argument("--photo", required=True, help="reference photo (one visible face)")
+    ap.add_argument("--driving", required=True, help="render-contract folder or talking video")
+    ap.add_argument("--test", required=True, help="test name (output folder name)")
+    ap.add_argument("--out", required=True, help="results/renders/{method}/{reference}/{test}")
+    ap.add_argument("--size", type=int, default=None, help="output longer side in pixels (default: the photo's)")
+    ap.add_argument("--flip", action="store_true", help="mirror the photo left-right")
+
+
 def chain_fps(fps_nerf: float | None, fps_oneshot: float | None) -> float | None:
     """Frames per second of the whole audio -> NeRF -> photo chain (the two stages in series):
     ``1 / (1 / fps_nerf + 1 / fps_oneshot)``; None when either is unknown or not positive."""
