@@ -350,3 +350,27 @@ def test_ingest_external_one_shot_video_with_caption_mask(tmp_path):
     ref = resize_max(read_image(photo), 128)
     assert np.array_equal(f[96:], ref[96:])           # the masked bottom quarter is the photo
     assert _psnr(f[:96], ref[:96]) < 20               # the rest is the other system's frame
+
+
+def test_driving_render_folder_gives_chain_fps_and_its_audio(tmp_path):
+    """A render-contract folder as driver (as the er_nerf renders are): its frames drive the photo,
+    the output carries the audio that drove the render (path and sha256 from its manifest), and
+    the chain FPS combines the NeRF's and the one-shot stage's FPS in series."""
+    from pipeline.oneshot.render import chain_fps, render_oneshot
+    from pipeline.preprocess.audio_features import load_audio_16k_mono
+    from pipeline.render.contract import write_contract
+
+    src = require_shared("identities", "May_5s.mp4")
+    frames = _video_frames(src, 128)[:40]
+    drv = tmp_path / "er_nerf" / "May" / "jfk"
+    write_contract(drv, frames, load_audio_16k_mono(src),
+                   {"method": "er_nerf", "identity": "May", "test": "jfk", "protocol": "cross_driven",
+                    "driving_audio": {"path": "resources/audio/jfk_3s.flac", "sha256": "ab" * 32},
+                    "compositing": "full", "controls": {}, "device": "cpu", "render_seconds": 20.0,
+                    "fps_render": 2.0, "gt_reference": None})
+    m = render_oneshot("Macron", PROJECT_ROOT / "resources" / "photos" / "Macron.png", drv, "er_nerf-May-jfk",
+                       tmp_path / "out", backend="meshwarp", size=128)
+    assert m["n_frames"] == 40 and m["driving"]["kind"] == "render" and m["driving"]["fps_render"] == 2.0
+    assert m["driving_audio"] == {"path": "resources/audio/jfk_3s.flac", "sha256": "ab" * 32}
+    assert m["fps_chain"] == pytest.approx(1 / (1 / 2.0 + 1 / m["fps_render"]))
+    assert chain_fps(None, 5.0) is None and chain_fps(2.0, 2.0) == pytest.approx(1.0)
