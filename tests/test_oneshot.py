@@ -302,8 +302,9 @@ def test_plan_of_default_config():
 @pytest.mark.slow
 def test_workflow_one_shot_table(tmp_path):
     """snakemake builds the one-shot table for Macron.png driven by a 2 s clip of May_5s.mp4:
-    four valid renders (meshwarp, flipped, two bounds), their metrics and the tables; the
-    meshwarp row keeps the identity better than the driver and follows the mouth."""
+    four valid renders (meshwarp, flipped, two bounds), their metrics, the tables and the
+    side-by-side video; the meshwarp row keeps the identity better than the driver and follows
+    the mouth."""
     from pipeline.render.contract import validate_contract
     from tests.conftest import make_workdir, run_snakemake
 
@@ -312,7 +313,7 @@ def test_workflow_one_shot_table(tmp_path):
                     "-c:v", "libx264", "-c:a", "aac", str(clip)], check=True)
     wd = make_workdir(tmp_path / "wd", {"oneshot": {"driving_method": None, "driving": {"May2s": str(clip)},
                                                     "backend": "meshwarp"}})
-    run_snakemake(wd, "results/tables/one_shot.md", timeout=900)
+    run_snakemake(wd, "results/tables/one_shot.md", "results/report/one_shot/Macron/May2s.mp4", timeout=900)
     for m, r in (("oneshot_meshwarp", "Macron"), ("oneshot_meshwarp", "Macron-flipped"),
                  ("still_photo", "Macron"), ("driving_video", "Macron")):
         assert validate_contract(wd / "results" / "renders" / m / r / "May2s") == []
@@ -327,6 +328,11 @@ def test_workflow_one_shot_table(tmp_path):
     internal = list(csv.reader(open(wd / "results" / "tables" / "one_shot_internal_differences.csv")))
     assert internal[1][1] == "oneshot_meshwarp (classical)"
     assert abs(float(internal[1][internal[0].index("csim:diff")])) < 0.1
+    # side-by-side: photo | driving | output | output on the mirrored photo, 128 px panels
+    from pipeline.render.contract import probe_av
+
+    av = probe_av(wd / "results" / "report" / "one_shot" / "Macron" / "May2s.mp4")
+    assert av["n_frames"] == 50 and av["width"] == 4 * 128 and av["acodec"] == "aac"
 
 
 def test_ingest_external_one_shot_video_with_caption_mask(tmp_path):

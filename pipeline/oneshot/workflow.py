@@ -70,6 +70,22 @@ class OneshotPlan:
         """``--anchor N`` (config ``oneshot.anchor``) or nothing."""
         return f"--anchor {self.c['anchor']}" if self.c.get("anchor") is not None else ""
 
+    @property
+    def sidebyside_videos(self) -> list[str]:
+        """``results/report/one_shot/{reference}/{test}.mp4`` per reference (as given) and driver."""
+        return [f"results/report/one_shot/{r}/{t}.mp4" for r in self.references for t in self.drivers]
+
+    def sidebyside_manifests(self, wildcards) -> list[str]:
+        """The one-shot method's render manifests shown beside the photo and the driver: the photo
+        as given, and mirrored when ``oneshot.flipped``."""
+        refs = [wildcards.reference] + ([f"{wildcards.reference}{FLIPPED_SUFFIX}"] if self.c.get("flipped", True) else [])
+        return [f"results/renders/{self.method}/{r}/{wildcards.test}/manifest.json" for r in refs]
+
+    @staticmethod
+    def render_args(wildcards, input) -> str:
+        """``--render DIR`` for every input manifest."""
+        return " ".join(f"--render {shlex.quote(os.path.dirname(m))}" for m in input.manifests)
+
     # ---- Snakemake input / params functions (wildcards: method, reference, test)
     def photo(self, wildcards) -> str:
         """The reference photo of a run (the flipped runs read the same file)."""

@@ -4,7 +4,8 @@
 # videos of oneshot.driving; also on the mirrored photo ({reference}-flipped, NeRFFaceSpeech's
 # internal differences) and with the bounds still_photo / driving_video beside it.
 # Outputs: results/renders/{method}/{reference}/{test}/ (render contract, protocol one_shot),
-# results/metrics/one_shot/{method}/{reference}/{test}.json, results/tables/one_shot.{md,csv}.
+# results/metrics/one_shot/{method}/{reference}/{test}.json, results/tables/one_shot.{md,csv},
+# side-by-side videos results/report/one_shot/{reference}/{test}.mp4 (photo | driving | output).
 # The runs and the input functions: pipeline/oneshot/workflow.py (OneshotPlan).
 
 from pipeline.oneshot import BOUND_METHODS
@@ -139,5 +140,29 @@ if ONESHOT_PLAN.runs:
             " --methods {params.methods} --out-md {output.md:q} --out-csv {output.csv:q}"
             " --out-internal {output.internal:q} 2> {log:q}"
 
+    rule oneshot_sidebyside:
+        input:
+            manifests=ONESHOT_PLAN.sidebyside_manifests,
+        output:
+            video="results/report/one_shot/{reference}/{test}.mp4",
+        wildcard_constraints:
+            reference=_alternation(ONESHOT_PLAN.references),
+            test=_alternation(ONESHOT_PLAN.drivers),
+        params:
+            renders=ONESHOT_PLAN.render_args,
+        conda:
+            "../../envs/report.yaml"
+        log:
+            f"{LOGS}/oneshot_sidebyside/{{reference}}/{{test}}.log",
+        benchmark:
+            f"{BENCH}/oneshot_sidebyside/{{reference}}/{{test}}.tsv"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        shell:
+            "python -m pipeline.oneshot.sidebyside {params.renders} --out {output.video:q} 2> {log:q}"
+
     ALL_TARGETS.extend(ONESHOT_PLAN.metric_jsons)
+    ALL_TARGETS.extend(ONESHOT_PLAN.sidebyside_videos)
     ALL_TARGETS.append("results/tables/one_shot.md")
