@@ -380,3 +380,27 @@ def test_driving_render_folder_gives_chain_fps_and_its_audio(tmp_path):
     assert m["driving_audio"] == {"path": "resources/audio/jfk_3s.flac", "sha256": "ab" * 32}
     assert m["fps_chain"] == pytest.approx(1 / (1 / 2.0 + 1 / m["fps_render"]))
     assert chain_fps(None, 5.0) is None and chain_fps(2.0, 2.0) == pytest.approx(1.0)
+
+
+def test_fid_against_identity_frames_needs_weights(tmp_path):
+    """FID is computed only against real frames of the same identity (a dataset named like the
+    reference); without the Inception weights it is n/a with the fetch command, never a number."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from pipeline.common.config import validate_config
+    from pipeline.oneshot.metrics import _fid
+    from pipeline.oneshot.workflow import OneshotPlan
+
+    frames = [np.full((64, 64, 3), v, np.uint8) for v in (10, 200, 90)]
+    (tmp_path / "gt").mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / "gt" / f"{i}.jpg"), f)
+    v = _fid(frames, tmp_path / "gt", False, tmp_path / "no_weights")
+    assert v.value is None and "python -m pipeline.weights fetch fid_inception" in v.na_reason
+    cfg = validate_config(yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text()))
+    cfg["oneshot"]["references"]["German"] = "resources/photos/Macron.png"
+    plan = OneshotPlan(cfg, ["German"])
+    assert plan.identity_frames(SimpleNamespace(reference="German-flipped")) == ["results/data/German/gt_imgs"]
+    assert plan.identity_frames(SimpleNamespace(reference="Macron")) == []

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default=None, help="expected method name (checked against the backend)")
     ap.add_argument("--weights-dir", default=None, help="weights folder (default: $TALKING_NERF_WEIGHTS or weights_cache)")
     ap.add_argument("--anchor", type=int, default=None, help="driving anchor frame (default: automatic)")
-    ap.add_argument("--device", default="cpu", help="torch device of the liveportrait backend")
+    ap.add_argument("--device", default="auto", help="torch device of the liveportrait backend (auto: cuda when present)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.oneshot")
@@ -41,6 +41,8 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(max(1, args.threads))
     torch.set_num_threads(max(1, args.threads))
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     m = render_oneshot(args.reference, args.photo, args.driving, args.test, args.out, args.backend,
                        args.weights_dir or config_weights_dir(), args.size, args.anchor, args.flip,
                        args.method, args.device)

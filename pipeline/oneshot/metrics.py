@@ -14,8 +14,9 @@ NAME              what it measures (definition)                                 
                   128-d descriptor, :mod:`pipeline.metrics.identity`), mean over frames
 ``cpbd``          sharpness, CPBD (:mod:`pipeline.metrics.sharpness`), mean over frames    higher
 ``lse_c/lse_d``   lip sync with the driving audio, SyncNet (:mod:`pipeline.metrics.sync`)  higher/lower
-``fid``           FID against the reference identity's frames: n/a (a single photo has     lower
-                  no frame set to compare with)
+``fid``           FID (pytorch-fid Inception) against the reference identity's real       lower
+                  frames (``--identity-frames``: the dataset ``gt_imgs`` of an identity of
+                  the same name; mirrored for a flipped run); n/a for a lone photo
 ``expr_l1``       expression error: mean absolute difference of the 52 MediaPipe          lower
                   blendshapes (gaze and ``_neutral`` excluded) of output and driver, each
                   relative to its own anchor frame: ``|(b_out_t - b_out_a) - (b_drv_t - b_drv_a)|``
@@ -121,8 +122,38 @@ def _identity(frames: list[np.ndarray], ref: np.ndarray, weights_dir: Path) -> t
                        None, len(ok)), vals
 
 
+def _fid(frames: list[np.ndarray], identity_frames: Path, flipped: bool, weights_dir: Path) -> MetricValue:
+    """FID of the output frames against the identity's real frames (all ``*.jpg``/``*.png`` of the
+    folder, mirrored when the run used the mirrored photo)."""
+    from pipeline.metrics.compute import read_rgb
+    from pipeline.metrics.fid import InceptionFeatures, frechet_distance
+
+    try:
+        require("fid_inception", weights_dir)
+        inc = InceptionFeatures(weights_dir)
+    except WeightsMissing as exc:
+        return MetricValue.na(exc.reason, InceptionFeatures.backend)
+    paths = sorted(p for p in Path(identity_frames).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if len(paths) < 2 or len(frames) < 2:
+        return MetricValue.na(f"FID needs at least 2 frames per set ({len(paths)} in {identity_frames})",
+                              inc.backend)
+
+    def feats(imgs):
+        out = []
+        for k in range(0, len(imgs), 16):
+            out.append(inc(np.stack([im.astype(np.float32) / 255.0 for im in imgs[k:k + 16]])))
+        return np.concatenate(out)
+
+    real = [read_rgb(p) for p in paths]
+    if flipped:
+        real = [np.ascontiguousarray(r[:, ::-1]) for r in real]
+    value = frechet_distance(feats(frames), feats(real))
+    return MetricValue(value, f"{inc.backend}; vs {len(paths)} frames of {identity_frames}", inc.weights_sha256,
+                       None, len(frames))
+
+
 def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_frames: int = 100,
-                     stride: int = 1) -> tuple[dict, dict[str, list]]:
+                     stride: int = 1, identity_frames: str | Path | None = None) -> tuple[dict, dict[str, list]]:
     """All one-shot metrics of one render folder (protocol ``one_shot``).
 
     Args:
@@ -132,6 +163,7 @@ def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_fr
         weights_dir: pretrained weights (ArcFace, SyncNet); missing ones make metrics n/a.
         stride: CSIM and CPBD on every ``stride``-th frame (config ``oneshot.metric_stride``; the
             face descriptor costs tens of ms per frame on a CPU); motion metrics use every frame.
+        identity_frames: folder of real frames of the photographed person (FID); None: FID n/a.
     Returns:
         (metrics JSON dict, per-frame columns).
     Raises:
@@ -179,8 +211,11 @@ def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_fr
         from pipeline.metrics.sync import LSE
 
         results.update({k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")})
-    results["fid"] = MetricValue.na("FID needs a set of real frames of the reference identity; a one-shot "
-                                    "reference is a single photo")
+    if identity_frames is None:
+        results["fid"] = MetricValue.na("FID needs a set of real frames of the reference identity; this one-shot "
+                                        "reference is a single photo (no dataset of that name)")
+    else:
+        results["fid"] = _fid(frames, Path(identity_frames), bool(ref_rec.get("flipped")), Path(weights_dir))
 
     drv = load_driving(man["driving"]["path"])
     if len(drv.frames) != n:
@@ -223,6 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-frames", required=True, help="per-frame CSV")
     ap.add_argument("--weights-dir", default=None)
     ap.add_argument("--stride", type=int, default=1, help="CSIM and CPBD on every N-th frame")
+    ap.add_argument("--identity-frames", default=None, help="real frames of the photographed person (FID)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     lg = setup_logging("pipeline.oneshot.metrics")
@@ -234,7 +270,8 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(max(1, args.threads))
     torch.set_num_threads(max(1, args.threads))
-    result, per_frame = evaluate_oneshot(args.render, args.weights_dir or config_weights_dir(), stride=args.stride)
+    result, per_frame = evaluate_oneshot(args.render, args.weights_dir or config_weights_dir(), stride=args.stride,
+                                         identity_frames=args.identity_frames)
     atomic_write_json(args.out, result)
     n = len(per_frame["frame"])
     with atomic_write(args.out_frames, "w") as fh:

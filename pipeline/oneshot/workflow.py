@@ -81,6 +81,16 @@ class OneshotPlan:
         refs = [wildcards.reference] + ([f"{wildcards.reference}{FLIPPED_SUFFIX}"] if self.c.get("flipped", True) else [])
         return [f"results/renders/{self.method}/{r}/{wildcards.test}/manifest.json" for r in refs]
 
+    def identity_frames(self, wildcards) -> list[str]:
+        """The dataset ``gt_imgs`` of an identity named like the reference (FID), or none."""
+        name = wildcards.reference.removesuffix(FLIPPED_SUFFIX)
+        return [f"results/data/{name}/gt_imgs"] if name in self.identities else []
+
+    @staticmethod
+    def identity_frames_arg(wildcards, input) -> str:
+        """``--identity-frames DIR`` when the reference is also a dataset identity."""
+        return f"--identity-frames {shlex.quote(input.identity[0])}" if input.identity else ""
+
     @staticmethod
     def render_args(wildcards, input) -> str:
         """``--render DIR`` for every input manifest."""

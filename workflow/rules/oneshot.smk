@@ -87,6 +87,7 @@ if ONESHOT_PLAN.runs:
             video=f"{ONESHOT_RENDER}/video.mp4",
             photo=ONESHOT_PLAN.photo,
             driving=ONESHOT_PLAN.driving_files,
+            identity=ONESHOT_PLAN.identity_frames,
         output:
             json="results/metrics/one_shot/{method}/{reference}/{test}.json",
             frames="results/metrics/one_shot/{method}/{reference}/{test}.frames.csv",
@@ -98,6 +99,7 @@ if ONESHOT_PLAN.runs:
             weights=ONESHOT_PLAN.weights,
             render=ONESHOT_PLAN.render_of_input,
             stride=config["oneshot"]["metric_stride"],
+            identity=ONESHOT_PLAN.identity_frames_arg,
         conda:
             "../../envs/metrics.yaml"
         log:
@@ -111,7 +113,7 @@ if ONESHOT_PLAN.runs:
         shell:
             "python -m pipeline.oneshot.metrics --render {params.render:q}"
             " --out {output.json:q} --out-frames {output.frames:q} --weights-dir {params.weights:q}"
-            " --stride {params.stride}"
+            " --stride {params.stride} {params.identity}"
             " --threads {threads} 2> {log:q}"
 
     rule oneshot_tables:
