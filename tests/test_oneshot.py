@@ -404,3 +404,44 @@ def test_fid_against_identity_frames_needs_weights(tmp_path):
     plan = OneshotPlan(cfg, ["German"])
     assert plan.identity_frames(SimpleNamespace(reference="German-flipped")) == ["results/data/German/gt_imgs"]
     assert plan.identity_frames(SimpleNamespace(reference="Macron")) == []
+
+
+def test_tables_from_hand_made_metric_files(tmp_path):
+    """The one-shot table (means, bold best, n/a footnotes, classical label), the internal
+    differences (flipped - input) and the preset's reported tables, from metric JSONs with hand
+    values and a reported-numbers file naming NeRFFaceSpeech's Table 1."""
+    from pipeline.common.io import atomic_write_json
+    from pipeline.oneshot.metrics import ONESHOT_METRICS
+    from pipeline.oneshot.table import write_oneshot_tables
+    from pipeline.report.presets import NERFFACESPEECH
+
+    def js(method, ref, test, flipped, vals):
+        metrics = {k: {"value": vals.get(k), "backend": "b", "weights_sha256": None,
+                       "na_reason": None if k in vals else f"{k} missing here", "n_frames": 3}
+                   for k in ONESHOT_METRICS}
+        p = tmp_path / "m" / method / ref / f"{test}.json"
+        atomic_write_json(p, {"method": method, "identity": ref, "test": test, "protocol": "one_shot",
+                              "n_frames": 3, "flipped": flipped, "metrics": metrics})
+        return p
+
+    files = [js("oneshot_meshwarp", "Macron", "a", False, {"csim": 0.9, "mouth_corr": 0.8}),
+             js("oneshot_meshwarp", "Macron", "b", False, {"csim": 0.7, "mouth_corr": 0.9}),
+             js("oneshot_meshwarp", "Macron-flipped", "a", True, {"csim": 0.6, "mouth_corr": 0.7}),
+             js("driving_video", "Macron", "a", False, {"csim": 0.5, "mouth_corr": 1.0})]
+    rep = tmp_path / "reported.csv"
+    rep.write_text("method,source,table,metric,value,notes\n"
+                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim,0.777,read from the paper\n')
+    tab, internal = write_oneshot_tables(files, rep, ["oneshot_meshwarp"], tmp_path / "t.md", tmp_path / "t.csv",
+                                         tmp_path / "i.csv")
+    rows = {r["method"]: r for r in tab.rows}
+    mw, dv = rows["oneshot_meshwarp (classical)"], rows["driving_video (bound: driver's identity)"]
+    c, m = tab.columns.index("csim"), tab.columns.index("mouth_corr")
+    assert mw["cells"][c] == "0.800" and mw["bold"][c] and not dv["bold"][c]     # mean of 0.9, 0.7: best
+    assert mw["cells"][m] == "0.850" and dv["cells"][m] == "1.000" and dv["bold"][m]
+    mw = mw["cells"]
+    assert mw[tab.columns.index("fid")].startswith("n/a (")
+    cells = dict(zip(internal.columns, internal.rows[0]["cells"]))
+    assert (cells["csim:input"], cells["csim:flipped"], cells["csim:diff"]) == ("0.900", "0.600", "-0.300")
+    md = (tmp_path / "t.md").read_text()
+    assert "Table 1 of NeRFFaceSpeech (Kim et al., arXiv 2405.05749)" in md and "0.777" in md
+    assert "fid missing here" in md

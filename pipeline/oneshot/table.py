@@ -95,7 +95,8 @@ def build_oneshot_table(df: pd.DataFrame, methods: list[str], columns: tuple[str
 
 
 def internal_differences(df: pd.DataFrame, methods: list[str], metrics: tuple[str, ...] = INTERNAL) -> Table:
-    """Input / flipped / difference (flipped - input) per metric and one-shot method (bounds excluded)."""
+    """Input / flipped / difference (flipped - input) per metric and one-shot method (bounds excluded),
+    means over the (reference, driver) pairs that were run on both the photo and its mirror image."""
     heads, keys = [], []
     for k in metrics:
         c = COLUMNS[k]
@@ -106,18 +107,23 @@ def internal_differences(df: pd.DataFrame, methods: list[str], metrics: tuple[st
     for m in method_order(df, methods):
         if m in BOUND_METHODS:
             continue
-        msub = df[(df["method"] == m) & df["flipped"].notna()]
-        if not msub["flipped"].any():
+        msub = df[df["method"] == m]
+        # only (reference, driver) pairs run both ways are compared
+        pairs = set(map(tuple, msub.loc[msub["flipped"], ["identity", "test"]].values)) & \
+            set(map(tuple, msub.loc[~msub["flipped"], ["identity", "test"]].values))
+        if not pairs:
             continue
+        keep = msub[[(i, t) in pairs for i, t in zip(msub["identity"], msub["test"])]]
         cells = []
         for k in metrics:
             c = COLUMNS[k]
-            a, ta = _mean(msub[~msub["flipped"]], k)
-            b, tb = _mean(msub[msub["flipped"]], k)
+            a, ta = _mean(keep[~keep["flipped"]], k)
+            b, tb = _mean(keep[keep["flipped"]], k)
             cells += [ta if a is None else fmt(a, c.digits), tb if b is None else fmt(b, c.digits),
                       NA if a is None or b is None else fmt(b - a, c.digits)]
         tab.rows.append({"kind": "measured", "method": LABELS.get(m, m), "source": "measured here", "table": "",
-                         "identity": "", "cells": cells, "bold": [False] * len(cells)})
+                         "identity": f"{len(pairs)} reference x driver pairs", "cells": cells,
+                         "bold": [False] * len(cells)})
     if not tab.rows:
         tab.note("no run on a flipped reference (config oneshot.flipped)")
     return tab
