@@ -167,3 +167,21 @@ def test_crop_transform_levels_the_eyes():
     assert np.linalg.norm(e[1] - e[0]) == pytest.approx(60 * 512 / (2.0 * np.ptp(mesh, 0).max()))
     mask = lp.paste_mask(64)
     assert mask[32, 32] == 1.0 and mask[0, 0] == 0.0 and mask.min() >= 0
+
+
+@pytest.mark.slow
+def test_animate_code_path_with_stand_in_weights(tmp_path):
+    """The whole animate path (crops from the mesh, F, M on photo and driver, relative motion,
+    stitching, W, G, paste-back) runs with stand-in weights; only types and shapes are checked
+    (a stand-in network's frames are never used as a result)."""
+    from pipeline.oneshot.face import photo_face, read_image, resize_max, track_frames
+    from pipeline.preprocess.media import iter_frames
+
+    torch.manual_seed(0)
+    _write_stand_in(tmp_path, lp.LivePortrait())
+    eng = lp.LivePortrait.from_weights_dir(tmp_path)
+    photo = resize_max(read_image(require_shared("photos", "Macron.png")), 200)
+    frames = np.stack([f for _, f in zip(range(1), iter_frames(require_shared("identities", "May_5s.mp4"),
+                                                                 width=512, height=512))])
+    out = eng.animate(photo, photo_face(photo, "Macron.png"), frames, track_frames(frames), 0)
+    assert len(out) == 1 and out[0].shape == photo.shape and out[0].dtype == np.uint8
