@@ -35,7 +35,8 @@ if ONESHOT_PLAN.runs:
             size=ONESHOT_PLAN.size_arg,
             anchor=ONESHOT_PLAN.anchor_arg,
             out=ONESHOT_PLAN.out_dir,
-        conda:  # MediaPipe, scikit-image, OpenCV and torch (PyPI build: CUDA on Linux for liveportrait)
+        # MediaPipe, scikit-image, OpenCV and torch (the PyPI build: CUDA on Linux, for liveportrait)
+        conda:
             "../../envs/preprocess.yaml"
         log:
             f"{LOGS}/oneshot/{{method}}/{{reference}}/{{test}}.log",
