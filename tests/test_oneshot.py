@@ -297,6 +297,11 @@ def test_plan_of_default_config():
     cfg["oneshot"]["bounds"] = False
     assert OneshotPlan(cfg, ["German", "May"]).runs == [
         (plan.method, "Macron", "er_nerf-German-jfk"), (plan.method, "Macron", "er_nerf-May-jfk")]
+    # a driving method that is not trained, or an unknown test, drives nothing (no error)
+    cfg["oneshot"]["driving_tests"] = ["jfk", "nope"]
+    assert list(OneshotPlan(cfg, ["German"]).drivers) == ["er_nerf-German-jfk"]
+    cfg["train"]["methods"] = ["rad_nerf"]
+    assert OneshotPlan(cfg, ["German"]).runs == []
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ class OneshotPlan:
         method: its method name (``livenerf`` | ``oneshot_meshwarp``).
         reference_names: references, plus ``{name}-flipped`` when ``oneshot.flipped``.
         runs: ``(method, reference, test)`` of every run, bounds included when ``oneshot.bounds``.
+            A ``driving_method`` that is not in ``train.methods`` or ``driving_tests`` that are not
+            in ``render.cross_driven`` drive nothing (a config training only rad_nerf still runs).
     """
 
     config: dict
@@ -43,7 +45,9 @@ class OneshotPlan:
         self.method = BACKEND_METHODS[self.backend]
         self.drivers = {}
         dm = c.get("driving_method")
-        if dm and dm in self.config["train"]["methods"]:
+        # a driving method that is not trained, or tests that are not rendered, drive nothing (a
+        # config that trains only rad_nerf, or has no cross-driven tests, still runs)
+        if dm in self.config["train"]["methods"]:
             for identity in self.identities:
                 for test in c.get("driving_tests", []):
                     if test in self.config["render"]["cross_driven"]:
