@@ -16,6 +16,7 @@ include: "workflow/rules/render.smk"
 # baselines before the metrics and report rules: they register their runs in BASELINE_RUNS
 include: "workflow/rules/baselines/static_frame.smk"
 include: "workflow/rules/baselines/external.smk"
+include: "workflow/rules/oneshot.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 

@@ -33,7 +33,8 @@ AUDIO_SR = 16000
 #: sample rate of the AAC track in ``video.mp4`` (48 kHz: an AAC frame of 1024 samples is 21 ms,
 #: well under one video frame, so the A/V durations can match within a frame)
 MUX_AUDIO_SR = 48000
-PROTOCOLS = ("self_driven", "cross_driven")
+#: one_shot: a reference photo driven by a video (pipeline.oneshot; the identity field names the photo)
+PROTOCOLS = ("self_driven", "cross_driven", "one_shot")
 COMPOSITING = ("full", "head_on_gt", "paste_back")
 
 #: manifest fields every producer must supply (``write_contract`` adds the ``video``/``n_frames``/
@@ -42,7 +43,7 @@ REQUIRED_FIELDS = {
     "method": str,            # registered method or baseline name
     "identity": str,
     "test": str,              # "self" (pipeline.common.layout.SELF_DRIVEN_TEST) or a cross-driven key
-    "protocol": str,          # self_driven | cross_driven
+    "protocol": str,          # self_driven | cross_driven | one_shot
     "driving_audio": dict,    # {"path": str, "sha256": str}
     "n_frames": int,
     "fps": (int, float),      # 25

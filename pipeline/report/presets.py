@@ -19,6 +19,11 @@ the seed papers' tables:
 - ``nerffacespeech_table1``: NeRFFaceSpeech (Kim et al., arXiv 2405.05749) Table 1 (FID, CSIM, CPBD,
   LSE-D, LSE-C per data set; one-shot), with its ablation Table 5.
 - ``nerffacespeech_table2``: NeRFFaceSpeech Table 2 (the same columns, input vs flipped pose).
+- ``one_shot``: the one-shot face-replacement table (:mod:`pipeline.oneshot.table`): identity
+  (CSIM vs the reference photo), sharpness, lip sync, motion fidelity vs the driving video
+  (expression and pose error, mouth-opening correlation), FPS of the one-shot stage and of the
+  audio -> NeRF -> photo chain; reported rows of LiveNeRF Tables II/III and NeRFFaceSpeech
+  (Kim et al., arXiv 2405.05749) Tables 1/2.
 - ``all``: every metric this pipeline measures.
 
 "Sync" in the papers is the SyncNet confidence (LSE-C, Sync-C); "Sync-D" is LSE-D.
@@ -109,6 +114,11 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
            unmeasured_reason="AU accuracy needs an AU classifier (OpenFace 2); not measured by this pipeline"),
     Column("training_time_h", "Training time (h)", False, "training_time_s", scale=1 / 3600, digits=2),
     Column("fps", "FPS", True, "fps", digits=1),
+    # one-shot protocol (pipeline/oneshot/metrics.py)
+    Column("expr_l1", "Expression error (blendshape L1)", False, "expr_l1", digits=4),
+    Column("pose_err_deg", "Pose error (deg)", False, "pose_err_deg", digits=2),
+    Column("mouth_corr", "Mouth-opening corr.", True, "mouth_corr", digits=3),
+    Column("fps_chain", "FPS audio->NeRF->photo", True, "fps_chain", digits=2),
 ]}
 
 
@@ -122,7 +132,9 @@ class Preset:
         self_driven: column keys of the self-driven table.
         cross_driven: column keys of the cross-driven table (repeated for every test).
         reported: ``(source, table)`` pairs of ``reported_numbers.csv`` shown as reported rows,
-            keyed by protocol (``self_driven`` / ``cross_driven``).
+            keyed by protocol (``self_driven`` / ``cross_driven`` / ``one_shot``).
+        one_shot: column keys of the one-shot table (``results/tables/one_shot.md``,
+            :mod:`pipeline.oneshot.table`); empty: :data:`ONE_SHOT_COLUMNS`.
     """
 
     name: str
@@ -130,6 +142,7 @@ class Preset:
     self_driven: tuple[str, ...]
     cross_driven: tuple[str, ...]
     reported: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    one_shot: tuple[str, ...] = ()
 
 
 ER_NERF = "ER-NeRF (Li et al., ICCV 2023, arXiv 2307.09323)"
@@ -138,6 +151,10 @@ RAD_NERF = "RAD-NeRF (Tang et al., arXiv 2211.12368)"
 AED_NERF = "AED-NeRF (Lu et al., ZTE Communications 24(1):72-80, 2026)"
 NERF3DTALKER = "NeRF-3DTalker (Liu et al., ICASSP 2025, arXiv 2502.14178)"
 NERFFACESPEECH = "NeRFFaceSpeech (Kim et al., arXiv 2405.05749)"
+
+#: columns of the one-shot table (protocol ``one_shot``)
+ONE_SHOT_COLUMNS = ("csim", "cpbd", "lse_c", "lse_d", "fid", "expr_l1", "pose_err_deg", "mouth_corr", "fps",
+                    "fps_chain")
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("livenerf_table2", "LiveNeRF Table II (self-driven) / Table III (cross-driven)",
@@ -169,6 +186,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            ("fid", "csim", "cpbd", "lse_d", "lse_c"),
            ("fid", "csim", "cpbd", "lse_d", "lse_c"),
            {"self_driven": ((NERFFACESPEECH, "Table 2"),)}),
+    Preset("one_shot", "One-shot face replacement (LiveNeRF Tables II/III, NeRFFaceSpeech Tables 1/2)",
+           ("psnr", "lpips", "fid", "lmd", "lse_c", "csim", "cpbd", "fps"),
+           ("lse_c", "lse_d", "csim", "cpbd"),
+           {"one_shot": ((LIVENERF, "Table II"), (LIVENERF, "Table III"), (NERFFACESPEECH, "Table 1"),
+                         (NERFFACESPEECH, "Table 2"))},
+           ONE_SHOT_COLUMNS),
     Preset("all", "All measured metrics",
            ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
             "lse_c", "lse_d", "csim", "cpbd", "training_time_h", "fps"),
