@@ -421,7 +421,7 @@ def test_tables_from_hand_made_metric_files(tmp_path):
     from pipeline.report.presets import NERFFACESPEECH
 
     def js(method, ref, test, flipped, vals):
-        metrics = {k: {"value": vals.get(k), "backend": "b", "weights_sha256": None,
+        metrics = {k: {"value": vals.get(k), "backend": "ArcFace (hand-made test value)", "weights_sha256": None,
                        "na_reason": None if k in vals else f"{k} missing here", "n_frames": 3}
                    for k in ONESHOT_METRICS}
         p = tmp_path / "m" / method / ref / f"{test}.json"
@@ -435,7 +435,7 @@ def test_tables_from_hand_made_metric_files(tmp_path):
              js("driving_video", "Macron", "a", False, {"csim": 0.5, "mouth_corr": 1.0})]
     rep = tmp_path / "reported.csv"
     rep.write_text("method,source,table,metric,value,notes\n"
-                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim,0.777,read from the paper\n')
+                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim@HDTF,0.777,read from the paper\n')
     tab, internal = write_oneshot_tables(files, rep, ["oneshot_meshwarp"], tmp_path / "t.md", tmp_path / "t.csv",
                                          tmp_path / "i.csv")
     rows = {r["method"]: r for r in tab.rows}

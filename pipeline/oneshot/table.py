@@ -61,9 +61,10 @@ def tidy(paths: list[str | Path]) -> pd.DataFrame:
             v = float(v) if v is not None else math.nan
             rows.append({"method": d["method"], "identity": ref.removesuffix(FLIPPED_SUFFIX), "test": d["test"],
                          "flipped": bool(d.get("flipped")), "protocol": PROTOCOL, "metric": name,
-                         "value": None if math.isnan(v) else v, "na_reason": m.get("na_reason")})
+                         "value": None if math.isnan(v) else v, "na_reason": m.get("na_reason"),
+                         "backend": m.get("backend"), "note": m.get("note")})
     return pd.DataFrame(rows, columns=["method", "identity", "test", "flipped", "protocol", "metric", "value",
-                                       "na_reason"])
+                                       "na_reason", "backend", "note"])
 
 
 def build_oneshot_table(df: pd.DataFrame, methods: list[str], columns: tuple[str, ...] = ONE_SHOT_COLUMNS) -> Table:
@@ -77,9 +78,9 @@ def build_oneshot_table(df: pd.DataFrame, methods: list[str], columns: tuple[str
         msub = sub[sub["method"] == m]
         cells, vals = [], []
         for c in cols:
-            text, v = _cell(tab, msub, c, msub["identity"].nunique())
+            text, v, group = _cell(tab, msub, c, msub["identity"].nunique())
             cells.append(text)
-            vals.append(v)
+            vals.append((v, group))
         tab.rows.append({"kind": "measured", "method": LABELS.get(m, m), "source": "measured here", "table": "",
                          "identity": f"mean of {msub['identity'].nunique()}", "cells": cells,
                          "bold": [False] * len(cells)})
