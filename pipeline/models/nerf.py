@@ -198,14 +198,18 @@ class OccupancyGrid(nn.Module):
     ``update`` evaluates the density at every cell (jittered) under several audio/eye conditions
     and keeps the maximum over them (RAD-NeRF: a cell is pruned only when empty for every audio
     condition), with an exponential decay of the old values. Cells above
-    ``min(mean density, threshold)`` are occupied.
+    ``min(mean density, threshold)`` are occupied. Until the first update every cell is occupied
+    (``occupied`` starts True); the stored densities start at 0, as torch-ngp's density grid, so
+    the first update's estimate replaces them. (An earlier version started them at 1e3: decayed
+    by 0.95 per update they stayed above every real density for the whole ``quick`` profile, so
+    no cell was ever pruned; docs/quality.md.)
     """
 
     def __init__(self, resolution: int, bound: float, threshold: float = 0.01):
         super().__init__()
         self.res, self.bound, self.threshold = resolution, bound, threshold
-        self.register_buffer("density", torch.full((resolution ** 3,), 1e3))  # everything occupied
-        self.register_buffer("occupied", torch.ones(resolution ** 3, dtype=torch.bool))
+        self.register_buffer("density", torch.zeros(resolution ** 3))
+        self.register_buffer("occupied", torch.ones(resolution ** 3, dtype=torch.bool))  # all, until updated
 
     def cell_index(self, x: torch.Tensor) -> torch.Tensor:
         """x [P, 3] in world units -> flat cell index [P] (clamped)."""
