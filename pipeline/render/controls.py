@@ -69,6 +69,15 @@ class Controls:
             return float(driving)
         return (1.0 - self.eye_openness) * AU45_CLOSED
 
+    def apply(self, cond, value: np.ndarray) -> np.ndarray:
+        """One frame's raw value of condition ``cond`` (:class:`pipeline.models.conditions.Condition`)
+        with the render control named by ``cond.control`` applied (unchanged when that control is
+        not set): ``eye_openness`` -> AU45_r :meth:`eye_value`."""
+        setting = getattr(self, cond.control, None) if cond.control else None
+        if setting is None:
+            return value
+        return np.full_like(np.asarray(value, np.float32), CONTROL_VALUES[cond.control](self))
+
     def pose_offset(self, center: np.ndarray | None = None) -> np.ndarray:
         """[4, 4] float32 world transform ``T(c) R_y(yaw) R_x(pitch) T(-c)`` to left-multiply a
         camera-to-world matrix with (identity when both angles are 0).
@@ -78,6 +87,10 @@ class Controls:
                 the head in the ER-NeRF convention).
         """
         return pose_offset_matrix(self.yaw_deg, self.pitch_deg, center)
+
+
+#: render control -> the raw condition value it sets for every frame
+CONTROL_VALUES = {"eye_openness": lambda c: c.eye_value(0.0)}
 
 
 def pose_offset_matrix(yaw_deg: float, pitch_deg: float, center: np.ndarray | None = None) -> np.ndarray:
