@@ -43,6 +43,8 @@ class Condition:
         load: ``(dataset_root, n_frames) -> [n_frames, *shape]`` float32 per-frame table indexed
             by ``img_id`` (None for ``audio``); raises :class:`InputError` naming the file.
         encode: raw value (tensor of ``shape``) -> field input tensor (default: float32 as is).
+        summarize: ``[N, *shape]`` training values -> a JSON-able summary stored in the model's
+            ``meta["condition_values"][name]`` (e.g. the emotion labels trained with), or None.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Condition:
     doc: str = ""
     load: Callable[[Path, int], np.ndarray] | None = field(default=None, compare=False)
     encode: Callable[[Any], Any] | None = field(default=None, compare=False)
+    summarize: Callable[[np.ndarray], Any] | None = field(default=None, compare=False)
 
     def read(self, root: str | Path, n_frames: int, method: str) -> np.ndarray:
         """The per-frame table of this condition for a dataset with frames 0..n_frames-1.
@@ -120,8 +123,38 @@ AUDIO = Condition("audio", ("W", "T", "C"), "aud_{feature}.npy", None,
 EYE = Condition("eye", (1,), "au.csv", "eye_openness", "AU45_r blink intensity per frame",
                 load=_load_au45, encode=eye_value)
 
+
+
+def _load_emotion(path: Path, n_frames: int) -> np.ndarray:
+    from pipeline.common.emotion import CODE_DIM
+
+    try:
+        codes = np.load(path)
+    except ValueError as exc:
+        raise InputError(path, f"not a .npy array ({exc})") from None
+    if codes.ndim != 2 or codes.shape[1] != CODE_DIM:
+        raise InputError(path, f"expected [N, {CODE_DIM}] emotion codes, got shape {list(codes.shape)}")
+    unlabelled = np.flatnonzero(codes[:n_frames].sum(1) == 0)
+    if len(unlabelled):
+        raise InputError(path, f"frame {int(unlabelled[0])} has no emotion label (set the identity's emotion "
+                               "column in the identities table, e.g. 'happy:3')")
+    return codes
+
+
+def _emotion_labels(values: np.ndarray) -> list[str]:
+    from pipeline.common.emotion import code_label
+
+    return sorted({code_label(v) for v in values})
+
+
+#: emotion code e in R^8 (AED-NeRF): one-hot category ++ one-hot level, emotion.npy of the
+#: dataset (pipeline.preprocess.emotion); render control ``emotion`` (``happy:3``)
+EMOTION = Condition("emotion", (8,), "emotion.npy", "emotion",
+                    "per-frame emotion code from the identities table's emotion column",
+                    load=_load_emotion, summarize=_emotion_labels)
+
 #: every condition a registered method may declare, by name
-CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE)}
+CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE, EMOTION)}
 
 
 def register_condition(cond: Condition) -> Condition:

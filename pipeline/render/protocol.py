@@ -120,9 +120,11 @@ def self_driven(data: DatasetLayout, feature: str, conditions: tuple[str, ...] =
         raise InputError(data.audio_feature(feature), f"{len(feats)} rows, aud_id {int(aud.max())} requested")
     audio = load_audio_16k_mono(data.audio)
     start = int(img[0]) * SAMPLES_PER_FRAME
-    segment = audio[start:start + len(img) * SAMPLES_PER_FRAME]
     if np.any(np.diff(img) != 1):
-        log.warning("validation frames are not contiguous; the muxed audio starts at frame %d", img[0])
+        # several validation runs (one per emotion segment): the audio of each frame, in order
+        segment = np.concatenate([audio[int(i) * SAMPLES_PER_FRAME:(int(i) + 1) * SAMPLES_PER_FRAME] for i in img])
+    else:
+        segment = audio[start:start + len(img) * SAMPLES_PER_FRAME]
     return Sequence(
         protocol="self_driven", poses=poses, conditions=conds, features=feats, feature_index=aud,
         frame_ids=img, audio_16k=segment, audio_path=str(data.audio),

@@ -77,6 +77,19 @@ def frame_conditions(model: TalkingHeadModel, split: SplitData, k: int, audio: t
     return model.encode(raw, device)
 
 
+def condition_values(split: SplitData) -> dict:
+    """Summaries of the split's condition values for the model's meta (``Condition.summarize``:
+    e.g. the emotion labels the model was trained with)."""
+    from pipeline.models.conditions import get_condition
+
+    out = {}
+    for name, values in split.conds.items():
+        summarize = get_condition(name).summarize
+        if summarize is not None:
+            out[name] = summarize(values.numpy())
+    return out
+
+
 def param_groups(modules, cfg: TrainConfig) -> list[dict]:
     """Adam groups: hash tables at ``lr_grid``, everything else at ``lr_net`` (torch-ngp)."""
     grid, net = [], []
@@ -110,7 +123,7 @@ class Stage:
                     "scene_scale": data.scene_scale(cfg.head_box), "bound": 1.0,
                     "audio_feature": cfg.audio_feature, "audio_window": cfg.audio_window,
                     "audio_shape": list(data.audio.shape[1:]), "profile": cfg.profile,
-                    "train_frames": len(tr)}
+                    "train_frames": len(tr), "condition_values": condition_values(tr)}
             self.model = build_model(cfg, meta).to(device)
         self.model.train()
         self.total = stage_steps(cfg, stage)

@@ -57,3 +57,8 @@ def cfg_arg(*keys):
 def identity_video(wildcards):
     """Absolute path of an identity's raw video (from the identities table)."""
     return str(resolve_path(IDENTITIES[wildcards.identity]["video"]))
+
+
+def identity_emotion(wildcards):
+    """An identity's emotion cell of the identities table ('' when empty; pipeline.common.emotion)."""
+    return IDENTITIES[wildcards.identity].get("emotion") or ""

@@ -34,30 +34,39 @@ class RadNeRFField(HeadField):
 
     ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "eye": [1]})``.
     Regulariser: ``lambda_amb * mean |a|`` (RAD-NeRF's audio-coordinate L1 term).
+
+    Subclasses add direct inputs of the density MLP (beside the spatial and audio-coordinate
+    features and the eye input) by naming conditions in ``direct_inputs`` with their widths
+    (AED-NeRF's emotion code); ``color_inputs`` likewise for the colour MLP.
     """
 
+    direct_inputs: dict[str, int] = {}
+    color_inputs: dict[str, int] = {}
+
     def __init__(self, cfg, aud_dim: int):
-        super().__init__(cfg.hidden)
+        super().__init__(cfg.hidden, sum(self.color_inputs.values()))
         kw = dict(n_levels=cfg.levels, n_features=cfg.features, log2_hashmap_size=cfg.log2_hashmap,
                   base_resolution=16)
         self.grid = make_hash_grid(3, desired_resolution=cfg.max_resolution, **kw)
         self.amb_net = mlp(self.grid.output_dim + aud_dim, cfg.ambient_dim, cfg.hidden, 2)
         self.amb_grid = make_hash_grid(cfg.ambient_dim, desired_resolution=cfg.ambient_resolution,
                                        **{**kw, "log2_hashmap_size": min(cfg.log2_hashmap, 16)})
-        self.sigma_net = mlp(self.grid.output_dim + self.amb_grid.output_dim + 1, 1 + self.geo_dim,
-                             cfg.hidden, 3)
+        self.sigma_net = mlp(self.grid.output_dim + self.amb_grid.output_dim + 1 + sum(self.direct_inputs.values()),
+                             1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
     def _hidden(self, x, cond):
         ex = self.grid((x + 1) / 2)
         amb = torch.tanh(self.amb_net(torch.cat([ex, cond["audio"].expand(x.shape[0], -1)], -1)))
         ea = self.amb_grid((amb + 1) / 2)
-        h = self.sigma_net(torch.cat([ex, ea, cond["eye"].expand(x.shape[0], 1)], -1))
+        extra = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.direct_inputs]
+        h = self.sigma_net(torch.cat([ex, ea, cond["eye"].expand(x.shape[0], 1), *extra], -1))
         return h, amb
 
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb = self._hidden(x, cond)
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean())
+        color = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.color_inputs]
+        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color, -1) if color else None)
 
     def density(self, x, cond):
         return torch.exp(self._hidden(x, cond)[0][:, 0].clamp(max=15.0))
