@@ -1,6 +1,8 @@
 """The method refactor keeps numerics: smoke-scale training of rad_nerf and er_nerf (head, lips and
 torso stages, a few steps each, fixed seed) gives the per-step losses recorded in
-``tests/data/smoke_losses.json`` before the split of ``models/nerf.py`` / the method registry.
+``tests/data/smoke_losses.json`` before the split of ``models/nerf.py`` / the method registry
+(er_nerf's torso stage, and the checkpoints' torso parameters, since ER-NeRF got its own
+adaptive-pose torso; its head and lips losses are unchanged).
 
 Regenerate (only after a deliberate change of numerics) with
 ``python -m tests.test_method_numerics --write``.

@@ -71,6 +71,32 @@ def test_torso_shapes():
     assert dxy.abs().max() <= 0.25
 
 
+def test_er_nerf_adaptive_pose_torso():
+    """ER-NeRF Sec. 3.4: the pose enters as the image-plane projection of 3 learnable anchors."""
+    from pipeline.models.torso import AdaptivePoseTorso
+
+    torch.manual_seed(0)
+    t = AdaptivePoseTorso(make_config("er_nerf", TINY))
+    c2w = torch.eye(4)
+    c2w[2, 3] = 3.0                                       # camera 3 units in front of the head
+    q = t.anchor_projection(c2w[:3, :4].reshape(-1))
+    # anchor (0.05, 0.05, 0.5) -> camera (0.05, 0.05, -2.5) -> (x/z, y/z) = (-0.02, -0.02)
+    torch.testing.assert_close(q[:2], torch.tensor([-0.02, -0.02]))
+    torch.testing.assert_close(q[2:4], torch.tensor([0.2, 0.2]))      # (-0.5, -0.5, -2.5)
+    xy = torch.rand(30, 2) * 2 - 1
+    rgb, alpha, dxy = t(xy, c2w[:3, :4].reshape(-1))
+    assert rgb.shape == (30, 3) and alpha.shape == (30,) and dxy.shape == (30, 2)
+    turned = c2w.clone()
+    turned[:3, :3] = torch.tensor([[0.8, 0.0, 0.6], [0.0, 1.0, 0.0], [-0.6, 0.0, 0.8]])
+    rgb2, _, _ = t(xy, turned[:3, :4].reshape(-1))
+    assert (rgb2 - rgb).abs().max() > 1e-5                 # the head pose moves the torso
+    (rgb.sum() + alpha.sum()).backward()
+    assert t.anchors.grad is not None and t.anchors.grad.abs().sum() > 0   # anchors are learned
+    from pipeline.models.methods import get_method
+
+    assert get_method("er_nerf").torso is AdaptivePoseTorso and get_method("rad_nerf").torso is TorsoField
+
+
 def test_rays_and_aabb():
     c2w = torch.eye(4)
     c2w[2, 3] = 3.0

@@ -1,6 +1,6 @@
 """ER-NeRF (Li et al. 2023, "Efficient Region-Aware Neural Radiance Fields for High-Fidelity
 Talking Portrait Synthesis"): tri-plane hash encoding, region attention on the audio and eye
-inputs.
+inputs, torso with the adaptive pose encoding (Sec. 3.4, :class:`pipeline.models.torso.AdaptivePoseTorso`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import TriPlaneHashGrid
 from pipeline.models.fields import FieldOutput, HeadField, mlp
 from pipeline.models.methods import MethodSpec, register
-from pipeline.models.torso import TorsoField
+from pipeline.models.torso import AdaptivePoseTorso
 
 
 @dataclass
@@ -58,6 +58,6 @@ class ERNeRFField(HeadField):
 
 
 SPEC = register(MethodSpec(
-    name="er_nerf", config=ERNeRFConfig, field=ERNeRFField, torso=TorsoField, conditions=("audio", "eye"),
+    name="er_nerf", config=ERNeRFConfig, field=ERNeRFField, torso=AdaptivePoseTorso, conditions=("audio", "eye"),
     paper_steps=dict(head_steps=100000, lips_steps=25000, torso_steps=200000),
     summary="ER-NeRF (Li et al. 2023): tri-plane hash, region attention, audio + eye conditions"))
