@@ -429,7 +429,8 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
     log.info("%s/%s: %d train frames at %dx%d on %s", cfg.method, stage, len(data.splits["train"]),
              data.H, data.W, device)
     st = Stage(stage, cfg, data, model_dir, init, weights_dir, device)
-    payload = st.run()
+    with torch.enable_grad():       # also when a caller (a render in the same process) disabled it
+        payload = st.run()
     info = {"stage": stage, "steps": st.total, "seconds": payload["stages"][stage]["seconds"]}
     if stage == "torso":
         t0 = time.perf_counter()
