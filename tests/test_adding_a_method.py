@@ -57,9 +57,6 @@ class ToyField(HeadField):
     def forward(self, x, d, cond):
         return self._finish(self._hidden(x, cond), d, torch.zeros((), device=x.device))
 
-    def density(self, x, cond):
-        return torch.exp(self._hidden(x, cond)[:, 0].clamp(max=15.0))
-
 
 TOY = MethodSpec(name="toy_nerf", config=ToyConfig, field=ToyField, torso=TorsoField,
                  conditions=("audio", "light"), paper_steps=dict(head_steps=1000, lips_steps=100, torso_steps=1000),

@@ -59,9 +59,17 @@ class HeadField(nn.Module):
         rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
         return FieldOutput(sigma, rgb, reg)
 
-    def density(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Density only (occupancy-grid updates). x [P, 3] in [-1, 1]; returns [P]."""
+    def _hidden(self, x: torch.Tensor, cond: dict[str, torch.Tensor]):
+        """``h`` [P, 1 + geo_dim] (raw density + geometry features), or a tuple whose first item
+        is ``h`` (subclasses)."""
         raise NotImplementedError
+
+    def density(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Density only (occupancy-grid updates). x [P, 3] in [-1, 1]; returns [P] (the same
+        trunc-exp of ``_hidden``'s first channel as ``forward``)."""
+        h = self._hidden(x, cond)
+        h = h[0] if isinstance(h, tuple) else h
+        return torch.exp(h[:, 0].clamp(max=15.0))
 
     def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
         """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in

@@ -53,9 +53,6 @@ class ERNeRFField(HeadField):
         h, a, e = self._hidden(x, cond)
         return self._finish(h, d, self.lambda_amb * (a.abs().mean() + e.abs().mean()))
 
-    def density(self, x, cond):
-        return torch.exp(self._hidden(x, cond)[0][:, 0].clamp(max=15.0))
-
 
 SPEC = register(MethodSpec(
     name="er_nerf", config=ERNeRFConfig, field=ERNeRFField, torso=AdaptivePoseTorso, conditions=("audio", "eye"),

@@ -68,9 +68,6 @@ class RadNeRFField(HeadField):
         color = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.color_inputs]
         return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color, -1) if color else None)
 
-    def density(self, x, cond):
-        return torch.exp(self._hidden(x, cond)[0][:, 0].clamp(max=15.0))
-
 
 SPEC = register(MethodSpec(
     name="rad_nerf", config=RadNeRFConfig, field=RadNeRFField, torso=TorsoField, conditions=("audio", "eye"),
