@@ -65,6 +65,10 @@ def test_frame_labels_and_val_split_cover_every_label(tmp_path):
     labels = {code_label(c) for c in np.load(tmp_path / "emotion.npy")[val]}
     assert labels == {"angry:2", "fearful:3"}
     assert split_ids(22, 1 / 11, [(0, 22)]) == (list(range(20)), [20, 21])   # one label: as before
+    # an identity without a label (the rule passes --label=): zero codes, one unlabelled segment
+    assert main(["--frames", str(frames), "--label=", "--out-npy", str(tmp_path / "none.npy"),
+                 "--out-json", str(tmp_path / "none.json")]) == 0
+    assert np.load(tmp_path / "none.npy").sum() == 0 and read_segments(tmp_path / "none.json") == [(0, 22)]
 
 
 def _tiny_aed(**over):

@@ -173,7 +173,7 @@ rule emotion:
         mem_mb=500,
         runtime=5,
     shell:
-        "python -m pipeline.preprocess.emotion --frames {input.frames:q} --label {params.label:q}"
+        "python -m pipeline.preprocess.emotion --frames {input.frames:q} --label={params.label:q}"
         " --source {params.source:q} --fps {params.fps} --out-npy {output.codes:q} --out-json {output.labels:q}"
         " 2> {log:q}"
 
