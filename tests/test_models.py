@@ -165,6 +165,17 @@ def test_load_trained_errors(tmp_path):
         load_trained(tmp_path)
 
 
+def test_checkpoint_of_older_model_is_one_clear_error(tmp_path):
+    """An er_nerf checkpoint from before its adaptive-pose torso (no torso.anchors) is refused with
+    the file named, not a state-dict traceback."""
+    model = build_model(make_config("er_nerf", TINY), dict(META))
+    payload = checkpoint_payload(model, "head", {})
+    del payload["model"]["torso.anchors"]
+    torch.save(payload, tmp_path / "head.pt")
+    with pytest.raises(InputError, match=r"head.pt: does not match the current er_nerf model .*torso.anchors"):
+        load_trained(tmp_path)
+
+
 def test_unknown_method_config():
     with pytest.raises(InputError, match="unknown method 'foo'"):
         make_config("foo")

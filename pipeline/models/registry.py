@@ -65,7 +65,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise InputError(path, f"checkpoint of unknown method {ck['method']!r} (registered: {', '.join(method_names())})")
     cfg = make_config(ck["method"], {k: v for k, v in ck["config"].items() if k != "method"}, str(path))
     model = build_model(cfg, ck["meta"])
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:      # e.g. an er_nerf checkpoint from before its adaptive-pose torso
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError(path, f"does not match the current {ck['method']} model (made by older code? "
+                               f"retrain it): {first}") from None
     return model.to(resolve_device(device)).eval(), ck
 
 

@@ -6,7 +6,6 @@ Every file is checked before training starts; a missing or mismatched file raise
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
