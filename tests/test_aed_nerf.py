@@ -130,7 +130,7 @@ def test_snakemake_dry_run_lists_aed_nerf_train_rules(tmp_path):
     (wd / "identities.tsv").write_text(f"id\tvideo\temotion\nGerman\t{SAMPLE_VIDEO}\t0-6 happy:3; 6-12 sad:1\n")
     proc = run_snakemake(wd, args=("-n", "--quiet", "rules"), timeout=300)
     out = proc.stdout + proc.stderr
-    for rule in ("train_head", "train_lips", "train_torso", "emotion", "render_emotion_edit"):
+    for rule in ("train_head", "train_lips", "train_torso", "emotion", "render_emotion_edit", "metrics_emotion_expr"):
         assert rule in out, out[-3000:]
     proc = run_snakemake(wd, "results/models/aed_nerf/German/train_manifest.json", args=("-n",), timeout=300)
     out = proc.stdout + proc.stderr

@@ -79,3 +79,14 @@ def test_emotion_edit_evaluation_on_real_frames(fitter, tmp_path, tmp_path_facto
         assert np.isfinite(r["sfm_expression_distance"]), r
         # the same frames, landmarks by dlib (renders) vs the dataset's .lms (ground truth): measured 0.18-0.25
         assert r["sfm_expression_distance"] < 0.5, r
+
+
+def test_missing_sfm_files_give_n_a_with_the_fetch_command(tmp_path):
+    from pipeline.metrics.emotion_expr import main
+
+    out = tmp_path / "sfm_expression.json"
+    assert main(["--edit", str(tmp_path / "edit"), "--data", str(tmp_path / "data"), "--weights-dir",
+                 str(tmp_path / "empty"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["labels"] is None
+    assert "sfm_shape_3448.bin not found" in res["reason"] and "python -m pipeline.weights fetch sfm_shape" in res["reason"]

@@ -128,8 +128,25 @@ def evaluate_edit(edit_dir: str | Path, data_root: str | Path, fitter: SFMExpres
     return out
 
 
+SFM_WEIGHTS = ("sfm_shape", "sfm_expression_blendshapes", "sfm_ibug_mapping", "sfm_edge_topology", "sfm_contours")
+
+
+def sfm_folder(weights_dir: str | Path) -> Path:
+    """The weights folder once every SFM file (manifest names :data:`SFM_WEIGHTS`) is present.
+
+    Raises:
+        WeightsMissing: the first absent file, with the fetch command in its reason.
+    """
+    from pipeline.weights import require
+
+    for name in SFM_WEIGHTS:
+        require(name, weights_dir)
+    return Path(weights_dir)
+
+
 def main(argv=None) -> int:
-    """CLI: ``python -m pipeline.metrics.emotion_expr --edit DIR --data DIR --sfm DIR --out FILE``."""
+    """CLI: ``python -m pipeline.metrics.emotion_expr --edit DIR --data DIR (--sfm DIR | --weights-dir DIR)
+    --out FILE``; without the SFM files the JSON says n/a with the reason."""
     import argparse
 
     from pipeline.common.io import atomic_write_json
@@ -139,16 +156,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--edit", required=True, type=Path, help="results/renders/{method}/{identity}/emotion_edit")
     ap.add_argument("--data", required=True, type=Path, help="results/data/{identity}")
-    ap.add_argument("--sfm", required=True, type=Path, help="folder with the SFM files")
-    ap.add_argument("--weights-dir", type=Path, default=None, help="landmark detector weights (FAN; else dlib)")
+    ap.add_argument("--sfm", type=Path, help="folder with the SFM files (default: the weights folder)")
+    ap.add_argument("--weights-dir", type=Path, default=Path("weights_cache"),
+                    help="weights folder (SFM files, FAN landmarks; dlib without FAN)")
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.metrics.emotion_expr")
+    head = {"metric": "SFM expression distance (eos-py, 6 blendshape weights)", "expressions": list(EXPRESSIONS)}
+    from pipeline.weights import WeightsMissing
+
+    try:
+        folder = a.sfm or sfm_folder(a.weights_dir)
+    except WeightsMissing as exc:
+        log.warning("n/a: %s", exc.reason)
+        atomic_write_json(a.out, {**head, "labels": None, "reason": exc.reason})
+        return 0
     landmarker, note = make_landmarker(a.weights_dir)
-    res = evaluate_edit(a.edit, a.data, SFMExpressionFitter(a.sfm), landmarker)
-    atomic_write_json(a.out, {"metric": "SFM expression distance (eos-py, 6 blendshape weights)",
-                              "expressions": list(EXPRESSIONS), "landmarks": landmarker.name,
-                              "landmarks_note": note, "labels": res})
+    res = evaluate_edit(a.edit, a.data, SFMExpressionFitter(folder), landmarker)
+    atomic_write_json(a.out, {**head, "landmarks": landmarker.name, "landmarks_note": note, "labels": res})
     for label, r in res.items():
         log.info("%s: %.3f (%d renders, %d gt frames)", label, r["sfm_expression_distance"], r["render_frames"],
                  r["gt_frames"])
