@@ -210,3 +210,27 @@ def test_trained_on_two_labelled_halves_renders_each_label_closer_to_its_frames(
     assert set(own_minus_other) == {"happy:3", "sad:1"}
     for label, diffs in own_minus_other.items():
         assert np.mean(diffs) > 0, (label, diffs)
+
+
+def test_report_shows_emotion_edits_side_by_side(tmp_path):
+    """The report's media/page builder puts the emotion_edit videos of one model in one row."""
+    import json
+    import subprocess
+
+    from pipeline.report.html import build_media, render_page
+
+    edit = tmp_path / "renders" / "aed_nerf" / "German" / "emotion_edit"
+    folders = {"happy:3": "happy-3", "sad:1": "sad-1"}
+    for folder in folders.values():
+        (edit / folder).mkdir(parents=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=25:duration=0.2",
+                        "-pix_fmt", "yuv420p", str(edit / folder / "video.mp4")], check=True)
+    (edit / "index.json").write_text(json.dumps({"labels": list(folders), "folders": folders}))
+    groups = build_media([], [], {}, tmp_path / "media", [str(edit)])
+    assert groups == {("German", "emotion_edit/aed_nerf"): [
+        ("aed_nerf · happy:3", "German/emotion_edit/aed_nerf/happy-3.mp4", "video"),
+        ("aed_nerf · sad:1", "German/emotion_edit/aed_nerf/sad-1.mp4", "video")]}
+    assert (tmp_path / "media" / "German" / "emotion_edit" / "aed_nerf" / "sad-1.mp4").is_file()
+    page = render_page({"protocols": {}}, [], "plots", groups, "media", ["aed_nerf"])
+    assert "emotion edits: the self-driven test under every trained label" in page
+    assert page.index("aed_nerf · happy:3") < page.index("aed_nerf · sad:1")
