@@ -234,3 +234,34 @@ def test_report_shows_emotion_edits_side_by_side(tmp_path):
     page = render_page({"protocols": {}}, [], "plots", groups, "media", ["aed_nerf"])
     assert "emotion edits: the self-driven test under every trained label" in page
     assert page.index("aed_nerf · happy:3") < page.index("aed_nerf · sad:1")
+
+
+@pytest.mark.slow
+def test_aed_nerf_through_snakemake_with_emotion_edit(tmp_path):
+    """The sample identity with two labelled segments, train.methods [aed_nerf] (smoke profile),
+    render.emotion_edit [aed_nerf]: the dataset's validation split holds frames of both labels, the
+    model's meta lists them, render_emotion_edit writes one valid contract per label with the label
+    in its manifest, and metrics_emotion_expr writes its JSON (n/a without the SFM files)."""
+    import json
+
+    from pipeline.render.contract import validate_contract
+
+    wd = make_workdir(tmp_path / "wd", {"train": {"methods": ["aed_nerf"], "profile": "smoke"},
+                                        "render": {"cross_driven": {}, "emotion_edit": ["aed_nerf"]},
+                                        "weights_dir": str(tmp_path / "no_weights")})
+    (wd / "identities.tsv").write_text(f"id\tvideo\temotion\nGerman\t{SAMPLE_VIDEO}\t0-6 happy:3; 6-12 sad:1\n")
+    target = "results/metrics/aed_nerf/German/emotion_edit/sfm_expression.json"
+    run_snakemake(wd, target, timeout=1800)
+    data = wd / "results" / "data" / "German"
+    val_ids = [f["img_id"] for f in json.loads((data / "transforms_val.json").read_text())["frames"]]
+    labels = json.loads((data / "emotion.json").read_text())["labels"]
+    assert {labels[i] for i in val_ids} == {"happy:3", "sad:1"}
+    edit = wd / "results" / "renders" / "aed_nerf" / "German" / "emotion_edit"
+    index = json.loads((edit / "index.json").read_text())
+    assert index["labels"] == ["happy:3", "sad:1"]
+    for label, folder in index["folders"].items():
+        assert validate_contract(edit / folder) == []
+        man = json.loads((edit / folder / "manifest.json").read_text())
+        assert man["controls"]["emotion"] == label and man["n_frames"] == len(val_ids)
+    res = json.loads((wd / target).read_text())
+    assert res["labels"] is None and "sfm_shape_3448.bin not found" in res["reason"]
