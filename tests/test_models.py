@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from pipeline.common.errors import InputError
-from pipeline.models.api import FrameInput, load_trained
+from pipeline.models.api import FrameInput
 from pipeline.models.audio import AudioAttNet, AudioEncoder, AudioNet, audio_window
 from pipeline.models.configs import make_config
-from pipeline.models.nerf import (ERNeRFField, OccupancyGrid, RadNeRFField, TorsoField, aabb_near_far, get_rays,
-                                  render_rays)
-from pipeline.models.registry import build_model, checkpoint_payload
+from pipeline.models.methods.er_nerf import ERNeRFField
+from pipeline.models.methods.rad_nerf import RadNeRFField
+from pipeline.models.occupancy import OccupancyGrid
+from pipeline.models.registry import build_model, checkpoint_payload, load_trained
+from pipeline.models.torso import TorsoField
+from pipeline.models.volume import aabb_near_far, get_rays, render_rays
 
 torch.set_num_threads(1)
 
@@ -54,10 +57,11 @@ def test_head_field_shapes(field_cls, method):
     f = field_cls(cfg, 32)
     x = torch.rand(50, 3) * 2 - 1
     d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
-    out = f(x, d, torch.randn(32), torch.tensor([0.2]))
+    cond = {"audio": torch.randn(32), "eye": torch.tensor([0.2])}
+    out = f(x, d, cond)
     assert out.sigma.shape == (50,) and out.rgb.shape == (50, 3) and out.reg.ndim == 0
     assert (out.sigma >= 0).all() and (0 <= out.rgb).all() and (out.rgb <= 1).all()
-    assert f.density(x, torch.randn(32), torch.tensor([0.2])).shape == (50,)
+    assert f.density(x, cond).shape == (50,)
 
 
 def test_torso_shapes():
@@ -65,6 +69,32 @@ def test_torso_shapes():
     rgb, alpha, dxy = t(torch.rand(20, 2) * 2 - 1, torch.randn(12))
     assert rgb.shape == (20, 3) and alpha.shape == (20,) and dxy.shape == (20, 2)
     assert dxy.abs().max() <= 0.25
+
+
+def test_er_nerf_adaptive_pose_torso():
+    """ER-NeRF Sec. 3.4: the pose enters as the image-plane projection of 3 learnable anchors."""
+    from pipeline.models.torso import AdaptivePoseTorso
+
+    torch.manual_seed(0)
+    t = AdaptivePoseTorso(make_config("er_nerf", TINY))
+    c2w = torch.eye(4)
+    c2w[2, 3] = 3.0                                       # camera 3 units in front of the head
+    q = t.anchor_projection(c2w[:3, :4].reshape(-1))
+    # anchor (0.05, 0.05, 0.5) -> camera (0.05, 0.05, -2.5) -> (x/z, y/z) = (-0.02, -0.02)
+    torch.testing.assert_close(q[:2], torch.tensor([-0.02, -0.02]))
+    torch.testing.assert_close(q[2:4], torch.tensor([0.2, 0.2]))      # (-0.5, -0.5, -2.5)
+    xy = torch.rand(30, 2) * 2 - 1
+    rgb, alpha, dxy = t(xy, c2w[:3, :4].reshape(-1))
+    assert rgb.shape == (30, 3) and alpha.shape == (30,) and dxy.shape == (30, 2)
+    turned = c2w.clone()
+    turned[:3, :3] = torch.tensor([[0.8, 0.0, 0.6], [0.0, 1.0, 0.0], [-0.6, 0.0, 0.8]])
+    rgb2, _, _ = t(xy, turned[:3, :4].reshape(-1))
+    assert (rgb2 - rgb).abs().max() > 1e-5                 # the head pose moves the torso
+    (rgb.sum() + alpha.sum()).backward()
+    assert t.anchors.grad is not None and t.anchors.grad.abs().sum() > 0   # anchors are learned
+    from pipeline.models.methods import get_method
+
+    assert get_method("er_nerf").torso is AdaptivePoseTorso and get_method("rad_nerf").torso is TorsoField
 
 
 def test_rays_and_aabb():
@@ -77,7 +107,7 @@ def test_rays_and_aabb():
 
 
 def test_render_rays_empty_space_is_transparent_and_opaque_saturates():
-    from pipeline.models.nerf import FieldOutput
+    from pipeline.models.fields import FieldOutput
 
     o = torch.tensor([[0.0, 0.0, 3.0]]).expand(4, 3)
     d = torch.tensor([[0.0, 0.0, -1.0]]).expand(4, 3)
@@ -116,10 +146,11 @@ def test_load_trained_and_render_shapes(tmp_path, method):
     assert win.shape == (8, 16, 80)
     c2w = torch.eye(4)
     c2w[2, 3] = 4.0
-    out = head.render(FrameInput(c2w, win, 0.5, torch.rand(12, 10, 3)))
+    eye = {"eye": torch.tensor([0.5])}
+    out = head.render(FrameInput(c2w, win, torch.rand(12, 10, 3), eye))
     assert out["rgb"].shape == (12, 10, 3) and out["head_rgb"].shape == (12, 10, 3)
     assert out["head_alpha"].shape == (12, 10) and out["torso_alpha"].shape == (12, 10)
-    no_torso = head.render(FrameInput(c2w, win, 0.5, torch.rand(12, 10, 3)), torso=False)
+    no_torso = head.render(FrameInput(c2w, win, torch.rand(12, 10, 3), eye), torso=False)
     assert no_torso["torso_alpha"].abs().max() == 0
 
 
@@ -131,6 +162,17 @@ def test_load_trained_errors(tmp_path):
     payload["method"] = "nope_nerf"
     torch.save(payload, tmp_path / "head.pt")
     with pytest.raises(InputError, match="unknown method 'nope_nerf'"):
+        load_trained(tmp_path)
+
+
+def test_checkpoint_of_older_model_is_one_clear_error(tmp_path):
+    """An er_nerf checkpoint from before its adaptive-pose torso (no torso.anchors) is refused with
+    the file named, not a state-dict traceback."""
+    model = build_model(make_config("er_nerf", TINY), dict(META))
+    payload = checkpoint_payload(model, "head", {})
+    del payload["model"]["torso.anchors"]
+    torch.save(payload, tmp_path / "head.pt")
+    with pytest.raises(InputError, match=r"head.pt: does not match the current er_nerf model .*torso.anchors"):
         load_trained(tmp_path)
 
 
@@ -152,19 +194,20 @@ def test_tiny_model_overfits_one_frame(dev_dataset, method):
                                    checkpoint_every=10 ** 6, lr_final=0.3, device="cpu"))
     data = TalkingDataset(dev_dataset, cfg.resolution, "mel", ("train",))
     tr = data.splits["train"]
-    for name in ("poses", "aud_ids", "eyes", "gt", "torso", "head", "mouth"):   # keep frame 0 only
+    for name in ("poses", "aud_ids", "gt", "torso", "head", "mouth"):   # keep frame 0 only
         setattr(tr, name, getattr(tr, name)[:1])
+    tr.conds = {n: v[:1] for n, v in tr.conds.items()}
     tr.ids = tr.ids[:1]
     st = Stage("head", cfg, data, dev_dataset.parent / f"overfit_{method}", None, None, torch.device("cpu"))
 
     def frame_psnr() -> float:
         with torch.no_grad():
-            c2w, aud, eye = st.frame_inputs(tr, 0)
+            c2w, cond = st.frame_inputs(tr, 0)
             pix = st.all_pixels()
             o, d = get_rays(c2w, data.focal, data.cx, data.cy, pix)
             pix = pix[aabb_near_far(o, d, 1.0)[2]]
             gt, torso, _ = st.pixels_of(0, pix)
-            out = st.model.render_head_rays(c2w, pix, aud, eye, perturb=False)
+            out = st.model.render_head_rays(c2w, pix, cond, perturb=False)
             pred = out["rgb"] + (1 - out["alpha"][:, None]) * st.bg_behind_head(torso, pix)
             return psnr_from_mse(((pred - gt) ** 2).mean().item())
 

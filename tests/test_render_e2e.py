@@ -85,7 +85,7 @@ def test_trained_model_controls(renders, sample_dataset, tmp_path):
     import cv2
     from skimage import data as skdata
 
-    from pipeline.models.api import load_trained
+    from pipeline.models.registry import load_trained
 
     model = load_trained(renders / "models" / "er_nerf" / "German", "cpu")
     base, bg0 = _render_once(model, sample_dataset, {})

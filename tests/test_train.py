@@ -160,7 +160,7 @@ def test_snakemake_trains_both_methods_on_sample(sample_workdir, tmp_path):
         with (md / "train_log.csv").open() as fh:
             stages = {r["stage"] for r in csv.DictReader(fh)}
         assert stages == {"head", "lips", "torso"}
-        from pipeline.models.api import load_trained
+        from pipeline.models.registry import load_trained
 
         assert load_trained(md).meta["H"] == 64
     assert (wd / "results" / "logs" / "train_torso" / "er_nerf" / "German.log").is_file()

@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from pipeline.common.emotion import check_spec as check_emotion
 from pipeline.common.errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +107,7 @@ def load_identities(path: str | Path, root: Path = PROJECT_ROOT) -> list[dict]:
             jsonschema.validate(row, schema)
         except jsonschema.ValidationError as exc:
             raise InputError(path, f"row {lineno - 1} ({row.get('id')!r}): {exc.message}") from None
+        check_emotion(row.get("emotion"), path, lineno - 1, row.get("id"))
         if row["id"] in seen:
             raise InputError(path, f"duplicate identity id {row['id']!r}")
         seen.add(row["id"])

@@ -1,13 +1,13 @@
 """The interface between trained talking-head NeRFs and the renderer (pipeline.render).
 
-Every method registered in :mod:`pipeline.models` returns a :class:`TrainedTalkingHead` from
-:func:`load_trained`; the renderer only uses this interface.
+Every method registered in :mod:`pipeline.models.methods` is loaded as a
+:class:`TrainedTalkingHead` by :func:`pipeline.models.registry.load_trained`; the renderer only
+uses this interface. This module imports no other model module.
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,14 +22,22 @@ class FrameInput:
             (``frames[].transform_matrix``).
         audio: [W, ...] float32 window of per-frame audio features centred on this frame
             (W = the model's attention window, built by :meth:`TrainedTalkingHead.audio_window`).
-        eye: eye-closure value in the units of the training data (AU45_r intensity, 0..5).
         background: [H, W, 3] float32 in [0, 1], the image composited behind head and torso.
+        conditions: raw values of the model's other per-frame conditions
+            (:attr:`TrainedTalkingHead.conditions`, :mod:`pipeline.models.conditions`), e.g.
+            ``{"eye": [1] AU45_r intensity 0..5, "emotion": [8] one-hot code}``.
     """
 
     c2w: torch.Tensor
     audio: torch.Tensor
-    eye: float
     background: torch.Tensor
+    conditions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def eye(self) -> float:
+        """The eye-closure value (AU45_r intensity, 0..5) of ``conditions`` (0 when absent)."""
+        e = self.conditions.get("eye")
+        return 0.0 if e is None else float(torch.as_tensor(e).reshape(-1)[0])
 
 
 class TrainedTalkingHead(abc.ABC):
@@ -40,10 +48,13 @@ class TrainedTalkingHead(abc.ABC):
         meta: training metadata: ``H``, ``W`` (render resolution, pixels), ``focal``, ``cx``,
             ``cy`` (pixels at that resolution), ``audio_feature`` (dataset feature name, e.g.
             ``mel``), ``audio_window`` (W), ``device``, ``profile``.
+        conditions: names of the per-frame conditions the model renders from (``audio`` plus
+            the keys it reads from :attr:`FrameInput.conditions`).
     """
 
     method: str
     meta: dict[str, Any]
+    conditions: tuple[str, ...] = ("audio", "eye")
 
     @abc.abstractmethod
     def audio_window(self, features: torch.Tensor, index: int) -> torch.Tensor:
@@ -61,16 +72,3 @@ class TrainedTalkingHead(abc.ABC):
             ``torso`` is False), ``head_rgb`` [H, W, 3] (head colour before compositing).
         """
 
-
-def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> TrainedTalkingHead:
-    """Load the final checkpoint of a trained model from ``results/models/{method}/{identity}``.
-
-    Implemented by the method registry (pipeline.models.registry); this indirection keeps the
-    renderer independent of the methods.
-
-    Raises:
-        InputError: no checkpoint, or a checkpoint of an unknown method.
-    """
-    from pipeline.models.registry import load_trained as _load
-
-    return _load(model_dir, device)

@@ -1,5 +1,6 @@
-"""Training/model configurations of the registered methods (no torch import: the Snakefile reads
-:data:`METHOD_CONFIGS` at start-up to refuse unknown methods).
+"""The training/model configuration fields shared by every method (no torch import: the Snakefile
+calls :func:`check_method` at start-up to refuse unknown methods). Each method's config dataclass
+(a subclass of :class:`TrainConfig`) lives in its module, ``pipeline/models/methods/{method}.py``.
 
 Every field has a docstring; profiles (:mod:`pipeline.train.profiles`) and ``train.overrides``
 set fields by name.
@@ -17,7 +18,7 @@ class TrainConfig:
     """Fields shared by every method."""
 
     method: str = ""
-    """registered method name (``rad_nerf``, ``er_nerf``)."""
+    """registered method name (``rad_nerf``, ``er_nerf``, ...; :mod:`pipeline.models.methods`)."""
     profile: str = "quick"
     """profile the values came from (``quick``, ``paper``, ``smoke``)."""
     seed: int = 0
@@ -53,11 +54,11 @@ class TrainConfig:
     occ_warmup: int = 256
     """steps before the first occupancy-grid update (all cells occupied until then)."""
     occ_conditions: int = 4
-    """audio/eye conditions (random training frames) whose maximum density is kept per cell."""
+    """condition records (random training frames) whose maximum density is kept per cell."""
     occ_tight_bounds: bool = True
     """shrink each ray's [near, far] to the span of its occupied cells before placing the
-    ``n_samples`` (:meth:`pipeline.models.nerf.OccupancyGrid.ray_bounds`): the samples land on
-    the head, not in the empty part of the box (False: uniform over the box, occupied cells only)."""
+    ``n_samples`` (:meth:`pipeline.models.occupancy.OccupancyGrid.ray_bounds`): the samples land
+    on the head, not in the empty part of the box (False: uniform over the box, occupied cells only)."""
     torso_levels: int = 16
     """torso 2D hash-grid levels."""
     torso_resolution: int = 2048
@@ -101,40 +102,19 @@ class TrainConfig:
     see docs/quality.md."""
 
 
-@dataclass
-class RadNeRFConfig(TrainConfig):
-    """RAD-NeRF (Tang et al. 2022): 3D hash grid + 2D audio-coordinate grid."""
+def check_method(name: str, source: str = "config.yaml") -> str:
+    """``name`` when it is a registered method (:mod:`pipeline.models.methods`), else InputError
+    naming ``source`` and the registered names (no torch import: used by the Snakefile)."""
+    from pipeline.models.methods import check_method as _check
 
-    method: str = "rad_nerf"
-    """registered method name."""
-    ambient_dim: int = 2
-    """dimension of the audio coordinate (RAD-NeRF: 2)."""
-    ambient_resolution: int = 256
-    """finest resolution of the audio-coordinate hash grid."""
-
-
-@dataclass
-class ERNeRFConfig(TrainConfig):
-    """ER-NeRF (Li et al. 2023): tri-plane hash grid + region attention."""
-
-    method: str = "er_nerf"
-    """registered method name."""
-
-
-#: registry of method name -> config class
-METHOD_CONFIGS: dict[str, type[TrainConfig]] = {"rad_nerf": RadNeRFConfig, "er_nerf": ERNeRFConfig}
-
-
-def check_method(name: str, source: str = "config.yaml") -> type[TrainConfig]:
-    """Config class of ``name``. Raises InputError naming ``source`` for an unknown method."""
-    if name not in METHOD_CONFIGS:
-        raise InputError(source, f"unknown method {name!r} in train.methods (registered: {', '.join(METHOD_CONFIGS)})")
-    return METHOD_CONFIGS[name]
+    return _check(name, source)
 
 
 def make_config(method: str, values: dict | None = None, source: str = "config.yaml") -> TrainConfig:
     """Build a method config from ``values`` (unknown keys raise InputError naming ``source``)."""
-    cls = check_method(method, source)
+    from pipeline.models.methods import get_method
+
+    cls = get_method(method, source).config
     names = {f.name for f in dataclasses.fields(cls)}
     values = dict(values or {})
     bad = sorted(set(values) - names)
@@ -144,4 +124,4 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     return cls(**values)
 
 
-__all__ = ["TrainConfig", "RadNeRFConfig", "ERNeRFConfig", "METHOD_CONFIGS", "check_method", "make_config"]
+__all__ = ["TrainConfig", "check_method", "make_config"]

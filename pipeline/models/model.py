@@ -1,5 +1,6 @@
-"""The per-identity talking-head model: audio encoder + head field (RAD-NeRF or ER-NeRF) + torso +
-occupancy grid, with the rendering of rays, patches and full frames.
+"""The per-identity talking-head model: audio encoder + the method's head field and torso
+(:mod:`pipeline.models.methods`) + occupancy grid, with the rendering of rays, patches and full
+frames.
 
 ``meta`` (stored in checkpoints): ``H``, ``W``, ``focal``, ``cx``, ``cy`` (pixels at the training
 resolution), ``scene_scale`` (world units of transforms_*.json -> scene units), ``bound`` (head box
@@ -12,15 +13,12 @@ import torch
 from torch import nn
 
 from pipeline.models.audio import AudioEncoder
+from pipeline.models.conditions import eye_value  # noqa: F401 (re-exported: older imports)
+from pipeline.models.conditions import get_condition
 from pipeline.models.configs import TrainConfig
-from pipeline.models.nerf import ERNeRFField, OccupancyGrid, RadNeRFField, TorsoField, get_rays, render_rays
-
-FIELDS = {"rad_nerf": RadNeRFField, "er_nerf": ERNeRFField}
-
-
-def eye_value(au45: float | torch.Tensor) -> torch.Tensor:
-    """AU45_r intensity (0..5) -> eye input in [0, 1] (RAD-NeRF: clip to [0, 2], divide by 2)."""
-    return torch.as_tensor(au45, dtype=torch.float32).clamp(0.0, 2.0).reshape(1) / 2.0
+from pipeline.models.methods import get_method
+from pipeline.models.occupancy import OccupancyGrid
+from pipeline.models.volume import get_rays, render_rays
 
 
 class TalkingHeadModel(nn.Module):
@@ -35,15 +33,35 @@ class TalkingHeadModel(nn.Module):
         super().__init__()
         self.cfg, self.meta = cfg, meta
         self.bound = float(meta.get("bound", 1.0))
+        self.spec = get_method(cfg.method)
+        self.conditions = tuple(self.spec.conditions)
         self.audio = AudioEncoder(meta["audio_shape"][-1], cfg.audio_dim, cfg.audio_window)
-        self.head = FIELDS[cfg.method](cfg, cfg.audio_dim)
-        self.torso = TorsoField(cfg)
+        self.head = self.spec.field(cfg, cfg.audio_dim)
+        self.torso = self.spec.torso(cfg)
         self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
 
     # ---------------------------------------------------------------- conditioning
     def audio_code(self, win: torch.Tensor) -> torch.Tensor:
         """[W, T, C] audio window -> [audio_dim] code."""
         return self.audio(win)
+
+    def encode(self, raw: dict, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Raw per-frame record -> the condition record of the field (conditioning contract,
+        :mod:`pipeline.models.conditions`).
+
+        Args:
+            raw: ``{"audio": [W, T, C] window, name: raw value, ...}`` for every condition of the
+                method (``eye``: AU45_r, ``emotion``: [8] code, ...).
+        Returns: ``{"audio": [audio_dim] code, name: encoded tensor on ``device``, ...}``.
+        """
+        out = {}
+        for name in self.conditions:
+            if name == "audio":
+                out[name] = self.audio(raw[name])
+            else:
+                v = get_condition(name).encode_value(raw[name])
+                out[name] = v.to(device) if device is not None else v
+        return out
 
     def scene_pose(self, c2w: torch.Tensor) -> torch.Tensor:
         """transforms_*.json c2w [4,4] -> scene units (translation scaled by ``scene_scale``)."""
@@ -52,14 +70,15 @@ class TalkingHeadModel(nn.Module):
         return c2w
 
     # ---------------------------------------------------------------- rendering
-    def render_head_rays(self, c2w: torch.Tensor, pix: torch.Tensor, aud: torch.Tensor, eye: torch.Tensor,
+    def render_head_rays(self, c2w: torch.Tensor, pix: torch.Tensor, cond: dict[str, torch.Tensor],
                          perturb: bool = True, occ: bool = True) -> dict:
-        """Head rays for pixels ``pix`` [R, 2] (row, col) of a camera ``c2w`` (scene units).
+        """Head rays for pixels ``pix`` [R, 2] (row, col) of a camera ``c2w`` (scene units) under
+        the condition record ``cond`` (:meth:`encode`).
 
-        Returns the dict of :func:`pipeline.models.nerf.render_rays` (``rgb`` premultiplied)."""
+        Returns the dict of :func:`pipeline.models.volume.render_rays` (``rgb`` premultiplied)."""
         m = self.meta
         o, d = get_rays(c2w, m["focal"], m["cx"], m["cy"], pix)
-        return render_rays(lambda x, dd: self.head(x, dd, aud, eye), o, d, self.bound, self.cfg.n_samples,
+        return render_rays(lambda x, dd: self.head(x, dd, cond), o, d, self.bound, self.cfg.n_samples,
                            self.occ if occ else None, perturb=perturb,
                            tight_bounds=getattr(self.cfg, "occ_tight_bounds", True))
 
@@ -71,9 +90,10 @@ class TalkingHeadModel(nn.Module):
         return self.torso(xy, c2w[:3, :4].reshape(-1))
 
     @torch.no_grad()
-    def render_frame(self, c2w: torch.Tensor, aud: torch.Tensor, eye: torch.Tensor, bg: torch.Tensor,
+    def render_frame(self, c2w: torch.Tensor, cond: dict[str, torch.Tensor], bg: torch.Tensor,
                      torso: bool = True, chunk: int = 8192) -> dict:
-        """A full frame (rays in chunks). ``c2w`` in scene units, ``bg`` [H, W, 3] in [0, 1].
+        """A full frame (rays in chunks). ``c2w`` in scene units, ``cond`` the condition record,
+        ``bg`` [H, W, 3] in [0, 1].
 
         Returns ``rgb`` [H,W,3], ``head_alpha`` [H,W], ``torso_alpha`` [H,W], ``head_rgb`` [H,W,3]
         (un-premultiplied head colour).
@@ -85,7 +105,7 @@ class TalkingHeadModel(nn.Module):
         rgb_h = torch.zeros(H * W, 3, device=dev)
         a_h = torch.zeros(H * W, device=dev)
         for s in range(0, pix.shape[0], chunk):
-            out = self.render_head_rays(c2w, pix[s:s + chunk], aud, eye, perturb=False)
+            out = self.render_head_rays(c2w, pix[s:s + chunk], cond, perturb=False)
             rgb_h[s:s + chunk], a_h[s:s + chunk] = out["rgb"], out["alpha"]
         bgf = bg.reshape(-1, 3)
         if torso:

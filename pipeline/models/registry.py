@@ -1,4 +1,5 @@
-"""Method registry and checkpoint loading (implements :func:`pipeline.models.api.load_trained`).
+"""Building, saving and loading models of the registered methods (:mod:`pipeline.models.methods`);
+:func:`load_trained` returns the renderer interface (:class:`pipeline.models.api.TrainedTalkingHead`).
 
 Checkpoints of ``results/models/{method}/{identity}/`` (one per training stage, the final one is
 the torso stage's): ``head.pt``, ``lips.pt``, ``torso.pt``; each is a ``torch.save`` dict with
@@ -15,13 +16,14 @@ import torch
 from pipeline.common.errors import InputError
 from pipeline.models.api import FrameInput, TrainedTalkingHead
 from pipeline.models.audio import audio_window
-from pipeline.models.configs import METHOD_CONFIGS, TrainConfig, check_method, make_config
-from pipeline.models.model import TalkingHeadModel, eye_value
+from pipeline.models.configs import TrainConfig, make_config
+from pipeline.models.methods import get_method, method_names
+from pipeline.models.model import TalkingHeadModel
 
 #: stage checkpoints in the order they are produced; load_trained takes the last present one
 STAGE_FILES = ("head.pt", "lips.pt", "torso.pt")
 
-__all__ = ["METHOD_CONFIGS", "STAGE_FILES", "build_model", "checkpoint_payload", "load_checkpoint",
+__all__ = ["STAGE_FILES", "build_model", "checkpoint_payload", "load_checkpoint",
            "load_trained", "NerfTalkingHead", "resolve_device"]
 
 
@@ -34,7 +36,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 def build_model(cfg: TrainConfig, meta: dict) -> TalkingHeadModel:
     """A fresh model of ``cfg.method`` (seeded by the caller)."""
-    check_method(cfg.method)
+    get_method(cfg.method)
     return TalkingHeadModel(cfg, meta)
 
 
@@ -59,20 +61,26 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise InputError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ck, dict) or "method" not in ck:
         raise InputError(path, "not a talking-head checkpoint (no 'method')")
-    if ck["method"] not in METHOD_CONFIGS:
-        raise InputError(path, f"checkpoint of unknown method {ck['method']!r} (registered: {', '.join(METHOD_CONFIGS)})")
+    if ck["method"] not in method_names():
+        raise InputError(path, f"checkpoint of unknown method {ck['method']!r} (registered: {', '.join(method_names())})")
     cfg = make_config(ck["method"], {k: v for k, v in ck["config"].items() if k != "method"}, str(path))
     model = build_model(cfg, ck["meta"])
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:      # e.g. an er_nerf checkpoint from before its adaptive-pose torso
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError(path, f"does not match the current {ck['method']} model (made by older code? "
+                               f"retrain it): {first}") from None
     return model.to(resolve_device(device)).eval(), ck
 
 
 class NerfTalkingHead(TrainedTalkingHead):
-    """A trained RAD-NeRF / ER-NeRF model behind the renderer interface."""
+    """A trained model of a registered method behind the renderer interface."""
 
     def __init__(self, model: TalkingHeadModel, payload: dict):
         self.model = model
         self.method = payload["method"]
+        self.conditions = model.conditions
         self.device = next(model.parameters()).device
         # the head box is centred on the world origin (the tracked head frame)
         self.meta = {**model.meta, "device": str(self.device), "stage": payload.get("stage"),
@@ -93,9 +101,13 @@ class NerfTalkingHead(TrainedTalkingHead):
         if bg.shape[:2] != (H, W):
             bg = torch.nn.functional.interpolate(bg.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
                                                  align_corners=False)[0].permute(1, 2, 0)
-        aud = self.model.audio_code(frame.audio.to(dev).float())
+        raw = {**frame.conditions, "audio": frame.audio.to(dev).float()}
+        missing = [c for c in self.conditions if c not in raw]
+        if missing:
+            raise ValueError(f"{self.method} renders from conditions {list(self.conditions)}; missing {missing}")
+        cond = self.model.encode(raw, dev)
         c2w = self.model.scene_pose(frame.c2w.to(dev))
-        return self.model.render_frame(c2w, aud, eye_value(frame.eye).to(dev), bg, torso=torso)
+        return self.model.render_frame(c2w, cond, bg, torso=torso)
 
 
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu") -> NerfTalkingHead:

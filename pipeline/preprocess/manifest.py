@@ -101,9 +101,14 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
     train, val = read_json(layout.transforms_train), read_json(layout.transforms_val)
     counts["transforms"] = len(train.get("frames", [])) + len(val.get("frames", []))
     counts["au_csv"] = count_rows(layout.au)
-    ids = [f["img_id"] for f in train.get("frames", []) + val.get("frames", [])]
-    if ids != list(range(len(ids))):
-        raise InputError(layout.transforms_train, "img_id of transforms_train + transforms_val are not 0..N-1 in order")
+    tr_ids = [f["img_id"] for f in train.get("frames", [])]
+    va_ids = [f["img_id"] for f in val.get("frames", [])]
+    # each split in order, together every frame once (the validation frames are the clip's end, or
+    # the end of every emotion segment: pipeline.preprocess.tracking.split_ids)
+    if sorted(tr_ids + va_ids) != list(range(len(tr_ids) + len(va_ids))) or tr_ids != sorted(tr_ids) \
+            or va_ids != sorted(va_ids):
+        raise InputError(layout.transforms_train, "img_id of transforms_train + transforms_val are not 0..N-1, "
+                                                  "each frame once, each split in order")
     return counts
 
 

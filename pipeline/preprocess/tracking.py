@@ -646,9 +646,25 @@ def split_index(n: int, val_fraction: float) -> int:
     return min(max(cut, 1), n - 1) if n >= 2 else n
 
 
+def split_ids(n: int, val_fraction: float, segments: list[tuple[int, int]] | None = None) -> tuple[list[int], list[int]]:
+    """Train and validation frame indices: the last ``val_fraction`` of the clip
+    (:func:`split_index`), or of every labelled segment ``(start, end)`` when there are several
+    (emotion labels: the validation split then holds frames of every label)."""
+    if not segments or len(segments) < 2:
+        cut = split_index(n, val_fraction)
+        return list(range(0, cut)), list(range(cut, n))
+    train, val = [], []
+    for a, b in segments:
+        cut = a + split_index(b - a, val_fraction)
+        train += range(a, cut)
+        val += range(cut, b)
+    return train, val
+
+
 def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,
-                     eye: np.ndarray | None = None, eye_ratio: np.ndarray | None = None) -> tuple[dict, dict]:
-    """The ``transforms_train.json`` / ``transforms_val.json`` contents.
+                     eye: np.ndarray | None = None, eye_ratio: np.ndarray | None = None,
+                     segments: list[tuple[int, int]] | None = None) -> tuple[dict, dict]:
+    """The ``transforms_train.json`` / ``transforms_val.json`` contents (split: :func:`split_ids`).
 
     ER-NeRF schema: ``focal_len``, ``cx``, ``cy`` (pixels) and ``frames[]`` of ``img_id``,
     ``aud_id`` (both = frame index) and ``transform_matrix`` (4x4 camera-to-world). Extra keys:
@@ -659,9 +675,8 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
     """
     c2w = camera_to_world(res.euler, res.trans)
     n = len(c2w)
-    cut = split_index(n, val_fraction)
     out = []
-    for ids in (range(0, cut), range(cut, n)):
+    for ids in split_ids(n, val_fraction, segments):
         frames = []
         for i in ids:
             fr = {"img_id": i, "aud_id": i, "transform_matrix": c2w[i].tolist()}
@@ -768,6 +783,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-val", required=True, type=Path)
     ap.add_argument("--out-report", required=True, type=Path)
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.tracking")
+    ap.add_argument("--emotion", type=Path, help="emotion.json: validation frames from every labelled segment")
     ap.add_argument("--exp-model", default="blendshapes", choices=["blendshapes", "bfm"],
                     help="expression model (bfm: not supported in this build)")
     args = ap.parse_args(argv)
@@ -810,7 +826,15 @@ def main(argv=None) -> int:
         from pipeline.preprocess.aus import eye_ratio_from_au
 
         eye_ratio = eye_ratio_from_au(args.au, len(mesh))
-    train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio)
+    segments = None
+    if args.emotion:
+        from pipeline.preprocess.emotion import read_segments
+
+        segments = read_segments(args.emotion)
+        if segments and segments[-1][1] != len(mesh):
+            raise InputError(args.emotion, f"labels {segments[-1][1]} frames, the clip has {len(mesh)}")
+    train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio,
+                                  segments=segments)
     save_track_params(args.out_params, res, bs, names)
     atomic_write_json(args.out_train, train)
     atomic_write_json(args.out_val, val)

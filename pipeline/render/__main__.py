@@ -34,7 +34,7 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
 
     Args:
         model_dir: ``results/models/{method}/{identity}`` (loaded with
-            :func:`pipeline.models.api.load_trained` unless ``model`` is given).
+            :func:`pipeline.models.registry.load_trained` unless ``model`` is given).
         render_cfg: config ``render`` (``compositing``, ``controls``).
         audio_cfg: config ``preprocess.audio`` (cross-driven feature extraction).
         model: an already loaded :class:`~pipeline.models.api.TrainedTalkingHead` (tests).
@@ -46,19 +46,18 @@ def render_test(model_dir: str | Path, data_dir: str | Path, method: str, identi
     """
     render_cfg = render_cfg or {}
     if model is None:
-        from pipeline.models.api import load_trained
-        from pipeline.models.registry import resolve_device
+        from pipeline.models.registry import load_trained, resolve_device
 
         model = load_trained(model_dir, resolve_device(device))
     data = DatasetLayout(Path(data_dir), identity)
     feature = model.meta.get("audio_feature", "mel")
     if test == SELF_DRIVEN_TEST:
-        seq = self_driven(data, feature)
+        seq = self_driven(data, feature, model.conditions, method)
         pose_source = "transforms_val.json"
     else:
         if audio is None:
             raise InputError(test, "a cross-driven test needs its driving audio (--audio, config render.cross_driven)")
-        seq = cross_driven(data, audio, feature, audio_cfg or {})
+        seq = cross_driven(data, audio, feature, audio_cfg or {}, model.conditions, method)
         pose_source = "transforms_train.json (ping-pong)"
     controls_cfg = dict(render_cfg.get("controls") or {})
     if controls_cfg.get("background"):

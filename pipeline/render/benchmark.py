@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import platform
 import sys
@@ -72,10 +71,9 @@ def measure_fps(model: TrainedTalkingHead, data: DatasetLayout, size: int = 512,
     Raises:
         PipelineError: the model ignored the requested resolution.
     """
-    seq = seq or self_driven(data, model.meta.get("audio_feature", "mel"))
+    seq = seq or self_driven(data, model.meta.get("audio_feature", "mel"), model.conditions, model.method)
     k = max(1, min(frames, len(seq)))
-    part = dataclasses.replace(seq, poses=seq.poses[:k], eyes=seq.eyes[:k], feature_index=seq.feature_index[:k],
-                               frame_ids=seq.frame_ids[:k])
+    part = seq.head(k)
     stats = RenderStats()
     with at_resolution(model, size):
         renderer = Renderer(model, data, "full")
@@ -109,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
-    from pipeline.models.api import load_trained
-    from pipeline.models.registry import resolve_device
+    from pipeline.models.registry import load_trained, resolve_device
 
     dirs = [Path(m) for m in args.model] if args.model else find_models(args.results)
     if not dirs:

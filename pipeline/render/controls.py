@@ -29,25 +29,35 @@ class Controls:
             the world's vertical (y) axis. Positive values move the camera to the subject's left,
             so the head appears turned to its right.
         pitch_deg: degrees, rotation of the camera about the head centre around the world x axis.
+        emotion: ``category[:level]`` (``happy:3``) for every frame, instead of the dataset's
+            per-frame label (models with an ``emotion`` condition, AED-NeRF; others ignore it).
     """
 
     background: str | None = None
     eye_openness: float | None = None
     yaw_deg: float = 0.0
     pitch_deg: float = 0.0
+    emotion: str | None = None
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> "Controls":
         """From config ``render.controls`` (missing keys take the defaults)."""
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"background", "eye_openness", "yaw_deg", "pitch_deg"}
+        unknown = set(cfg) - {"background", "eye_openness", "yaw_deg", "pitch_deg", "emotion"}
         if unknown:
             raise ValueError(f"unknown render controls: {sorted(unknown)}")
         eo = cfg.get("eye_openness")
         if eo is not None and not 0.0 <= float(eo) <= 1.0:
             raise ValueError(f"eye_openness must be in [0, 1], got {eo}")
+        emo = cfg.get("emotion")
+        if emo is not None:
+            from pipeline.common.emotion import parse_label
+
+            cat, level = parse_label(str(emo))            # ValueError naming the bad label
+            emo = f"{cat}:{level}"
         return cls(background=cfg.get("background"), eye_openness=None if eo is None else float(eo),
-                   yaw_deg=float(cfg.get("yaw_deg") or 0.0), pitch_deg=float(cfg.get("pitch_deg") or 0.0))
+                   yaw_deg=float(cfg.get("yaw_deg") or 0.0), pitch_deg=float(cfg.get("pitch_deg") or 0.0),
+                   emotion=emo)
 
     def as_manifest(self) -> dict[str, Any]:
         """The controls in effect (keys at their defaults left out; {} for a plain render)."""
@@ -61,6 +71,8 @@ class Controls:
             out["yaw_deg"] = self.yaw_deg
         if self.pitch_deg:
             out["pitch_deg"] = self.pitch_deg
+        if self.emotion:
+            out["emotion"] = self.emotion
         return out
 
     def eye_value(self, driving: float) -> float:
@@ -68,6 +80,15 @@ class Controls:
         if self.eye_openness is None:
             return float(driving)
         return (1.0 - self.eye_openness) * AU45_CLOSED
+
+    def apply(self, cond, value: np.ndarray) -> np.ndarray:
+        """One frame's raw value of condition ``cond`` (:class:`pipeline.models.conditions.Condition`)
+        with the render control named by ``cond.control`` applied (unchanged when that control is
+        not set): ``eye_openness`` -> AU45_r :meth:`eye_value`, ``emotion`` -> [8] code."""
+        setting = getattr(self, cond.control, None) if cond.control else None
+        if setting is None:
+            return value
+        return np.full_like(np.asarray(value, np.float32), CONTROL_VALUES[cond.control](self))
 
     def pose_offset(self, center: np.ndarray | None = None) -> np.ndarray:
         """[4, 4] float32 world transform ``T(c) R_y(yaw) R_x(pitch) T(-c)`` to left-multiply a
@@ -78,6 +99,16 @@ class Controls:
                 the head in the ER-NeRF convention).
         """
         return pose_offset_matrix(self.yaw_deg, self.pitch_deg, center)
+
+
+#: render control -> the raw condition value it sets for every frame
+CONTROL_VALUES = {"eye_openness": lambda c: c.eye_value(0.0), "emotion": lambda c: _emotion_code(c.emotion)}
+
+
+def _emotion_code(label: str) -> np.ndarray:
+    from pipeline.common.emotion import label_code
+
+    return label_code(label)
 
 
 def pose_offset_matrix(yaw_deg: float, pitch_deg: float, center: np.ndarray | None = None) -> np.ndarray:

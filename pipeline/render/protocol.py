@@ -1,4 +1,5 @@
-"""The test protocols: which poses, eye values, audio features and driving audio each frame of a
+"""The test protocols: which poses, per-frame conditions (eye values, ... as the model declares,
+:mod:`pipeline.models.conditions`), audio features and driving audio each frame of a
 self-driven or cross-driven render uses.
 
 Self-driven (the papers' test set): the validation split ``transforms_val.json`` (last 1/11 of
@@ -6,11 +7,12 @@ the frames) with its own poses, AU45_r and audio features; the driving audio is 
 segment of ``aud.wav``; the ground truth is ``gt_imgs/{img_id}.jpg``.
 
 Cross-driven: a foreign audio file (any format ffmpeg reads, any rate, converted to 16 kHz mono),
-the model's audio features extracted from it, poses and AU45_r of the training split
-(``transforms_train.json``) played forward and backward when the audio is longer.
+the model's audio features extracted from it, poses and per-frame conditions (AU45_r, ...) of the
+training split (``transforms_train.json``) played forward and backward when the audio is longer.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,8 @@ class Sequence:
     Attributes:
         protocol: ``self_driven`` or ``cross_driven``.
         poses: [N, 4, 4] float32 camera-to-world matrices (transforms_*.json convention).
-        eyes: [N] float32 AU45_r values.
+        conditions: {name: [N, *shape] float32} raw values of the model's per-frame conditions
+            other than audio, from their dataset artefacts (``eye``: [N, 1] AU45_r).
         features: [M, ...] float32 audio features (one row per audio frame).
         feature_index: [N] int row of ``features`` each frame is centred on.
         frame_ids: [N] int dataset frame (``img_id``) each pose comes from (GT frame for
@@ -50,7 +53,7 @@ class Sequence:
 
     protocol: str
     poses: np.ndarray
-    eyes: np.ndarray
+    conditions: dict[str, np.ndarray]
     features: np.ndarray
     feature_index: np.ndarray
     frame_ids: np.ndarray
@@ -61,6 +64,26 @@ class Sequence:
 
     def __len__(self) -> int:
         return len(self.poses)
+
+    def head(self, k: int) -> "Sequence":
+        """The first ``k`` frames (same audio)."""
+        return dataclasses.replace(self, poses=self.poses[:k], feature_index=self.feature_index[:k],
+                                   frame_ids=self.frame_ids[:k],
+                                   conditions={n: v[:k] for n, v in self.conditions.items()})
+
+
+def frame_conditions(data: DatasetLayout, frame_ids: np.ndarray, conditions: tuple[str, ...],
+                     method: str) -> dict[str, np.ndarray]:
+    """Raw per-frame values [N, *shape] of every condition but ``audio`` for dataset frames
+    ``frame_ids``, read from the conditions' artefacts (conditioning contract).
+
+    Raises:
+        InputError: a missing artefact (naming the file and ``method``) or too few rows.
+    """
+    from pipeline.models.conditions import get_condition
+
+    n = int(np.max(frame_ids)) + 1
+    return {c: get_condition(c).read(data.root, n, method)[frame_ids] for c in conditions if c != "audio"}
 
 
 def read_transforms(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,48 +107,26 @@ def read_transforms(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return poses, img, aud
 
 
-def read_au45(path: str | Path) -> np.ndarray:
-    """AU45_r (blink intensity, 0..5) per frame from an OpenFace 2 ``au.csv``: [N] float32.
-
-    OpenFace writes column names with a leading space (`` AU45_r``); rows are ordered by the
-    ``frame`` column (1-based) when present.
-    """
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable CSV ({exc})") from None
-    df.columns = [c.strip() for c in df.columns]
-    if "AU45_r" not in df.columns:
-        raise InputError(path, "no AU45_r column")
-    if "frame" in df.columns:
-        df = df.sort_values("frame")
-    return df["AU45_r"].to_numpy(np.float32)
-
-
-def _take(values: np.ndarray, idx: np.ndarray, path: Path, what: str) -> np.ndarray:
-    if len(values) == 0 or idx.max() >= len(values):
-        raise InputError(path, f"{what} has {len(values)} rows, frame {int(idx.max())} requested")
-    return values[idx]
-
-
-def self_driven(data: DatasetLayout, feature: str) -> Sequence:
-    """The self-driven sequence of a dataset (validation split, its own audio)."""
+def self_driven(data: DatasetLayout, feature: str, conditions: tuple[str, ...] = ("audio", "eye"),
+                method: str = "this method") -> Sequence:
+    """The self-driven sequence of a dataset (validation split, its own audio); ``conditions``
+    the model's per-frame conditions (``TrainedTalkingHead.conditions``)."""
     from pipeline.preprocess.audio_features import load_audio_16k_mono
 
     poses, img, aud = read_transforms(data.transforms_val)
     feats = np.load(data.audio_feature(feature)).astype(np.float32)
-    eyes = _take(read_au45(data.au), img, data.au, "au.csv")
+    conds = frame_conditions(data, img, conditions, method)
     if aud.max() >= len(feats):
         raise InputError(data.audio_feature(feature), f"{len(feats)} rows, aud_id {int(aud.max())} requested")
     audio = load_audio_16k_mono(data.audio)
     start = int(img[0]) * SAMPLES_PER_FRAME
-    segment = audio[start:start + len(img) * SAMPLES_PER_FRAME]
     if np.any(np.diff(img) != 1):
-        log.warning("validation frames are not contiguous; the muxed audio starts at frame %d", img[0])
+        # several validation runs (one per emotion segment): the audio of each frame, in order
+        segment = np.concatenate([audio[int(i) * SAMPLES_PER_FRAME:(int(i) + 1) * SAMPLES_PER_FRAME] for i in img])
+    else:
+        segment = audio[start:start + len(img) * SAMPLES_PER_FRAME]
     return Sequence(
-        protocol="self_driven", poses=poses, eyes=eyes, features=feats, feature_index=aud,
+        protocol="self_driven", poses=poses, conditions=conds, features=feats, feature_index=aud,
         frame_ids=img, audio_16k=segment, audio_path=str(data.audio),
         audio_sha256=sha256_file(data.audio),
         gt_reference={"dir": str(data.gt_imgs), "ori_dir": str(data.ori_imgs),
@@ -134,13 +135,16 @@ def self_driven(data: DatasetLayout, feature: str) -> Sequence:
 
 
 def cross_driven(data: DatasetLayout, audio_path: str | Path, feature: str,
-                 audio_cfg: dict[str, Any]) -> Sequence:
+                 audio_cfg: dict[str, Any], conditions: tuple[str, ...] = ("audio", "eye"),
+                 method: str = "this method") -> Sequence:
     """The cross-driven sequence for a driving audio file.
 
     Args:
         audio_path: any audio ffmpeg reads (wav, flac, mp3, ...; any rate and channel count).
         feature: the model's audio feature name (model meta ``audio_feature``).
         audio_cfg: config ``preprocess.audio`` (feature extractor settings).
+        conditions: the model's per-frame conditions; values of the training frames whose
+            poses are used.
     """
     from pipeline.preprocess.audio_features import extract_features, load_audio_16k_mono, n_frames_for
 
@@ -154,9 +158,9 @@ def cross_driven(data: DatasetLayout, audio_path: str | Path, feature: str,
     feats = np.asarray(extract_features(audio, n, feature, audio_cfg, fps=FPS), dtype=np.float32)
     poses_t, img_t, _ = read_transforms(data.transforms_train)
     order = np.array([ping_pong(i, len(poses_t)) for i in range(n)])
-    eyes_all = read_au45(data.au)
     return Sequence(
-        protocol="cross_driven", poses=poses_t[order], eyes=_take(eyes_all, img_t[order], data.au, "au.csv"),
+        protocol="cross_driven", poses=poses_t[order],
+        conditions=frame_conditions(data, img_t[order], conditions, method),
         features=feats, feature_index=np.arange(n), frame_ids=img_t[order], audio_16k=audio,
         audio_path=str(audio_path), audio_sha256=sha256_file(audio_path), gt_reference=None,
     )

@@ -100,13 +100,17 @@ class Renderer:
         return load_image(self.data.gt_img(frame_id), self.size)
 
     def frame_input(self, seq: Sequence, i: int, features: torch.Tensor, backdrop: np.ndarray) -> FrameInput:
-        """The model input of frame ``i`` (pose offset and eye override applied)."""
+        """The model input of frame ``i`` (pose offset and condition controls applied)."""
+        from pipeline.models.conditions import get_condition
+
         c2w = self.offset @ torch.from_numpy(seq.poses[i])
+        conds = {n: torch.from_numpy(np.asarray(self.controls.apply(get_condition(n), v[i]), np.float32)).to(self.device)
+                 for n, v in seq.conditions.items()}
         return FrameInput(
             c2w=c2w.to(self.device),
             audio=self.model.audio_window(features, int(seq.feature_index[i])),
-            eye=self.controls.eye_value(float(seq.eyes[i])),
             background=torch.from_numpy(backdrop).to(self.device),
+            conditions=conds,
         )
 
     def _finish(self, rgb: np.ndarray, frame_id: int, backdrop: np.ndarray) -> np.ndarray:

@@ -132,8 +132,17 @@ def poster(video: Path) -> None:
         log.warning("%s: no poster frame could be extracted", video)
 
 
-def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], media: Path) -> dict:
+#: group key prefix of emotion edits: ``(identity, "emotion_edit/{method}")``
+EDIT_GROUP = "emotion_edit/"
+
+
+def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], media: Path,
+                edits: list[str] = ()) -> dict:
     """Copy the videos and make the ground truths into ``media`` (atomically).
+
+    ``edits``: ``results/renders/{method}/{identity}/emotion_edit`` folders
+    (:mod:`pipeline.render.emotion_edit`); each becomes the group ``(identity,
+    "emotion_edit/{method}")`` with one video per emotion label, side by side.
 
     Returns:
         ``{(identity, test): [(label, relative path under media, kind)]}`` with the ground truth
@@ -149,8 +158,14 @@ def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], 
             rel = f"{ident}/{test}/{method}.mp4"
             _copy(Path(v), tmp / rel)
             groups.setdefault((ident, test), []).append((method, rel, "video"))
+        for e in edits:
+            method, ident = Path(e).parts[-3], Path(e).parts[-2]
+            for label, folder in read_json(Path(e) / "index.json")["folders"].items():
+                rel = f"{ident}/{EDIT_GROUP}{method}/{folder}.mp4"
+                _copy(Path(e) / folder / "video.mp4", tmp / rel)
+                groups.setdefault((ident, f"{EDIT_GROUP}{method}"), []).append((f"{method} · {label}", rel, "video"))
         for (ident, test), items in groups.items():
-            if test == SELF_DRIVEN_TEST and ident in by_identity:
+            if (test == SELF_DRIVEN_TEST or test.startswith(EDIT_GROUP)) and ident in by_identity:
                 rel = f"{ident}/{test}/ground_truth.mp4"
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 gt_video(DatasetLayout(by_identity[ident], ident), tmp / rel)
@@ -199,6 +214,8 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
         body.append("<p>No rendered videos.</p>")
     for (ident, test) in sorted(groups, key=lambda k: (k[0], k[1] != SELF_DRIVEN_TEST, k[1])):
         proto = "self-driven" if test == SELF_DRIVEN_TEST else "cross-driven"
+        if test.startswith(EDIT_GROUP):
+            proto = "emotion edits: the self-driven test under every trained label"
         body.append(f"<h3>{html.escape(ident)} · {html.escape(test)} ({proto})</h3><div class='videos'>")
         for label, rel, kind in order(groups[(ident, test)]):
             src = f"{media_rel}/{rel}"
@@ -229,6 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", nargs="*", default=[], help="results/data/{identity} folders")
     ap.add_argument("--audio", nargs="*", default=[], help="cross-driven TEST=PATH driving audio")
     ap.add_argument("--methods", nargs="*", default=[], help="preferred method order")
+    ap.add_argument("--edits", nargs="*", default=[], help="emotion_edit render folders (side by side)")
     ap.add_argument("--media", required=True, help="results/report/media")
     ap.add_argument("--out", required=True, help="results/report/index.html")
     args = ap.parse_args(argv)
@@ -236,7 +254,7 @@ def main(argv=None) -> int:
     tables = read_json(args.tables)
     plots = read_json(Path(args.plots) / "plots.json")
     audio = dict(a.split("=", 1) for a in args.audio)
-    groups = build_media(args.videos, args.data, audio, Path(args.media))
+    groups = build_media(args.videos, args.data, audio, Path(args.media), args.edits)
     out = Path(args.out)
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods)

@@ -6,7 +6,6 @@ Every file is checked before training starts; a missing or mismatched file raise
 """
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,33 +17,11 @@ from PIL import Image
 from pipeline.common.errors import InputError
 from pipeline.common.io import read_json
 from pipeline.common.layout import AUDIO_FEATURE_FILES
+from pipeline.models.conditions import get_condition, read_au45  # noqa: F401 (read_au45 re-exported)
 from pipeline.preprocess.parsing import read_parsing
 
 #: mouth rows of the 68-point landmarks (iBUG 48..67)
 MOUTH = slice(48, 68)
-
-
-def read_au45(path: Path, n_needed: int) -> np.ndarray:
-    """AU45_r column of an OpenFace CSV (headers may have leading spaces). Returns [rows] float32.
-
-    Raises: InputError (missing file/column, fewer rows than ``n_needed``)."""
-    if not path.is_file():
-        raise InputError(path, "file not found (needed for the eye/blink input)")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise InputError(path, "empty CSV")
-    header = [h.strip() for h in rows[0]]
-    if "AU45_r" not in header:
-        raise InputError(path, "no AU45_r column (OpenFace format expected)")
-    col = header.index("AU45_r")
-    try:
-        vals = np.array([float(r[col]) for r in rows[1:] if r], np.float32)
-    except (ValueError, IndexError):
-        raise InputError(path, "AU45_r has a non-numeric value") from None
-    if len(vals) < n_needed:
-        raise InputError(path, f"{len(vals)} rows but the transforms reference frame {n_needed - 1}")
-    return vals
 
 
 def _load_img(path: Path, size: tuple[int, int], mode: str, resample=Image.BILINEAR) -> np.ndarray:
@@ -68,7 +45,8 @@ class SplitData:
         ids: [N] img_id per frame.
         poses: [N, 4, 4] float32 c2w (transforms units).
         aud_ids: [N] int64 rows of the audio feature array.
-        eyes: [N] float32 AU45_r.
+        conds: {name: [N, *shape] float32} raw per-frame values of the method's conditions other
+            than audio (``eye``: [N, 1] AU45_r; :mod:`pipeline.models.conditions`).
         gt: [N, H, W, 3] uint8 gt_imgs; torso: [N, H, W, 4] uint8 torso_imgs (RGBA).
         head: [N, H, W] bool head pixels of parsing/{i}.png.
         mouth: [N, 4] int64 mouth box (row0, row1, col0, col1) from ori_imgs/{i}.lms.
@@ -77,7 +55,7 @@ class SplitData:
     ids: list[int]
     poses: torch.Tensor
     aud_ids: torch.Tensor
-    eyes: torch.Tensor
+    conds: dict[str, torch.Tensor]
     gt: torch.Tensor
     torso: torch.Tensor
     head: torch.Tensor
@@ -95,6 +73,9 @@ class TalkingDataset:
         resolution: image side at training time (pixels); intrinsics are scaled.
         audio_feature: key of :data:`AUDIO_FEATURE_FILES`.
         splits: which transforms to load (``train``, ``val``).
+        conditions: the method's per-frame conditions (:mod:`pipeline.models.conditions`); each
+            one other than ``audio`` is read from its dataset artefact.
+        method: the method's name (error messages name it with a missing artefact).
     Attributes:
         H, W, focal, cx, cy: intrinsics at the training resolution; ``bc`` [H, W, 3] float32 in
         [0, 1]; ``audio`` [N_aud, T, C] float32; ``splits`` {name: SplitData}.
@@ -103,7 +84,8 @@ class TalkingDataset:
     """
 
     def __init__(self, root: str | Path, resolution: int, audio_feature: str = "mel",
-                 splits: tuple[str, ...] = ("train", "val"), max_frames: dict | None = None):
+                 splits: tuple[str, ...] = ("train", "val"), max_frames: dict | None = None,
+                 conditions: tuple[str, ...] = ("audio", "eye"), method: str = "this method"):
         root = Path(root)
         self.root = root
         if not root.is_dir():
@@ -139,8 +121,8 @@ class TalkingDataset:
         if max_aud >= len(self.audio):
             raise InputError(aud_path, f"{len(self.audio)} rows but transforms reference aud_id {max_aud}")
         max_img = max(int(f["img_id"]) for t in tf.values() for f in t["frames"])
-        au = read_au45(root / "au.csv", max_img + 1)
-        self.splits = {sp: self._load_split(root, tf[sp], au, (max_frames or {}).get(sp)) for sp in splits}
+        tables = {c: get_condition(c).read(root, max_img + 1, method) for c in conditions if c != "audio"}
+        self.splits = {sp: self._load_split(root, tf[sp], tables, (max_frames or {}).get(sp)) for sp in splits}
 
     @staticmethod
     def _read_transforms(path: Path) -> dict:
@@ -156,7 +138,7 @@ class TalkingDataset:
                 raise InputError(path, f"frame {f.get('img_id')!r}: needs img_id and a finite 4x4 transform_matrix")
         return data
 
-    def _load_split(self, root: Path, tf: dict, au: np.ndarray, max_frames: int | None) -> SplitData:
+    def _load_split(self, root: Path, tf: dict, tables: dict[str, np.ndarray], max_frames: int | None) -> SplitData:
         frames = tf["frames"]
         if max_frames and len(frames) > max_frames:
             pick = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
@@ -184,7 +166,8 @@ class TalkingDataset:
             m = lms[MOUTH] * self.scale
             mouths.append([math.floor(m[:, 1].min()), math.ceil(m[:, 1].max()),
                            math.floor(m[:, 0].min()), math.ceil(m[:, 0].max())])
-        return SplitData(ids, torch.from_numpy(np.stack(poses)), torch.tensor(auds), torch.from_numpy(au[ids]),
+        conds = {c: torch.from_numpy(np.ascontiguousarray(t[ids])) for c, t in tables.items()}
+        return SplitData(ids, torch.from_numpy(np.stack(poses)), torch.tensor(auds), conds,
                          torch.from_numpy(np.stack(gts)), torch.from_numpy(np.stack(torsos)),
                          torch.from_numpy(np.stack(heads)), torch.tensor(mouths, dtype=torch.int64))
 

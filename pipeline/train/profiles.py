@@ -24,11 +24,13 @@ PROFILES: dict[str, dict] = {
                   torso_steps=10, lips_patch=16, checkpoint_every=10, val_frames=2),
 }
 
-#: the papers' step counts per method (``paper`` profile)
-PAPER_STEPS = {
-    "rad_nerf": dict(head_steps=200000, lips_steps=50000, torso_steps=200000),
-    "er_nerf": dict(head_steps=100000, lips_steps=25000, torso_steps=200000),
-}
+
+def paper_steps(method: str, source: str = "config.yaml") -> dict[str, int]:
+    """The papers' step counts of ``method`` (``paper`` profile), declared by its module
+    (:attr:`pipeline.models.methods.MethodSpec.paper_steps`)."""
+    from pipeline.models.methods import get_method
+
+    return dict(get_method(method, source).paper_steps)
 
 
 def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") -> TrainConfig:
@@ -43,7 +45,7 @@ def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") ->
         raise InputError(source, f"unknown train.profile {profile!r} (one of {', '.join(PROFILES)})")
     values = dict(PROFILES[profile])
     if profile == "paper":
-        values.update(PAPER_STEPS.get(method, {}))
+        values.update(paper_steps(method, source))
     for key in ("seed", "device", "audio_feature"):
         if key in train_cfg:
             values[key] = train_cfg[key]

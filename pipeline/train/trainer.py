@@ -35,9 +35,10 @@ from pipeline.common.io import atomic_path, atomic_write, atomic_write_json
 from pipeline.models.audio import audio_window
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
-from pipeline.models.model import TalkingHeadModel, eye_value
-from pipeline.models.nerf import aabb_near_far, get_rays
+from pipeline.models.methods import get_method
+from pipeline.models.model import TalkingHeadModel
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
+from pipeline.models.volume import aabb_near_far, get_rays
 from pipeline.train.data import SplitData, TalkingDataset
 
 log = logging.getLogger("pipeline.train")
@@ -65,6 +66,29 @@ def stage_steps(cfg: TrainConfig, stage: str) -> int:
         KeyError: unknown stage name.
     """
     return {"head": cfg.head_steps, "lips": cfg.lips_steps, "torso": cfg.torso_steps}[stage]
+
+
+def frame_conditions(model: TalkingHeadModel, split: SplitData, k: int, audio: torch.Tensor,
+                     device: torch.device) -> dict[str, torch.Tensor]:
+    """Condition record of frame ``k`` of ``split`` (conditioning contract): the audio window of
+    ``audio`` [N_aud, T, C] around the frame's ``aud_id`` and the frame's row of every other
+    declared condition, encoded by the model."""
+    raw = {name: split.conds[name][k] for name in model.conditions if name != "audio"}
+    raw["audio"] = audio_window(audio, int(split.aud_ids[k]), model.cfg.audio_window)
+    return model.encode(raw, device)
+
+
+def condition_values(split: SplitData) -> dict:
+    """Summaries of the split's condition values for the model's meta (``Condition.summarize``:
+    e.g. the emotion labels the model was trained with)."""
+    from pipeline.models.conditions import get_condition
+
+    out = {}
+    for name, values in split.conds.items():
+        summarize = get_condition(name).summarize
+        if summarize is not None:
+            out[name] = summarize(values.numpy())
+    return out
 
 
 def param_groups(modules, cfg: TrainConfig) -> list[dict]:
@@ -100,7 +124,7 @@ class Stage:
                     "scene_scale": data.scene_scale(cfg.head_box), "bound": 1.0,
                     "audio_feature": cfg.audio_feature, "audio_window": cfg.audio_window,
                     "audio_shape": list(data.audio.shape[1:]), "profile": cfg.profile,
-                    "train_frames": len(tr)}
+                    "train_frames": len(tr), "condition_values": condition_values(tr)}
             self.model = build_model(cfg, meta).to(device)
         self.model.train()
         self.total = stage_steps(cfg, stage)
@@ -127,10 +151,10 @@ class Stage:
 
     # ------------------------------------------------------------------ helpers
     def frame_inputs(self, split: SplitData, k: int):
-        """Scene pose, audio code and eye input of frame ``k`` of ``split``."""
+        """Scene pose [4, 4] and condition record (:meth:`TalkingHeadModel.encode`) of frame
+        ``k`` of ``split``."""
         c2w = self.model.scene_pose(split.poses[k].to(self.device))
-        win = audio_window(self.audio, int(split.aud_ids[k]), self.cfg.audio_window)
-        return c2w, self.model.audio_code(win), eye_value(split.eyes[k]).to(self.device)
+        return c2w, frame_conditions(self.model, split, k, self.audio, self.device)
 
     def pixels_of(self, k: int, pix: torch.Tensor):
         """gt colour [R,3], torso RGBA [R,4] (float, [0,1]) and head flag [R] at pixels ``pix``."""
@@ -167,7 +191,7 @@ class Stage:
             pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
             mse = ((pred - gt) ** 2).mean()
             return mse + cfg.lambda_torso_alpha * ((t_a - torso[:, 3]) ** 2).mean(), mse.item(), pix.shape[0]
-        c2w, aud, eye = self.frame_inputs(self.train, k)
+        c2w, cond = self.frame_inputs(self.train, k)
         if self.stage == "lips":
             P = cfg.lips_patch
             r0, r1, c0, c1 = self.train.mouth[k].tolist()
@@ -196,10 +220,13 @@ class Stage:
                 picks.append(torch.stack([r, c], -1).to(self.device))
             pix = torch.cat(picks)
         gt, torso, head = self.pixels_of(k, pix)
-        out = self.model.render_head_rays(c2w, pix, aud, eye, perturb=True)
+        out = self.model.render_head_rays(c2w, pix, cond, perturb=True)
         pred = out["rgb"] + (1 - out["alpha"][:, None]) * self.bg_behind_head(torso, pix)
         mse = ((pred - gt) ** 2).mean()
         loss = mse + out["reg"] + opacity_losses(out["alpha"], head, cfg)
+        extra = self.model.head.ray_loss(out, self.stage)
+        if extra is not None:
+            loss = loss + extra
         if self.stage == "lips" and self.lpips is not None:
             P = cfg.lips_patch
             img = lambda t: t.view(P, P, 3).permute(2, 0, 1)[None] * 2 - 1  # noqa: E731
@@ -208,11 +235,12 @@ class Stage:
 
     @torch.no_grad()
     def update_occupancy(self, gen: torch.Generator) -> float:
-        """RAD-NeRF occupancy update: max density over ``occ_conditions`` random training frames."""
+        """RAD-NeRF occupancy update: max density over the condition records of ``occ_conditions``
+        random training frames (every condition of the method, as declared)."""
         ks = torch.randint(0, len(self.train), (self.cfg.occ_conditions,), generator=gen).tolist()
-        conds = [self.frame_inputs(self.train, k)[1:] for k in ks]
+        conds = [self.frame_inputs(self.train, k)[1] for k in ks]
         head, bound = self.model.head, self.model.bound
-        return self.model.occ.update(lambda x, c: head.density(x / bound, c[0], c[1]), conds)
+        return self.model.occ.update(lambda x, c: head.density(x / bound, c), conds)
 
     # ------------------------------------------------------------------ checkpoints
     def resume_path(self) -> Path:
@@ -394,8 +422,7 @@ def evaluate(model: TalkingHeadModel, data: TalkingDataset, out_dir: Path, devic
     for k in range(len(val)):
         t0 = time.perf_counter()
         c2w = model.scene_pose(val.poses[k].to(device))
-        aud = model.audio_code(audio_window(audio, int(val.aud_ids[k]), model.cfg.audio_window))
-        out = model.render_frame(c2w, aud, eye_value(val.eyes[k]).to(device), bc)
+        out = model.render_frame(c2w, frame_conditions(model, val, k, audio, device), bc)
         secs.append(time.perf_counter() - t0)
         gt = val.gt[k].to(device).float() / 255
         psnrs.append(psnr_from_mse(((out["rgb"] - gt) ** 2).mean().item()))
@@ -417,11 +444,13 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
     device = resolve_device(cfg.device)
     splits = ("train", "val") if stage == "torso" else ("train",)
     data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, splits,
-                          max_frames={"val": cfg.val_frames or None})
+                          max_frames={"val": cfg.val_frames or None},
+                          conditions=get_method(cfg.method).conditions, method=cfg.method)
     log.info("%s/%s: %d train frames at %dx%d on %s", cfg.method, stage, len(data.splits["train"]),
              data.H, data.W, device)
     st = Stage(stage, cfg, data, model_dir, init, weights_dir, device)
-    payload = st.run()
+    with torch.enable_grad():       # also when a caller (a render in the same process) disabled it
+        payload = st.run()
     info = {"stage": stage, "steps": st.total, "seconds": payload["stages"][stage]["seconds"]}
     if stage == "torso":
         t0 = time.perf_counter()

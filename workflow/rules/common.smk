@@ -79,3 +79,8 @@ def metric_weight_files(wildcards):
 
     key = "self_driven" if wildcards.test == SELF_DRIVEN_TEST else "cross_driven"
     return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"].get(key, [])], weights_dir(config))]
+
+
+def identity_emotion(wildcards):
+    """An identity's emotion cell of the identities table ('' when empty; pipeline.common.emotion)."""
+    return IDENTITIES[wildcards.identity].get("emotion") or ""

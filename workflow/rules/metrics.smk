@@ -76,3 +76,37 @@ rule metrics:
 
 
 ALL_TARGETS.extend(METRICS_TARGETS)
+
+
+# SFM expression distance of the emotion_edit renders (methods in render.emotion_edit;
+# pipeline/metrics/emotion_expr.py): n/a with the reason when the SFM files are not in the weights folder
+rule metrics_emotion_expr:
+    input:
+        edit="results/renders/{method}/{identity}/emotion_edit",
+        data=f"{DATA}/manifest.json",
+    output:
+        json="results/metrics/{method}/{identity}/emotion_edit/sfm_expression.json",
+    wildcard_constraints:
+        method=_alternation(EMOTION_EDIT_METHODS),
+    params:
+        weights=str(_weights_dir(config)),
+        data=lambda wildcards, input: os.path.dirname(input.data),
+    conda:
+        "../../envs/metrics.yaml"
+    log:
+        f"{LOGS}/metrics_emotion_expr/{{method}}/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/metrics_emotion_expr/{{method}}/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m pipeline.metrics.emotion_expr --edit {input.edit:q} --data {params.data:q}"
+        " --weights-dir {params.weights:q} --out {output.json:q} 2> {log:q}"
+
+
+ALL_TARGETS.extend(
+    expand("results/metrics/{method}/{identity}/emotion_edit/sfm_expression.json", method=EMOTION_EDIT_METHODS,
+           identity=IDENTITIES)
+)

@@ -151,6 +151,33 @@ rule background:
         " --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
 
 
+# Per-frame emotion labels from the identities table (AED-NeRF); unlabelled identities get zeros.
+rule emotion:
+    input:
+        frames=rules.frames.output.frames,
+    output:
+        codes=f"{DATA}/emotion.npy",
+        labels=f"{DATA}/emotion.json",
+    params:
+        label=identity_emotion,
+        source=config["identities"],
+        fps=config["preprocess"]["crop"]["fps"],
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/emotion/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/emotion/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "python -m pipeline.preprocess.emotion --frames {input.frames:q} --label={params.label:q}"
+        " --source {params.source:q} --fps {params.fps} --out-npy {output.codes:q} --out-json {output.labels:q}"
+        " 2> {log:q}"
+
+
 rule tracking:
     input:
         frames=rules.frames.output.frames,
@@ -158,6 +185,7 @@ rule tracking:
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
         au=f"{DATA}/au.csv",
+        emotion=rules.emotion.output.labels,
     output:
         params=f"{DATA}/track_params.pt",
         train=f"{DATA}/transforms_train.json",
@@ -180,7 +208,7 @@ rule tracking:
         " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
         " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --emotion {input.emotion:q} --cfg {params.cfg} 2> {log:q}"
 
 
 rule threedmm:

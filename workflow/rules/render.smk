@@ -62,3 +62,44 @@ rule render:
 ALL_TARGETS.extend(
     expand(f"{RENDERS}/manifest.json", method=RENDER_METHODS, identity=IDENTITIES, test=RENDER_TESTS)
 )
+
+
+# emotion_edit: the self-driven test under every emotion label the model was trained with
+# (methods with an emotion condition, config render.emotion_edit; pipeline/render/emotion_edit.py)
+EMOTION_EDIT_METHODS = [m for m in config["render"].get("emotion_edit", []) if m in RENDER_METHODS]
+
+
+rule render_emotion_edit:
+    input:
+        model="results/models/{method}/{identity}/train_manifest.json",
+        data=f"{DATA}/manifest.json",
+    output:
+        out=directory("results/renders/{method}/{identity}/emotion_edit"),
+    wildcard_constraints:
+        method=_alternation(EMOTION_EDIT_METHODS),
+    params:
+        cfg=RENDER_CFG,
+        device=config["train"]["device"],
+        model=lambda wildcards, input: os.path.dirname(input.model),
+        data=lambda wildcards, input: os.path.dirname(input.data),
+    conda:
+        "../../envs/nerf.yaml"
+    log:
+        f"{LOGS}/render_emotion_edit/{{method}}/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/render_emotion_edit/{{method}}/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=1 if config["train"]["profile"] == "paper" else 0,
+    shell:
+        "python -m pipeline.render.emotion_edit --model {params.model:q} --data {params.data:q}"
+        " --method {wildcards.method} --identity {wildcards.identity} --out {output.out:q} --cfg {params.cfg}"
+        " --device {params.device} --threads {threads} 2> {log:q}"
+
+
+ALL_TARGETS.extend(
+    expand("results/renders/{method}/{identity}/emotion_edit", method=EMOTION_EDIT_METHODS,
+           identity=IDENTITIES)
+)

@@ -116,6 +116,8 @@ rule report:
         val=expand(f"{DATA}/transforms_val.json", identity=IDENTITIES),
         audio=expand(f"{DATA}/aud.wav", identity=IDENTITIES),
         driving=[str(resolve_path(p)) for p in config["render"]["cross_driven"].values()],
+        edits=expand("results/renders/{method}/{identity}/emotion_edit", method=EMOTION_EDIT_METHODS,
+                     identity=IDENTITIES),
     output:
         html=f"{REPORT_DIR}/index.html",
         media=directory(f"{REPORT_DIR}/media"),
@@ -138,7 +140,7 @@ rule report:
     shell:
         "python -m pipeline.report.html --tables {input.tables:q} --plots {input.plots:q}"
         " --videos {input.videos:q} --data {params.data:q} --audio {params.audio}"
-        " --methods {params.methods} --media {output.media:q} --out {output.html:q} 2> {log:q}"
+        " --methods {params.methods} --edits {input.edits:q} --media {output.media:q} --out {output.html:q} 2> {log:q}"
 
 
 ALL_TARGETS.extend(

@@ -1,0 +1,77 @@
+"""Shared parts of the audio-conditioned head fields: small MLPs, the per-sample output record and
+the base class with the colour branch (methods subclass :class:`HeadField` in their own module,
+``pipeline/models/methods/{method}.py``).
+
+Every head field is called as ``field(x, d, cond)`` and ``field.density(x, cond)`` where ``x``
+[P, 3] are sample positions in [-1, 1] (head box), ``d`` [P, 3] unit view directions and ``cond``
+the method's encoded condition record (:mod:`pipeline.models.conditions`): ``{"audio": [A],
+"eye": [1], ...}`` for one frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.models.encodings import SHEncoding
+
+
+def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
+    """``layers`` linear layers with ReLU between (no output activation)."""
+    mods: list[nn.Module] = []
+    d = dim_in
+    for _ in range(layers - 1):
+        mods += [nn.Linear(d, hidden), nn.ReLU(True)]
+        d = hidden
+    mods.append(nn.Linear(d, dim_out))
+    return nn.Sequential(*mods)
+
+
+@dataclass
+class FieldOutput:
+    """Per-sample field values: ``sigma`` [P] density (1/scene unit, >= 0), ``rgb`` [P, 3] in
+    [0, 1], ``reg`` a scalar regulariser (method-specific, already weighted)."""
+
+    sigma: torch.Tensor
+    rgb: torch.Tensor
+    reg: torch.Tensor
+
+
+class HeadField(nn.Module):
+    """Base of the audio-conditioned head fields: colour branch and density activation.
+
+    Subclasses implement ``forward(x, d, cond) -> FieldOutput`` and ``density(x, cond) -> [P]``;
+    they may override :meth:`ray_loss` to add a loss on the rendered rays.
+    """
+
+    geo_dim = 15
+
+    def __init__(self, hidden: int, extra_color_dim: int = 0):
+        super().__init__()
+        self.dir_enc = SHEncoding()
+        self.color_net = mlp(self.geo_dim + self.dir_enc.output_dim + extra_color_dim, 3, hidden, 3)
+
+    def _finish(self, h: torch.Tensor, d: torch.Tensor, reg: torch.Tensor,
+                color_extra: torch.Tensor | None = None) -> FieldOutput:
+        sigma = torch.exp(h[:, 0].clamp(max=15.0))               # trunc-exp activation (Instant-NGP)
+        parts = [h[:, 1:], self.dir_enc(d)] + ([] if color_extra is None else [color_extra])
+        rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
+        return FieldOutput(sigma, rgb, reg)
+
+    def _hidden(self, x: torch.Tensor, cond: dict[str, torch.Tensor]):
+        """``h`` [P, 1 + geo_dim] (raw density + geometry features), or a tuple whose first item
+        is ``h`` (subclasses)."""
+        raise NotImplementedError
+
+    def density(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Density only (occupancy-grid updates). x [P, 3] in [-1, 1]; returns [P] (the same
+        trunc-exp of ``_hidden``'s first channel as ``forward``)."""
+        h = self._hidden(x, cond)
+        h = h[0] if isinstance(h, tuple) else h
+        return torch.exp(h[:, 0].clamp(max=15.0))
+
+    def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
+        """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in
+        training stage ``stage`` (``head`` or ``lips``); None (default) adds nothing."""
+        return None

@@ -1,0 +1,86 @@
+"""The method refactor keeps numerics: smoke-scale training of rad_nerf and er_nerf (head, lips and
+torso stages, a few steps each, fixed seed) gives the per-step losses recorded in
+``tests/data/smoke_losses.json`` before the split of ``models/nerf.py`` / the method registry
+(er_nerf's torso stage, and the checkpoints' torso parameters, since ER-NeRF got its own
+adaptive-pose torso; its head and lips losses are unchanged).
+
+Regenerate (only after a deliberate change of numerics) with
+``python -m tests.test_method_numerics --write``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REF = Path(__file__).parent / "data" / "smoke_losses.json"
+STEPS = dict(head_steps=12, lips_steps=3, torso_steps=4, occ_warmup=4, occ_update_every=4, val_frames=1,
+             resolution=32, device="cpu", checkpoint_every=1000)
+
+
+def smoke_losses(dev_dataset: Path, work: Path, method: str) -> dict[str, list[float]]:
+    """Per-step losses {stage: [loss, ...]} of a tiny three-stage run of ``method``, plus
+    ``{stage}_params``: [sum, sum of squares] (float64) over the stage checkpoint's parameters and
+    the sum of its occupancy densities (the losses are logged to 6 decimals only) and
+    ``{stage}_sha256`` of the state dict's bytes (equal on the machine that wrote the reference)."""
+    import torch
+
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import STAGES, train_stage
+
+    torch.set_num_threads(1)
+    cfg = resolve_config(method, {"profile": "smoke", "seed": 1, "overrides": STEPS})
+    md = work / method
+    init = None
+    out: dict[str, list[float]] = {}
+    for stage in STAGES:
+        ck = md / f"{stage}.pt"
+        train_stage(stage, cfg, dev_dataset, md, ck, init=init, weights_dir=work / "no_weights")
+        with (md / f"train_log_{stage}.csv").open(newline="") as fh:
+            out[stage] = [float(r["loss"]) for r in csv.DictReader(fh)]
+        sd = torch.load(ck, weights_only=False)["model"]
+        vals = [sd[k].double() for k in sorted(sd) if not k.startswith("occ.")]
+        out[f"{stage}_params"] = [sum(float(v.sum()) for v in vals), sum(float((v * v).sum()) for v in vals),
+                                  float(sd["occ.density"].double().sum())]
+        digest = hashlib.sha256()
+        for k in sorted(sd):
+            digest.update(k.encode() + sd[k].cpu().contiguous().numpy().tobytes())
+        out[f"{stage}_sha256"] = digest.hexdigest()
+        init = ck
+    return out
+
+
+@pytest.fixture(scope="session")
+def dev_dataset(tmp_path_factory):
+    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
+    from pipeline.train.devdata import cached
+
+    return cached(tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
+def test_smoke_losses_unchanged_by_refactor(dev_dataset, tmp_path, method):
+    ref = json.loads(REF.read_text())[method]
+    got = smoke_losses(dev_dataset, tmp_path, method)
+    assert set(got) == set(ref)
+    for key in ref:
+        if key.endswith("_sha256"):
+            continue        # bit-identical on the machine that wrote the reference only
+        # 1e-6 relative leaves room for other CPUs' float reductions, far below any change of code
+        assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-7), key
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    import tempfile
+
+    from pipeline.train.devdata import cached
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = cached(Path(tmp))
+        ref = {m: smoke_losses(ds, Path(tmp), m) for m in ("rad_nerf", "er_nerf")}
+    REF.write_text(json.dumps(ref, indent=1) + "\n")
+    print(json.dumps(ref))
