@@ -4,7 +4,9 @@ torso stages, a few steps each, fixed seed) gives the per-step losses recorded i
 (er_nerf's torso stage, and the checkpoints' torso parameters, since ER-NeRF got its own
 adaptive-pose torso; its head and lips losses are unchanged).
 
-Regenerate (only after a deliberate change of numerics) with
+Regenerated after the quality fixes of docs/quality.md (shared alpha-entropy term, an occupancy grid
+that starts empty, samples in each ray's occupied span). Regenerate (only after a deliberate change
+of numerics) with
 ``python -m tests.test_method_numerics --write``.
 """
 from __future__ import annotations
