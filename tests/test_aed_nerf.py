@@ -95,9 +95,16 @@ def test_field_output_depends_on_emotion_code():
     assert fc.color_net[0].in_features == f.color_net[0].in_features + 8
     # alpha entropy x 1e-4: 1 bit at alpha 0.5; at 0 / 1 the clamp to [1e-5, 1 - 1e-5] leaves
     # H(1e-5) = 1e-5 log2(1e5) + (1 - 1e-5) log2(1 / (1 - 1e-5)) = 1.8065e-4 bits
-    ent = f.ray_loss({"alpha": torch.tensor([0.5, 0.5])}, "head")
-    assert ent.item() == pytest.approx(1e-4, rel=1e-4)
-    assert f.ray_loss({"alpha": torch.tensor([0.0, 1.0])}, "head").item() == pytest.approx(1.8065e-8, rel=1e-3)
+    # (the shared trainer term, pipeline.train.trainer.opacity_losses; head-mask term off here)
+    from pipeline.train.trainer import opacity_losses
+
+    from pipeline.models.configs import make_config
+
+    cfg = make_config("aed_nerf", {})
+    head = torch.tensor([True, True])
+    ent = opacity_losses(torch.tensor([0.5, 0.5]), head, cfg)
+    assert cfg.lambda_entropy == 1e-4 and ent.item() == pytest.approx(1e-4, rel=1e-4)
+    assert opacity_losses(torch.tensor([0.0, 1.0]), head, cfg).item() == pytest.approx(1.8065e-8, rel=1e-3)
 
 
 def test_emotion_render_control():
