@@ -58,7 +58,10 @@ def test_poses_vary_smoothly_and_reproject(sample_dataset):
     step = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1)
     dist = np.linalg.norm(c2w[:, :3, 3], axis=1)
     assert angle.max() < 2.0, angle.max()  # degrees per frame at 25 fps
-    assert step.max() < 0.02 * dist.mean()  # camera moves < 2 % of its distance per frame
+    # camera moves < 3 % of its distance per frame: the sample's anchor nods once (frames 142-145)
+    # by up to 1.4 cm/frame in the raw poses; the Savitzky-Golay smoothing keeps 1.05 cm of it (the
+    # earlier moving average flattened it to 0.75 cm, docs/quality.md row 4)
+    assert step.max() < 0.03 * dist.mean()
     assert 0.2 < dist.mean() < 3.0  # metres: a portrait camera
     assert np.ptp(angle) > 0  # poses are tracked, not constant
     rep = json.loads((sample_dataset.root / "tracking.json").read_text())
