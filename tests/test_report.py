@@ -318,3 +318,26 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     er = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "ER-NeRF")
     assert er["cells"][:2] == ["450x450 (FPS measurement)", tables.NOT_REPORTED]
     assert any("set-up: four videos" in f for f in tab.footnotes)
+
+
+def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
+    """The one-shot section: the table text (escaped) and one player per side-by-side video,
+    copied into the report's media folder with a poster."""
+    import subprocess
+
+    from pipeline.report.html import copy_one_shot, render_page
+
+    src = tmp_path / "one_shot" / "Macron" / "er_nerf-German-jfk.mp4"
+    src.parent.mkdir(parents=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=96x32:rate=25", "-t", "0.4",
+                    "-pix_fmt", "yuv420p", str(src)], check=True)
+    media = tmp_path / "media"
+    videos = copy_one_shot([str(src)], media)
+    assert videos == [("Macron driven by er_nerf-German-jfk: photo | driving | output",
+                       "one_shot/Macron/er_nerf-German-jfk.mp4")]
+    assert (media / videos[0][1]).is_file() and (media / "one_shot/Macron/er_nerf-German-jfk.jpg").is_file()
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], "| Method | CSIM<1> |", videos)
+    assert "<h2 id='one-shot'>One-shot face replacement</h2>" in page
+    assert "| Method | CSIM&lt;1&gt; |" in page
+    assert page.count("src='media/one_shot/Macron/er_nerf-German-jfk.mp4'") == 1
+    assert "<h2 id='one-shot'>" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])

@@ -183,9 +183,25 @@ def build_media(videos: list[str], data_dirs: list[str], audio: dict[str, str], 
     return groups
 
 
+def copy_one_shot(videos: list[str], media: Path) -> list[tuple[str, str]]:
+    """Copy the one-shot side-by-side videos (``results/report/one_shot/{reference}/{test}.mp4``,
+    photo | driving | output) into ``media/one_shot/`` with a poster each. Returns
+    ``[(caption, path relative to media)]``."""
+    out = []
+    for v in sorted(videos):
+        ref, test = Path(v).parent.name, Path(v).stem
+        rel = f"one_shot/{ref}/{test}.mp4"
+        _copy(Path(v), media / rel)
+        poster(media / rel)
+        out.append((f"{ref} driven by {test}: photo | driving | output", rel))
+    return out
+
+
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
-                methods: list[str]) -> str:
-    """The HTML text of the report page."""
+                methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = ()) -> str:
+    """The HTML text of the report page; with ``one_shot_md`` (the text of
+    ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
+    face-replacement section."""
     def order(items):
         rank = {m: k for k, m in enumerate(methods)}
         first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
@@ -200,7 +216,8 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             "backend other than the papers' (LMD: FAN, AUE: OpenFace, CSIM: ArcFace), whose cells are not "
             "comparable with the reported ones; LMD is in pixels at 512 px height; bold ranks only rows "
             "measured over the same identities with the same backend.</p>",
-            "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#plots'>Plots</a></nav>",
+            "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#one-shot'>One-shot</a> · "
+            "<a href='#plots'>Plots</a></nav>",
             "<h2 id='tables'>Tables</h2>"]
     for protocol, t in tables["protocols"].items():
         body.append(f"<h3>{protocol.replace('_', '-')}</h3>")
@@ -227,6 +244,16 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                           "type='video/mp4'></video>")
             body.append(f"<figure>{player}<figcaption>{html.escape(label)}</figcaption></figure>")
         body.append("</div>")
+    if one_shot_md or one_shot_videos:
+        body.append("<h2 id='one-shot'>One-shot face replacement</h2>")
+        if one_shot_md:
+            body.append(f"<pre class='md'>{html.escape(one_shot_md)}</pre>")
+        body.append("<div class='videos'>")
+        for label, rel in one_shot_videos:
+            src = f"{media_rel}/{rel}"
+            body.append(f"<figure><video controls preload='none' poster='{src[:-4]}.jpg'><source src='{src}' "
+                        f"type='video/mp4'></video><figcaption>{html.escape(label)}</figcaption></figure>")
+        body.append("</div>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
     for p in plots:
         body.append(f"<img src='{plots_rel}/{html.escape(p['file'])}' alt='{html.escape(p['title'])}' "
@@ -247,6 +274,8 @@ def main(argv=None) -> int:
     ap.add_argument("--audio", nargs="*", default=[], help="cross-driven TEST=PATH driving audio")
     ap.add_argument("--methods", nargs="*", default=[], help="preferred method order")
     ap.add_argument("--edits", nargs="*", default=[], help="emotion_edit render folders (side by side)")
+    ap.add_argument("--one-shot-table", nargs="*", default=[], help="results/tables/one_shot.md (when one-shot runs)")
+    ap.add_argument("--one-shot-videos", nargs="*", default=[], help="one-shot side-by-side videos")
     ap.add_argument("--media", required=True, help="results/report/media")
     ap.add_argument("--out", required=True, help="results/report/index.html")
     args = ap.parse_args(argv)
@@ -257,7 +286,9 @@ def main(argv=None) -> int:
     groups = build_media(args.videos, args.data, audio, Path(args.media), args.edits)
     out = Path(args.out)
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
-    page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods)
+    one_md = "\n".join(Path(p).read_text() for p in args.one_shot_table)
+    one_videos = copy_one_shot(args.one_shot_videos, Path(args.media))
+    page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos)
     with atomic_write(out, "w") as fh:
         fh.write(page)
     log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))

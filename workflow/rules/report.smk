@@ -118,6 +118,8 @@ rule report:
         driving=[str(resolve_path(p)) for p in config["render"]["cross_driven"].values()],
         edits=expand("results/renders/{method}/{identity}/emotion_edit", method=EMOTION_EDIT_METHODS,
                      identity=IDENTITIES),
+        oneshot_table=["results/tables/one_shot.md"] if ONESHOT_PLAN.runs else [],
+        oneshot_videos=ONESHOT_PLAN.sidebyside_videos if ONESHOT_PLAN.runs else [],
     output:
         html=f"{REPORT_DIR}/index.html",
         media=directory(f"{REPORT_DIR}/media"),
@@ -140,7 +142,8 @@ rule report:
     shell:
         "python -m pipeline.report.html --tables {input.tables:q} --plots {input.plots:q}"
         " --videos {input.videos:q} --data {params.data:q} --audio {params.audio}"
-        " --methods {params.methods} --edits {input.edits:q} --media {output.media:q} --out {output.html:q} 2> {log:q}"
+        " --methods {params.methods} --edits {input.edits:q} --one-shot-table {input.oneshot_table:q}"
+        " --one-shot-videos {input.oneshot_videos:q} --media {output.media:q} --out {output.html:q} 2> {log:q}"
 
 
 ALL_TARGETS.extend(
