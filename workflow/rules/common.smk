@@ -34,6 +34,9 @@ wildcard_constraints:
     identity=_alternation(IDENTITIES),
 
 
+# trained methods whose emotion_edit protocol is rendered (render.emotion_edit; render.smk, metrics.smk)
+EMOTION_EDIT_METHODS = [m for m in config["render"].get("emotion_edit", []) if m in config["train"]["methods"]]
+
 DATA = "results/data/{identity}"
 LOGS = "results/logs"
 BENCH = "results/benchmarks"

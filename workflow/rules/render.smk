@@ -66,7 +66,6 @@ ALL_TARGETS.extend(
 
 # emotion_edit: the self-driven test under every emotion label the model was trained with
 # (methods with an emotion condition, config render.emotion_edit; pipeline/render/emotion_edit.py)
-EMOTION_EDIT_METHODS = [m for m in config["render"].get("emotion_edit", []) if m in RENDER_METHODS]
 
 
 rule render_emotion_edit:
