@@ -126,3 +126,21 @@ def read_json(path: str | Path) -> Any:
         raise InputError(path, "file not found") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_image_bgr(path: str | Path, missing: str = "image not found"):
+    """[H, W, 3] uint8 BGR of any image OpenCV reads (png, jpg, webp, bmp, tiff; alpha dropped).
+
+    Raises:
+        InputError: ``missing`` when the file does not exist; "not an image OpenCV can read" when it
+            does not decode.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, missing)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(path, "not an image OpenCV can read")
+    return img

@@ -80,7 +80,7 @@ class TalkingHeadModel(nn.Module):
         o, d = get_rays(c2w, m["focal"], m["cx"], m["cy"], pix)
         return render_rays(lambda x, dd: self.head(x, dd, cond), o, d, self.bound, self.cfg.n_samples,
                            self.occ if occ else None, perturb=perturb,
-                           tight_bounds=getattr(self.cfg, "occ_tight_bounds", True))
+                           tight_bounds=self.cfg.occ_tight_bounds)
 
     def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head

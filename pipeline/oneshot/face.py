@@ -48,13 +48,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "reference photo not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(path, "not an image OpenCV can read")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from pipeline.common.io import read_image_bgr
+
+    return cv2.cvtColor(read_image_bgr(path, "reference photo not found"), cv2.COLOR_BGR2RGB)
 
 
 def resize_max(rgb: np.ndarray, size: int | None) -> np.ndarray:

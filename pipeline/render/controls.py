@@ -143,12 +143,9 @@ def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "image not found")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(path, "not an image OpenCV can read")
+    from pipeline.common.io import read_image_bgr
+
+    img = read_image_bgr(path)
     if (img.shape[1], img.shape[0]) != tuple(size):
         shrink = img.shape[1] > size[0]
         img = cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

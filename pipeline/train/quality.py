@@ -231,10 +231,10 @@ def parsing_overlay(data_root: Path, out: Path, n: int = 3, side: int = 256) -> 
         a = np.where(lab > 0, 0.45, 0.0)[..., None]
         tiles.append(cv2.resize((img * (1 - a) + colours[lab] * a).astype(np.uint8), (side, side),
                                 interpolation=cv2.INTER_AREA))
+    ok, png = cv2.imencode(".png", np.concatenate(tiles, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        cv2.imwrite(str(tmp) + ".png", np.concatenate(tiles, 1))
-        Path(str(tmp) + ".png").replace(tmp)
+    with atomic_write(out) as fh:
+        fh.write(png.tobytes())
 
 
 def _fmt(v, d=2):
