@@ -52,12 +52,15 @@ class TalkingHeadModel(nn.Module):
         Args:
             raw: ``{"audio": [W, T, C] window, name: raw value, ...}`` for every condition of the
                 method (``eye``: AU45_r, ``emotion``: [8] code, ...).
-        Returns: ``{"audio": [audio_dim] code, name: encoded tensor on ``device``, ...}``.
+        Returns: ``{"audio": [audio_dim] code, name: encoded tensor on ``device``, ...}``, plus
+            ``"audio_window"`` (the raw [W, T, C] window) when the field sets ``reads_audio_window``.
         """
         out = {}
         for name in self.conditions:
             if name == "audio":
                 out[name] = self.audio(raw[name])
+                if getattr(self.head, "reads_audio_window", False):   # e.g. NeRF-3DTalker's speech branch
+                    out["audio_window"] = torch.as_tensor(raw[name]).float()
             else:
                 v = get_condition(name).encode_value(raw[name])
                 out[name] = v.to(device) if device is not None else v

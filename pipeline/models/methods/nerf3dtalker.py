@@ -9,11 +9,11 @@ What follows the paper (docs/methods/nerf3dtalker.md has the full comparison):
   ``blendshapes.npy``) and, as the targets of the AU encoder, the intensities of the five lip AUs
   (AU10, AU14, AU20, AU25, AU26) of ``au.csv``. The paper's albedo/illumination codes (f_alb,
   f_illu) come from its 3DMM's texture model, which the SFM shape model has not: not used.
-* **3D Prior Aided Audio Disentanglement**: the shared audio encoder (AudioNet + AudioAttNet over
-  the frame's audio window) feeds a *speech branch* (audio code -> articulated expression
-  coefficients, trained per identity against the tracked ones with the paper's L_exp, an L2), a
-  *style branch* (audio code -> speaking-style vector) and their *fusion* (MLP of [expression,
-  style]) into the field's dynamic condition.
+* **3D Prior Aided Audio Disentanglement**: a *speech branch* (the frame's audio features ->
+  articulated expression coefficients, trained per identity against the tracked ones with the
+  paper's L_exp, an L2), a *style branch* (the shared audio code of AudioNet + AudioAttNet over the
+  audio window -> speaking-style vector) and their *fusion* (MLP of [expression, style]) into the
+  field's dynamic condition.
 * **Standardized Space** (:class:`StandardizedSpace`): an AU encoder with one latent per lip AU
   (AU10, AU14, AU20, AU25, AU26, the AUs of the authors' code), each vector-quantised by its own
   codebook (local, semantic space; an AU head ties each latent to its AU's intensity), plus a
@@ -156,6 +156,18 @@ class NeRF3DTalkerConfig(RadNeRFConfig):
     """share of the Standardized Space at drive time: the field's expression input is
     ``(1 - s) * predicted + s * quantised reconstruction of predicted`` (1: fully standardized,
     0: the speech branch's prediction as is)."""
+    speech_hidden: int = 64
+    """hidden width of the speech branch (one ReLU layer)."""
+    speech_dropout: float = 0.2
+    """dropout on the speech branch's input (a few hundred frames per identity: it overfits without)."""
+    speech_l2: float = 1e-3
+    """weight of the squared-weight penalty of the speech branch's linear layers."""
+    speech_batch: int = 32
+    """frames replayed per training step for L_exp (inputs and tracked targets of frames seen earlier
+    in the run; 0: only the step's frame). The trainer renders one frame per step, the speech branch
+    needs minibatches."""
+    speech_replay: int = 2048
+    """most frames kept for the replay (the oldest are dropped)."""
     lambda_sync: float = 0.0
     """weight of the lip-sync loss slot (the paper's Wav2Lip LipNet/SyncNet terms); 0 and no
     callable here, since their weights cannot run offline (see ``NeRF3DTalkerField.sync_loss``)."""
@@ -235,37 +247,99 @@ class StandardizedSpace(nn.Module):
         return e_std, loss
 
 
+#: the speech branch reads the frame's own audio feature row pooled to this [time, channel] grid
+#: (any feature: mel [16, 80], wav2vec2 [16, D], HuBERT [2, 1024], DeepSpeech [16, 29])
+SPEECH_GRID = (16, 32)
+
+
+def speech_input(window: torch.Tensor) -> torch.Tensor:
+    """Speech-branch input of audio windows ``[..., W, T, C]`` -> ``[..., 512]``: the centre row (the
+    frame's own features), average-pooled to :data:`SPEECH_GRID`, standardised per frame (zero
+    mean, unit variance: removes the loudness offset of log-mel features)."""
+    lead = window.shape[:-3]
+    w = window.reshape(-1, *window.shape[-3:])
+    c = w[:, w.shape[1] // 2][:, None]                                   # [B, 1, T, C]
+    x = nn.functional.adaptive_avg_pool2d(c, SPEECH_GRID).flatten(1)
+    x = (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-5)
+    return x.reshape(*lead, -1)
+
+
 class AudioDisentanglement(nn.Module):
-    """3D Prior Aided Audio Disentanglement: speech branch (audio code [A] -> expression
-    coefficients [58]), style branch (audio code -> style vector [style_dim], tanh) and the fusion
-    MLP ([58 expression, style] -> [fusion_dim]) whose output conditions the field."""
+    """3D Prior Aided Audio Disentanglement.
+
+    * speech branch: the frame's audio features (:func:`speech_input`, [512]) -> dropout ->
+      ``speech_hidden`` -> ReLU -> [58] expression coefficients (trained with L_exp);
+    * style branch: the shared audio code (AudioNet + AudioAttNet over the window) [A] -> tanh
+      style vector [style_dim];
+    * fusion: MLP([58 normalised expression, style]) -> [fusion_dim], the field's condition.
+    """
 
     def __init__(self, cfg: NeRF3DTalkerConfig, aud_dim: int):
         super().__init__()
-        self.speech = mlp(aud_dim, EXPR_DIM, cfg.hidden, 3)
+        self.speech = nn.Sequential(nn.Dropout(cfg.speech_dropout),
+                                    nn.Linear(SPEECH_GRID[0] * SPEECH_GRID[1], cfg.speech_hidden), nn.ReLU(True),
+                                    nn.Linear(cfg.speech_hidden, EXPR_DIM))
         self.style = mlp(aud_dim, cfg.style_dim, cfg.hidden, 2)
         self.fusion = mlp(EXPR_DIM + cfg.style_dim, cfg.fusion_dim, cfg.hidden, 2)
 
-    def forward(self, audio_code: torch.Tensor):
-        """``audio_code`` [A] -> (predicted coefficients [58], style vector [style_dim])."""
-        return self.speech(audio_code), torch.tanh(self.style(audio_code))
+    def predict(self, window: torch.Tensor) -> torch.Tensor:
+        """Audio windows [..., W, T, C] -> expression coefficients [..., 58]."""
+        return self.speech(speech_input(window))
+
+    def speech_penalty(self) -> torch.Tensor:
+        """Sum of squared weights of the speech branch's linear layers (its L2 regulariser)."""
+        return sum((m.weight ** 2).sum() for m in self.speech if isinstance(m, nn.Linear))
 
     def fuse(self, expression: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """[58] expression + [style_dim] style -> [fusion_dim] condition feature."""
+        """[58] normalised expression + [style_dim] style -> [fusion_dim] condition feature."""
         return self.fusion(torch.cat([expression, style]))
+
+
+class RunningNorm(nn.Module):
+    """Per-coefficient standardisation with statistics accumulated over the training frames seen
+    (buffers ``count``, ``total``, ``total_sq``; saved in checkpoints). ``update(x [D])`` adds one
+    frame; ``forward(x [..., D])`` returns ``(x - mean) / sqrt(var + 1e-4)`` (identity before any
+    update)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("total", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("total_sq", torch.zeros(dim, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().reshape(-1)
+        self.count += 1
+        self.total += x
+        self.total_sq += x * x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(self.count) < 2:
+            return x
+        mean = self.total / self.count
+        var = (self.total_sq / self.count - mean ** 2).clamp(min=0)
+        return (x - mean.to(x.dtype)) / torch.sqrt(var.to(x.dtype) + 1e-4)
 
 
 class NeRF3DTalkerField(RadNeRFField):
     """RAD-NeRF field driven by the fused 3D-prior expression / speaking-style feature.
 
-    ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "eye": [1], "prior3d": [126]})``.
-    The expression input is chosen by :attr:`drive`: ``"auto"`` (tracked coefficients of
-    ``prior3d`` while training, the speech branch's prediction through the Standardized Space in
-    eval mode), ``"tracked"`` or ``"audio"``. Regulariser (training only): ``lambda_amb`` x mean
-    |audio coordinate| (RAD-NeRF) + ``lambda_exp`` x L_exp + the Standardized Space's losses on the
-    tracked coefficients + ``lambda_sync`` x :attr:`sync_loss` (when set, in :meth:`ray_loss`).
+    ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "audio_window": [W,T,C],
+    "eye": [1], "prior3d": [126]})``. The expression input is chosen by :attr:`drive`: ``"auto"``
+    (tracked coefficients of ``prior3d`` while training, the speech branch's prediction through the
+    Standardized Space in eval mode), ``"tracked"`` or ``"audio"``; it is standardised
+    (:class:`RunningNorm`, training statistics) before the Standardized Space and the fusion.
+
+    Regulariser (training only): ``lambda_amb`` x mean |audio coordinate| (RAD-NeRF) +
+    ``lambda_exp`` x L_exp (mean over the step's frame and ``speech_batch`` frames replayed from
+    those seen so far in this process) + ``speech_l2`` x the speech branch's weight penalty + the
+    Standardized Space's losses on the tracked coefficients; ``lambda_sync`` x :attr:`sync_loss`
+    in :meth:`ray_loss` when a callable is set.
     """
 
+    #: the model passes the raw audio window as ``cond["audio_window"]`` (TalkingHeadModel.encode)
+    reads_audio_window = True
     #: ``auto`` | ``tracked`` | ``audio`` (see class docstring)
     drive: str = "auto"
     #: lip-sync loss slot (LipNet/SyncNet substitute interface): ``(rays dict, cond) -> scalar`` or None
@@ -278,25 +352,43 @@ class NeRF3DTalkerField(RadNeRFField):
         self.id_proj = nn.Linear(ID_DIM, cfg.id_code_dim)
         self.disentangle = AudioDisentanglement(cfg, aud_dim)
         self.space = StandardizedSpace(cfg)
+        self.norm = RunningNorm(EXPR_DIM)
         self._cond = None
+        self._seen: tuple | None = None
+        self._replay: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _training_loss(self, cond: dict, pred: torch.Tensor, tracked: torch.Tensor, aus: torch.Tensor):
+        cfg = self.cfg
+        if self._seen is None or self._seen[0] is not cond:          # one update per frame, not per chunk
+            self._seen = (cond, None)
+            self.norm.update(tracked)
+            if cfg.speech_batch:
+                self._replay.append((speech_input(cond["audio_window"]).detach(), tracked.detach()))
+                del self._replay[:-cfg.speech_replay]
+        err = ((pred - tracked) ** 2).mean()
+        if cfg.speech_batch and len(self._replay) > 1:
+            pick = torch.randint(0, len(self._replay), (min(cfg.speech_batch, len(self._replay)),)).tolist()
+            xs = torch.stack([self._replay[i][0] for i in pick])
+            ys = torch.stack([self._replay[i][1] for i in pick])
+            err = (err + len(pick) * ((self.disentangle.speech(xs) - ys) ** 2).mean()) / (1 + len(pick))
+        _, space_loss = self.space(self.norm(tracked), aus)
+        return cfg.lambda_exp * err + cfg.speech_l2 * self.disentangle.speech_penalty() + space_loss
 
     def expression(self, cond: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(expression input [58] of the field, style [style_dim], training loss scalar) of one
-        condition record (see :attr:`drive`)."""
+        """(normalised expression input [58] of the field, style [style_dim], training loss
+        scalar) of one condition record (see :attr:`drive`)."""
         rec = cond["prior3d"].reshape(-1)
         tracked, aus = rec[EXPR_SLICE], rec[AU_SLICE]
-        pred, style = self.disentangle(cond["audio"].reshape(-1))
+        pred = self.disentangle.predict(cond["audio_window"])
+        style = torch.tanh(self.disentangle.style(cond["audio"].reshape(-1)))
+        loss = self._training_loss(cond, pred, tracked, aus) if self.training else rec.new_zeros(())
         mode = self.drive if self.drive != "auto" else ("tracked" if self.training else "audio")
-        loss = rec.new_zeros(())
-        if self.training:
-            loss = self.cfg.lambda_exp * ((pred - tracked) ** 2).mean() + self.space(tracked, aus)[1]
         if mode == "tracked":
-            return tracked, style, loss
+            return self.norm(tracked), style, loss
         if mode != "audio":
             raise ValueError(f"drive must be auto, tracked or audio, not {self.drive!r}")
-        s = self.cfg.standardize
-        e = pred if s == 0 else (1 - s) * pred + s * self.space(pred)[0]
-        return e, style, loss
+        e, s = self.norm(pred), self.cfg.standardize
+        return (e if s == 0 else (1 - s) * e + s * self.space(e)[0]), style, loss
 
     def _hidden(self, x, cond):
         e, style, loss = self.expression(cond)
@@ -319,6 +411,64 @@ class NeRF3DTalkerField(RadNeRFField):
         if self.sync_loss is None or not self.cfg.lambda_sync or self._cond is None:
             return None
         return self.cfg.lambda_sync * self.sync_loss(out, self._cond)
+
+
+def _split_windows(data, split: str, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio windows [N, W, T, C] and tracked expression coefficients [N, 58] of a split of a
+    :class:`pipeline.train.data.TalkingDataset` loaded with the ``prior3d`` condition."""
+    from pipeline.models.audio import audio_window
+
+    sp = data.splits[split]
+    wins = torch.stack([audio_window(data.audio, int(a), window) for a in sp.aud_ids])
+    return wins, sp.conds["prior3d"][:, EXPR_SLICE].float()
+
+
+def predict_expression(model, windows: torch.Tensor) -> torch.Tensor:
+    """The speech branch's expression coefficients [N, 58] for audio windows [N, W, T, C]."""
+    return model.head.disentangle.predict(windows)
+
+
+@torch.no_grad()
+def speech_errors(model, data, split: str = "val") -> dict:
+    """L_exp of the speech branch on ``split`` against the mean-coefficient baseline.
+
+    Args:
+        model: a :class:`pipeline.models.model.TalkingHeadModel` of ``nerf3dtalker``.
+        data: a :class:`pipeline.train.data.TalkingDataset` with ``train`` and ``split`` loaded
+            (conditions including ``prior3d``).
+    Returns:
+        ``{"speech_mse", "mean_mse", "frames"}``: mean squared error over frames and the 58
+        coefficients of the prediction and of the training split's mean coefficients.
+    """
+    wins, tracked = _split_windows(data, split, model.cfg.audio_window)
+    was = model.training
+    model.eval()
+    pred = predict_expression(model, wins)
+    model.train(was)
+    mean = data.splits["train"].conds["prior3d"][:, EXPR_SLICE].float().mean(0)
+    return {"speech_mse": float(((pred - tracked) ** 2).mean()), "mean_mse": float(((mean - tracked) ** 2).mean()),
+            "frames": len(tracked)}
+
+
+def fit_speech_branch(model, data, steps: int = 300, batch: int = 32, lr: float = 1e-3, seed: int = 0) -> list[float]:
+    """Train the speech branch alone on the ``train`` split with L_exp + ``speech_l2`` penalty (Adam,
+    minibatches of ``batch`` frames): the speech branch trained per identity against the tracked
+    coefficients. Returns the L_exp per step."""
+    wins, tracked = _split_windows(data, "train", model.cfg.audio_window)
+    params = list(model.head.disentangle.speech.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    model.head.disentangle.speech.train()
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(0, len(wins), (min(batch, len(wins)),), generator=gen)
+            loss = ((predict_expression(model, wins[idx]) - tracked[idx]) ** 2).mean()
+            opt.zero_grad()
+            (loss + model.cfg.speech_l2 * model.head.disentangle.speech_penalty()).backward()
+            opt.step()
+            losses.append(float(loss))
+    return losses
 
 
 SPEC = register(MethodSpec(
