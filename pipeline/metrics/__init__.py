@@ -10,6 +10,8 @@ lpips          LPIPS(net="alex"), [-1, 1] inputs           :mod:`pipeline.metric
 fid            pytorch-fid Inception pool3 (2048-d)        :mod:`pipeline.metrics.fid`
 lmd, lmd_face  68-point landmark distance (mouth / face)   :mod:`pipeline.metrics.landmarks`
 aue, aue_*     action-unit intensity error (17 AUs)        :mod:`pipeline.metrics.aue`
+au_acc         lip-AU presence agreement (NeRF-3DTalker)    :mod:`pipeline.metrics.aue`
+lmd_lips       MediaPipe lip-set landmark distance         :mod:`pipeline.metrics.lips`
 lse_c, lse_d   SyncNet confidence / distance (Wav2Lip)     :mod:`pipeline.metrics.sync`
 csim           identity cosine similarity                  :mod:`pipeline.metrics.identity`
 cpbd           cumulative probability of blur detection    :mod:`pipeline.metrics.sharpness`
@@ -26,19 +28,20 @@ from dataclasses import asdict, dataclass
 
 #: every metric name of the output JSON, in table order
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
-                "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
+                "au_acc", "lmd_lips", "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
 
 #: config metric group (config ``metrics.self_driven`` / ``metrics.cross_driven``) -> JSON names
 GROUPS = {
     "psnr": ("psnr",), "ssim": ("ssim",), "lpips": ("lpips",), "fid": ("fid",),
     "lmd": ("lmd", "lmd_face"), "aue": ("aue", "aue_lower", "aue_upper"),
     "lse": ("lse_c", "lse_d"), "csim": ("csim",), "cpbd": ("cpbd",),
+    "au_acc": ("au_acc",), "lmd_lips": ("lmd_lips",),
 }
 
 #: groups that compare against ground-truth frames (self-driven protocol only); FID compares
 #: frame sets: with the ground truth (self-driven) or with the identity's training frames
 #: (cross-driven, when ``fid`` is in config ``metrics.cross_driven``)
-NEEDS_GT = ("psnr", "ssim", "lpips", "lmd", "aue")
+NEEDS_GT = ("psnr", "ssim", "lpips", "lmd", "aue", "au_acc", "lmd_lips")
 
 
 def training_frame_paths(data_dir, n: int | None = None, exclude: tuple[int, ...] = (),

@@ -72,3 +72,33 @@ def read_openface_aus(csv_path) -> np.ndarray:
     df = pd.read_csv(csv_path, skipinitialspace=True)
     df.columns = [c.strip() for c in df.columns]
     return au_matrix(df)
+
+
+#: the lip AUs of NeRF-3DTalker's AU accuracy (its code's AU list: upper lip raiser, dimpler, lip
+#: stretcher, lips part, jaw drop)
+LIP_AUS = ("AU10", "AU14", "AU20", "AU25", "AU26")
+
+
+def au_presence(intensity: np.ndarray, threshold: float = 1.0) -> np.ndarray:
+    """Presence [N, 17] bool of AU intensities [N, 17] (OpenFace units 0..5): ``AU_r >= threshold``
+    (1.0: the presence rule of :mod:`pipeline.preprocess.aus`)."""
+    return np.asarray(intensity, np.float64) >= threshold
+
+
+def au_accuracy(pred_presence: np.ndarray, gt_presence: np.ndarray, aus: tuple[str, ...] = LIP_AUS) -> float:
+    """AU Acc (NeRF-3DTalker Table I): the share of (frame, AU) pairs over ``aus`` whose presence
+    agrees between the generated and the ground-truth frame.
+
+    Args:
+        pred_presence, gt_presence: [N, 17] bool presence in :data:`AUS` order.
+        aus: the AUs scored (default :data:`LIP_AUS`).
+    Returns:
+        fraction in [0, 1] (the paper prints it in %).
+    Raises:
+        ValueError: shapes differ or are not [N, 17] with N >= 1.
+    """
+    p, g = np.asarray(pred_presence, bool), np.asarray(gt_presence, bool)
+    if p.shape != g.shape or p.ndim != 2 or p.shape[1] != len(AUS) or len(p) == 0:
+        raise ValueError(f"presence arrays must both be [N >= 1, {len(AUS)}], got {p.shape} and {g.shape}")
+    cols = [AUS.index(a) for a in aus]
+    return float((p[:, cols] == g[:, cols]).mean())

@@ -155,11 +155,12 @@ class AUCollector:
                 np.array(self._ok[key]))
 
     def result(self, per_frame: dict) -> dict[str, MetricValue]:
-        """``aue``, ``aue_lower``, ``aue_upper`` over the frames where both faces were found; adds
-        the per-frame summed squared AU error to ``per_frame``."""
-        from pipeline.metrics.aue import aue
+        """``aue``, ``aue_lower``, ``aue_upper`` and ``au_acc`` (lip-AU presence agreement,
+        :func:`pipeline.metrics.aue.au_accuracy`, presence = AU_r >= 1) over the frames where both
+        faces were found; adds the per-frame summed squared AU error to ``per_frame``."""
+        from pipeline.metrics.aue import au_accuracy, au_presence, aue
 
-        names = ("aue", "aue_lower", "aue_upper")
+        names = ("aue", "aue_lower", "aue_upper", "au_acc")
         try:
             if self.error:
                 return {k: MetricValue.na(self.error) for k in names}
@@ -175,13 +176,55 @@ class AUCollector:
         vals = aue(ag[ok], at[ok])
         sq = ((ag - at) ** 2).sum(1)
         per_frame["au_sq_err"] = [float(x) if o else math.nan for x, o in zip(sq, ok)]
-        return {k: MetricValue(vals[k], self.backend, None, None, int(ok.sum())) for k in names}
+        vals["au_acc"] = au_accuracy(au_presence(ag[ok]), au_presence(at[ok]))
+        return {k: MetricValue(vals[k], self.backend + ("; AU10/14/20/25/26 presence (AU_r >= 1) agreement"
+                                                        if k == "au_acc" else ""), None, None, int(ok.sum()))
+                for k in names}
 
     def close(self) -> None:
         if self.openface_bin:
             self._tmp.cleanup()
         elif not self.error:
             self._det.close()
+
+
+class LipCollector:
+    """MediaPipe Face Mesh of generated and ground-truth frames, frame by frame, for ``lmd_lips``
+    (:mod:`pipeline.metrics.lips`)."""
+
+    def __init__(self):
+        from pipeline.metrics.lips import BACKEND
+        from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+
+        self.backend = BACKEND
+        self._det = MeshDetector(video_mode=False)
+        self._dist: list[float] = []
+        self._status: list[str] = []
+
+    def add(self, gen: np.ndarray, gt: np.ndarray) -> None:
+        """One frame pair, [H, W, 3] uint8 RGB each (same size)."""
+        from pipeline.metrics.landmarks import GT_NO_FACE, OK, REFERENCE_HEIGHT, RENDER_NO_FACE
+        from pipeline.metrics.lips import lip_lmd
+
+        rg = self._det.detect(gt, 0)
+        rq = self._det.detect(gen, 0) if rg is not None else None
+        status = GT_NO_FACE if rg is None else RENDER_NO_FACE if rq is None else OK
+        self._status.append(status)
+        self._dist.append(float(lip_lmd(rq.mesh, rg.mesh)) * REFERENCE_HEIGHT / gen.shape[0]
+                          if status == OK else math.nan)
+
+    def result(self, per_frame: dict) -> MetricValue:
+        """Mean over frames with both faces (pixels at 512 px height); per-frame values into ``per_frame``."""
+        from pipeline.metrics.landmarks import lmd_note
+
+        self._det.close()
+        per_frame["lmd_lips"] = list(self._dist)
+        ok = [x for x in self._dist if not math.isnan(x)]
+        note = lmd_note(self._status)
+        backend = self.backend + "; pixels at 512 px height"
+        if not ok:
+            return MetricValue(None, backend, None, f"no face pair found in any of {len(self._dist)} frames", 0, note)
+        return MetricValue(_mean(ok), backend, None, None, len(ok), note)
 
 
 def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | None,
@@ -309,7 +352,8 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
             out["cpbd"] = cpbd(p)
         return p, g, pf, gf, out
 
-    au = AUCollector(cfg.openface_bin) if "aue" in want else None
+    au = AUCollector(cfg.openface_bin) if want & {"aue", "au_acc"} else None
+    lips = LipCollector() if "lmd_lips" in want else None
     pool = ThreadPoolExecutor(cfg.threads) if cfg.threads > 1 else None
     chunk = 16
     try:
@@ -328,6 +372,8 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                             np.dot(e, ref_emb) / (np.linalg.norm(e) * np.linalg.norm(ref_emb))))
                     if au is not None:
                         au.add(p, g)
+                    if lips is not None:
+                        lips.add(p, g)
                 if inc is not None:
                     feats_gen.append(inc(np.stack([d[2] for d in done])))
                     if gt_paths is not None:
@@ -395,7 +441,9 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
 
         results["cpbd"] = MetricValue(_mean(cols["cpbd"]), BACKEND, None, None, n)
     if au is not None:
-        results.update(au.result(per_frame))
+        results.update({k: v for k, v in au.result(per_frame).items() if k in want})
+    if lips is not None:
+        results["lmd_lips"] = lips.result(per_frame)
     if "lse_c" in want:
         results.update(_lse(cfg, render_dir / "video.mp4"))
 

@@ -100,9 +100,10 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("fid", "FID", False, "fid", digits=2),
     Column("lmd", "LMD", False, "lmd", digits=3, reference="FAN", unit=LMD_UNIT),
     Column("lmd_face", "LMD (face)", False, "lmd_face", digits=3, reference="FAN", unit=LMD_UNIT),
-    Column("lmd79", "LMD-79", False, "lmd", digits=3, reference="FAN", unit=LMD_UNIT,
-           measured_note="measured here: 20 mouth points of the 68-point set, px at 512 (NeRF-3DTalker's "
-                         "LMD-79 uses 79 lip landmarks)"),
+    Column("lmd79", "LMD-79", False, "lmd_lips", digits=3, unit=LMD_UNIT,
+           measured_note="measured here: lip landmark distance over the 40 MediaPipe FACEMESH_LIPS points, px at "
+                         "512 (NeRF-3DTalker's LMD-79 uses 79 lip landmarks whose detector and point set its text "
+                         "does not give, so they cannot be reproduced; not comparable)"),
     Column("aue", "AUE", False, "aue", digits=3, reference="OpenFace"),
     Column("aue_lower", "AUE-L", False, "aue_lower", digits=3, reference="OpenFace"),
     Column("aue_upper", "AUE-U", False, "aue_upper", digits=3, reference="OpenFace"),
@@ -110,8 +111,10 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("lse_d", "Sync-D (LSE-D)", False, "lse_d", digits=3),
     Column("csim", "CSIM", True, "csim", digits=3, reference="ArcFace"),
     Column("cpbd", "CPBD", True, "cpbd", digits=3),
-    Column("au_acc", "AU acc.", True, None, digits=3,
-           unmeasured_reason="AU accuracy needs an AU classifier (OpenFace 2); not measured by this pipeline"),
+    Column("au_acc", "AU acc.", True, "au_acc", scale=100, digits=1, unit="%",
+           measured_note="measured here: presence agreement (AU_r >= 1) per frame and AU over AU10, AU14, AU20, "
+                         "AU25, AU26 with the AU detector named in the header (NeRF-3DTalker does not name its "
+                         "detector)"),
     Column("training_time_h", "Training time (h)", False, "training_time_s", scale=1 / 3600, digits=2),
     Column("fps", "FPS", True, "fps", digits=1),
     # one-shot protocol (pipeline/oneshot/metrics.py)

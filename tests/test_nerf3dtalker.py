@@ -1,0 +1,164 @@
+"""NeRF-3DTalker (pipeline/models/methods/nerf3dtalker.py) and its Table I metrics.
+
+Fast tests on constructed inputs (codebook, AU accuracy, lip landmark distance, the 3D prior
+record); slow ones on the sample identity's dataset with the Surrey Face Model fitted from
+``../shared/models/sfm`` (the copy tests use, as tests/test_threedmm.py): the speech branch against
+the mean coefficients on the validation split, and the expression input's effect on a render.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.common.errors import InputError
+from pipeline.metrics.aue import AUS, LIP_AUS, au_accuracy, au_presence
+from pipeline.metrics.lips import LIP_POINTS, lip_lmd
+from pipeline.models.methods import nerf3dtalker as N
+from tests.conftest import PROJECT_ROOT
+
+SFM = PROJECT_ROOT.parent / "shared" / "models" / "sfm"
+
+
+# ------------------------------------------------------------------ codebook
+def test_codebook_quantises_to_nearest_entries():
+    vq = N.VectorQuantizer(4, 2, beta=0.25)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [-3.0, -3.0]]))
+    z = torch.tensor([[0.4, 0.1], [0.6, -0.2], [0.1, 1.2], [-2.0, -2.5], [5.0, 5.0]], requires_grad=True)
+    zq, idx, loss = vq(z)
+    assert idx.tolist() == [0, 1, 2, 3, 2]       # [5, 5]: |(-5,-3)|^2 = 34 < |(-4,-5)|^2 = 41 < ...
+    assert torch.allclose(zq.detach(), vq.codebook.detach()[[0, 1, 2, 3, 2]])
+    expected = ((z.detach() - vq.codebook.detach()[idx]) ** 2).mean() * 1.25
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    zq.sum().backward()                           # straight-through: identity gradient to z
+    assert torch.equal(z.grad, torch.ones_like(z))
+    # the Standardized Space's five AU codebooks and the global one pick their nearest entries too
+    cfg = N.NeRF3DTalkerConfig(hidden=16)
+    space = N.StandardizedSpace(cfg)
+    e = torch.randn(N.EXPR_DIM)
+    z_au, q_au, idx_au, q_g, idx_g, _ = space.quantize(e)
+    for k, book in enumerate(space.au_codebooks):
+        d = ((book.codebook - z_au[k]) ** 2).sum(-1)
+        assert int(idx_au[k]) == int(d.argmin()) and torch.allclose(q_au[k], book.codebook[idx_au[k]])
+    zg = space.global_encoder(e)
+    assert int(idx_g) == int(((space.global_codebook.codebook - zg) ** 2).sum(-1).argmin())
+    assert len(space.au_codebooks) == len(N.LIP_AUS) == 5
+    assert space.au_codebooks[0].codebook.shape == (cfg.au_codebook_size, cfg.au_latent_dim)
+    assert space.global_codebook.codebook.shape == (cfg.global_codebook_size, cfg.global_latent_dim)
+
+
+# ------------------------------------------------------------------ Table I metrics
+def test_au_accuracy_matches_hand_count():
+    pred = np.zeros((2, len(AUS)), bool)
+    gt = np.zeros((2, len(AUS)), bool)
+    col = {a: AUS.index(a) for a in LIP_AUS}
+    for a, p, g in zip(LIP_AUS, [1, 0, 1, 0, 1], [1, 1, 1, 0, 0]):   # frame 0: 3 of 5 agree
+        pred[0, col[a]], gt[0, col[a]] = p, g
+    gt[1, col["AU26"]] = True                                           # frame 1: 4 of 5 agree
+    pred[:, AUS.index("AU45")] = True                                   # not a lip AU: ignored
+    assert au_accuracy(pred, gt) == pytest.approx(7 / 10)
+    assert au_accuracy(gt, gt) == 1.0
+    inten = np.zeros((1, len(AUS)))
+    inten[0, col["AU10"]], inten[0, col["AU25"]] = 1.0, 0.99
+    pres = au_presence(inten)
+    assert pres[0, col["AU10"]] and not pres[0, col["AU25"]]
+    with pytest.raises(ValueError):
+        au_accuracy(pred[:, :5], gt[:, :5])
+
+
+def test_lip_landmark_distance_matches_hand_value():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 512, (478, 2))
+    assert len(LIP_POINTS) == 40
+    assert lip_lmd(gt + [7.0, -3.0], gt) == pytest.approx(0.0, abs=1e-9)   # translation is removed
+    pred = gt.copy()
+    pred[LIP_POINTS[5]] += [3.0, 4.0]
+    # moved point: |v - v/40| = 5 * 39/40; the other 39: |v/40| = 5/40; mean over 40 points
+    assert float(lip_lmd(pred, gt)) == pytest.approx((5 * 39 / 40 + 39 * 5 / 40) / 40)
+    other = gt.copy()
+    other[1] += [50.0, 50.0]                                            # vertex 1 is not a lip point
+    assert 1 not in LIP_POINTS and float(lip_lmd(other, gt)) == 0.0
+    both = lip_lmd(np.stack([gt, pred]), np.stack([gt, gt]))
+    assert both.shape == (2,) and both[0] == 0.0
+
+
+# ------------------------------------------------------------------ the 3D prior record
+def _write_prior_files(root, n=3, status="ok"):
+    root.mkdir(parents=True, exist_ok=True)
+    if status == "ok":
+        np.savez(root / "threedmm.npz", shape=np.arange(63, dtype=np.float32),
+                 expression=np.full((n, 6), 0.5, np.float32), status=np.array("ok"))
+    else:
+        np.savez(root / "threedmm.npz", status=np.array("n/a"), reason=np.array("Surrey Face Model files not found"))
+    np.save(root / "blendshapes.npy", np.tile(np.linspace(0, 1, 52, dtype=np.float32), (n, 1)))
+    df = pd.DataFrame({"frame": np.arange(1, n + 1), **{f"{a}_r": np.full(n, k + 1.0) for k, a in enumerate(LIP_AUS)},
+                       "AU45_r": np.zeros(n)})
+    df.to_csv(root / "au.csv", index=False)
+    return root / "threedmm.npz"
+
+
+def test_prior3d_record_layout_and_refusals(tmp_path):
+    rec = N.load_prior3d(_write_prior_files(tmp_path / "ok"), 3)
+    assert rec.shape == (3, N.PRIOR_DIM) and N.PRIOR_DIM == 63 + 6 + 52 + 5
+    assert np.array_equal(rec[1, N.ID_SLICE], np.arange(63))
+    assert np.allclose(rec[:, N.EXPR_SLICE][:, :6], 0.5)
+    assert np.allclose(rec[0, N.EXPR_SLICE][6:], np.linspace(0, 1, 52))
+    assert rec[0, N.AU_SLICE].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    with pytest.raises(InputError, match="no 3DMM fit, nerf3dtalker needs it .Surrey Face Model files not found"):
+        N.load_prior3d(_write_prior_files(tmp_path / "na", status="n/a"), 3)
+    bad = _write_prior_files(tmp_path / "short")
+    np.save(tmp_path / "short" / "blendshapes.npy", np.zeros((2, 52), np.float32))
+    with pytest.raises(InputError, match=r"blendshapes\.npy: expected \[3, 52\]"):
+        N.load_prior3d(bad, 3)
+
+
+# ------------------------------------------------------------------ on the sample identity
+@pytest.fixture(scope="module")
+def sample_3dmm(sample_workdir, tmp_path_factory):
+    """The sample dataset with threedmm.npz fitted from ../shared/models/sfm."""
+    if not (SFM / "sfm_shape_3448.bin").is_file():
+        pytest.skip(f"{SFM} not found: the SFM files are beside the clone in ../shared/models/sfm")
+    ds = tmp_path_factory.mktemp("n3d") / "German"
+    shutil.copytree(sample_workdir / "results" / "data" / "German", ds)
+    wd = ds.parent / "weights"
+    shutil.copytree(SFM, wd / "sfm")
+    subprocess.run([sys.executable, "-m", "pipeline.preprocess.threedmm", "--frames", str(ds / "ori_imgs"),
+                    "--landmarks", str(ds / "landmarks.json"), "--out", str(ds / "threedmm.npz"),
+                    "--report", str(ds / "threedmm.json"), "--weights-dir", str(wd), "--cfg", "{}"],
+                   check=True, cwd=PROJECT_ROOT, capture_output=True)
+    return ds
+
+
+def _model_and_data(ds, resolution, **overrides):
+    from pipeline.models.registry import build_model
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+
+    cfg = resolve_config("nerf3dtalker", {"profile": "smoke", "device": "cpu",
+                                          "overrides": {"resolution": resolution, **overrides}})
+    data = TalkingDataset(ds, resolution, "mel", ("train", "val"), conditions=N.SPEC.conditions, method="nerf3dtalker")
+    torch.manual_seed(0)
+    meta = {"H": data.H, "W": data.W, "focal": data.focal, "cx": data.cx, "cy": data.cy,
+            "scene_scale": data.scene_scale(cfg.head_box), "bound": 1.0, "audio_feature": "mel",
+            "audio_window": cfg.audio_window, "audio_shape": list(data.audio.shape[1:]), "profile": "smoke"}
+    return build_model(cfg, meta), data
+
+
+@pytest.mark.slow
+def test_speech_branch_beats_mean_coefficients_on_val(sample_3dmm, capsys):
+    """L_exp of the speech branch trained on the sample's training split, on the validation split,
+    against the training split's mean coefficients (both printed)."""
+    model, data = _model_and_data(sample_3dmm, 32)
+    losses = N.fit_speech_branch(model, data, steps=600)
+    err = N.speech_errors(model, data, "val")
+    with capsys.disabled():
+        print(f"\nspeech branch L_exp on val ({err['frames']} frames): {err['speech_mse']:.5f}; "
+              f"mean coefficients: {err['mean_mse']:.5f} (ratio {err['speech_mse'] / err['mean_mse']:.3f})")
+    assert np.mean(losses[-50:]) < np.mean(losses[:50])
+    assert err["speech_mse"] < 0.95 * err["mean_mse"]
