@@ -34,7 +34,7 @@ AUDIO_SR = 16000
 #: well under one video frame, so the A/V durations can match within a frame)
 MUX_AUDIO_SR = 48000
 #: one_shot: a reference photo driven by a video (pipeline.oneshot; the identity field names the photo)
-PROTOCOLS = ("self_driven", "cross_driven", "one_shot")
+PROTOCOLS = ("self_driven", "cross_driven", "one_shot", "free_view")
 COMPOSITING = ("full", "head_on_gt", "paste_back")
 
 #: manifest fields every producer must supply (``write_contract`` adds the ``video``/``n_frames``/
@@ -43,7 +43,7 @@ REQUIRED_FIELDS = {
     "method": str,            # registered method or baseline name
     "identity": str,
     "test": str,              # "self" (pipeline.common.layout.SELF_DRIVEN_TEST) or a cross-driven key
-    "protocol": str,          # self_driven | cross_driven | one_shot
+    "protocol": str,          # self_driven | cross_driven | one_shot | free_view (pipeline.render.freeview)
     "driving_audio": dict,    # {"path": str, "sha256": str}
     "n_frames": int,
     "fps": (int, float),      # 25
