@@ -35,7 +35,7 @@ def test_codebook_quantises_to_nearest_entries():
     assert idx.tolist() == [0, 1, 2, 3, 2]       # [5, 5]: |(-5,-3)|^2 = 34 < |(-4,-5)|^2 = 41 < ...
     assert torch.allclose(zq.detach(), vq.codebook.detach()[[0, 1, 2, 3, 2]])
     expected = ((z.detach() - vq.codebook.detach()[idx]) ** 2).mean() * 1.25
-    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     zq.sum().backward()                           # straight-through: identity gradient to z
     assert torch.equal(z.grad, torch.ones_like(z))
     # the Standardized Space's five AU codebooks and the global one pick their nearest entries too
@@ -119,6 +119,15 @@ def test_prior3d_record_layout_and_refusals(tmp_path):
 
 
 # ------------------------------------------------------------------ on the sample identity
+@pytest.fixture
+def one_thread():
+    """Small networks on a shared 2-core machine: one torch thread is many times faster than two."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def sample_3dmm(sample_workdir, tmp_path_factory):
     """The sample dataset with threedmm.npz fitted from ../shared/models/sfm."""
@@ -151,7 +160,7 @@ def _model_and_data(ds, resolution, **overrides):
 
 
 @pytest.mark.slow
-def test_speech_branch_beats_mean_coefficients_on_val(sample_3dmm, capsys):
+def test_speech_branch_beats_mean_coefficients_on_val(sample_3dmm, one_thread, capsys):
     """L_exp of the speech branch trained on the sample's training split, on the validation split,
     against the training split's mean coefficients (both printed)."""
     model, data = _model_and_data(sample_3dmm, 32)
@@ -162,3 +171,50 @@ def test_speech_branch_beats_mean_coefficients_on_val(sample_3dmm, capsys):
               f"mean coefficients: {err['mean_mse']:.5f} (ratio {err['speech_mse'] / err['mean_mse']:.3f})")
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
     assert err["speech_mse"] < 0.95 * err["mean_mse"]
+
+
+@pytest.mark.slow
+def test_expression_coefficients_change_the_mouth_not_the_background(sample_3dmm, one_thread, tmp_path, capsys):
+    """A head stage trained on the sample (64 px, 500 steps); the self-driven validation frames
+    rendered with the tracked coefficients and with the jaw/mouth blendshapes (the articulated
+    coefficients) of the most different training frame: the mouth box (68-point mouth landmarks)
+    changes, the background (parsing label 0) hardly does."""
+    from PIL import Image
+
+    from pipeline.models.registry import load_checkpoint
+    from pipeline.preprocess.parsing import read_parsing
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import frame_conditions, train_stage
+
+    cfg = resolve_config("nerf3dtalker", {"profile": "smoke", "device": "cpu", "overrides": {
+        "resolution": 64, "head_steps": 500, "lambda_head_alpha": 0.05, "occ_warmup": 64}})
+    train_stage("head", cfg, sample_3dmm, tmp_path, tmp_path / "head.pt", weights_dir=tmp_path / "none")
+    model, _ = load_checkpoint(tmp_path / "head.pt")
+    model.head.drive = "tracked"
+    data = TalkingDataset(sample_3dmm, 64, "mel", ("train", "val"), conditions=N.SPEC.conditions, method="nerf3dtalker")
+    val, tr = data.splits["val"], data.splits["train"]
+    mouth_cols = slice(N.EXPR_SLICE.start + N.SFM_EXPR_DIM + 25, N.EXPR_SLICE.stop)   # jawForward .. mouthUpperUpRight
+    stats = []
+    for k in (3, 14, 25):
+        with torch.no_grad():
+            cond = frame_conditions(model, val, k, data.audio, "cpu")
+            c2w = model.scene_pose(val.poses[k])
+            a = model.render_frame(c2w, cond, data.bc)["rgb"]
+            rec = cond["prior3d"].clone()
+            far = int(((tr.conds["prior3d"][:, mouth_cols] - rec[mouth_cols]) ** 2).sum(1).argmax())
+            rec[mouth_cols] = tr.conds["prior3d"][far, mouth_cols]
+            b = model.render_frame(c2w, {**cond, "prior3d": rec}, data.bc)["rgb"]
+        diff = (a - b).abs().mean(-1).numpy()
+        par = np.asarray(Image.fromarray(read_parsing(sample_3dmm / "parsing" / f"{val.ids[k]}.png"))
+                         .resize((data.W, data.H), Image.NEAREST))
+        r0, r1, c0, c1 = val.mouth[k].tolist()
+        mouth = np.zeros(diff.shape, bool)
+        mouth[r0:r1, c0:c1] = True
+        stats.append((diff[mouth].mean(), diff[(par == 1) & ~mouth].mean(), diff[par == 0].mean()))
+    with capsys.disabled():
+        for s in stats:
+            print(f"\nmean |change| mouth box {s[0]:.4f}, rest of the head {s[1]:.4f}, background {s[2]:.5f}")
+    for m, _, bg in stats:
+        assert m > 0.004 and bg < m / 5
+    assert np.mean([s[0] for s in stats]) > np.mean([s[1] for s in stats])

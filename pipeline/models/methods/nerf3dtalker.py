@@ -467,7 +467,7 @@ def fit_speech_branch(model, data, steps: int = 300, batch: int = 32, lr: float 
             opt.zero_grad()
             (loss + model.cfg.speech_l2 * model.head.disentangle.speech_penalty()).backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     return losses
 
 
