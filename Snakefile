@@ -18,6 +18,7 @@ include: "workflow/rules/baselines/static_frame.smk"
 include: "workflow/rules/baselines/external.smk"
 include: "workflow/rules/oneshot.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/freeview.smk"
 include: "workflow/rules/report.smk"
 
 
