@@ -21,7 +21,7 @@ from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO, make_workdir
 torch.set_num_threads(1)
 N = 8
 NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
-         "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
+         "au_acc", "lmd_lips", "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")
 
 
 def _dataset(root):
@@ -204,6 +204,28 @@ def test_cross_driven_fid_is_against_the_training_frames(sample, monkeypatch, tm
     cfg = MetricsConfig(cross_driven=["cpbd"], weights_dir=weights)
     res = evaluate_render(_render(root, "fid_copy", "jfk", frames), data, None, cfg)[0]["metrics"]["fid"]
     assert res["value"] is None and "not in config metrics.cross_driven" in res["na_reason"]
+
+
+def test_nerf3dtalker_table1_metrics_on_renders(sample):
+    """au_acc and lmd_lips (config groups of the same names): a render of the ground-truth frames
+    agrees on every lip AU and has lip distance 0; a render stretched vertically by 15% moves the
+    lip points (relative to their centre) by several pixels."""
+    from pipeline.metrics.compute import MetricsConfig, evaluate_render
+
+    root, data, frames, weights = sample
+    cfg = MetricsConfig(self_driven=["au_acc", "lmd_lips"], weights_dir=weights)
+    same, per = evaluate_render(_render(root, "t1_same", "self", frames, gt_dir=data / "gt_imgs"), data, None, cfg)
+    _check_shape(same, N)
+    m = same["metrics"]
+    assert m["au_acc"]["value"] == 1.0 and m["au_acc"]["n_frames"] == N
+    assert "AU10/14/20/25/26 presence" in m["au_acc"]["backend"]
+    assert m["lmd_lips"]["value"] == pytest.approx(0.0, abs=1e-9) and "FACEMESH_LIPS" in m["lmd_lips"]["backend"]
+    assert len(per["lmd_lips"]) == N
+    assert m["aue"]["value"] is None and "not in config" in m["aue"]["na_reason"]
+    h = frames[0].shape[0]
+    stretched = [cv2.resize(f, None, fx=1.0, fy=1.15)[(int(h * 1.15) - h) // 2:][:h] for f in frames]
+    moved = evaluate_render(_render(root, "t1_moved", "self", stretched, gt_dir=data / "gt_imgs"), data, None, cfg)[0]
+    assert moved["metrics"]["lmd_lips"]["value"] > 1.0
 
 
 def test_bad_render_manifest_is_one_clear_line(tmp_path):
