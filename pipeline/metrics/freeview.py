@@ -49,7 +49,7 @@ def view_csim(embed, view_frames: list[np.ndarray], front_frames: list[np.ndarra
     if not sims:
         return MetricValue(None, embed.backend, getattr(embed, "weights_sha256", None),
                            f"no face pair found in any of {len(view_frames)} frames", 0, note)
-    return MetricValue(float(np.mean(sims)), embed.backend + "; against the frontal render, frame by frame",
+    return MetricValue(float(np.mean(sims)), embed.backend,
                        getattr(embed, "weights_sha256", None), None, len(sims), note)
 
 
@@ -111,7 +111,10 @@ def write_table(results: list[dict], out_md: str | Path, out_csv: str | Path) ->
         return f"n/a ({len(notes)})"
 
     for r in results:
-        for name, v in r["views"].items():
+        ordered = sorted(r["views"].items(), key=lambda kv: (kv[0] != r.get("reference_view", "front"),
+                                                             kv[1]["pitch_deg"] != 0, kv[1]["yaw_deg"],
+                                                             kv[1]["pitch_deg"]))
+        for name, v in ordered:
             rows.append({"method": r["method"], "identity": r["identity"], "view": name, "yaw_deg": v["yaw_deg"],
                          "pitch_deg": v["pitch_deg"], "csim_vs_front": cell(v["csim"]), "cpbd": cell(v["cpbd"])})
     df = pd.DataFrame(rows, columns=["method", "identity", "view", "yaw_deg", "pitch_deg", "csim_vs_front", "cpbd"])
@@ -121,8 +124,9 @@ def write_table(results: list[dict], out_md: str | Path, out_csv: str | Path) ->
              "|---|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r.method} | {r.identity} | {r.view} | {r.yaw_deg:g} | {r.pitch_deg:g} | {r.csim_vs_front} | "
               f"{r.cpbd} |" for r in df.itertuples()]
-    lines += ["", "No ground truth exists at a novel view; the frontal row is the tracked camera (CSIM 1 by "
-              "definition). CSIM backend: " + ("; ".join(backends) or "none") + "."]
+    lines += ["", "No ground truth exists at a novel view: CSIM compares each view's frame with the frontal "
+              "frame (the tracked camera; its row is 1 by definition). CSIM backend: "
+              + ("; ".join(backends) or "none") + "."]
     lines += [f"({k}) {t}  " for k, t in enumerate(notes, 1)]
     with atomic_write(out_md, "w") as fh:
         fh.write("\n".join(lines) + "\n")
