@@ -83,7 +83,8 @@ def test_table_marks_na_cells_with_their_reason(tmp_path):
         "front": {"yaw_deg": 0, "pitch_deg": 0, "csim": {"value": 1.0, "backend": "b"}, "cpbd": {"value": 0.3}},
         "yaw+30": {"yaw_deg": 30, "pitch_deg": 0, "csim": {"value": None, "na_reason": "no face pair found"},
                    "cpbd": {"value": 0.25}}}}
-    write_table([res], tmp_path / "t.md", tmp_path / "t.csv")
+    write_table([res], tmp_path / "t.md", tmp_path / "t.csv", {"static_frame": "no 3D model"})
     md = (tmp_path / "t.md").read_text()
     assert "| m | I | yaw+30 | 30 | 0 | n/a (1) | 0.250 |" in md and "(1) no face pair found" in md
+    assert "| static_frame | all | all | – | – | n/a (2) | n/a (2) |" in md and "(2) no 3D model" in md
     assert (tmp_path / "t.csv").read_text().splitlines()[0] == "method,identity,view,yaw_deg,pitch_deg,csim_vs_front,cpbd"

@@ -97,9 +97,11 @@ def evaluate_freeview(renders: str | Path, weights_dir: str | Path = "weights_ca
     return out
 
 
-def write_table(results: list[dict], out_md: str | Path, out_csv: str | Path) -> None:
+def write_table(results: list[dict], out_md: str | Path, out_csv: str | Path,
+                not_rendered: dict[str, str] | None = None) -> None:
     """The free-view table: one row per (method, identity, view); CSIM vs the frontal render and
-    CPBD, n/a cells with their reason as footnotes. Writes Markdown and CSV atomically."""
+    CPBD, n/a cells with their reason as footnotes; one n/a row per method of ``not_rendered``
+    (method -> reason, e.g. a 2D baseline without a 3D model). Writes Markdown and CSV atomically."""
     import pandas as pd
 
     rows, notes = [], []
@@ -117,12 +119,16 @@ def write_table(results: list[dict], out_md: str | Path, out_csv: str | Path) ->
         for name, v in ordered:
             rows.append({"method": r["method"], "identity": r["identity"], "view": name, "yaw_deg": v["yaw_deg"],
                          "pitch_deg": v["pitch_deg"], "csim_vs_front": cell(v["csim"]), "cpbd": cell(v["cpbd"])})
+    for method, reason in (not_rendered or {}).items():
+        rows.append({"method": method, "identity": "all", "view": "all", "yaw_deg": math.nan, "pitch_deg": math.nan,
+                     "csim_vs_front": cell({"value": None, "na_reason": reason}), "cpbd": f"n/a ({len(notes)})"})
     df = pd.DataFrame(rows, columns=["method", "identity", "view", "yaw_deg", "pitch_deg", "csim_vs_front", "cpbd"])
     backends = sorted({v["csim"].get("backend") or "" for r in results for v in r["views"].values()} - {""})
     lines = ["#### Free view: identity consistency with the frontal render (CSIM) and sharpness (CPBD)", "",
              "| Method | Identity | View | Yaw (deg) | Pitch (deg) | CSIM vs front↑ | CPBD↑ |",
              "|---|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r.method} | {r.identity} | {r.view} | {r.yaw_deg:g} | {r.pitch_deg:g} | {r.csim_vs_front} | "
+    deg = lambda v: "–" if math.isnan(v) else f"{v:g}"  # noqa: E731
+    lines += [f"| {r.method} | {r.identity} | {r.view} | {deg(r.yaw_deg)} | {deg(r.pitch_deg)} | {r.csim_vs_front} | "
               f"{r.cpbd} |" for r in df.itertuples()]
     lines += ["", "No ground truth exists at a novel view: CSIM compares each view's frame with the frontal "
               "frame (the tracked camera; its row is 1 by definition). CSIM backend: "
@@ -145,13 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("--out-md", required=True)
     t.add_argument("--out-csv", required=True)
+    t.add_argument("--not-rendered", default="{}", help="JSON {method: reason} of methods without free-view renders")
     t.add_argument("inputs", nargs="*")
     args = ap.parse_args(argv)
     setup_logging("pipeline.metrics.freeview")
     if args.cmd == "metrics":
         atomic_write_json(args.out, evaluate_freeview(args.renders, args.weights_dir))
     else:
-        write_table([read_json(p) for p in args.inputs], args.out_md, args.out_csv)
+        import json
+
+        write_table([read_json(p) for p in args.inputs], args.out_md, args.out_csv, json.loads(args.not_rendered))
     return 0
 
 

@@ -6,6 +6,11 @@
 
 FREEVIEW_METHODS = list(config["train"]["methods"]) if config["render"]["free_view"]["enabled"] else []
 FREEVIEW_METRICS = "results/metrics/{method}/{identity}/free_view/summary.json"
+# baselines (2D renders, no 3D model): listed in the table as n/a with the reason
+FREEVIEW_NA = {
+    m: "no free-view render: a 2D baseline or an external video has no 3D model to render from another camera"
+    for m in sorted({run[0] for run in BASELINE_RUNS} - set(FREEVIEW_METHODS))
+}
 
 
 rule render_freeview:
@@ -70,6 +75,8 @@ rule freeview_table:
     output:
         md="results/tables/free_view.md",
         csv="results/tables/free_view.csv",
+    params:
+        na=shlex.quote(json.dumps(FREEVIEW_NA, sort_keys=True)),
     conda:
         "../../envs/metrics.yaml"
     log:
@@ -81,7 +88,8 @@ rule freeview_table:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m pipeline.metrics.freeview table --out-md {output.md:q} --out-csv {output.csv:q} {input:q}"
+        "python -m pipeline.metrics.freeview table --out-md {output.md:q} --out-csv {output.csv:q}"
+        " --not-rendered {params.na} {input:q}"
         " 2> {log:q}"
 
 
