@@ -218,3 +218,38 @@ def test_expression_coefficients_change_the_mouth_not_the_background(sample_3dmm
     for m, _, bg in stats:
         assert m > 0.004 and bg < m / 5
     assert np.mean([s[0] for s in stats]) > np.mean([s[1] for s in stats])
+
+
+@pytest.mark.slow
+def test_nerf3dtalker_through_snakemake(tmp_path):
+    """train.methods [nerf3dtalker] (smoke profile) on the sample with its 3DMM fit: trains, renders
+    the self-driven, a cross-driven and the free-view tests, and appears in the nerf3dtalker_table1
+    tables with its AU accuracy and lip distance (or their n/a reasons) and in the free-view table
+    (about 3 minutes on 2 cores, the dataset included)."""
+    import json
+
+    from tests.conftest import make_workdir, run_snakemake
+
+    if not (SFM / "sfm_shape_3448.bin").is_file():
+        pytest.skip(f"{SFM} not found: the SFM files are beside the clone in ../shared/models/sfm")
+    wd = make_workdir(tmp_path / "wd", {
+        "train": {"methods": ["nerf3dtalker"], "profile": "smoke"},
+        "preprocess": {"threedmm": {"model_dir": str(SFM)}},
+        "render": {"cross_driven": {"jfk": str(PROJECT_ROOT / "resources" / "audio" / "jfk_3s.flac")},
+                   "free_view": {"enabled": True, "frames": 2, "views": {"yaw+15": [15, 0]}}},
+        "metrics": {"self_driven": ["ssim", "au_acc", "lmd_lips"], "cross_driven": ["cpbd"]},
+        "report": {"preset": "nerf3dtalker_table1"}, "oneshot": {"driving_method": None},
+        "weights_dir": str(tmp_path / "no_weights")})
+    run_snakemake(wd, "results/tables/self_driven.md", "results/tables/free_view.md", timeout=1800)
+    assert (wd / "results" / "models" / "nerf3dtalker" / "German" / "torso.pt").is_file()
+    for test in ("self", "jfk"):
+        man = json.loads((wd / "results" / "renders" / "nerf3dtalker" / "German" / test / "manifest.json").read_text())
+        assert man["method"] == "nerf3dtalker"
+    m = json.loads((wd / "results" / "metrics" / "nerf3dtalker" / "German" / "self.json").read_text())["metrics"]
+    for name in ("au_acc", "lmd_lips"):   # a smoke-profile head may show no detectable face: n/a with that reason
+        assert (m[name]["value"] is not None and m[name]["value"] >= 0) or "no face" in m[name]["na_reason"]
+    row = next(ln for ln in (wd / "results" / "tables" / "self_driven.md").read_text().splitlines()
+               if ln.startswith("| nerf3dtalker |"))
+    assert "AU acc." in (wd / "results" / "tables" / "self_driven.md").read_text() and "n/a" in row
+    fv = (wd / "results" / "tables" / "free_view.md").read_text()
+    assert "| nerf3dtalker | German | front |" in fv and "| nerf3dtalker | German | yaw+15 | 15 | 0 |" in fv
