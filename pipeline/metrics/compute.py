@@ -48,7 +48,7 @@ class MetricsConfig:
     verify_weights: bool | None = None
     """check weights hashes before use (None: on, unless $TALKING_NERF_VERIFY_WEIGHTS=0)"""
     lse_min_frames: int = 100
-    """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    """LSE accepts clips of more frames than this (the reference pipeline's --min_track)"""
     lse_short_clips: bool = False
     """score LSE on clips shorter than ``lse_min_frames`` too (down to SyncNet's 6-frame window),
     with a note saying so (config ``metrics.lse_short_clips``)"""
@@ -441,13 +441,13 @@ def _training_features(inc, data_dir: Path | None, first_render: Path | None) ->
 
 
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
-    """LSE-C / LSE-D of the render video; clips under ``cfg.lse_min_frames`` are n/a unless
-    ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
+    """LSE-C / LSE-D of the render video; clips of ``cfg.lse_min_frames`` frames or fewer are n/a
+    unless ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
     from pipeline.metrics.sync import LSE, WINDOW
 
     try:
         lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device,
-                  WINDOW + 1 if cfg.lse_short_clips else cfg.lse_min_frames)
+                  WINDOW if cfg.lse_short_clips else cfg.lse_min_frames)
     except WeightsMissing as exc:
         return {k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")}
     try:
@@ -455,8 +455,8 @@ def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
     except ValueError as exc:
         return {k: MetricValue.na(str(exc), LSE.backend) for k in ("lse_c", "lse_d")}
     note = None
-    if r["n_frames"] < cfg.lse_min_frames:
-        note = (f"short clip: {r['n_frames']} frames, under the reference pipeline's {cfg.lse_min_frames}-frame "
+    if r["n_frames"] <= cfg.lse_min_frames:
+        note = (f"short clip: {r['n_frames']} frames, not over the reference pipeline's {cfg.lse_min_frames}-frame "
                 "minimum (syncnet_python --min_track); scored because metrics.lse_short_clips is on, "
                 "not comparable with published LSE")
     return {k: MetricValue(r[k], lse.backend + ("; short clip" if note else ""), lse.weights_sha256, None,
