@@ -199,7 +199,8 @@ def fetch(name: str, weights_dir: str | Path, force: bool = False, timeout: floa
     if entry.present(weights_dir) and not force:
         return dest
     if not direct_download(entry):
-        raise WeightsMissing(name, f"not a direct download: get it from {entry.url} and place it at {dest}")
+        raise WeightsMissing(name, f"not a direct download: get it from {entry.url} and place it at {dest}"
+                                   + (f"; notes: {entry.notes}" if entry.notes else ""))
     try:
         with atomic_path(dest) as tmp:
             with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(tmp, "wb") as fh:
