@@ -111,14 +111,14 @@ def test_unavailable_reasons(tmp_path, monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "pyfaceau.models", None)  # not importable, installed or not
     why = A.pyfaceau_unavailable(models)
-    assert why.startswith("pyfaceau not installed (")
-    assert f"OPENFACE_MODELS_DIR={models} pyfaceau-download-models" in why
+    assert why.startswith("pyfaceau not installed: ")
+    assert why.endswith("; `python -m pipeline.weights fetch openface_models_pyfaceau` says how to install them")
     monkeypatch.delitem(sys.modules, "pyfaceau.models")
     root = tmp_path / "site"
     install_standin(root, models, packages=("pyfaceau", "pymtcnn"))
     monkeypatch.syspath_prepend(str(root))
     why = A.pyfaceau_unavailable(models)
-    assert why.startswith(f"pyclnf: OpenFace model files not installed in {models} (")
+    assert why.startswith(f"pyclnf's OpenFace model files not in {models}; `python -m pipeline.weights fetch")
     install_standin(root, models)
     assert A.pyfaceau_unavailable(models) is None
     for name in [m for m in sys.modules if m.split(".")[0] in A.PYFACEAU_PACKAGES]:
@@ -201,7 +201,7 @@ def test_aue_without_pyfaceau_models_says_why(standin, tmp_path):
     try:
         assert au.mode == "estimate"
         assert au.backend.startswith("AU estimate from MediaPipe blendshapes (not OpenFace); pyfaceau unavailable "
-                                     "(pyfaceau: OpenFace model files not installed in ")
+                                     "(pyfaceau's OpenFace model files not in ")
         assert short_backend(au.backend) == "AU estimate from MediaPipe blendshapes"
     finally:
         au.close()

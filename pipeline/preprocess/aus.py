@@ -271,10 +271,8 @@ PYFACEAU_BACKEND = "pyfaceau (OpenFace 2.2 AU models, Python re-implementation)"
 PYFACEAU_PACKAGES = ("pyfaceau", "pyclnf", "pymtcnn")
 #: folder inside the weights folder that holds OpenFace's model files for pyfaceau
 OPENFACE_MODELS = "OpenFaceModels"
-#: how to install them (the weights manifest entry ``openface_models_pyfaceau`` has the details)
-PYFACEAU_FETCH = ("pip install --no-deps pyfaceau pyclnf pymtcnn pyfhog onnxruntime; then "
-                  "OPENFACE_MODELS_DIR={dir} pyfaceau-download-models (shows OpenFace's licence: "
-                  "academic or non-profit non-commercial research only)")
+#: where the install steps are (the manifest entry's notes)
+PYFACEAU_HOW = "`python -m pipeline.weights fetch openface_models_pyfaceau` says how to install them"
 
 
 def pyfaceau_models_dir(weights_dir: str | Path) -> Path:
@@ -292,10 +290,9 @@ def pyfaceau_unavailable(models_dir: str | Path) -> str | None:
         try:
             mod = importlib.import_module(f"{pkg}.models")
         except ImportError as exc:
-            return f"pyfaceau not installed ({exc}; {PYFACEAU_FETCH.format(dir=models_dir)})"
+            return f"pyfaceau not installed: {exc}; {PYFACEAU_HOW}"
         if not mod.models_ready(cache_dir=models_dir):
-            return (f"{pkg}: OpenFace model files not installed in {models_dir} "
-                    f"({PYFACEAU_FETCH.format(dir=models_dir)})")
+            return f"{pkg}'s OpenFace model files not in {models_dir}; {PYFACEAU_HOW}"
     return None
 
 
