@@ -228,3 +228,24 @@ def test_tables_mark_pyfaceau_cells(tmp_path):
     assert cell.startswith("2.500 (")
     note = tab.footnotes[int(cell.split("(")[1].rstrip(")")) - 1]
     assert note.startswith("AUE: measured with pyfaceau, not OpenFace as in the papers")
+
+
+def test_metrics_json_records_pyfaceau(standin, tmp_path):
+    """``python -m pipeline.metrics`` with pyfaceau installed in the weights folder: the AUE
+    entries of the metric JSON carry pyfaceau's backend name, computed from the exact render and
+    ground-truth pixels (stand-in AU = mean grey / 51, so AUE = 17 x mean over frames of the
+    squared difference of the frame means / 51)."""
+    from pipeline.metrics.__main__ import main
+    from tests.test_metrics_pipeline import N, _dataset, _render
+
+    weights, _ = standin
+    data, frames = _dataset(tmp_path)
+    render = _render(tmp_path, "rad_nerf", "self", [f // 2 for f in frames], gt_dir=data / "gt_imgs")
+    out = tmp_path / "m.json"
+    assert main(["--render", str(render), "--data", str(data), "--out", str(out), "--out-frames",
+                 str(tmp_path / "m.csv"), "--weights-dir", str(weights), "--cfg", json.dumps({"self_driven": ["aue"]})]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    d = [(cv2.imread(str(render / "frames" / f"{i}.png")).mean() - cv2.imread(str(data / "gt_imgs" / f"{i}.jpg")).mean()) / 51
+         for i in range(N)]
+    assert m["aue"]["value"] == pytest.approx(17 * np.mean(np.square(d)), rel=1e-9) and m["aue"]["n_frames"] == N
+    assert {m[k]["backend"] for k in ("aue", "aue_lower", "aue_upper")} == {A.PYFACEAU_BACKEND}
