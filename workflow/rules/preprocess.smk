@@ -266,11 +266,13 @@ rule aus:
         video=rules.crop.output.video,
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
+        # pyfaceau's OpenFace model stamp when installed (then AUs by pyfaceau; see aus_cfg)
+        weights=aus_weight_files,
     output:
         au=f"{DATA}/au.csv",
         report=f"{DATA}/aus.json",
     params:
-        cfg=cfg_arg("preprocess", "aus"),
+        cfg=aus_cfg,
     conda:
         "../../envs/preprocess.yaml"
     log:
