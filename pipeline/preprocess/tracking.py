@@ -35,7 +35,8 @@ Conventions (``track_params.pt`` follows AD-NeRF's ``face_tracker.py`` so that i
 * camera coordinates are OpenGL's: +x right, +y up, the camera looks down -z; a head point ``p``
   (template coordinates) maps to ``p_cam = R(euler) p + trans`` and projects to
   ``u = -f x/z + cx``, ``v = f y/z + cy`` (AD-NeRF ``proj_pts``);
-* ``R(euler) = Rx(theta) Ry'(phi) Rz(psi)`` exactly as AD-NeRF ``euler2rot`` (see :func:`euler2rot`);
+* ``R(euler) = Rx(theta) Ry(phi) Rz(psi)`` exactly as AD-NeRF ``euler2rot`` (see :func:`euler2rot` for
+  the matrices: ``Ry``/``Rz`` turn by ``-phi``/``-psi``);
 * ``trans`` is in decimetres (the anchors' 3DMM units, ``trans_z`` about -7); ``transform_matrix``
   is the camera-to-world matrix ``[[R^T, -R^T trans/10], [0, 1]]`` in metres (ER-NeRF
   ``process.py`` divides by 10), the head is the world.
@@ -79,7 +80,9 @@ CONVENTION = {
     "camera": "OpenGL (x right, y up, looking down -z); AD-NeRF proj_pts: u = -f*x/z + cx, v = f*y/z + cy",
     "transform_matrix": "camera-to-world 4x4; world = head (template) frame; ER-NeRF process.py save_transforms",
     "head_frame": "MediaPipe canonical face: +x subject's left (image right), +y up, +z out of the face",
-    "euler": "radians, R = Rx(theta) Ry'(phi) Rz(psi) as AD-NeRF util.euler2rot",
+    "euler": ("radians (theta, phi, psi); R = Rx(theta) Ry(phi) Rz(psi) = AD-NeRF util.euler2rot, i.e. "
+              "Rx=[[1,0,0],[0,c,-s],[0,s,c]], Ry=[[c,0,s],[0,1,0],[-s,0,c]], Rz=[[c,s,0],[-s,c,0],[0,0,1]]; "
+              "track_params.pt euler/trans give transform_matrix by ER-NeRF process.py save_transforms"),
     "translation_units": "transform_matrix: metres; track_params.pt trans: decimetres (= transform / 10 as AD-NeRF)",
 }
 
@@ -199,10 +202,15 @@ def load_canonical_face(task_path: str | Path = FACE_LANDMARKER_TASK) -> Canonic
 # Rotations (AD-NeRF conventions)
 
 def euler2rot(euler: np.ndarray) -> np.ndarray:
-    """Rotation matrices from Euler angles, AD-NeRF ``face_tracking/util.py: euler2rot``.
+    """Rotation matrices from Euler angles, exactly AD-NeRF ``data_util/face_tracking/util.py``
+    ``euler2rot`` (lines 18-40; the same function in ``data_util/process_data.py`` 13-37 and ER-NeRF
+    ``data_utils/face_tracking/util.py``).
 
-    ``R = Rx(theta) @ Ry'(phi) @ Rz(psi)`` with ``Rx = [[1,0,0],[0,c,-s],[0,s,c]]``,
-    ``Ry' = [[c,0,-s],[0,1,0],[s,0,c]]`` and ``Rz = [[c,-s,0],[s,c,0],[0,0,1]]``.
+    AD-NeRF builds each matrix from ``torch.cat(..., 1)`` *columns*, so its matrices are
+    ``R = Rx(theta) @ Ry(phi) @ Rz(psi)`` with
+    ``Rx = [[1,0,0],[0,c,-s],[0,s,c]]``, ``Ry = [[c,0,s],[0,1,0],[-s,0,c]]`` and
+    ``Rz = [[c,s,0],[-s,c,0],[0,0,1]]`` (``c, s`` = cos, sin of that axis' angle): ``Rx`` turns by
+    ``+theta`` about x, ``Ry`` and ``Rz`` turn by ``-phi`` / ``-psi`` about y / z (right-handed).
 
     Args:
         euler: [N, 3] (theta, phi, psi) in radians.
@@ -216,13 +224,14 @@ def euler2rot(euler: np.ndarray) -> np.ndarray:
     cs, ss = np.cos(e[:, 2]), np.sin(e[:, 2])
     one, zero = np.ones(n), np.zeros(n)
     rx = np.stack([one, zero, zero, zero, ct, -st, zero, st, ct], -1).reshape(n, 3, 3)
-    ry = np.stack([cp, zero, -sp, zero, one, zero, sp, zero, cp], -1).reshape(n, 3, 3)
-    rz = np.stack([cs, -ss, zero, ss, cs, zero, zero, zero, one], -1).reshape(n, 3, 3)
+    ry = np.stack([cp, zero, sp, zero, one, zero, -sp, zero, cp], -1).reshape(n, 3, 3)
+    rz = np.stack([cs, ss, zero, -ss, cs, zero, zero, zero, one], -1).reshape(n, 3, 3)
     return rx @ ry @ rz
 
 
 def rot2euler(rot: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`euler2rot` for ``|phi| < pi/2``.
+    """Inverse of :func:`euler2rot` for ``|phi| < pi/2``: ``R[0] = [cos(phi) cos(psi),
+    cos(phi) sin(psi), sin(phi)]``, ``R[1, 2] = -sin(theta) cos(phi)``, ``R[2, 2] = cos(theta) cos(phi)``.
 
     Args:
         rot: [N, 3, 3] rotation matrices.
@@ -230,8 +239,8 @@ def rot2euler(rot: np.ndarray) -> np.ndarray:
         [N, 3] (theta, phi, psi) radians.
     """
     r = np.asarray(rot, dtype=np.float64).reshape(-1, 3, 3)
-    phi = np.arcsin(np.clip(-r[:, 0, 2], -1.0, 1.0))
-    psi = np.arctan2(-r[:, 0, 1], r[:, 0, 0])
+    phi = np.arcsin(np.clip(r[:, 0, 2], -1.0, 1.0))
+    psi = np.arctan2(r[:, 0, 1], r[:, 0, 0])
     theta = np.arctan2(-r[:, 1, 2], r[:, 2, 2])
     return np.stack([theta, phi, psi], -1)
 
@@ -695,13 +704,22 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
     return out[0], out[1]
 
 
-def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_names: list[str]) -> None:
-    """``track_params.pt``: a ``torch.save`` dict (the keys AD-NeRF's ``save_transforms`` reads plus ours).
+def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_names: list[str],
+                      threedmm: dict | None = None, threedmm_status: str = "not run") -> None:
+    """``track_params.pt``: a ``torch.save`` dict in AD-NeRF's schema plus our keys.
 
-    Keys: ``euler`` float32 [N, 3] radians; ``trans`` float32 [N, 3] decimetres; ``focal`` float32 [1]
-    pixels; ``exp`` float32 [N, 52] MediaPipe blendshape scores; ``exp_names`` list[str];
-    ``template`` float32 [K, 3] cm; ``landmark_ids`` int64 [K]; ``reproj_error`` float32 [N] pixels;
-    ``exp_model`` "mediapipe_blendshapes".
+    AD-NeRF / ER-NeRF ``face_tracker.py`` (ER-NeRF lines 381-390) saves ``id``, ``exp``, ``euler``,
+    ``trans``, ``focal``; ``process.py`` ``save_transforms`` (ER-NeRF 262-345) reads ``focal``,
+    ``euler``, ``trans`` and re-creates this stage's ``transform_matrix`` from them (rows = frame
+    index ``img_id``; :func:`euler2rot` is AD-NeRF's).
+
+    Keys: ``euler`` float32 [N, 3] radians (theta, phi, psi); ``trans`` float32 [N, 3] decimetres;
+    ``focal`` float32 [1] pixels; ``exp`` float32 [N, 52] MediaPipe blendshape scores (the articulated
+    expression); ``exp_names`` list[str]; ``exp_model`` "mediapipe_blendshapes"; ``template`` float32
+    [K, 3] cm; ``landmark_ids`` int64 [K]; ``reproj_error`` float32 [N] pixels; ``threedmm`` str
+    (status of the 3DMM fit: "ok", "n/a: reason" or "not run"); from the 3DMM stage when it ran
+    (:func:`pipeline.preprocess.threedmm.adnerf_fields`): ``id`` float32 [1, 63] Surrey Face Model
+    identity, ``id_model`` str, ``exp_sfm`` float32 [N, 6] SFM expression weights, ``exp_sfm_names``.
     """
     import torch
 
@@ -715,9 +733,26 @@ def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_n
         "template": torch.as_tensor(res.template, dtype=torch.float32),
         "landmark_ids": torch.as_tensor(np.asarray(res.landmark_ids), dtype=torch.int64),
         "reproj_error": torch.as_tensor(res.reproj_error, dtype=torch.float32),
+        "threedmm": threedmm_status,
     }
+    for key, val in (threedmm or {}).items():
+        data[key] = torch.as_tensor(val, dtype=torch.float32) if isinstance(val, np.ndarray) else val
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
+
+
+def read_threedmm(path: Path | None, n_frames: int) -> tuple[dict | None, str]:
+    """The 3DMM keys for ``track_params.pt`` and the fit's status line (``ok``, ``n/a: reason``,
+    ``not run`` without ``path``)."""
+    if path is None:
+        return None, "not run"
+    from pipeline.preprocess import threedmm as M
+
+    status, reason = M.read_status(path)
+    if status != "ok":
+        log.info("track_params.pt without 3DMM identity (id): %s", reason)
+        return None, f"{status}: {reason}"
+    return M.adnerf_fields(path, n_frames), "ok"
 
 
 def blendshape_names(report: dict, path: str | Path, count: int) -> list[str]:
@@ -784,6 +819,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-report", required=True, type=Path)
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.tracking")
     ap.add_argument("--emotion", type=Path, help="emotion.json: validation frames from every labelled segment")
+    ap.add_argument("--threedmm", type=Path, help="threedmm.npz: SFM identity/expressions merged into track_params.pt")
     ap.add_argument("--exp-model", default="blendshapes", choices=["blendshapes", "bfm"],
                     help="expression model (bfm: not supported in this build)")
     args = ap.parse_args(argv)
@@ -835,7 +871,8 @@ def main(argv=None) -> int:
             raise InputError(args.emotion, f"labels {segments[-1][1]} frames, the clip has {len(mesh)}")
     train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio,
                                   segments=segments)
-    save_track_params(args.out_params, res, bs, names)
+    mm, mm_status = read_threedmm(args.threedmm, len(mesh))
+    save_track_params(args.out_params, res, bs, names, threedmm=mm, threedmm_status=mm_status)
     atomic_write_json(args.out_train, train)
     atomic_write_json(args.out_val, val)
     atomic_write_json(args.out_report, {
@@ -852,6 +889,7 @@ def main(argv=None) -> int:
         "train_frames": len(train["frames"]), "val_frames": len(val["frames"]),
         "excluded_from_search": sorted(failed),
         "exp_model": "mediapipe_blendshapes",
+        "threedmm": mm_status,
         "convention": CONVENTION,
     })
     return 0

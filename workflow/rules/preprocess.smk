@@ -186,6 +186,7 @@ rule tracking:
         landmarks=rules.landmarks.output.report,
         au=f"{DATA}/au.csv",
         emotion=rules.emotion.output.labels,
+        threedmm=f"{DATA}/threedmm.npz",
     output:
         params=f"{DATA}/track_params.pt",
         train=f"{DATA}/transforms_train.json",
@@ -208,7 +209,7 @@ rule tracking:
         " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
         " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
-        " --emotion {input.emotion:q} --cfg {params.cfg} 2> {log:q}"
+        " --emotion {input.emotion:q} --threedmm {input.threedmm:q} --cfg {params.cfg} 2> {log:q}"
 
 
 rule threedmm:
