@@ -212,6 +212,22 @@ def test_transforms_schema_and_split():
     assert T.split_index(300, 0.0909090909) == int(300 * 10 / 11) == 272  # ER-NeRF process.py
 
 
+def test_split_leaves_out_faceless_frames():
+    """Frames of face-less stretches are in neither split; the others keep their index as img_id and
+    the validation fraction is taken of the frames that remain."""
+    train, val = T.split_ids(30, 0.2, exclude=set(range(5, 15)))
+    assert train == [0, 1, 2, 3, 4, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25] and val == [26, 27, 28, 29]
+    train, val = T.split_ids(20, 0.25, segments=[(0, 8), (8, 20)], exclude={8, 9, 10, 11})
+    assert train == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17] and val == [6, 7, 18, 19]
+    tpl, lms, _, _ = _synthetic(n=40)
+    res = T.track_landmarks(lms, tpl, T.TrackingConfig(), 512, 512, refine=0)
+    tr, va = T.transforms_dicts(res, 512, 512, 0.1, exclude=set(range(10, 20)))
+    ids = [f["img_id"] for f in tr["frames"] + va["frames"]]
+    assert ids == [*range(10), *range(20, 40)] == [f["aud_id"] for f in tr["frames"] + va["frames"]]
+    c2w = T.camera_to_world(res.euler, res.trans)
+    np.testing.assert_allclose(tr["frames"][10]["transform_matrix"], c2w[20])
+
+
 def test_person_template_recovers_shape_from_weak_perspective_mesh():
     can = T.load_canonical_face()
     e = np.array([[0.1, 0.2, 0.05], [-0.05, -0.25, 0.0], [0.0, 0.0, 0.0]])

@@ -655,25 +655,30 @@ def split_index(n: int, val_fraction: float) -> int:
     return min(max(cut, 1), n - 1) if n >= 2 else n
 
 
-def split_ids(n: int, val_fraction: float, segments: list[tuple[int, int]] | None = None) -> tuple[list[int], list[int]]:
-    """Train and validation frame indices: the last ``val_fraction`` of the clip
+def split_ids(n: int, val_fraction: float, segments: list[tuple[int, int]] | None = None,
+              exclude: set[int] | frozenset = frozenset()) -> tuple[list[int], list[int]]:
+    """Train and validation frame indices: the last ``val_fraction`` of the clip's frames
     (:func:`split_index`), or of every labelled segment ``(start, end)`` when there are several
-    (emotion labels: the validation split then holds frames of every label)."""
+    (emotion labels: the validation split then holds frames of every label). Frames in ``exclude``
+    (face-less stretches) are in neither split; the fraction is taken of the frames that remain
+    (AD-NeRF splits its ``valid_img_ids`` the same way)."""
     if not segments or len(segments) < 2:
-        cut = split_index(n, val_fraction)
-        return list(range(0, cut)), list(range(cut, n))
+        segments = [(0, n)]
     train, val = [], []
     for a, b in segments:
-        cut = a + split_index(b - a, val_fraction)
-        train += range(a, cut)
-        val += range(cut, b)
+        keep = [i for i in range(a, b) if i not in exclude]
+        cut = split_index(len(keep), val_fraction)
+        train += keep[:cut]
+        val += keep[cut:]
     return train, val
 
 
 def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,
                      eye: np.ndarray | None = None, eye_ratio: np.ndarray | None = None,
-                     segments: list[tuple[int, int]] | None = None) -> tuple[dict, dict]:
-    """The ``transforms_train.json`` / ``transforms_val.json`` contents (split: :func:`split_ids`).
+                     segments: list[tuple[int, int]] | None = None,
+                     exclude: set[int] | frozenset = frozenset()) -> tuple[dict, dict]:
+    """The ``transforms_train.json`` / ``transforms_val.json`` contents (split: :func:`split_ids`;
+    frames in ``exclude`` are left out, the others keep their frame index as ``img_id``).
 
     ER-NeRF schema: ``focal_len``, ``cx``, ``cy`` (pixels) and ``frames[]`` of ``img_id``,
     ``aud_id`` (both = frame index) and ``transform_matrix`` (4x4 camera-to-world). Extra keys:
@@ -685,7 +690,7 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
     c2w = camera_to_world(res.euler, res.trans)
     n = len(c2w)
     out = []
-    for ids in split_ids(n, val_fraction, segments):
+    for ids in split_ids(n, val_fraction, segments, exclude):
         frames = []
         for i in ids:
             fr = {"img_id": i, "aud_id": i, "transform_matrix": c2w[i].tolist()}
@@ -775,6 +780,12 @@ def failed_frames(report: dict) -> set[int]:
     val = report.get("failed_frames", [])
     if isinstance(val, dict):
         val = val.get("frames", [])
+    return {int(i) for i in val} if isinstance(val, list) else set()
+
+
+def excluded_frames(report: dict) -> set[int]:
+    """Frames of face-less stretches, left out of the splits (``landmarks.json`` ``excluded_frames``)."""
+    val = report.get("excluded_frames", [])
     return {int(i) for i in val} if isinstance(val, list) else set()
 
 
@@ -869,8 +880,18 @@ def main(argv=None) -> int:
         segments = read_segments(args.emotion)
         if segments and segments[-1][1] != len(mesh):
             raise InputError(args.emotion, f"labels {segments[-1][1]} frames, the clip has {len(mesh)}")
+    exclude = excluded_frames(report)
+    if exclude:
+        from pipeline.preprocess.landmarks import failed_runs
+
+        runs = failed_runs(np.array([i not in exclude for i in range(len(mesh))]))
+        log.warning("left out %d frames without a face (frames %s) from the train/val splits; %d frames remain",
+                    len(exclude), ", ".join(f"{a}-{b - 1}" for a, b in runs), len(mesh) - len(exclude))
     train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio,
-                                  segments=segments)
+                                  segments=segments, exclude=exclude)
+    if not train["frames"] or not val["frames"]:
+        raise InputError(args.landmarks, f"{len(mesh) - len(exclude)} frames with a face: too few for a "
+                                         "train and a validation split")
     mm, mm_status = read_threedmm(args.threedmm, len(mesh))
     save_track_params(args.out_params, res, bs, names, threedmm=mm, threedmm_status=mm_status)
     atomic_write_json(args.out_train, train)
@@ -888,6 +909,7 @@ def main(argv=None) -> int:
         "smooth_order": cfg.smooth_order,
         "train_frames": len(train["frames"]), "val_frames": len(val["frames"]),
         "excluded_from_search": sorted(failed),
+        "excluded_frames": sorted(exclude),
         "exp_model": "mediapipe_blendshapes",
         "threedmm": mm_status,
         "convention": CONVENTION,
