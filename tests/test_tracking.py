@@ -344,3 +344,48 @@ def test_track_params_take_the_sfm_identity_in_adnerf_schema(mp_sample, tmp_path
     assert T.main([*args[:-1], str(na)]) == 0
     params = torch.load(out / "track_params.pt")
     assert "id" not in params and params["threedmm"] == "n/a: Surrey Face Model files not found in x"
+
+
+def test_focal_undetermined_hand_curves():
+    grid = np.array([600.0, 700.0, 800.0, 900.0])
+    assert T.focal_undetermined(grid, [0.50, 0.45, 0.40, 0.38], 0.01).startswith("minimum on the grid border (900 px")
+    assert T.focal_undetermined(grid, [0.30, np.nan, 0.40, 0.50], 0.01).startswith("minimum on the grid border (600 px")
+    # interior minimum, range 0.009 / 0.5 = 1.8 % (the sample's measured curve): determined
+    assert T.focal_undetermined(grid, [0.509, 0.500, 0.503, 0.505], 0.01) is None
+    # interior minimum, range 0.004 / 0.5 = 0.8 %: flat
+    assert T.focal_undetermined(grid, [0.504, 0.500, 0.502, 0.503], 0.01).startswith("flat search curve (0.500..0.504")
+    # errors near 0 (noise-free landmarks): the 0.1 px floor keeps tiny differences from looking large
+    assert T.focal_undetermined(grid, [0.0008, 0.0007, 0.0009, 0.0010], 0.01).startswith("flat")
+    assert T.focal_undetermined(np.array([1200.0]), [0.3], 0.01) is None
+
+
+def test_still_clip_gets_the_focal_prior_and_says_so(mp_sample, tmp_path, capsys):
+    """A clip with no head rotation (the sample's first frame repeated 60 times, made here): the focal
+    search cannot tell focals apart, so the documented prior is used, scaled to the crop size, with
+    one warning line and the reason in tracking.json."""
+    frames = tmp_path / "ori_imgs"
+    frames.mkdir()
+    for i in range(N_SAMPLE):
+        (frames / f"{i}.jpg").symlink_to(mp_sample / "ori_imgs" / "0.jpg")
+    mesh = np.repeat(np.load(mp_sample / "face_mesh.npy")[:1], N_SAMPLE, axis=0)
+    bs = np.repeat(np.load(mp_sample / "blendshapes.npy")[:1], N_SAMPLE, axis=0)
+    np.save(tmp_path / "mesh.npy", mesh)
+    np.save(tmp_path / "bs.npy", bs)
+    out = tmp_path
+    assert T.main(["--frames", str(frames), "--mesh", str(tmp_path / "mesh.npy"), "--blendshapes",
+                   str(tmp_path / "bs.npy"), "--landmarks", str(mp_sample / "landmarks.json"),
+                   "--out-params", str(out / "track_params.pt"), "--out-train", str(out / "train.json"),
+                   "--out-val", str(out / "val.json"), "--out-report", str(out / "tracking.json")]) == 0
+    rep = json.loads((out / "tracking.json").read_text())
+    assert rep["focal_source"] == "prior" and rep["focal_len"] == 1000.0  # 512 px crop: the prior unscaled
+    assert rep["focal_prior_reason"].startswith(("minimum on the grid border", "flat search curve"))
+    assert json.loads((out / "train.json").read_text())["focal_len"] == 1000.0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "focal length not determined" in ln]
+    assert len(lines) == 1 and "using the prior 1000 px" in lines[0] and "too little head rotation" in lines[0]
+    # the prior scales with the crop size; a clip with head motion keeps its searched focal
+    tpl, lms, _, _ = _synthetic()
+    res = T.track_landmarks(lms * 0.5, tpl, T.TrackingConfig(focal_search=(300, 1200, 50)), 256, 256)
+    assert res.extra["focal_source"] == "search" and abs(res.focal - 600) <= 50
+    still = np.repeat(lms[:1] * 0.5, 30, axis=0)
+    res = T.track_landmarks(still, tpl, T.TrackingConfig(), 256, 256)
+    assert res.extra["focal_source"] == "prior" and res.focal == 500.0

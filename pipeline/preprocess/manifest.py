@@ -229,6 +229,8 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "av_durations": probe.get("av_durations"),
         "focal_len": tracking.get("focal_len"),
         "focal_at_grid_border": tracking.get("focal_search", {}).get("at_grid_border"),
+        "focal_source": tracking.get("focal_source", "search"),
+        "focal_prior_reason": tracking.get("focal_prior_reason"),
         "reproj_error_px": tracking.get("reproj_error_px", {}).get("mean"),
         "threedmm": threedmm_summary(layout.root / "threedmm.json"),
         "failed_frames": lm.get("failed_frames", []),

@@ -19,7 +19,9 @@ which fits a Basel Face Model to 68 landmarks):
    anchors' identity regulariser, :func:`bundle_adjust`). The focal with the smallest mean landmark
    reprojection error wins (as the anchors: the focal "that minimises landmark loss"); a parabola
    through the neighbouring grid errors refines it inside the step. A clip with little head rotation
-   leaves the focal undetermined (flat curve, minimum on the grid border): ``tracking.json`` flags it.
+   leaves the focal undetermined (flat curve, minimum on the grid border, :func:`focal_undetermined`):
+   the documented prior ``focal_prior`` (scaled to the crop size) is used instead, with a warning, and
+   ``tracking.json`` says so (``focal_source: "prior"``, ``focal_prior_reason``).
 3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP),
    temporally smoothed on the Euler angles and translations over ``smooth_window`` frames by a
    Savitzky-Golay filter of order ``smooth_order`` (a local polynomial fit: it removes landmark
@@ -99,6 +101,14 @@ class TrackingConfig:
     """Polynomial order of the Savitzky-Golay smoothing (0: centred moving average)."""
     val_fraction: float = 1.0 / 11.0
     """Fraction of the frames, taken from the end of the clip, that form the validation split."""
+    focal_prior: float = 1000.0
+    """Focal length (pixels at a 512-pixel crop, scaled by the crop size) used when the search leaves
+    it undetermined (:func:`focal_undetermined`): the centre of the anchors' own focal search
+    (ER-NeRF / AD-NeRF ``face_tracker.py`` line 54, ``range(600, 1500, 100)`` on 512x512 crops), a
+    28.7 degree vertical field of view."""
+    focal_flat_fraction: float = 0.01
+    """The search curve is flat when ``(max - min) / max(min, 0.1 px)`` of its mean reprojection
+    errors is below this (real clips with an interior minimum: 0.018-0.07)."""
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrackingConfig":
@@ -508,6 +518,30 @@ def fit_focal(lms: np.ndarray, template: np.ndarray, focals: np.ndarray, cx: flo
     return best, errs
 
 
+def focal_undetermined(grid: np.ndarray, errors: np.ndarray, flat_fraction: float) -> str | None:
+    """Why the focal search curve does not determine the focal length, or None when it does.
+
+    Args:
+        grid: [F] candidate focals (pixels); errors: [F] mean reprojection error (pixels, NaN = not
+            evaluated); flat_fraction: see :attr:`TrackingConfig.focal_flat_fraction`.
+    Returns:
+        ``"minimum on the grid border (600 px)"``-style text when the smallest error is at the first
+        or last grid focal (the error keeps falling beyond the grid: too little head rotation),
+        ``"flat search curve (...)"`` when the curve varies by less than ``flat_fraction`` of
+        ``max(min error, 0.1 px)``, else None. A one-point grid (a fixed focal) is never undetermined.
+    """
+    errs = np.asarray(errors, np.float64)
+    if len(grid) < 2 or not np.isfinite(errs).any():
+        return None
+    j = int(np.nanargmin(errs))
+    lo, hi = float(np.nanmin(errs)), float(np.nanmax(errs))
+    if j in (0, len(grid) - 1):
+        return f"minimum on the grid border ({grid[j]:.0f} px; curve {lo:.3f}..{hi:.3f} px)"
+    if (hi - lo) / max(lo, 0.1) < flat_fraction:
+        return f"flat search curve ({lo:.3f}..{hi:.3f} px, less than {flat_fraction:g} relative)"
+    return None
+
+
 def smooth(x: np.ndarray, window: int, order: int = 0) -> np.ndarray:
     """Temporal smoothing along axis 0.
 
@@ -584,6 +618,14 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     sel = pool[np.unique(np.linspace(0, len(pool) - 1, min(FOCAL_SEARCH_FRAMES, len(pool))).round().astype(int))]
     grid = cfg.focals()
     focal, errs = fit_focal(lms[sel], template, grid, cx, cy, refine=refine)
+    reason = focal_undetermined(grid, errs, cfg.focal_flat_fraction)
+    source = "search"
+    if reason:
+        prior = cfg.focal_prior * min(width, height) / 512.0
+        log.warning("focal length not determined by the clip (%s: too little head rotation); using the prior "
+                    "%.0f px (preprocess.tracking.focal_prior %.0f px at 512 px, the centre of the anchors' "
+                    "focal search)", reason, prior, cfg.focal_prior)
+        focal, source = prior, "prior"
     tpl = template
     if refine:
         fit = pool[np.unique(np.linspace(0, len(pool) - 1, min(BA_FRAMES, len(pool))).round().astype(int))]
@@ -597,13 +639,11 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
     j = int(np.nanargmin(errs))
     at_border = j in (0, len(grid) - 1) and len(grid) > 1
-    if at_border:
-        log.warning("focal %.0f px is on the border of the search grid: the clip has too little head "
-                    "rotation to determine the focal length (curve %.3f..%.3f px)",
-                    focal, np.nanmin(errs), np.nanmax(errs))
     return TrackResult(euler=euler, trans=trans / 10.0, focal=focal, template=tpl,
                        landmark_ids=np.arange(len(tpl)), reproj_error=err, raw_reproj_error=raw_err,
-                       focal_grid=grid, focal_errors=errs, extra={"focal_at_grid_border": bool(at_border)})
+                       focal_grid=grid, focal_errors=errs,
+                       extra={"focal_at_grid_border": bool(at_border), "focal_source": source,
+                              "focal_prior_reason": reason})
 
 
 def track_mesh(mesh: np.ndarray, cfg: TrackingConfig, width: int, height: int,
@@ -901,6 +941,8 @@ def main(argv=None) -> int:
         "focal_len": res.focal,
         "focal_search": {"grid": res.focal_grid, "mean_reproj_error_px": res.focal_errors,
                          "at_grid_border": res.extra.get("focal_at_grid_border", False)},
+        "focal_source": res.extra.get("focal_source", "search"),
+        "focal_prior_reason": res.extra.get("focal_prior_reason"),
         "reproj_error_px": {"mean": float(res.reproj_error.mean()), "max": float(res.reproj_error.max()),
                             "raw_mean": float(res.raw_reproj_error.mean())},
         "landmarks": "MediaPipe Procrustes-basis landmarks (33, no mouth)",
