@@ -25,6 +25,8 @@ Dataset (ER-NeRF layout, ``results/data/{identity}/``)::
                                exp_sfm float32 [N,6] SFM expression weights, exp_sfm_names list[str]
     transforms_train.json      ER-NeRF schema: focal_len, cx, cy, frames[{img_id, aud_id, transform_matrix}]
     transforms_val.json        same, the last 1/11 of the frames
+    teeth_mask/{i}.npy         TalkingGaussian teeth mask, bool [H, W] (preprocess.teeth_mask.enabled)
+    parsing_tg/{i}.png         parsing in TalkingGaussian's colours: hair 0,0,0; inner mouth 100,100,100 (same switch)
     threedmm.npz, threedmm.json  Surrey Face Model fit: shape [63], expression [N, 6], pose, landmark error
     au.csv                     OpenFace 2 CSV format
     aud_mel.npy                float32 [N, 16, 80] log-mel windows (built in)

@@ -90,6 +90,12 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         if missing:
             raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
         counts["teeth_mask"] = n
+    tg = layout.root / "parsing_tg"  # optional (TalkingGaussian extras)
+    if tg.is_dir():
+        n, missing = count_frame_files(tg, ".png")
+        if missing:
+            raise InputError(tg, f"parsing_tg: frame numbering has gaps (missing {missing[:5]})")
+        counts["parsing_tg"] = n
     fit = layout.root / "threedmm.npz"  # rows only when the 3DMM fit ran (not n/a)
     if fit.is_file():
         with np.load(fit) as z:

@@ -242,8 +242,10 @@ rule teeth_mask:
     input:
         frames=rules.frames.output.frames,
         mesh=rules.landmarks.output.mesh,
+        parsing=rules.parsing.output.parsing,
     output:
         masks=directory(f"{DATA}/teeth_mask"),
+        parsing_tg=directory(f"{DATA}/parsing_tg"),
         report=f"{DATA}/teeth_mask.json",
     params:
         cfg=cfg_arg("preprocess", "teeth_mask"),
@@ -259,6 +261,7 @@ rule teeth_mask:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.teeth --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --parsing {input.parsing:q} --out-parsing {output.parsing_tg:q}"
         " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
 
 
