@@ -118,11 +118,17 @@ def main(argv=None) -> int:
     try:
         prepare_workdir(workdir, video, identity, args.sfm.resolve() if args.sfm else None)
         log.info("building the dataset of %s in %s (%d cores)", video, workdir, args.cores)
+        load0 = os.getloadavg()[0]
         wall = run_builder(workdir, identity, args.cores, args.timeout)
         summary = summarize(workdir, identity, wall)
         summary["cores"] = args.cores
+        # 1-minute load averages before and after the build: a loaded machine gives lower figures
+        summary["load_average"] = {"before": round(load0, 2), "after": round(os.getloadavg()[0], 2),
+                                   "cpus": os.cpu_count()}
         summary["video"] = str(video)
         print(format_table(summary))
+        print(f"load average (1 min) before / after: {summary['load_average']['before']} / "
+              f"{summary['load_average']['after']} on {os.cpu_count()} CPUs")
         if args.out:
             atomic_write_json(workdir / "benchmark.json", summary)
     finally:
