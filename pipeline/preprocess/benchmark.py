@@ -90,6 +90,16 @@ def summarize(workdir: Path, identity: str, wall: float) -> dict:
             "end_to_end": {"seconds": round(wall, 3), "frames_per_second": round(frames / wall, 2)}}
 
 
+def load_average(before: float) -> dict:
+    """1-minute load averages ``before`` and now, and the CPU count (a loaded machine gives lower figures)."""
+    return {"before": round(before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+
+
+def format_load(load: dict) -> str:
+    """One line for :func:`load_average`'s dict."""
+    return f"load average (1 min) before / after: {load['before']} / {load['after']} on {load['cpus']} CPUs"
+
+
 def format_table(summary: dict) -> str:
     """Plain-text table of the summary (one stage per line)."""
     lines = [f"{'stage':<16}{'seconds':>10}{'frames/s':>12}"]
@@ -122,13 +132,10 @@ def main(argv=None) -> int:
         wall = run_builder(workdir, identity, args.cores, args.timeout)
         summary = summarize(workdir, identity, wall)
         summary["cores"] = args.cores
-        # 1-minute load averages before and after the build: a loaded machine gives lower figures
-        summary["load_average"] = {"before": round(load0, 2), "after": round(os.getloadavg()[0], 2),
-                                   "cpus": os.cpu_count()}
+        summary["load_average"] = load_average(load0)
         summary["video"] = str(video)
         print(format_table(summary))
-        print(f"load average (1 min) before / after: {summary['load_average']['before']} / "
-              f"{summary['load_average']['after']} on {os.cpu_count()} CPUs")
+        print(format_load(summary["load_average"]))
         if args.out:
             atomic_write_json(workdir / "benchmark.json", summary)
     finally:

@@ -35,7 +35,7 @@ from pipeline.common.config import PROJECT_ROOT
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.preprocess.benchmark import identity_name, prepare_workdir
+from pipeline.preprocess.benchmark import format_load, identity_name, load_average, prepare_workdir
 
 log = logging.getLogger("pipeline.preprocess.benchmark_threedmm")
 
@@ -128,16 +128,14 @@ def main(argv=None) -> int:
         summary = {"identities": rows, "between_identities_rms_mm": {
                        "median": round(float(np.median(between)), 3) if between else None,
                        "min": round(float(np.min(between)), 3) if between else None},
-                   "build_seconds": round(wall, 1),
-                   "load_average": {"before": round(load0, 2), "after": round(os.getloadavg()[0], 2),
-                                    "cpus": os.cpu_count()}}
+                   "build_seconds": round(wall, 1), "load_average": load_average(load0)}
         print(f"{'identity':<22}{'frames':>7}{'err px':>8}{'fit f/s':>9}{'rule s':>8}{'halves mm':>11}")
         for ident, r in rows.items():
             print(f"{ident:<22}{r['frames']:>7}{r['mean_landmark_error_px']:>8.2f}{r['fit_frames_per_second']:>9.1f}"
                   f"{(r['rule_seconds'] or 0):>8.1f}{r['halves']['rms_mm']:>11.2f}")
         print(f"between identities: median {summary['between_identities_rms_mm']['median']} mm, "
-              f"min {summary['between_identities_rms_mm']['min']} mm; load average before / after "
-              f"{summary['load_average']['before']} / {summary['load_average']['after']} on {os.cpu_count()} CPUs")
+              f"min {summary['between_identities_rms_mm']['min']} mm")
+        print(format_load(summary["load_average"]))
         if args.out:
             atomic_write_json(workdir / "benchmark_threedmm.json", summary)
     finally:

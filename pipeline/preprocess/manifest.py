@@ -42,6 +42,8 @@ FRAME_FOLDERS = {
     "gt_imgs": ("gt_imgs", ".jpg"),
     "torso_imgs": ("torso_imgs", ".png"),
 }
+#: optional per-frame folders (TalkingGaussian extras, preprocess.teeth_mask.enabled): name -> suffix
+OPTIONAL_FRAME_FOLDERS = {"teeth_mask": ".npy", "parsing_tg": ".png"}
 #: python distributions whose versions are recorded
 PACKAGES = {"mediapipe": "mediapipe", "dlib": "dlib-bin", "torch": "torch", "snakemake": "snakemake",
             "opencv": "opencv-python-headless", "numpy": "numpy", "eos": "eos-py"}
@@ -78,24 +80,15 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         {artefact: count}; raises InputError when a folder has gaps in its frame numbering.
     """
     counts: dict[str, int] = {}
-    for name, (attr, suffix) in FRAME_FOLDERS.items():
-        folder = getattr(layout, attr)
+    folders = [(name, getattr(layout, attr), suffix) for name, (attr, suffix) in FRAME_FOLDERS.items()]
+    # optional TalkingGaussian extras: counted when built
+    folders += [(name, layout.root / name, suffix) for name, suffix in OPTIONAL_FRAME_FOLDERS.items()
+                if (layout.root / name).is_dir()]
+    for name, folder, suffix in folders:
         n, missing = count_frame_files(folder, suffix)
         if missing:
             raise InputError(folder, f"{name}: frame numbering has gaps (missing {missing[:5]})")
         counts[name] = n
-    teeth = layout.root / "teeth_mask"  # optional (TalkingGaussian extras)
-    if teeth.is_dir():
-        n, missing = count_frame_files(teeth, ".npy")
-        if missing:
-            raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
-        counts["teeth_mask"] = n
-    tg = layout.root / "parsing_tg"  # optional (TalkingGaussian extras)
-    if tg.is_dir():
-        n, missing = count_frame_files(tg, ".png")
-        if missing:
-            raise InputError(tg, f"parsing_tg: frame numbering has gaps (missing {missing[:5]})")
-        counts["parsing_tg"] = n
     fit = layout.root / "threedmm.npz"  # rows only when the 3DMM fit ran (not n/a)
     if fit.is_file():
         with np.load(fit) as z:
