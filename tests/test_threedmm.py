@@ -136,3 +136,15 @@ def test_identity_shape_is_stable_across_halves_of_a_clip(two_identities):
     between = [_mesh_rms_mm(sfm, a, b) for a in halves["German"] for b in halves["Trump"]]
     assert max(within) < 0.4 * min(between), (within, between)
     assert max(within) < 1.5  # millimetres
+
+
+def test_benchmark_shape_distance_hand_value():
+    """benchmark_threedmm.mesh_rms_mm: two vertices, one moved by (3, 4, 0) mm -> RMS sqrt(25 / 2)."""
+    from pipeline.preprocess.benchmark import format_load, load_average
+    from pipeline.preprocess.benchmark_threedmm import mesh_rms_mm
+
+    basis = np.eye(6)[:, :3]  # coefficient k moves vertex 0 along axis k
+    assert mesh_rms_mm(basis, [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]) == pytest.approx(np.sqrt(12.5))
+    assert mesh_rms_mm(basis, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 0.0
+    load = load_average(1.234)
+    assert load["before"] == 1.23 and load["cpus"] >= 1 and format_load(load).startswith("load average (1 min)")
