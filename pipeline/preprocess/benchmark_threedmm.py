@@ -22,10 +22,8 @@ import argparse
 import itertools
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from pipeline.common.config import PROJECT_ROOT
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.preprocess.benchmark import format_load, identity_name, load_average, prepare_workdir
+from pipeline.preprocess.benchmark import bench_workdir, format_load, identity_name, load_average, prepare_workdir
 
 log = logging.getLogger("pipeline.preprocess.benchmark_threedmm")
 
@@ -105,9 +103,8 @@ def main(argv=None) -> int:
     folder, reason = M.sfm_dir(M.ThreeDMMConfig(model_dir=str(args.sfm.resolve())), None)
     if folder is None:
         raise InputError(args.sfm, reason)
-    workdir = args.out.resolve() if args.out else Path(tempfile.mkdtemp(prefix="threedmm_bench_"))
-    load0 = os.getloadavg()[0]
-    try:
+    with bench_workdir(args.out, "threedmm_bench_") as workdir:
+        load0 = os.getloadavg()[0]
         ids, wall = build(workdir, videos, folder, args.cores, args.timeout)
         sfm = M.load_sfm(folder)
         cfg = M.ThreeDMMConfig()
@@ -138,9 +135,6 @@ def main(argv=None) -> int:
         print(format_load(summary["load_average"]))
         if args.out:
             atomic_write_json(workdir / "benchmark_threedmm.json", summary)
-    finally:
-        if not args.out:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
