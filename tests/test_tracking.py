@@ -389,3 +389,26 @@ def test_still_clip_gets_the_focal_prior_and_says_so(mp_sample, tmp_path, capsys
     still = np.repeat(lms[:1] * 0.5, 30, axis=0)
     res = T.track_landmarks(still, tpl, T.TrackingConfig(), 256, 256)
     assert res.extra["focal_source"] == "prior" and res.focal == 500.0
+
+
+def test_faceless_frames_from_landmarks_report_leave_the_splits(mp_sample, tmp_path, capsys):
+    """tracking reads landmarks.json excluded_frames: those frames are in neither transforms file, one
+    log line names them; with fewer than two frames left it refuses in one line."""
+    rep = json.loads((mp_sample / "landmarks.json").read_text())
+    lm = tmp_path / "landmarks.json"
+    lm.write_text(json.dumps({**rep, "failed_frames": list(range(20, 40)), "excluded_frames": list(range(20, 40))}))
+    out = tmp_path
+    args = ["--frames", str(mp_sample / "ori_imgs"), "--mesh", str(mp_sample / "face_mesh.npy"),
+            "--blendshapes", str(mp_sample / "blendshapes.npy"), "--landmarks", str(lm),
+            "--out-params", str(out / "track_params.pt"), "--out-train", str(out / "train.json"),
+            "--out-val", str(out / "val.json"), "--out-report", str(out / "tracking.json"),
+            "--cfg", json.dumps({"focal_search": [1000, 1400, 200]})]
+    assert T.main(args) == 0
+    ids = [f["img_id"] for name in ("train.json", "val.json") for f in json.loads((out / name).read_text())["frames"]]
+    assert ids == [*range(20), *range(40, N_SAMPLE)]
+    assert json.loads((out / "tracking.json").read_text())["excluded_frames"] == list(range(20, 40))
+    err = capsys.readouterr().err
+    assert "left out 20 frames without a face (frames 20-39) from the train/val splits; 40 frames remain" in err
+    lm.write_text(json.dumps({**rep, "excluded_frames": list(range(1, N_SAMPLE))}))
+    with pytest.raises(InputError, match="landmarks.json: 1 frames with a face: too few for a train and a validation split"):
+        T.main(args)
