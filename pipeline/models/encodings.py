@@ -13,6 +13,7 @@ Encoding", Sec. 3 (Eq. 3-4); Li et al. 2023 "ER-NeRF" Sec. 3.2 (tri-plane hash r
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -140,28 +141,30 @@ class HashGrid(nn.Module):
                              torch.mul)
         return idx, w, frac
 
-    def corner_terms(self, x: torch.Tensor):
-        """The 2^D cell corners one at a time (the fast path of :meth:`forward`).
+    def corner_terms(self, x: torch.Tensor, lo: int = 0):
+        """The 2^D cell corners one at a time (the fast path of :meth:`forward`), for levels
+        ``lo`` .. L-1.
 
-        Args: x [B, D] in [0, 1] (clamped).
-        Returns: ``frac`` [B, L, D] and a generator of ``(idx, w)`` per corner ``c`` = 0 ..
-        2^D - 1: ``idx`` [B, L] int32 rows of :attr:`embeddings`, ``w`` [B, L] the corner's
-        interpolation weight. Equal, element for element, to ``corner_indices(x)[0][..., c]`` and
-        ``[1][..., c]`` (the same integer hash; weights multiplied in the same order), with
-        [B, L] temporaries instead of [B, L, 2^D] ones.
+        Args: x [B, D] in [0, 1] (clamped); lo: first level.
+        Returns: ``frac`` [B, L', D] (L' = L - lo) and a generator of ``(idx, w)`` per corner
+        ``c`` = 0 .. 2^D - 1: ``idx`` [B, L'] int32 rows of :attr:`embeddings`, ``w`` [B, L'] the
+        corner's interpolation weight. Equal, element for element, to
+        ``corner_indices(x)[0][:, lo:, c]`` and ``[1][:, lo:, c]`` (the same integer hash; weights
+        multiplied in the same order), with [B, L'] temporaries instead of [B, L, 2^D] ones.
         """
         x = x.clamp(0.0, 1.0)
-        pos = x[:, None, :] * self.scales[None, :, None] + 0.5           # [B, L, D]
+        pos = x[:, None, :] * self.scales[None, lo:, None] + 0.5         # [B, L', D]
         grid = torch.floor(pos)
         frac = pos - grid
-        return frac, self._corner_iter(grid.to(torch.int32), frac)
+        return frac, self._corner_iter(grid.to(torch.int32), frac, lo)
 
-    def _corner_iter(self, g: torch.Tensor, frac: torch.Tensor):
-        nd, n_dims, n_l = self.n_dense, self.n_dims, self.n_levels
+    def _corner_iter(self, g: torch.Tensor, frac: torch.Tensor, lo: int):
+        nd, n_dims, n_l = max(self.n_dense - lo, 0), self.n_dims, self.n_levels - lo
+        strides, sizes, offsets = self.dense_strides[lo:], self.sizes32[lo:lo + nd], self.offsets32[lo:]
         dense, hashed, wts = [], [], []
         for d in range(n_dims):       # per dimension and corner bit: the [B, L'] products, once
             pair = (g[..., d], g[..., d] + 1)
-            dense.append([p[:, :nd] * self.dense_strides[:, d] for p in pair] if nd else None)
+            dense.append([p[:, :nd] * strides[:, d] for p in pair] if nd else None)
             hashed.append([p[:, nd:] * self.primes32[d] for p in pair] if nd < n_l else None)
             wts.append((1.0 - frac[..., d], frac[..., d]))
         top = n_dims - 1
@@ -172,17 +175,90 @@ class HashGrid(nn.Module):
                 s = dense[top][bit[top]]
                 for d in range(top - 1, -1, -1):
                     s = s + dense[d][bit[d]]
-                idx[:, :nd] = torch.remainder(s, self.sizes32[:nd])
+                idx[:, :nd] = torch.remainder(s, sizes)
             if nd < n_l:      # hashed levels: xor of coordinate x prime (int32 wraps as uint32)
                 h = hashed[top][bit[top]]
                 for d in range(top - 1, -1, -1):
                     h = h ^ hashed[d][bit[d]]
                 idx[:, nd:] = h & self.hash_mask
-            idx += self.offsets32
+            idx += offsets
             w = wts[top][bit[top]]    # (w_{D-1} * ...) * w_0: the order of _combine_corners
             for d in range(top - 1, -1, -1):
                 w = w * wts[d][bit[d]]
             yield idx, w
+
+    def vertex_rows(self, level: int) -> torch.Tensor:
+        """Table row of every grid vertex of ``level``: [(r+1)^D] int32 (r = the level's
+        resolution; vertex coordinates 0..r per dimension, the last dimension slowest), the rows
+        that :meth:`corner_indices` gives a cell corner at those coordinates (dense index or
+        hash, wrapped the same way)."""
+        r = int(self.resolutions[level])
+        ax = torch.arange(r + 1, dtype=torch.int32, device=self.embeddings.device)
+        coords = torch.meshgrid(*([ax] * self.n_dims), indexing="ij")  # coords[k]: dimension D-1-k
+        coords = [c.reshape(-1) for c in reversed(coords)]            # coords[d]: dimension d
+        if level < self.n_dense:
+            s = coords[0] * int(self.dense_strides[level, 0])
+            for d in range(1, self.n_dims):
+                s = s + coords[d] * int(self.dense_strides[level, d])
+            rows = torch.remainder(s, int(self.sizes32[level]))
+        else:
+            h = coords[0] * self.primes32[0]
+            for d in range(1, self.n_dims):
+                h = h ^ (coords[d] * self.primes32[d])
+            rows = h & self.hash_mask
+        return rows + int(self.offsets32[level])
+
+    #: levels with at most this many vertices are interpolated from a dense copy of the level
+    #: (``grid_sample``) in inference: 2^21 vertices = 16 MiB at F = 2
+    max_volume_vertices = 1 << 21
+
+    def volume_levels(self) -> int:
+        """Number of leading levels small enough for the dense-copy path (:meth:`volumes`)."""
+        n = 0
+        for r in self.resolutions.tolist():
+            if (r + 1) ** self.n_dims > self.max_volume_vertices:
+                break
+            n += 1
+        return n
+
+    def volumes(self) -> list[torch.Tensor]:
+        """Dense copies [1, F, r+1, ...] of the first :meth:`volume_levels` levels' tables at
+        their vertices (inference only; rebuilt when the embeddings change)."""
+        emb = self.embeddings
+        key = (emb.data_ptr(), emb._version, emb.device, emb.dtype)
+        cache = getattr(self, "_volume_cache", None)
+        if cache is None or cache[0] != key:
+            vols = []
+            for lvl in range(self.volume_levels()):
+                r1 = int(self.resolutions[lvl]) + 1
+                rows = emb.detach().index_select(0, self.vertex_rows(lvl))     # [(r+1)^D, F]
+                vols.append(rows.t().reshape(1, self.n_features, *([r1] * self.n_dims)).contiguous())
+            cache = (key, vols)
+            self._volume_cache = cache
+        return cache[1]
+
+    @torch.no_grad()
+    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoding without gradients, levels up to :meth:`volume_levels` by
+        ``torch.nn.functional.grid_sample`` (one fused bi/trilinear kernel per level, align_corners:
+        vertex i at coordinate i) over :meth:`volumes`, the rest corner by corner. Equal to
+        :meth:`reference_forward` up to float32 rounding of the coordinate (tests: 1e-5 absolute
+        at the quick settings). Returns [B, L*F]."""
+        nv = self.volume_levels()
+        if nv == 0:
+            return _interpolate(self, self.embeddings, x, False)[0].reshape(x.shape[0], -1)
+        x = x.clamp(0.0, 1.0)
+        b, n_f, n_d = x.shape[0], self.n_features, self.n_dims
+        out = torch.empty(b, self.n_levels, n_f, dtype=x.dtype, device=x.device)
+        for lvl, vol in enumerate(self.volumes()):
+            pos = x * self.scales[lvl] + 0.5                                   # [B, D] vertex units
+            u = pos * (2.0 / int(self.resolutions[lvl])) - 1.0
+            val = torch.nn.functional.grid_sample(vol, u.view(1, b, *([1] * (n_d - 1)), n_d), mode="bilinear",
+                                                  padding_mode="border", align_corners=True)
+            out[:, lvl] = val.reshape(n_f, b).t()
+        if nv < self.n_levels:
+            out[:, nv:] = _interpolate(self, self.embeddings, x, False, lo=nv)[0]
+        return out.reshape(b, -1)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The encoding through :meth:`corner_indices` and one [B, L, 2^D, F] gather (the
@@ -194,11 +270,30 @@ class HashGrid(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.embeddings.requires_grad):
             return _HashGridFn.apply(x, self.embeddings, self)
-        with torch.no_grad():         # inference (renders, occupancy updates): nothing kept
+        if _VOLUME_PATH[0]:           # renders: dense copies + grid_sample (float rounding differs)
+            return self.fast_inference(x)
+        with torch.no_grad():         # other inference (occupancy updates): bit-identical, nothing kept
             return _interpolate(self, self.embeddings, x, False)[0].reshape(x.shape[0], -1)
 
 
-def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool):
+_VOLUME_PATH = [False]
+
+
+@contextlib.contextmanager
+def volume_interpolation(enabled: bool = True):
+    """Within this context, gradient-free :class:`HashGrid` calls use
+    :meth:`HashGrid.fast_inference` (dense copies of the coarse levels + ``grid_sample``; equal
+    to the reference up to float32 rounding of the coordinate). Rendering enables it; training,
+    including its occupancy updates, stays on the bit-identical corner path."""
+    old = _VOLUME_PATH[0]
+    _VOLUME_PATH[0] = enabled
+    try:
+        yield
+    finally:
+        _VOLUME_PATH[0] = old
+
+
+def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool, lo: int = 0):
     """Sum over the cell corners of weight x table row, corner by corner.
 
     The sum runs in the order of PyTorch's CPU reduction over a dimension of size 2^D (four
@@ -206,11 +301,11 @@ def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool)
     bit-identical to ``(w[..., None] * emb[idx]).sum(2)`` of :meth:`HashGrid.reference_forward`
     on the CPU (tests/test_encodings.py checks it).
 
-    Returns ``out`` [B, L, F] and, with ``keep``, the stacked ``idx`` [B, L, C] (int64), ``w``
+    ``lo``: first level (``out`` covers levels lo .. L-1). Returns ``out`` [B, L-lo, F] and, with ``keep``, the stacked ``idx`` [B, L, C] (int64), ``w``
     [B, L, C], ``feats`` [B, L, C, F] and ``frac`` [B, L, D] that the backward uses (else Nones).
     """
-    frac, corners = grid.corner_terms(x)
-    b, n_l, f = x.shape[0], grid.n_levels, emb.shape[1]
+    frac, corners = grid.corner_terms(x, lo)
+    b, n_l, f = x.shape[0], grid.n_levels - lo, emb.shape[1]
     acc: list[torch.Tensor] = []
     kept: list[tuple] = []
     for c, (idx, w) in enumerate(corners):
