@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import torch
 from torch import nn
@@ -414,7 +415,11 @@ def tcnn_available() -> bool:
 
 def make_hash_grid(n_dims: int, backend: str = "auto", **kw) -> nn.Module:
     """A hash grid: tinycudann when ``backend`` is ``auto`` and :func:`tcnn_available`, or
-    ``tcnn``; else the PyTorch :class:`HashGrid`. Keyword arguments as :class:`HashGrid`."""
+    ``tcnn``; else the PyTorch :class:`HashGrid`. Keyword arguments as :class:`HashGrid`.
+    The environment variable ``TALKING_NERF_HASH_BACKEND`` (``torch`` or ``tcnn``) replaces
+    ``auto`` (the GPU check compares the PyTorch grid on CUDA with the CPU)."""
+    if backend == "auto":
+        backend = os.environ.get("TALKING_NERF_HASH_BACKEND", "auto")
     if backend == "tcnn" or (backend == "auto" and tcnn_available()):
         return TcnnHashGrid(n_dims, **kw)
     return HashGrid(n_dims, **kw)
