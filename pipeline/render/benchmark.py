@@ -21,7 +21,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import torch
+# OpenMP threads sleep instead of spinning while they wait: with 2 threads on a shared CPU,
+# spinning made a frame 5x slower than with one thread (docs/performance.md)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from pipeline.common.errors import InputError, PipelineError
 from pipeline.common.io import atomic_write_json

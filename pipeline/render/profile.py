@@ -4,8 +4,10 @@
         [--size 128 --size 512] [--threads 1] [--out profile.json]
 
 Renders the first self-driven frame of each model (once untimed, then once timed) at each
-``--size`` and splits its wall time into exclusive stages, timed with ``time.perf_counter``
-around the functions of each stage (CPU ops are synchronous, so wall time is the op time):
+``--size`` and splits its time into exclusive stages, timed around the functions of each stage
+with the process CPU time (``time.process_time``: CPU ops are synchronous, and with one thread the
+CPU time is the op time without the waits of a shared machine; the frame's wall time is reported
+beside it):
 
 * ``rays``: pixel rays and their box intersection (``get_rays``, ``aabb_near_far``);
 * ``occupancy``: occupancy-grid look-ups (each ray's occupied span, per-sample occupied flags);
@@ -18,7 +20,7 @@ around the functions of each stage (CPU ops are synchronous, so wall time is the
   frame assembly, Python between the stages).
 
 A second pass under ``torch.profiler`` gives the sum of the aten operators' own time; the share
-of that pass's wall time outside them, times the timed pass's wall time, is reported as
+of that pass's CPU time outside them, times the timed pass's CPU time, is reported as
 Python/dispatcher overhead (it overlaps the stages above, which include their Python). Also reported: rays, rays whose box
 and occupied span are hit, and field samples evaluated per ray.
 """
@@ -28,13 +30,16 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as pipeline.render.benchmark
+
+import torch  # noqa: E402
 
 from pipeline.common.log import run_main, setup_logging
 
@@ -42,7 +47,7 @@ STAGES = ("rays", "occupancy", "encodings", "mlps", "audio", "sampling+compositi
 
 
 class StageTimer:
-    """Exclusive wall time per stage of nested timed calls (a stack of open stages)."""
+    """Exclusive process CPU time per stage of nested timed calls (a stack of open stages)."""
 
     def __init__(self):
         self.seconds = {s: 0.0 for s in STAGES}
@@ -53,12 +58,12 @@ class StageTimer:
 
         @functools.wraps(fn)
         def timed(*a, **k):
-            self._stack.append([time.perf_counter(), 0.0])
+            self._stack.append([time.process_time(), 0.0])
             try:
                 return fn(*a, **k)
             finally:
                 t0, inner = self._stack.pop()
-                dt = time.perf_counter() - t0
+                dt = time.process_time() - t0
                 self.seconds[stage] += dt - inner
                 if self._stack:
                     self._stack[-1][1] += dt
@@ -132,34 +137,34 @@ def profile_frame(model, data, size: int) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             model.render(inp)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        timer.seconds["other"] += wall - sum(timer.seconds.values())
+        timer.seconds["other"] += cpu - sum(timer.seconds.values())
         from torch.profiler import ProfilerActivity, profile
 
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model.render(inp)
-        wall_prof = time.perf_counter() - t0
+        cpu_prof = time.process_time() - t0
         aten = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::")) / 1e6
     return {"method": model.method, "size": size, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
             "stages_s": {k: round(v, 4) for k, v in timer.seconds.items()},
             "aten_s": round(aten, 4),
-            # share of the profiled pass outside aten operators, applied to the timed pass's wall
-            # time (both passes slow down alike under load; their absolute times do not compare)
-            "python_overhead_s": round(wall * max(1.0 - aten / wall_prof, 0.0), 4),
-            "profiled_wall_s": round(wall_prof, 4), **counts,
+            # share of the profiled pass outside aten operators (the profiler's op times are wall
+            # times: on a loaded machine this share is underestimated), applied to the timed CPU time
+            "python_overhead_s": round(cpu * max(1.0 - aten / cpu_prof, 0.0), 4),
+            "profiled_cpu_s": round(cpu_prof, 4), **counts,
             "samples_per_ray": round(counts["samples"] / max(counts["rays"], 1), 3),
             "samples_per_hit_ray": round(counts["samples"] / max(counts["rays_hit"], 1), 3)}
 
 
 def markdown(rows: list[dict]) -> str:
-    """The profiles as a markdown table (milliseconds and shares of the frame's wall time)."""
+    """The profiles as a markdown table (CPU milliseconds and shares of the frame's CPU time)."""
     head = ("| method | size | wall ms | CPU ms | " + " | ".join(STAGES)
             + " | aten ms | Python overhead ms | samples/ray (hit rays) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        w = r["wall_s"]
-        cells = [f"{r['stages_s'][s] * 1e3:.0f} ({100 * r['stages_s'][s] / w:.0f}%)" for s in STAGES]
-        lines.append(f"| {r['method']} | {r['size']} | {w * 1e3:.0f} | {r['cpu_s'] * 1e3:.0f} | " + " | ".join(cells)
+        c = r["cpu_s"]
+        cells = [f"{r['stages_s'][s] * 1e3:.0f} ({100 * r['stages_s'][s] / c:.0f}%)" for s in STAGES]
+        lines.append(f"| {r['method']} | {r['size']} | {r['wall_s'] * 1e3:.0f} | {c * 1e3:.0f} | " + " | ".join(cells)
                      + f" | {r['aten_s'] * 1e3:.0f} | {r['python_overhead_s'] * 1e3:.0f} | "
                      f"{r['samples_per_ray']:.2f} ({r['samples_per_hit_ray']:.2f}) |")
     return "\n".join(lines)
