@@ -28,8 +28,9 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("occupied", torch.ones(resolution ** 3, dtype=torch.bool))  # all, until updated
 
     def cell_index(self, x: torch.Tensor) -> torch.Tensor:
-        """x [P, 3] in world units -> flat cell index [P] (clamped)."""
-        g = ((x / self.bound + 1) / 2 * self.res).long().clamp(0, self.res - 1)
+        """x [P, 3] in world units -> flat cell index [P] int32 (clamped; int32 holds every
+        index up to resolution 1290)."""
+        g = ((x / self.bound + 1) / 2 * self.res).to(torch.int32).clamp_(0, self.res - 1)
         return (g[:, 0] * self.res + g[:, 1]) * self.res + g[:, 2]
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
