@@ -147,3 +147,20 @@ def test_trained_frame_same_with_and_without_skipping(dev_dataset, tmp_path, met
         diff = (fast[key] - ref[key]).abs()
         psnr = -10 * torch.log10((diff ** 2).mean().clamp(min=1e-12))
         assert diff.mean() < 2e-3 and psnr > 40, (key, float(diff.max()), float(diff.mean()), float(psnr))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_without_cuda_says_so(tmp_path):
+    """The GPU check on a machine without CUDA measures nothing and says why (exit 2); the shell
+    script refuses a run without the prepared CPU curves, naming the command that makes them."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pipeline.train.gpu_check", "run", "--dir", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no CUDA device visible" in r.stdout
+    if not (root / "results" / "gpu_check" / "cpu_losses.json").is_file():
+        r = subprocess.run(["bash", "scripts/gpu_check.sh", "run"], cwd=root, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "gpu_check.sh prepare" in r.stderr
