@@ -23,7 +23,18 @@ What the loaders do (read from the anchors' repositories; described here, not co
 * TalkingGaussian ``scene/dataset_readers.py`` (commit 9bd34f7) lines 100-114: ``aud_{ds,eo,hu}.npy``
   by ``--audio_extractor``, permuted the same way; lines 117-131: ``' AU45_r'``, ``' AU25_r'`` and
   ``' AU01_r'``, ``' AU04_r'``, ``' AU05_r'``, ``' AU06_r'``, ``' AU07_r'`` from ``au.csv``; line 219:
-  blink ``clip(AU45_r, 0, 2) / 2``.
+  blink ``clip(AU45_r, 0, 2) / 2``; lines 197-204: ``np.load(teeth_mask/{img_id}.npy)`` (boolean
+  [H, W]) and ``parsing/{img_id}.png`` through PIL as RGB: face = ``B > 254, R = G = 0`` XOR teeth,
+  hair = all channels < 1, mouth = all channels == 100, plus teeth (``tests.test_teeth.tg_read_parsing``).
+* RAD-NeRF ``nerf/provider.py`` (commit 0de5ed2): line 364 ``H = int(cy) * 2``, line 231
+  ``focal_len``; 347-352 ``transforms_train.json`` + ``transforms_val.json``; 431 / 452
+  ``gt_imgs/{img_id}.jpg`` / ``torso_imgs/{img_id}.png``; 469 ``ori_imgs/{img_id}.lms`` [68, 2];
+  475-485 the eye input = polygon area of points 36-41 and 42-47 in percent of the image; 512-518
+  ``bc.jpg`` read with cv2 and resized to [H, W] when it differs.
+* ER-NeRF ``data_utils/process.py`` lines 139-143 (how its pipeline reads the parsing maps, cv2 B, G,
+  R order): head ``seg == (255, 0, 0)``, neck ``(0, 255, 0)``, torso ``(0, 0, 255)``, background
+  ``(255, 255, 255)``; lines 262-345 ``save_transforms`` from ``track_params.pt``
+  (``tests.test_tracking.adnerf_save_transforms``).
 """
 from __future__ import annotations
 
@@ -146,3 +157,89 @@ def test_built_sample_dataset_as_er_nerf_and_talkinggaussian_read_it(sample_data
     manifest = json.loads(ds.manifest.read_text())
     assert manifest["av_durations"]["status"] == "ok"
     assert manifest["threedmm"]["status"] in ("ok", "n/a")
+
+
+def _polygon_area(x, y):
+    """Shoelace formula (RAD-NeRF provider.py ``polygon_area``)."""
+    return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+
+
+def test_built_sample_dataset_as_rad_nerf_reads_it_parsing_and_track_params(sample_dataset):
+    """RAD-NeRF's provider reads the sample (H from cy, bc.jpg, eye areas from the .lms); every parsing
+    pixel is exactly one of ER-NeRF's four classes; track_params.pt re-creates the transforms by
+    AD-NeRF/ER-NeRF's save_transforms to 1e-5; the manifest says where the focal came from."""
+    import cv2
+    import torch
+
+    from tests.test_tracking import assert_track_params_recreate_transforms
+
+    ds = sample_dataset
+    train = json.loads(ds.transforms_train.read_text())
+    val = json.loads(ds.transforms_val.read_text())
+    frames = train["frames"] + val["frames"]  # provider.py 347-352 (trainval)
+    h = w = int(train["cy"]) * 2               # provider.py 364
+    bc = cv2.imread(str(ds.root / "bc.jpg"), cv2.IMREAD_UNCHANGED)
+    assert bc.shape == (h, w, 3)               # 514-516: no resize needed
+    areas = []
+    for f in frames[:: 10]:
+        i = f["img_id"]
+        lms = np.loadtxt(ds.root / "ori_imgs" / f"{i}.lms")
+        area = (_polygon_area(lms[36:42, 0], lms[36:42, 1]) + _polygon_area(lms[42:48, 0], lms[42:48, 1])) / (h * w) * 100
+        areas.append(area)
+        seg = cv2.imread(str(ds.root / "parsing" / f"{i}.png"))  # process.py 139-143
+        head = (seg[..., 0] == 255) & (seg[..., 1] == 0) & (seg[..., 2] == 0)
+        neck = (seg[..., 0] == 0) & (seg[..., 1] == 255) & (seg[..., 2] == 0)
+        torso = (seg[..., 0] == 0) & (seg[..., 1] == 0) & (seg[..., 2] == 255)
+        bg = (seg[..., 0] == 255) & (seg[..., 1] == 255) & (seg[..., 2] == 255)
+        assert (head.astype(int) + neck + torso + bg == 1).all(), i   # a partition: no other colour
+        # the head class holds the face: the landmarks' nose tip and eye corners are head pixels
+        for k in (30, 36, 45):
+            assert head[int(lms[k, 1]), int(lms[k, 0])], (i, k)
+        assert torso.sum() > 0.05 * h * w and bg.sum() > 0.05 * h * w
+        rgba = cv2.imread(str(ds.root / "torso_imgs" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert (rgba[..., 3][head] == 0).all()                       # torso images have the head cut out
+    assert 0.05 < np.mean(areas) < 2.0  # percent of the image, both eyes of a 512 px head-and-shoulders crop
+    params = torch.load(ds.track_params)
+    assert_track_params_recreate_transforms(params, train, val, h, w)
+    assert params["threedmm"] in ("ok",) or params["threedmm"].startswith("n/a: ")
+    man = json.loads(ds.manifest.read_text())
+    assert man["focal_source"] in ("search", "prior") and man["excluded_frames"] == []
+    assert man["train_val_frames"] == [len(train["frames"]), len(val["frames"])]
+
+
+def test_talkinggaussian_extras_on_the_built_sample(sample_dataset, tmp_path):
+    """With the TalkingGaussian extras (the teeth_mask rule's command, run here on the built sample):
+    teeth_mask/{img_id}.npy and parsing_tg/{img_id}.png read the way dataset_readers.py 197-204 does;
+    the inner mouth lies between the lips, hair is a part of the head, the face holds the landmarks."""
+    from pipeline.preprocess import teeth as TM
+    from pipeline.preprocess.parsing import read_parsing
+    from tests.test_teeth import tg_read_parsing
+
+    ds = sample_dataset
+    out = tmp_path
+    assert TM.main(["--frames", str(ds.root / "ori_imgs"), "--mesh", str(ds.face_mesh), "--parsing",
+                    str(ds.root / "parsing"), "--out-parsing", str(out / "parsing_tg"), "--out",
+                    str(out / "teeth_mask"), "--report", str(out / "teeth_mask.json")]) == 0
+    frames = json.loads(ds.transforms_train.read_text())["frames"]
+    mouths, hair_fraction = [], []
+    for f in frames[:: 15]:
+        i = f["img_id"]
+        teeth = np.load(out / "teeth_mask" / f"{i}.npy")
+        face, hair, mouth = tg_read_parsing(out / "parsing_tg" / f"{i}.png")
+        assert teeth.dtype == np.bool_ and teeth.shape == face.shape == (512, 512)
+        face_mask = face ^ teeth                  # dataset_readers.py 202
+        mouth_mask = mouth + teeth                # 204
+        head = read_parsing(ds.root / "parsing" / f"{i}.png") == 1
+        np.testing.assert_array_equal(face | hair | mouth, head)
+        lms = np.loadtxt(ds.root / "ori_imgs" / f"{i}.lms")
+        for k in (30, 36, 45, 27):                # nose, eye corners, bridge: face, not hair
+            assert face_mask[int(lms[k, 1]), int(lms[k, 0])], (i, k)
+        if mouth.any():                           # the inner mouth lies between the outer lip corners
+            ys, xs = np.nonzero(mouth)
+            assert lms[48, 0] - 2 <= xs.min() and xs.max() <= lms[54, 0] + 2
+            assert lms[50:53, 1].min() - 3 <= ys.min() and ys.max() <= lms[56:59, 1].max() + 3
+        assert not (teeth & ~mouth_mask).any()
+        mouths.append(int(mouth.sum()))
+        hair_fraction.append(hair.sum() / head.sum())
+    assert sum(m > 0 for m in mouths) >= 3        # she talks: the mouth is open in several frames
+    assert 0.05 < np.mean(hair_fraction) < 0.5    # the news anchor's hair above the face

@@ -13,8 +13,8 @@ from pipeline.common.errors import InputError
 from pipeline.preprocess import audio_features as af
 from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO
 
-FLAC = PROJECT_ROOT / "resources" / "audio" / "jfk_3s.flac"
-WAV = PROJECT_ROOT / "resources" / "audio" / "RD_Radio31_3s.wav"
+FLAC = PROJECT_ROOT / "resources" / "audio" / "jfk_4.2s.flac"
+WAV = PROJECT_ROOT / "resources" / "audio" / "RD_Radio31_4.2s.wav"
 
 
 def ffmpeg(*args) -> None:
@@ -29,16 +29,16 @@ def test_load_audio_any_format_and_rate(tmp_path):
     assert sr == 16000 and ref.shape[1] == 2
     ref = ref.mean(axis=1)
     wav = af.load_audio_16k_mono(WAV)
-    assert wav.dtype == np.float32 and wav.ndim == 1 and len(wav) == len(ref) == 48000
+    assert wav.dtype == np.float32 and wav.ndim == 1 and len(wav) == len(ref) == 67200  # 4.2 s
     assert np.abs(wav - ref).max() < 1e-3
     flac = af.load_audio_16k_mono(FLAC)  # 44.1 kHz stereo FLAC
-    assert abs(len(flac) - 48000) <= 2
+    assert abs(len(flac) - 67200) <= 2
     ffmpeg("-i", WAV, "-ar", "48000", tmp_path / "a48.wav")
     ffmpeg("-i", WAV, "-c:a", "libmp3lame", "-b:a", "128k", tmp_path / "a.mp3")
     shutil.copy(WAV, tmp_path / "really_a_wav.mp3")  # wrong extension
     for name in ("a48.wav", "a.mp3", "really_a_wav.mp3"):
         x = af.load_audio_16k_mono(tmp_path / name)
-        assert abs(len(x) - 48000) <= 1200, name  # mp3 adds encoder padding
+        assert abs(len(x) - 67200) <= 1200, name  # mp3 adds encoder padding
         n = 16000  # the first second
         # same speech (mp3 may be delayed by its decoder padding: search a small lag)
         best = max(np.corrcoef(x[k:k + n], wav[:n])[0, 1] for k in range(0, 1200, 1))
@@ -133,17 +133,17 @@ def test_wav2vec2_windows(tiny_models):
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Model
 
     audio = af.load_audio_16k_mono(FLAC)
-    n = af.n_frames_for(audio)  # 75
+    n = af.n_frames_for(audio)  # 105 (4.2 s)
     cfg = {"wav2vec2": str(tiny_models / "w2v_ctc")}
     eo = af.extract_features(audio, n, "wav2vec2", cfg)
-    assert eo.shape == (75, 16, 44) and eo.dtype == np.float32  # ER-NeRF aud_eo.npy: [N, 16, 44]
-    ref = _reference(Wav2Vec2ForCTC, cfg["wav2vec2"], audio)  # [149, 44] at 50 Hz
+    assert eo.shape == (105, 16, 44) and eo.dtype == np.float32  # ER-NeRF aud_eo.npy: [N, 16, 44]
+    ref = _reference(Wav2Vec2ForCTC, cfg["wav2vec2"], audio)  # [209, 44] at 50 Hz
     for i in (4, 30, 60):  # window of frame i = logits 2i-8 ... 2i+7
         np.testing.assert_allclose(eo[i], ref[2 * i - 8: 2 * i + 8], atol=1e-4)
     assert np.all(eo[0, :8] == 0.0)  # zeros before the audio, as the anchors' F.unfold(padding=8)
     np.testing.assert_allclose(eo[0, 8:], ref[:8], atol=1e-4)
     hid = af.extract_features(audio, n, "wav2vec2", {"wav2vec2": str(tiny_models / "w2v")})
-    assert hid.shape == (75, 16, 16)  # no CTC head: last hidden state
+    assert hid.shape == (105, 16, 16)  # no CTC head: last hidden state
     np.testing.assert_allclose(hid[30], _reference(Wav2Vec2Model, tiny_models / "w2v", audio)[52:68], atol=1e-4)
 
 
@@ -153,9 +153,9 @@ def test_hubert_pairs(tiny_models):
     audio = af.load_audio_16k_mono(WAV)
     n = af.n_frames_for(audio)
     hu = af.extract_features(audio, n, "hubert", {"hubert": str(tiny_models / "hubert")})
-    assert hu.shape == (75, 2, 16)  # [N, 2, 1024] for hubert-large
+    assert hu.shape == (105, 2, 16)  # [N, 2, 1024] for hubert-large
     ref = _reference(HubertModel, tiny_models / "hubert", audio)
-    np.testing.assert_allclose(hu[:74].reshape(-1, 16), ref[:148], atol=1e-4)  # frame i = states 2i, 2i+1
+    np.testing.assert_allclose(hu[:104].reshape(-1, 16), ref[:208], atol=1e-4)  # frame i = states 2i, 2i+1
 
 
 def test_cli_writes_named_files(tiny_models, tmp_path):

@@ -17,7 +17,7 @@ from pipeline.report import aggregate, tables
 from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO
 from tests.test_report_data import make_tiny_dataset, write_metric_json
 
-JFK = PROJECT_ROOT / "resources" / "audio" / "jfk_3s.flac"
+JFK = PROJECT_ROOT / "resources" / "audio" / "jfk_4.2s.flac"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_static_frame_cross_driven_length_follows_the_audio(data, tmp_path):
     m = static_frame.render_static_frame(data.root, "German", "jfk", out, audio=JFK)
     import soundfile as sf
 
-    assert m["n_frames"] == int(sf.info(str(JFK)).duration * 25) == 75
+    assert m["n_frames"] == int(sf.info(str(JFK)).duration * 25) == 105
     assert m["protocol"] == "cross_driven" and m["gt_reference"] is None
     assert validate_contract(out) == []
 
@@ -74,11 +74,11 @@ def test_external_pads_a_short_video_and_resizes(data, other_video, tmp_path):
     out = tmp_path / "other" / "German" / "jfk"
     m = external.ingest(other_video, "other", "German", "jfk", data.root, out, audio=JFK)
     assert validate_contract(out, check_all_frames=True) == []
-    # 1.5 s at 25 fps = 38 frames (ffmpeg fps filter rounds), padded to the 75 of the 3 s driving audio
-    assert m["n_frames"] == 75 and m["external"]["padded_frames"] == 37 and not m["external"]["trimmed"]
+    # 1.5 s at 25 fps = 38 frames (ffmpeg fps filter rounds), padded to the 105 of the 4.2 s driving audio
+    assert m["n_frames"] == 105 and m["external"]["padded_frames"] == 67 and not m["external"]["trimmed"]
     assert m["resolution"] == [128, 128] and m["external"]["source_size"] == [200, 200]
     assert m["external"]["audio_from"] == "video" and m["device"] == "external"
-    assert np.array_equal(_rgb(out / "frames" / "74.png"), _rgb(out / "frames" / "37.png"))
+    assert np.array_equal(_rgb(out / "frames" / "104.png"), _rgb(out / "frames" / "37.png"))
     assert not np.array_equal(_rgb(out / "frames" / "0.png"), _rgb(out / "frames" / "37.png"))
 
 
@@ -91,7 +91,7 @@ def test_external_trims_to_the_validation_split(data, other_video, tmp_path):
 
 
 def test_external_refuses_a_file_without_video(data, tmp_path):
-    with pytest.raises(InputError, match="jfk_3s.flac: no video stream"):
+    with pytest.raises(InputError, match="jfk_4.2s.flac: no video stream"):
         external.ingest(JFK, "other", "German", "self", data.root, tmp_path / "o")
 
 

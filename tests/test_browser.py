@@ -22,7 +22,7 @@ from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO
 from tests.test_report_data import make_tiny_dataset, write_metric_json
 
 pytestmark = pytest.mark.browser
-JFK = PROJECT_ROOT / "resources" / "audio" / "jfk_3s.flac"
+JFK = PROJECT_ROOT / "resources" / "audio" / "jfk_4.2s.flac"
 
 
 class _Dom(HTMLParser):

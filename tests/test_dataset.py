@@ -16,6 +16,7 @@ from pipeline.common.errors import InputError
 from pipeline.common.layout import DatasetLayout
 from pipeline.preprocess import manifest as M
 from tests.conftest import PROJECT_ROOT, SAMPLE_VIDEO, make_workdir, require_shared, run_snakemake
+from tests.test_tracking import assert_track_params_recreate_transforms
 
 ER_NERF_KEYS = {"focal_len", "cx", "cy", "frames"}
 
@@ -153,6 +154,8 @@ def test_four_identities_in_one_run(tmp_path):
     sfm = PROJECT_ROOT.parent / "shared" / "models" / "sfm"  # the 3DMM fit where the SFM is beside
     over = {"preprocess": {"threedmm": {"model_dir": str(sfm)}}} if (sfm / "sfm_shape_3448.bin").is_file() else {}
     wd = make_workdir(tmp_path / "four", over, identities=rows)
+    import torch
+
     run_snakemake(wd, *[f"results/data/{k}/manifest.json" for k in ids], timeout=3000)
     # frames at 25 fps over each video stream (the Obama stream lasts 61.46 s of its 64.1 s container)
     expected_frames = {"German": 500, "Trump": 250, "May": 125, "Obama": 1537}
@@ -167,7 +170,10 @@ def test_four_identities_in_one_run(tmp_path):
             assert man["threedmm"]["status"] == "ok" and man["threedmm"]["mean_landmark_error_px"] < 4.5, k
         assert man["av_durations"]["status"] in ("ok", "warned"), (k, man["av_durations"])
         train, val = _load_transforms(lay)
-        assert len(train["frames"]) + len(val["frames"]) == n and len(val["frames"]) == n - int(n * 10 / 11)
+        kept = n - len(man["excluded_frames"])  # face-less stretches are in neither split
+        assert len(train["frames"]) + len(val["frames"]) == kept and len(val["frames"]) == kept - int(kept * 10 / 11)
+        # AD-NeRF's save_transforms on track_params.pt gives the same poses (real head turns here)
+        assert_track_params_recreate_transforms(torch.load(lay.track_params), train, val, 512, 512)
     # the 720p broadcast clip: cropped to 512x512 at 25 fps with the face centred
     obama = DatasetLayout.of("Obama", wd / "results")
     cap = cv2.VideoCapture(str(obama.video))

@@ -161,10 +161,24 @@ def test_too_many_failures_refused(face_frames, tmp_path, capsys):
     assert not (tmp_path / "m.npy").exists() and not (tmp_path / "l.json").exists()
 
 
-def test_long_gap_refused(face_frames, tmp_path):
-    frames = _copy_frames(face_frames, tmp_path, blank=[5, 6, 7, 8])
-    with pytest.raises(InputError, match=r"frames 5-8 \(4 consecutive frames, more than max_gap=3\)"):
-        _run_landmarks(frames, {"lms68": "mesh", "max_gap": 3, "max_failed_fraction": 0.5})
+def test_long_gap_is_a_faceless_stretch_left_out(face_frames, tmp_path, caplog):
+    """A run longer than max_gap is not interpolated into training: its frames are listed as
+    excluded (files still written, one per frame) and a log line says so; short gaps stay
+    interpolated. Only above max_faceless_fraction is the identity refused."""
+    import logging
+
+    frames = _copy_frames(face_frames, tmp_path, blank=[2, 5, 6, 7, 8])
+    with caplog.at_level(logging.WARNING):
+        rep = _run_landmarks(frames, {"lms68": "mesh", "max_gap": 3})
+    assert rep["failed_frames"] == [2, 5, 6, 7, 8]
+    assert rep["interpolated_frames"] == [2] and rep["excluded_frames"] == [5, 6, 7, 8]
+    assert len(list(frames.glob("*.lms"))) == N_FRAMES
+    assert "no face in 4 frame(s) in runs longer than max_gap=3 (frames 5-8): left out of the train/val splits" \
+        in caplog.text
+    with pytest.raises(InputError, match=r"no face in 4 of 30 frames in runs longer than max_gap=3 \(frames 5-8; "
+                                         r"more than max_faceless_fraction=0.1\)"):
+        _run_landmarks(_copy_frames(face_frames, tmp_path / "b", blank=[5, 6, 7, 8]),
+                       {"lms68": "mesh", "max_gap": 3, "max_faceless_fraction": 0.1})
 
 
 def test_frame_numbering_hole_refused(face_frames, tmp_path):

@@ -292,7 +292,8 @@ def test_syncnet_loading_code_with_standin_weights(tmp_path):
     crops = np.random.default_rng(0).integers(0, 255, size=(7, 224, 224, 3), dtype=np.uint8)
     vf, af = syncnet_features(net, crops, np.zeros((13, 28)))
     assert vf.shape == (2, 1024) and af.shape == (2, 1024)
-    # S3FD stand-in, then a clip shorter than the reference minimum is refused clearly
+    # S3FD stand-in, then a clip of exactly 100 frames is refused clearly: the reference keeps a
+    # face track only when len(track) > --min_track (100)
     from syncnet_python.detectors.s3fd.nets import S3FDNet
 
     torch.save(S3FDNet(device="cpu").state_dict(), tmp_path / "sfd_face.pth")
@@ -300,8 +301,9 @@ def test_syncnet_loading_code_with_standin_weights(tmp_path):
     return_video = tmp_path / "short.mp4"
     import subprocess
 
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "1", str(return_video)], check=True)
-    with pytest.raises(ValueError, match="needs at least 100"):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-frames:v", "100", "-t", "4.2",
+                    str(return_video)], check=True)
+    with pytest.raises(ValueError, match="^100 frames with audio: .* needs more than 100"):
         lse(return_video)
 
 
@@ -412,9 +414,9 @@ def test_lse_short_clip_option(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sync, "LSE", FixedBoxLSE)
     default = _lse(MetricsConfig(weights_dir=tmp_path), clip)
-    assert default["lse_c"].value is None and "needs at least 100" in default["lse_c"].na_reason
+    assert default["lse_c"].value is None and "needs more than 100" in default["lse_c"].na_reason
     short = _lse(MetricsConfig(weights_dir=tmp_path, lse_short_clips=True), clip)
     for k in ("lse_c", "lse_d"):
         assert short[k].value is not None and np.isfinite(short[k].value) and short[k].n_frames == 40
-        assert short[k].note.startswith("short clip: 40 frames, under the reference pipeline's 100-frame minimum")
+        assert short[k].note.startswith("short clip: 40 frames, not over the reference pipeline's 100-frame minimum")
         assert short[k].backend.endswith("; short clip")

@@ -376,13 +376,13 @@ def test_driving_render_folder_gives_chain_fps_and_its_audio(tmp_path):
     drv = tmp_path / "er_nerf" / "May" / "jfk"
     write_contract(drv, frames, load_audio_16k_mono(src),
                    {"method": "er_nerf", "identity": "May", "test": "jfk", "protocol": "cross_driven",
-                    "driving_audio": {"path": "resources/audio/jfk_3s.flac", "sha256": "ab" * 32},
+                    "driving_audio": {"path": "resources/audio/jfk_4.2s.flac", "sha256": "ab" * 32},
                     "compositing": "full", "controls": {}, "device": "cpu", "render_seconds": 20.0,
                     "fps_render": 2.0, "gt_reference": None})
     m = render_oneshot("Macron", PROJECT_ROOT / "resources" / "photos" / "Macron.png", drv, "er_nerf-May-jfk",
                        tmp_path / "out", backend="meshwarp", size=128)
     assert m["n_frames"] == 40 and m["driving"]["kind"] == "render" and m["driving"]["fps_render"] == 2.0
-    assert m["driving_audio"] == {"path": "resources/audio/jfk_3s.flac", "sha256": "ab" * 32}
+    assert m["driving_audio"] == {"path": "resources/audio/jfk_4.2s.flac", "sha256": "ab" * 32}
     assert m["fps_chain"] == pytest.approx(1 / (1 / 2.0 + 1 / m["fps_render"]))
     assert chain_fps(None, 5.0) is None and chain_fps(2.0, 2.0) == pytest.approx(1.0)
 

@@ -144,9 +144,9 @@ def test_self_driven_render_contract(tmp_path, dataset, model):
 
 @pytest.mark.parametrize("kind", ["flac_44k", "mp3", "wav_named_mp3", "wav_48k"])
 def test_cross_driven_audio_kinds_frame_count(tmp_path, dataset, model, kind):
-    src = AUDIO / "RD_Radio31_3s.wav"
+    src = AUDIO / "RD_Radio31_4.2s.wav"
     if kind == "flac_44k":
-        path = AUDIO / "jfk_3s.flac"
+        path = AUDIO / "jfk_4.2s.flac"
     elif kind == "mp3":
         path = tmp_path / "drive.mp3"
         subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-c:a", "libmp3lame", "-b:a", "64k", str(path)], check=True)
@@ -161,7 +161,7 @@ def test_cross_driven_audio_kinds_frame_count(tmp_path, dataset, model, kind):
     duration = float(json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(orig)],
         capture_output=True, text=True, check=True).stdout)["format"]["duration"])
-    assert duration == pytest.approx(3.0, abs=0.01)
+    assert duration == pytest.approx(4.2, abs=0.01)
     out, m = _render(tmp_path, model, dataset, test="drive", audio=path)
     assert validate_contract(out) == []
     assert m["protocol"] == "cross_driven" and m["gt_reference"] is None

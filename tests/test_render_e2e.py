@@ -22,8 +22,8 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
 
 METHODS = ("rad_nerf", "er_nerf")
-CROSS = {"jfk": PROJECT_ROOT / "resources/audio/jfk_3s.flac",
-         "radio31": PROJECT_ROOT / "resources/audio/RD_Radio31_3s.wav"}
+CROSS = {"jfk": PROJECT_ROOT / "resources/audio/jfk_4.2s.flac",
+         "radio31": PROJECT_ROOT / "resources/audio/RD_Radio31_4.2s.wav"}
 TESTS = (SELF_DRIVEN_TEST, *CROSS)
 
 
@@ -59,8 +59,8 @@ def test_default_config_renders_valid_contracts(renders, sample_dataset):
                 assert len(m["gt_reference"]["indices"]) == n_val
                 assert m["driving_audio"]["sha256"] == sha256_file(sample_dataset.audio)
             else:
-                # 3.0 s of audio (the FLAC is 44.1 kHz stereo, the WAV 16 kHz stereo) -> 75 frames
-                assert m["protocol"] == "cross_driven" and m["n_frames"] == 75
+                # 4.2 s of audio (the FLAC is 44.1 kHz stereo, the WAV 16 kHz stereo) -> 105 frames
+                assert m["protocol"] == "cross_driven" and m["n_frames"] == 105
                 assert m["driving_audio"]["sha256"] == sha256_file(CROSS[test])
 
 

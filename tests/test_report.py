@@ -318,6 +318,17 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     er = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "ER-NeRF")
     assert er["cells"][:2] == ["450x450 (FPS measurement)", tables.NOT_REPORTED]
     assert any("set-up: four videos" in f for f in tab.footnotes)
+    # the same marks reach the table files and the HTML report (tables.json -> table_html)
+    from dataclasses import asdict
+
+    from pipeline.report.html import table_html
+
+    md, page = tables.to_markdown(tab), table_html(asdict(tab))
+    for text in (md, page):
+        assert "Resolution" in text and "Compositing" in text and "LMD (px @512)↓ [dlib-68]" in text
+        assert "128x128" in text and "measured with dlib-68, not FAN" in text
+    assert "<th>Resolution</th><th>Compositing</th>" in page
+    assert "| static_frame | 128x128 | full |" in md
 
 
 def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):

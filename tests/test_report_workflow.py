@@ -4,6 +4,7 @@ aggregate / tables / plots / report rules. No training (``train.methods: []``) k
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 
@@ -40,11 +41,18 @@ def test_baselines_reach_tables_and_report(sample_workdir, tmp_path):
     assert any(r["kind"] == "reported" for r in rows)
     for r in measured.values():  # PSNR needs no weights: a real number for both
         assert re.fullmatch(r"\*?\*?\d+\.\d\d\*?\*?", r["psnr"]), r
+    # every measured row states how it was measured: resolution and compositing columns, and each
+    # cell measured off the papers' backend names its backend in a footnote of the report too
+    assert measured["static_frame"]["resolution"] == "512x512" and measured["static_frame"]["compositing"] == "full"
     cross = list(csv.DictReader(open(tables / "cross_driven.csv")))
     assert {r["method"] for r in cross} == {"static_frame"}
     assert {c.split(":")[0] for c in cross[0] if ":" in c} == set(cfg["render"]["cross_driven"])
     page = wd / "results" / "report" / "index.html"
     text = page.read_text()
+    assert "<th>Resolution</th><th>Compositing</th>" in text
+    lmd_backend = json.loads((wd / "results/metrics/static_frame/German/self.json").read_text())["metrics"]["lmd"]["backend"]
+    if not lmd_backend.startswith("FAN"):  # no FAN weights (offline): the report says which detector
+        assert f"LMD: measured with {lmd_backend.split(' (')[0]}, not FAN" in text
     assert "media/German/self/ground_truth.mp4" in text and "media/German/self/other_system.mp4" in text
     for src in re.findall(r"<source src='([^']+)'", text):
         assert (page.parent / src).is_file(), src

@@ -91,3 +91,17 @@ def test_fetching_a_weight_file_reruns_exactly_the_metrics_that_use_it(tmp_path)
     jobs = _jobs(run_snakemake(wd, *targets, args=("-n",)))
     assert list(jobs) == ["metrics"] and len(jobs["metrics"]) == 1
     assert "static_frame/German/self.json" in jobs["metrics"][0]
+
+
+def test_installing_pyfaceau_models_reruns_the_au_stage_with_them(tmp_path):
+    """pyfaceau's OpenFace model stamp in the weights folder (manifest entry
+    openface_models_pyfaceau, stage preprocess.aus) is an input of rule aus: installing it reruns
+    the AU stage, whose --cfg then names the model folder; without it the params are the config's."""
+    target = "results/data/German/au.csv"
+    wd, weights = _touched_workdir(tmp_path, ["rad_nerf"], [target])
+    stamp = weights / "OpenFaceModels/2.2.0/derived/pyfaceau/1/pyfaceau-models.json"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text("{}")
+    dry = run_snakemake(wd, target, args=("-n", "-p"))
+    assert list(_jobs(dry)) == ["aus"]
+    assert f'"openface_models": "{weights / "OpenFaceModels"}"' in dry.stdout

@@ -73,3 +73,52 @@ def test_workflow_builds_teeth_masks_only_when_switched_on(tmp_path):
         wd = make_workdir(tmp_path / str(enabled), {"preprocess": {"teeth_mask": {"enabled": enabled}}})
         proc = run_snakemake(wd, "results/data/German/manifest.json", args=("-n",), timeout=300)
         assert ("rule teeth_mask:" in proc.stdout) is enabled, proc.stdout[-3000:]
+
+
+def tg_read_parsing(path):
+    """TalkingGaussian ``scene/dataset_readers.py`` lines 200-204 (commit 9bd34f7), re-written from
+    its description: ``np.array(Image.open(path).convert("RGB")) * 1.0``; face = ``B > 254 and
+    R == 0 and G == 0`` (before the teeth XOR), hair = all three channels < 1, mouth = all three == 100."""
+    from PIL import Image
+
+    m = np.array(Image.open(path).convert("RGB")) * 1.0
+    face = (m[:, :, 2] > 254) * (m[:, :, 0] == 0) * (m[:, :, 1] == 0)
+    hair = (m[:, :, 0] < 1) * (m[:, :, 1] < 1) * (m[:, :, 2] < 1)
+    mouth = (m[:, :, 0] == 100) * (m[:, :, 1] == 100) * (m[:, :, 2] == 100)
+    return face, hair, mouth
+
+
+def test_talkinggaussian_parsing_colours_on_a_constructed_head(tmp_path):
+    """Head label = a disc 30 px larger than the face mesh: the band above the face is hair (black),
+    the ear ellipses and the face are face, the inner-lip polygon is the inner mouth (100,100,100);
+    neck, torso, background keep ER-NeRF's colours. Read back the way TalkingGaussian reads it."""
+    from pipeline.preprocess.parsing import write_parsing
+
+    img, mesh, mouth, xs = _constructed()
+    ys = np.arange(512)[:, None].repeat(512, 1)
+    r = np.hypot(xs - 256, ys - 256)
+    labels = np.zeros((512, 512), np.uint8)
+    labels[ys > 470] = 3                      # torso strip
+    labels[(ys > 440) & (ys <= 470)] = 2      # neck strip
+    labels[r <= 230] = 1                      # head: face disc (199) + 31 px of "hair"
+    write_parsing(tmp_path / "0.png", labels)
+    np.save(tmp_path / "mesh.npy", mesh[None].astype(np.float32))
+    out = tmp_path / "parsing_tg"
+    rep = TM.write_tg_parsing(tmp_path, out, np.load(tmp_path / "mesh.npy"))
+    face, hair, mth = tg_read_parsing(out / "0.png")
+    head = labels == 1
+    np.testing.assert_array_equal(mth, mouth & head)
+    assert not (face & hair).any() and not (face & mth).any()
+    np.testing.assert_array_equal(face | hair | mth, head)          # the head splits into the three
+    assert face[r <= 199].mean() + mth[r <= 199].mean() == 1.0      # the whole face disc
+    assert hair[256 - 228, 256] and hair[256 + 228, 256]            # band above and below the face
+    # ears: outside the face-oval points 234 / 454, within the head, stay face
+    for k in TM.EAR_POINTS:
+        x, y = mesh[k, :2]
+        side = 1 if x > 256 else -1
+        assert face[int(round(y)), int(round(x + side * 20))]
+    assert 0.05 < hair[head].mean() < 0.3
+    bgr = cv2.imread(str(out / "0.png"))
+    assert (bgr[labels == 2] == (0, 255, 0)).all() and (bgr[labels == 3] == (0, 0, 255)).all()
+    assert (bgr[labels == 0] == 255).all()
+    assert rep["frames"] == 1 and 0.05 < rep["mean_hair_fraction_of_head"] < 0.3

@@ -53,7 +53,8 @@ def test_missing_model_files_give_na_with_fetch_command(tmp_path):
     from pipeline.common.errors import InputError
 
     with pytest.raises(InputError, match="no 3DMM fit .*Surrey Face Model files not found"):
-        M.adnerf_fields(tmp_path / "t.npz", np.zeros((0, 52)), [])
+        M.adnerf_fields(tmp_path / "t.npz", 0)
+    assert M.read_status(tmp_path / "t.npz")[0] == "n/a"
 
 
 def _landmarks(tmp_path: Path, video: Path, n: int) -> Path:
@@ -106,16 +107,15 @@ def test_cli_on_real_identity_reports_landmark_error(two_identities, tmp_path):
     err = np.linalg.norm(M.project(z["camera"][17].astype(np.float64), face, sfm.vertex_ids) - lms[sfm.ibug], axis=1)
     assert err.mean() == pytest.approx(z["landmark_error"][17], abs=0.05)
     # the AD-NeRF track_params fields for the tracking stage to merge
-    bs = np.load(root / "bs.npy")
-    names = json.loads((root / "landmarks.json").read_text())["blendshape_names"]
-    fields = M.adnerf_fields(out, bs, names)
-    assert fields["id"].shape == (1, 63) and fields["exp"].shape == (200, 58)
-    np.testing.assert_array_equal(fields["exp"][:, 6:], bs)
-    assert fields["exp_names"][:6] == list(M.EXPRESSION_NAMES) and len(fields["exp_names"]) == 58
+    fields = M.adnerf_fields(out, 200)
+    assert set(fields) == set(M.TRACK_PARAMS_KEYS)
+    np.testing.assert_array_equal(fields["id"], z["shape"][None])
+    np.testing.assert_array_equal(fields["exp_sfm"], z["expression"])
+    assert fields["exp_sfm_names"] == list(M.EXPRESSION_NAMES)
     from pipeline.common.errors import InputError
 
-    with pytest.raises(InputError, match="200 frames but blendshapes.npy has 10"):
-        M.adnerf_fields(out, bs[:10], names)
+    with pytest.raises(InputError, match="200 frames but the clip has 10"):
+        M.adnerf_fields(out, 10)
     # pose parts: u = s (R[0] X + tx), v = H - s (R[1] X + ty)
     s, rot, t = z["scale"][17], z["rotation"][17], z["translation"][17]
     v = face.reshape(-1, 3)[sfm.vertex_ids]
@@ -136,3 +136,15 @@ def test_identity_shape_is_stable_across_halves_of_a_clip(two_identities):
     between = [_mesh_rms_mm(sfm, a, b) for a in halves["German"] for b in halves["Trump"]]
     assert max(within) < 0.4 * min(between), (within, between)
     assert max(within) < 1.5  # millimetres
+
+
+def test_benchmark_shape_distance_hand_value():
+    """benchmark_threedmm.mesh_rms_mm: two vertices, one moved by (3, 4, 0) mm -> RMS sqrt(25 / 2)."""
+    from pipeline.preprocess.benchmark import format_load, load_average
+    from pipeline.preprocess.benchmark_threedmm import mesh_rms_mm
+
+    basis = np.eye(6)[:, :3]  # coefficient k moves vertex 0 along axis k
+    assert mesh_rms_mm(basis, [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]) == pytest.approx(np.sqrt(12.5))
+    assert mesh_rms_mm(basis, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == 0.0
+    load = load_average(1.234)
+    assert load["before"] == 1.23 and load["cpus"] >= 1 and format_load(load).startswith("load average (1 min)")

@@ -194,3 +194,44 @@ def test_lips_lpips_loads_backbone_or_skips_with_reason(tmp_path, monkeypatch):
     torch.testing.assert_close(net.net.slice5._modules["10"].weight, sd["features.10.weight"])
     a = torch.rand(1, 3, 32, 32) * 2 - 1
     assert net(a, a).abs().max() < 1e-6 and net(a, -a).item() > 0
+
+
+def test_lips_stage_continues_the_head_schedule(dev_dataset, tmp_path):
+    """The lips stage starts at the head stage's final learning rate (RAD-NeRF's finetune_lips
+    resumes the head checkpoint's scheduler). Starting a fresh Adam at the full rate on mouth
+    patches only tinted whole heads red (docs/quality.md, cause 7): on the 24-frame sample the
+    colour of head pixels outside the mouth changes by less than 2/255 on average."""
+    import torch
+
+    from pipeline.models.methods import get_method
+    from pipeline.models.registry import load_checkpoint
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.trainer import Stage, frame_conditions, train_stage
+
+    cfg = resolve_config("rad_nerf", {"profile": "smoke", "overrides": {"head_steps": 60, "lips_steps": 30}})
+    train_stage("head", cfg, dev_dataset, tmp_path, tmp_path / "head.pt")
+    data = TalkingDataset(dev_dataset, cfg.resolution, cfg.audio_feature, ("train",),
+                          conditions=get_method("rad_nerf").conditions, method="rad_nerf")
+    st = Stage("lips", cfg, data, tmp_path, tmp_path / "head.pt", None, torch.device("cpu"))
+    lrs = [g["lr"] for g in st.opt.param_groups]
+    assert lrs == pytest.approx([cfg.lr_grid * cfg.lr_final, cfg.lr_net * cfg.lr_final])
+    train_stage("lips", cfg, dev_dataset, tmp_path, tmp_path / "lips.pt", init=tmp_path / "head.pt")
+
+    tr = data.splits["train"]
+    means = []
+    for ck in ("head.pt", "lips.pt"):
+        model, _ = load_checkpoint(tmp_path / ck)
+        model.eval()
+        cols = []
+        with torch.no_grad():
+            for k in range(0, len(tr), 6):
+                out = model.render_frame(model.scene_pose(tr.poses[k]),
+                                         frame_conditions(model, tr, k, data.audio, torch.device("cpu")),
+                                         data.bc, torso=False)
+                keep = tr.head[k].clone()
+                r0, r1, c0, c1 = tr.mouth[k].tolist()
+                keep[r0:r1, c0:c1] = False
+                cols.append(out["rgb"][keep].mean(0))
+        means.append(torch.stack(cols).mean(0))
+    shift = (means[1] - means[0]).abs().max().item() * 255
+    assert shift < 2.0, f"lips stage moved the head colour by {shift:.2f}/255"

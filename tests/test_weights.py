@@ -104,5 +104,10 @@ def test_pinned_hashes_match_the_published_file_name_prefixes():
 def test_folder_entries_and_non_direct_downloads(tmp_path):
     with pytest.raises(WeightsMissing, match="not a direct download"):
         fetch("hubert_large", tmp_path)
+    # files a tool of their own installs after a licence prompt: fetch names the command
+    with pytest.raises(WeightsMissing, match=r"installed by its own tool after you accept its licence \(OpenFace") as exc:
+        fetch("openface_models_pyfaceau", tmp_path)
+    assert exc.value.reason.endswith(f"OPENFACE_MODELS_DIR={tmp_path}/OpenFaceModels pyfaceau-download-models")
+    assert not (tmp_path / "OpenFaceModels").exists()
     (tmp_path / "hubert-large-ls960-ft").mkdir()
     assert require("hubert_large", tmp_path).is_dir()

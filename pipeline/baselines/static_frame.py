@@ -10,7 +10,7 @@ Usage::
     python -m pipeline.baselines.static_frame --data results/data/German --identity German \
         --test self --out results/renders/static_frame/German/self
     python -m pipeline.baselines.static_frame --data results/data/German --identity German \
-        --test jfk --audio resources/audio/jfk_3s.flac --out results/renders/static_frame/German/jfk
+        --test jfk --audio resources/audio/jfk_4.2s.flac --out results/renders/static_frame/German/jfk
 """
 from __future__ import annotations
 

@@ -15,9 +15,18 @@ Dataset (ER-NeRF layout, ``results/data/{identity}/``)::
     bc.jpg                     background estimate
     gt_imgs/{i}.jpg            frame with background replaced by bc.jpg
     torso_imgs/{i}.png         RGBA, head removed (alpha 0 on head and background)
-    track_params.pt            dict of torch tensors: euler [N,3], trans [N,3], focal, exp [N,52], ...
+    track_params.pt            torch.save dict, AD-NeRF schema (rows = frame index img_id):
+                               euler float32 [N,3] rad (AD-NeRF euler2rot), trans float32 [N,3] dm,
+                               focal float32 [1] px, exp float32 [N,52] MediaPipe blendshapes,
+                               exp_names list[str], exp_model str, template float32 [K,3] cm,
+                               landmark_ids int64 [K], reproj_error float32 [N] px, threedmm str
+                               (3DMM status: ok | n/a: reason | not run); when the 3DMM ran:
+                               id float32 [1,63] SFM identity, id_model str,
+                               exp_sfm float32 [N,6] SFM expression weights, exp_sfm_names list[str]
     transforms_train.json      ER-NeRF schema: focal_len, cx, cy, frames[{img_id, aud_id, transform_matrix}]
     transforms_val.json        same, the last 1/11 of the frames
+    teeth_mask/{i}.npy         TalkingGaussian teeth mask, bool [H, W] (preprocess.teeth_mask.enabled)
+    parsing_tg/{i}.png         parsing in TalkingGaussian's colours: hair 0,0,0; inner mouth 100,100,100 (same switch)
     threedmm.npz, threedmm.json  Surrey Face Model fit: shape [63], expression [N, 6], pose, landmark error
     au.csv                     OpenFace 2 CSV format
     aud_mel.npy                float32 [N, 16, 80] log-mel windows (built in)

@@ -7,7 +7,9 @@ the reference script, TalkingGaussian's ``auerror.py`` (Fictionarry/TalkingGauss
 AU01, 02, 04, 05, 06, 07, 09, 45; lower = AU10, 12, 14, 15, 17, 20, 23, 25, 26 (AU09, the nose
 wrinkler, counts as upper face there).
 
-Extractor: OpenFace 2 ``FeatureExtraction`` when config ``preprocess.aus.openface_bin`` is set,
+Extractor: OpenFace 2 ``FeatureExtraction`` when config ``preprocess.aus.openface_bin`` is set, else
+pyfaceau (OpenFace 2.2's AU models in Python) when it and its model files are installed in
+``{weights_dir}/OpenFaceModels``,
 else an estimate from MediaPipe FaceLandmarker blendshapes
 (``pipeline.preprocess.aus.estimate_aus_from_blendshapes``), labelled as such.
 """

@@ -48,7 +48,7 @@ class MetricsConfig:
     verify_weights: bool | None = None
     """check weights hashes before use (None: on, unless $TALKING_NERF_VERIFY_WEIGHTS=0)"""
     lse_min_frames: int = 100
-    """shortest clip LSE accepts (the reference pipeline's --min_track)"""
+    """LSE accepts clips of more frames than this (the reference pipeline's --min_track)"""
     lse_short_clips: bool = False
     """score LSE on clips shorter than ``lse_min_frames`` too (down to SyncNet's 6-frame window),
     with a note saying so (config ``metrics.lse_short_clips``)"""
@@ -95,24 +95,40 @@ def training_seconds(model_dir: Path | None) -> MetricValue:
 
 
 class AUCollector:
-    """17 OpenFace AU intensities of generated and ground-truth frames, collected frame by frame:
-    OpenFace 2 ``FeatureExtraction`` on the frames (written to temporary folders) when a binary is
-    configured, else MediaPipe blendshapes mapped by
-    ``pipeline.preprocess.aus.estimate_aus_from_blendshapes`` (labelled as an estimate)."""
+    """17 OpenFace AU intensities of generated and ground-truth frames, collected frame by frame,
+    by the first available extractor (as ``pipeline.preprocess.aus``):
 
-    def __init__(self, openface_bin: str | None):
+    1. OpenFace 2 ``FeatureExtraction`` on the frames (written to temporary folders) when a binary
+       is configured;
+    2. pyfaceau (OpenFace 2.2's AU models in Python) when it and its model files are installed in
+       ``{weights_dir}/OpenFaceModels`` (``pipeline.preprocess.aus.pyfaceau_unavailable``): each
+       frame sequence is encoded losslessly (FFV1, 25 fps) and run as one video, so OpenFace's
+       running-median person normalisation sees the sequence as the binary would;
+    3. MediaPipe blendshapes mapped by ``pipeline.preprocess.aus.estimate_aus_from_blendshapes``
+       (labelled as an estimate, with the reason pyfaceau was not used).
+    """
+
+    def __init__(self, openface_bin: str | None, weights_dir: str | Path | None = None):
+        from pipeline.preprocess.aus import PYFACEAU_BACKEND, pyfaceau_models_dir, pyfaceau_unavailable
+
         self.openface_bin = openface_bin
         self.error = None
         self.n = 0
+        self.models_dir = pyfaceau_models_dir(weights_dir) if weights_dir is not None else None
         if openface_bin:
             if not Path(openface_bin).is_file():
                 raise InputError(openface_bin, "OpenFace FeatureExtraction binary not found")
-            self.backend = "OpenFace 2 FeatureExtraction"
-            self._tmp = tempfile.TemporaryDirectory(prefix="openface")
+            self.mode, self.backend = "openface", "OpenFace 2 FeatureExtraction"
+        else:
+            why = pyfaceau_unavailable(self.models_dir) if self.models_dir else "no weights folder given"
+            self.mode = "estimate" if why else "pyfaceau"
+            self.backend = (PYFACEAU_BACKEND if not why else
+                            f"AU estimate from MediaPipe blendshapes (not OpenFace); pyfaceau unavailable ({why})")
+        if self.mode != "estimate":
+            self._tmp = tempfile.TemporaryDirectory(prefix=self.mode)
             for sub in ("gen", "gt"):
                 (Path(self._tmp.name) / sub).mkdir()
             return
-        self.backend = "AU estimate from MediaPipe blendshapes (not OpenFace)"
         try:
             from pipeline.preprocess.aus import estimate_aus_from_blendshapes
             from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
@@ -129,7 +145,7 @@ class AUCollector:
         if self.error:
             return
         for key, img in (("gen", gen), ("gt", gt)):
-            if self.openface_bin:
+            if self.mode != "estimate":
                 cv2.imwrite(str(Path(self._tmp.name) / key / f"{self.n:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
                 continue
             r = self._det.detect(img, self.n)
@@ -140,8 +156,8 @@ class AUCollector:
     def _aus(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         from pipeline.metrics.aue import au_matrix, read_openface_aus
 
-        if self.openface_bin:
-            d = Path(self._tmp.name)
+        d = Path(self._tmp.name) if self.mode != "estimate" else None
+        if self.mode == "openface":
             subprocess.run([self.openface_bin, "-fdir", str(d / key), "-out_dir", str(d / f"{key}_out"), "-aus", "-q"],
                            check=True, capture_output=True)
             df_path = next((d / f"{key}_out").glob("*.csv"))
@@ -151,6 +167,14 @@ class AUCollector:
             ok.columns = [c.strip() for c in ok.columns]
             success = ok["success"].to_numpy() > 0 if "success" in ok else np.ones(len(ok), bool)
             return read_openface_aus(df_path), success
+        if self.mode == "pyfaceau":
+            from pipeline.preprocess.aus import run_pyfaceau
+
+            video = d / f"{key}.mkv"  # lossless: the AU models see the PNG frames' exact pixels
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-framerate", "25", "-i", str(d / key / "%06d.png"),
+                            "-c:v", "ffv1", str(video)], check=True, capture_output=True)
+            df = run_pyfaceau(video, self.models_dir, self.n)
+            return au_matrix(df), df["success"].to_numpy() > 0
         return (au_matrix(self._estimate(np.stack(self._bs[key]), self._det.blendshape_names)),
                 np.array(self._ok[key]))
 
@@ -182,7 +206,7 @@ class AUCollector:
                 for k in names}
 
     def close(self) -> None:
-        if self.openface_bin:
+        if self.mode != "estimate":
             self._tmp.cleanup()
         elif not self.error:
             self._det.close()
@@ -352,7 +376,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
             out["cpbd"] = cpbd(p)
         return p, g, pf, gf, out
 
-    au = AUCollector(cfg.openface_bin) if want & {"aue", "au_acc"} else None
+    au = AUCollector(cfg.openface_bin, cfg.weights_dir) if want & {"aue", "au_acc"} else None
     lips = LipCollector() if "lmd_lips" in want else None
     pool = ThreadPoolExecutor(cfg.threads) if cfg.threads > 1 else None
     chunk = 16
@@ -489,13 +513,13 @@ def _training_features(inc, data_dir: Path | None, first_render: Path | None) ->
 
 
 def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
-    """LSE-C / LSE-D of the render video; clips under ``cfg.lse_min_frames`` are n/a unless
-    ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
+    """LSE-C / LSE-D of the render video; clips of ``cfg.lse_min_frames`` frames or fewer are n/a
+    unless ``cfg.lse_short_clips``, then scored from SyncNet's minimum up with a note."""
     from pipeline.metrics.sync import LSE, WINDOW
 
     try:
         lse = LSE(cfg.weights_dir, cfg.verify_weights, cfg.device,
-                  WINDOW + 1 if cfg.lse_short_clips else cfg.lse_min_frames)
+                  WINDOW if cfg.lse_short_clips else cfg.lse_min_frames)
     except WeightsMissing as exc:
         return {k: MetricValue.na(exc.reason, LSE.backend) for k in ("lse_c", "lse_d")}
     try:
@@ -503,8 +527,8 @@ def _lse(cfg: MetricsConfig, video: Path) -> dict[str, MetricValue]:
     except ValueError as exc:
         return {k: MetricValue.na(str(exc), LSE.backend) for k in ("lse_c", "lse_d")}
     note = None
-    if r["n_frames"] < cfg.lse_min_frames:
-        note = (f"short clip: {r['n_frames']} frames, under the reference pipeline's {cfg.lse_min_frames}-frame "
+    if r["n_frames"] <= cfg.lse_min_frames:
+        note = (f"short clip: {r['n_frames']} frames, not over the reference pipeline's {cfg.lse_min_frames}-frame "
                 "minimum (syncnet_python --min_track); scored because metrics.lse_short_clips is on, "
                 "not comparable with published LSE")
     return {k: MetricValue(r[k], lse.backend + ("; short clip" if note else ""), lse.weights_sha256, None,

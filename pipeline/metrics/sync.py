@@ -15,8 +15,9 @@ Pipeline (``run_pipeline.py`` then ``SyncNetInstance.evaluate``), re-implemented
    frames, the mean over windows of the feature distance; LSE-D = the minimum over offsets,
    LSE-C = median over offsets minus that minimum; the AV offset is the arg-min.
 
-Clips shorter than :data:`MIN_FRAMES` (the reference pipeline's ``--min_track`` 100 frames, 4 s)
-are refused with that reason. Without the SyncNet or S3FD weights the metric is n/a.
+Clips of :data:`MIN_FRAMES` frames or fewer are refused with that reason: the reference pipeline
+(``run_pipeline.py``, ``track_shot``) keeps a face track only when ``len(track) > opt.min_track``
+(``--min_track`` 100), so a clip needs 101 frames (over 4 s at 25 fps). Without the SyncNet or S3FD weights the metric is n/a.
 """
 from __future__ import annotations
 
@@ -278,15 +279,15 @@ class LSE:
         """``{"lse_c", "lse_d", "offset", "n_frames"}`` of ``video`` (25 fps, audio muxed).
 
         Raises:
-            ValueError: too short (under :data:`MIN_FRAMES`), no usable face track.
+            ValueError: too short (``min_frames`` frames or fewer), no usable face track.
         """
         import cv2
 
         frames = read_video_bgr(video)
         audio = read_audio_16k(video)
         n = min(len(frames), int(math.floor(len(audio) / (SR / FPS))))
-        if n < self.min_frames:
-            raise ValueError(f"{n} frames with audio: the reference SyncNet pipeline needs at least "
+        if n <= self.min_frames:
+            raise ValueError(f"{n} frames with audio: the reference SyncNet pipeline needs more than "
                              f"{self.min_frames} (run_pipeline.py --min_track)")
         frames = frames[:n]
         boxes = [self.det.detect_faces(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), conf_th=CONF_TH,

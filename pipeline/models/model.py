@@ -16,6 +16,7 @@ from pipeline.models.audio import AudioEncoder
 from pipeline.models.conditions import eye_value  # noqa: F401 (re-exported: older imports)
 from pipeline.models.conditions import get_condition
 from pipeline.models.configs import TrainConfig
+from pipeline.models.encodings import volume_interpolation
 from pipeline.models.methods import get_method
 from pipeline.models.occupancy import OccupancyGrid
 from pipeline.models.volume import get_rays, render_rays
@@ -39,6 +40,7 @@ class TalkingHeadModel(nn.Module):
         self.head = self.spec.field(cfg, cfg.audio_dim)
         self.torso = self.spec.torso(cfg)
         self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
+        self.last_frame_stats: dict = {}
 
     # ---------------------------------------------------------------- conditioning
     def audio_code(self, win: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ class TalkingHeadModel(nn.Module):
 
     # ---------------------------------------------------------------- rendering
     def render_head_rays(self, c2w: torch.Tensor, pix: torch.Tensor, cond: dict[str, torch.Tensor],
-                         perturb: bool = True, occ: bool = True) -> dict:
+                         perturb: bool = True, occ: bool = True, skip_empty: bool = True) -> dict:
         """Head rays for pixels ``pix`` [R, 2] (row, col) of a camera ``c2w`` (scene units) under
         the condition record ``cond`` (:meth:`encode`).
 
@@ -83,7 +85,7 @@ class TalkingHeadModel(nn.Module):
         o, d = get_rays(c2w, m["focal"], m["cx"], m["cy"], pix)
         return render_rays(lambda x, dd: self.head(x, dd, cond), o, d, self.bound, self.cfg.n_samples,
                            self.occ if occ else None, perturb=perturb,
-                           tight_bounds=self.cfg.occ_tight_bounds)
+                           tight_bounds=self.cfg.occ_tight_bounds, skip_empty=skip_empty)
 
     def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
@@ -94,9 +96,13 @@ class TalkingHeadModel(nn.Module):
 
     @torch.no_grad()
     def render_frame(self, c2w: torch.Tensor, cond: dict[str, torch.Tensor], bg: torch.Tensor,
-                     torso: bool = True, chunk: int = 8192) -> dict:
+                     torso: bool = True, chunk: int = 8192, fast: bool = True, skip_empty: bool = True) -> dict:
         """A full frame (rays in chunks). ``c2w`` in scene units, ``cond`` the condition record,
-        ``bg`` [H, W, 3] in [0, 1].
+        ``bg`` [H, W, 3] in [0, 1]. ``fast``: hash grids through
+        :func:`pipeline.models.encodings.volume_interpolation` (False: the bit-exact corner path
+        that training uses; the images agree within 1e-4, tests/test_performance.py);
+        ``skip_empty``: occupancy skipping and early termination (False: every sample evaluated).
+        Sets :attr:`last_frame_stats` (``rays``, ``samples`` evaluated, ``samples_per_ray``).
 
         Returns ``rgb`` [H,W,3], ``head_alpha`` [H,W], ``torso_alpha`` [H,W], ``head_rgb`` [H,W,3]
         (un-premultiplied head colour).
@@ -107,12 +113,16 @@ class TalkingHeadModel(nn.Module):
         pix = torch.stack([rr, cc], -1).reshape(-1, 2)
         rgb_h = torch.zeros(H * W, 3, device=dev)
         a_h = torch.zeros(H * W, device=dev)
-        for s in range(0, pix.shape[0], chunk):
-            out = self.render_head_rays(c2w, pix[s:s + chunk], cond, perturb=False)
-            rgb_h[s:s + chunk], a_h[s:s + chunk] = out["rgb"], out["alpha"]
-        bgf = bg.reshape(-1, 3)
+        n_evals = 0
+        with volume_interpolation(fast):
+            for s in range(0, pix.shape[0], chunk):
+                out = self.render_head_rays(c2w, pix[s:s + chunk], cond, perturb=False, skip_empty=skip_empty)
+                rgb_h[s:s + chunk], a_h[s:s + chunk] = out["rgb"], out["alpha"]
+                n_evals += out["n_evals"]
+            bgf = bg.reshape(-1, 3)
+            t_rgb, t_a, _ = self.render_torso_pix(pix, c2w) if torso else (None, None, None)
+        self.last_frame_stats = {"rays": H * W, "samples": n_evals, "samples_per_ray": n_evals / (H * W)}
         if torso:
-            t_rgb, t_a, _ = self.render_torso_pix(pix, c2w)
             under = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * bgf
         else:
             t_a = torch.zeros_like(a_h)

@@ -28,8 +28,9 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("occupied", torch.ones(resolution ** 3, dtype=torch.bool))  # all, until updated
 
     def cell_index(self, x: torch.Tensor) -> torch.Tensor:
-        """x [P, 3] in world units -> flat cell index [P] (clamped)."""
-        g = ((x / self.bound + 1) / 2 * self.res).long().clamp(0, self.res - 1)
+        """x [P, 3] in world units -> flat cell index [P] int32 (clamped; int32 holds every
+        index up to resolution 1290)."""
+        g = ((x / self.bound + 1) / 2 * self.res).to(torch.int32).clamp_(0, self.res - 1)
         return (g[:, 0] * self.res + g[:, 1]) * self.res + g[:, 2]
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,14 @@ class OccupancyGrid(nn.Module):
         u = (torch.arange(steps, device=o.device, dtype=o.dtype) + 0.5) / steps          # [K]
         span = (far - near).clamp(min=0)
         t = near[:, None] + span[:, None] * u[None]                                     # [R, K]
-        occ = self.query((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, steps)
+        # the probes' cells, per dimension on [R, K] (the arithmetic of cell_index, element for
+        # element, without the [R*K, 3] position and int64 temporaries)
+        r = self.res
+        flat = None
+        for k in range(3):
+            g = (((o[:, k:k + 1] + t * d[:, k:k + 1]) / self.bound + 1) / 2 * r).to(torch.int32).clamp_(0, r - 1)
+            flat = g if flat is None else flat * r + g
+        occ = self.occupied[flat]                                                       # [R, K]
         hit = occ.any(dim=1)
         first = occ.float().argmax(dim=1).float()
         last = (steps - 1) - occ.flip(1).float().argmax(dim=1).float()

@@ -42,7 +42,7 @@ def aabb_near_far(o: torch.Tensor, d: torch.Tensor, bound: float, min_near: floa
 
 def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samples: int,
                 occ: OccupancyGrid | None = None, perturb: bool = True, chunk_samples: int = 12,
-                t_thresh: float = 1e-3, tight_bounds: bool = True):
+                t_thresh: float = 1e-3, tight_bounds: bool = True, skip_empty: bool = True):
     """Volume rendering (Mildenhall et al. 2020 Eq. 3) with occupancy skipping and early ray
     termination: samples are marched in chunks of ``chunk_samples`` along the ray; rays whose
     transmittance falls below ``t_thresh`` stop, empty cells are not evaluated.
@@ -56,6 +56,8 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
             ray's [near, far] is first shrunk to its occupied span
             (:meth:`pipeline.models.occupancy.OccupancyGrid.ray_bounds`), so the ``n_samples``
             are spent on the head only.
+        skip_empty: False evaluates every sample (no occupancy mask, no early termination) at the
+            same positions: the reference that the skipping is tested against.
     Returns: dict ``rgb`` [R, 3] (premultiplied head colour), ``alpha`` [R] (accumulated opacity),
         ``depth`` [R], ``reg`` scalar, ``n_evals`` number of field evaluations.
     """
@@ -86,7 +88,8 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         t = nr[:, None] + (steps + jitter) * dl[:, None]                              # [A, k]
         x = o[idx_alive][:, None] + t[..., None] * d[idx_alive][:, None]               # [A, k, 3]
         xf = x.reshape(-1, 3)
-        mask = occ.query(xf) if occ is not None else torch.ones(xf.shape[0], dtype=torch.bool, device=dev)
+        mask = (occ.query(xf) if occ is not None and skip_empty
+                else torch.ones(xf.shape[0], dtype=torch.bool, device=dev))
         sigma = torch.zeros(xf.shape[0], device=dev)
         col = torch.zeros(xf.shape[0], 3, device=dev)
         if mask.any():
@@ -104,5 +107,6 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         acc = acc.index_add(0, idx_alive, w.sum(1))
         depth = depth.index_add(0, idx_alive, (w * t).sum(1))
         trans = trans.index_put((idx_alive,), trans[idx_alive] * tr_in[:, -1])
-        idx_alive = idx_alive[trans[idx_alive] > t_thresh]
+        if skip_empty:
+            idx_alive = idx_alive[trans[idx_alive] > t_thresh]
     return {"rgb": rgb, "alpha": acc, "depth": depth, "reg": reg / max(n_reg, 1), "n_evals": n_evals}

@@ -1,11 +1,19 @@
 """Facial action units (AUs) per frame: ``au.csv`` in OpenFace 2's CSV format.
 
-Two extractors:
+Three extractors, the first available one is used:
 
 * **OpenFace 2** (config ``preprocess.aus.openface_bin`` = path of ``FeatureExtraction``): the binary
   runs on the cropped video (``-f VIDEO -out_dir DIR -aus``); its CSV is read, its columns checked
   and its frame count compared with the dataset's, then written back unchanged in layout.
-* **MediaPipe blendshapes** (default): the 17 intensity AUs are estimated from the 52 blendshape
+* **pyfaceau** (automatic when the ``pyfaceau`` package and OpenFace 2.2's model files are installed:
+  :func:`pyfaceau_unavailable`): a Python re-implementation of OpenFace 2.2's AU pipeline (MTCNN
+  face detection, CLNF landmarks, HOG + geometry features, OpenFace's own SVR models with its
+  running-median person normalisation); its authors report r = 0.97 against the C++ binary. The
+  model files live in ``{weights_dir}/OpenFaceModels`` (:func:`pyfaceau_models_dir`, the folder
+  pyfaceau calls ``OPENFACE_MODELS_DIR``; manifest entry ``openface_models_pyfaceau`` says how to
+  fetch them after accepting OpenFace's licence). pyfaceau writes intensities only: the presence
+  columns are ``AU_r >= 1`` (``AU28_c`` 0) and ``confidence`` is 1 on frames with a face, 0 without.
+* **MediaPipe blendshapes** (otherwise): the 17 intensity AUs are estimated from the 52 blendshape
   scores with the linear mapping below, scaled to OpenFace's 0..5 range (``AU_r = clip(5 * s, 0, 5)``
   where ``s`` is the blendshape score or the mean of its left/right pair). It is an approximation,
   not calibrated against OpenFace: use it for relative comparisons (AUE between methods on the same
@@ -43,7 +51,10 @@ timestamps in seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -254,6 +265,106 @@ def run_openface(binary: str | Path, video: Path, n_frames: int, timeout: float 
         return validate_openface(df, csv, n_frames)
 
 
+#: backend name of pyfaceau's AUs (metric JSONs, ``aus.json``); the tables mark it as not OpenFace
+PYFACEAU_BACKEND = "pyfaceau (OpenFace 2.2 AU models, Python re-implementation)"
+#: the packages of pyfaceau's pipeline, each with its own OpenFace model files (``models_ready``)
+PYFACEAU_PACKAGES = ("pyfaceau", "pyclnf", "pymtcnn")
+#: folder inside the weights folder that holds OpenFace's model files for pyfaceau
+OPENFACE_MODELS = "OpenFaceModels"
+#: where the install steps are (the manifest entry's notes)
+PYFACEAU_HOW = "`python -m pipeline.weights fetch openface_models_pyfaceau` says how to install them"
+
+
+def pyfaceau_models_dir(weights_dir: str | Path) -> Path:
+    """``{weights_dir}/OpenFaceModels``: the folder given to pyfaceau, pyclnf and pymtcnn as their
+    model cache (their ``OPENFACE_MODELS_DIR``; they add ``2.2.0/`` below it)."""
+    return Path(weights_dir) / OPENFACE_MODELS
+
+
+def pyfaceau_unavailable(models_dir: str | Path) -> str | None:
+    """Why pyfaceau cannot run, or None when it can: each of :data:`PYFACEAU_PACKAGES` imports
+    (``<package>.models``) and reports its OpenFace model files complete in ``models_dir``
+    (``models_ready(cache_dir)``, which checks the files pyfaceau's downloader verified against
+    the sha256 list it ships)."""
+    for pkg in PYFACEAU_PACKAGES:
+        try:
+            mod = importlib.import_module(f"{pkg}.models")
+        except ImportError as exc:
+            return f"pyfaceau not installed: {exc}; {PYFACEAU_HOW}"
+        if not mod.models_ready(cache_dir=models_dir):
+            return f"{pkg}'s OpenFace model files not in {models_dir}; {PYFACEAU_HOW}"
+    return None
+
+
+@contextlib.contextmanager
+def _openface_models_env(models_dir: Path):
+    """Point pyclnf and pymtcnn (which read ``$OPENFACE_MODELS_DIR``) at ``models_dir``."""
+    old = os.environ.get("OPENFACE_MODELS_DIR")
+    os.environ["OPENFACE_MODELS_DIR"] = str(models_dir)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("OPENFACE_MODELS_DIR", None)
+        else:
+            os.environ["OPENFACE_MODELS_DIR"] = old
+
+
+def run_pyfaceau(video: str | Path, models_dir: str | Path, n_frames: int | None = None) -> pd.DataFrame:
+    """The 17 OpenFace 2.2 AU intensities of every frame of ``video`` by pyfaceau
+    (``FullPythonAUPipeline.process_video``: one pass with OpenFace's running-median person
+    normalisation, then its post-processing).
+
+    Args:
+        video: a video file OpenCV reads.
+        models_dir: :func:`pyfaceau_models_dir` (checked with :func:`pyfaceau_unavailable` first).
+        n_frames: frames the video must have (None: any).
+    Returns:
+        DataFrame [N, 19]: ``frame`` (from 1), ``success`` (0/1), ``AU01_r ... AU45_r`` (0..5; 0 on
+        frames without a face).
+    Raises:
+        InputError: pyfaceau or its model files missing, a missing AU column, or a frame count
+            other than ``n_frames``.
+    """
+    video, models_dir = Path(video), Path(models_dir)
+    reason = pyfaceau_unavailable(models_dir)
+    if reason:
+        raise InputError(models_dir, reason)
+    with _openface_models_env(models_dir):
+        from pyfaceau import FullPythonAUPipeline
+        from pyfaceau.models import ensure_models, model_paths
+
+        pipe = FullPythonAUPipeline(**model_paths(ensure_models(cache_dir=models_dir)), verbose=False)
+        df = pipe.process_video(str(video))
+    missing = [f"{a}_r" for a in AU_R if f"{a}_r" not in df.columns]
+    if missing or "success" not in df.columns:
+        raise InputError(video, f"pyfaceau output lacks {missing or ['success']}")
+    if n_frames is not None and len(df) != n_frames:
+        raise InputError(video, f"pyfaceau read {len(df)} frames but the dataset has {n_frames}")
+    ok = df["success"].astype(bool).to_numpy()
+    out = pd.DataFrame({"frame": np.arange(1, len(df) + 1), "success": ok.astype(int)})
+    for a in AU_R:
+        out[f"{a}_r"] = np.where(ok, pd.to_numeric(df[f"{a}_r"], errors="coerce").fillna(0.0), 0.0).clip(0.0, AU_MAX)
+    return out
+
+
+def pyfaceau_table(aus: pd.DataFrame, fps: float) -> pd.DataFrame:
+    """The full ``au.csv`` table (:data:`COLUMNS`) from :func:`run_pyfaceau`'s output: timestamps
+    (frame - 1) / fps s, ``confidence`` = ``success``, presence ``AU_c = AU_r >= 1`` (``AU28_c`` 0:
+    pyfaceau has no AU28)."""
+    n = len(aus)
+    ok = aus["success"].to_numpy(int)
+    table = pd.DataFrame({"frame": np.arange(1, n + 1), "face_id": np.zeros(n, dtype=int),
+                          "timestamp": np.arange(n) / float(fps), "confidence": ok.astype(np.float64),
+                          "success": ok})
+    for a in AU_R:
+        table[f"{a}_r"] = aus[f"{a}_r"].to_numpy(np.float64)
+    for a in AU_C:
+        table[f"{a}_c"] = ((table[f"{a}_r"] >= PRESENCE_THRESHOLD).astype(np.float64) if a in AU_R
+                           else np.zeros(n))
+    return table[COLUMNS]
+
+
 def video_fps(path: Path) -> float:
     """Average frame rate of a video (frames/s); InputError when unreadable."""
     import cv2
@@ -273,7 +384,8 @@ def main(argv=None) -> int:
     ap.add_argument("--landmarks", required=True, type=Path, help="landmarks.json (blendshape names, failed frames)")
     ap.add_argument("--out", required=True, type=Path, help="au.csv")
     ap.add_argument("--out-report", required=True, type=Path, help="aus.json")
-    ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.aus")
+    ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.aus; the rule adds openface_models "
+                                                "(pyfaceau's model folder) when those files are installed")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.aus")
     cfg = parse_cfg_arg(args.cfg)
@@ -283,9 +395,14 @@ def main(argv=None) -> int:
     report = read_json(args.landmarks)
     names = blendshape_names(report, args.landmarks, bs.shape[1])
     failed = failed_frames(report)
+    pyfaceau_dir = cfg.get("openface_models")
     if cfg.get("openface_bin"):
         df = run_openface(cfg["openface_bin"], args.video, len(bs))
         extractor = {"extractor": "openface", "binary": str(cfg["openface_bin"])}
+    elif pyfaceau_dir and not pyfaceau_unavailable(pyfaceau_dir):
+        df = pyfaceau_table(run_pyfaceau(args.video, pyfaceau_dir, len(bs)), video_fps(args.video))
+        extractor = {"extractor": "pyfaceau", "backend": PYFACEAU_BACKEND, "models": str(pyfaceau_dir),
+                     "note": "presence columns AU_c = AU_r >= 1 (pyfaceau writes intensities only)"}
     else:
         try:
             df = aus_table(bs, names, video_fps(args.video), failed)
@@ -295,6 +412,8 @@ def main(argv=None) -> int:
                      "mapping": {k: list(v) for k, v in BLENDSHAPE_AU_MAP.items()} | {"AU25": ["jawOpen", "-mouthClose"]},
                      "scale": f"AU_r = clip({AU_MAX:g} * score, 0, {AU_MAX:g}); AU_c = AU_r >= {PRESENCE_THRESHOLD:g}",
                      "note": "approximation of OpenFace 2 intensities, not calibrated against OpenFace"}
+        if pyfaceau_dir:
+            extractor["pyfaceau_unavailable"] = pyfaceau_unavailable(pyfaceau_dir)
     write_openface_csv(df, args.out)
     atomic_write_json(args.out_report, {**extractor, "frames": len(df),
                                         "mean_intensity": {f"{a}_r": float(df[f"{a}_r"].mean()) for a in AU_R}})

@@ -10,6 +10,7 @@ the Snakemake run (which includes Snakemake's own start-up). With ``--out`` the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -90,6 +91,27 @@ def summarize(workdir: Path, identity: str, wall: float) -> dict:
             "end_to_end": {"seconds": round(wall, 3), "frames_per_second": round(frames / wall, 2)}}
 
 
+@contextlib.contextmanager
+def bench_workdir(out: Path | None, prefix: str):
+    """The working folder ``out`` (kept), or a temporary one removed afterwards."""
+    workdir = out.resolve() if out else Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield workdir
+    finally:
+        if not out:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load_average(before: float) -> dict:
+    """1-minute load averages ``before`` and now, and the CPU count (a loaded machine gives lower figures)."""
+    return {"before": round(before, 2), "after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+
+
+def format_load(load: dict) -> str:
+    """One line for :func:`load_average`'s dict."""
+    return f"load average (1 min) before / after: {load['before']} / {load['after']} on {load['cpus']} CPUs"
+
+
 def format_table(summary: dict) -> str:
     """Plain-text table of the summary (one stage per line)."""
     lines = [f"{'stage':<16}{'seconds':>10}{'frames/s':>12}"]
@@ -114,20 +136,19 @@ def main(argv=None) -> int:
     if not video.is_file():
         raise InputError(video, "video not found")
     identity = identity_name(video)
-    workdir = args.out.resolve() if args.out else Path(tempfile.mkdtemp(prefix="dataset_bench_"))
-    try:
+    with bench_workdir(args.out, "dataset_bench_") as workdir:
         prepare_workdir(workdir, video, identity, args.sfm.resolve() if args.sfm else None)
         log.info("building the dataset of %s in %s (%d cores)", video, workdir, args.cores)
+        load0 = os.getloadavg()[0]
         wall = run_builder(workdir, identity, args.cores, args.timeout)
         summary = summarize(workdir, identity, wall)
         summary["cores"] = args.cores
+        summary["load_average"] = load_average(load0)
         summary["video"] = str(video)
         print(format_table(summary))
+        print(format_load(summary["load_average"]))
         if args.out:
             atomic_write_json(workdir / "benchmark.json", summary)
-    finally:
-        if not args.out:
-            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -9,9 +9,13 @@ Outputs (ER-NeRF layout, see :mod:`pipeline.common.layout`):
 * ``landmarks.json`` - backends, failed / interpolated frames, blendshape names, extra files, timings.
 
 Frame ``i`` always maps to ``{i}.lms`` and row ``i``: frames without a face are filled by linear
-interpolation between their neighbours (runs of at most ``max_gap`` frames; at the clip's ends the
-nearest detected frame is repeated), and recorded. More failures than ``max_failed_fraction`` of the
-frames, or a longer run, refuse the identity with :class:`InputError` naming the frames.
+interpolation between their neighbours (at the clip's ends the nearest detected frame is repeated),
+and recorded. Runs of at most ``max_gap`` failed frames are *interpolated* and stay in the dataset;
+more of them than ``max_failed_fraction`` of the frames refuse the identity. Longer runs are
+*face-less stretches* (the face left the frame, a cutaway): their frames keep their files but are
+listed in ``excluded_frames`` and left out of the train/val splits by the tracking stage (as AD-NeRF
+keeps only its ``valid_img_ids``); only when they cover more than ``max_faceless_fraction`` of the
+frames is the identity refused. Refusals are one :class:`InputError` naming the frames.
 
 Backends: MediaPipe Face Landmarker (mesh, blendshapes, poses; always); the 68 points come from the
 FAN 2DFAN4 network when its weights are present (``backend: auto|fan``, the anchors' choice: ER-NeRF
@@ -57,9 +61,14 @@ class LandmarksConfig:
     lms68: str = "auto"
     """auto | dlib | mesh: 68-point source when FAN is not used (auto = mesh, see module docstring)."""
     max_failed_fraction: float = 0.1
-    """refuse the identity when more than this fraction of the frames has no face."""
+    """refuse the identity when more than this fraction of the frames are short gaps without a face
+    (runs of at most ``max_gap`` frames, interpolated)."""
     max_gap: int = 12
-    """longest run of consecutive failed frames that is interpolated (frames)."""
+    """longest run of consecutive failed frames that is interpolated and kept (frames); longer runs
+    are face-less stretches, left out of the train/val splits."""
+    max_faceless_fraction: float = 0.5
+    """refuse the identity when face-less stretches (runs longer than ``max_gap``) cover more than
+    this fraction of the frames."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LandmarksConfig":
@@ -168,26 +177,34 @@ def orthonormalize_poses(poses: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_failures(ok: np.ndarray, cfg: LandmarksConfig, where: Path) -> None:
-    """Refuse the identity when too many frames failed or a failed run is longer than max_gap.
+def check_failures(ok: np.ndarray, cfg: LandmarksConfig, where: Path) -> tuple[list[int], list[int]]:
+    """Sort the failed frames into interpolated gaps and face-less stretches; refuse the identity
+    when either exceeds its limit (module docstring).
 
+    Args:
+        ok: bool [N], True where a face was detected.
+    Returns:
+        (interpolated frames: runs of at most ``max_gap``, excluded frames: longer runs), sorted.
     Raises:
         InputError: naming ``where`` and the failed frame numbers.
     """
     n = len(ok)
     failed = np.flatnonzero(~ok).tolist()
     if not failed:
-        return
+        return [], []
     if len(failed) == n:
         raise InputError(where, f"no face found in any of the {n} frames")
-    if len(failed) > cfg.max_failed_fraction * n:
-        raise InputError(where, f"no face in {len(failed)} of {n} frames (more than max_failed_fraction="
-                                f"{cfg.max_failed_fraction}): frames {format_frames(failed)}")
-    long_runs = [(a, b) for a, b in failed_runs(ok) if b - a > cfg.max_gap]
-    if long_runs:
-        a, b = long_runs[0]
-        raise InputError(where, f"no face in frames {a}-{b - 1} ({b - a} consecutive frames, more than "
-                                f"max_gap={cfg.max_gap})")
+    short, long = [], []
+    for a, b in failed_runs(ok):
+        (short if b - a <= cfg.max_gap else long).extend(range(a, b))
+    if len(short) > cfg.max_failed_fraction * n:
+        raise InputError(where, f"no face in {len(short)} of {n} frames (more than max_failed_fraction="
+                                f"{cfg.max_failed_fraction}): frames {format_frames(short)}")
+    if len(long) > cfg.max_faceless_fraction * n:
+        runs = [f"{a}-{b - 1}" for a, b in failed_runs(ok) if b - a > cfg.max_gap]
+        raise InputError(where, f"no face in {len(long)} of {n} frames in runs longer than max_gap={cfg.max_gap} "
+                                f"(frames {', '.join(runs)}; more than max_faceless_fraction={cfg.max_faceless_fraction})")
+    return short, long
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,10 +317,15 @@ def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Pat
             mesh[i], bshapes[i], poses[i] = res.mesh, res.blendshapes, res.pose
             lms[i] = predict68(bgr, res.mesh)
         names = det.blendshape_names
-    check_failures(ok, cfg, Path(frames_dir))
+    interpolated, excluded = check_failures(ok, cfg, Path(frames_dir))
     failed = np.flatnonzero(~ok).tolist()
+    if interpolated:
+        log.warning("no face in %d frame(s): %s (interpolated)", len(interpolated), format_frames(interpolated))
+    if excluded:
+        runs = [f"{a}-{b - 1}" for a, b in failed_runs(ok) if b - a > cfg.max_gap]
+        log.warning("no face in %d frame(s) in runs longer than max_gap=%d (frames %s): left out of the "
+                    "train/val splits", len(excluded), cfg.max_gap, ", ".join(runs))
     if failed:
-        log.warning("no face in %d frame(s): %s (interpolated)", len(failed), format_frames(failed))
         mesh, bshapes, lms = fill_gaps(mesh, ok), fill_gaps(bshapes, ok), fill_gaps(lms, ok)
         poses = orthonormalize_poses(fill_gaps(poses, ok))
     for i, path in enumerate(frames):
@@ -317,7 +339,8 @@ def run(frames_dir: Path, out_mesh: Path, out_blendshapes: Path, out_report: Pat
         "image_size": [int(size[1]), int(size[0])],
         "backends": {"mesh": "mediapipe_face_landmarker", "lms68": name68},
         "failed_frames": failed,
-        "interpolated_frames": failed,
+        "interpolated_frames": interpolated,
+        "excluded_frames": excluded,
         "max_gap": cfg.max_gap,
         "max_failed_fraction": cfg.max_failed_fraction,
         "blendshape_names": names,

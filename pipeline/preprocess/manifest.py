@@ -8,7 +8,8 @@ mismatch raises :class:`InputError` naming the artefact.
 Fields (see docs/preprocess-tracking.md): ``identity``, ``frames``, ``fps``, ``size``, ``counts``
 (artefact -> count), ``crop`` (fixed or moving window, first/last window, jitter), ``av_durations``
 (audio and video stream durations of the raw video, from ``probe.json``), ``focal_len``,
-``reproj_error_px``, ``threedmm`` (status and mean landmark error of the SFM fit), ``failed_frames``, ``backends`` (stage -> backend), ``tool_versions``,
+``reproj_error_px``, ``threedmm`` (status and mean landmark error of the SFM fit), ``failed_frames``,
+``excluded_frames`` (face-less stretches, in neither split), ``train_val_frames``, ``backends`` (stage -> backend), ``tool_versions``,
 ``timings`` (stage -> seconds, frames/s; ``total``), ``config_hash``, ``files``.
 """
 from __future__ import annotations
@@ -41,6 +42,8 @@ FRAME_FOLDERS = {
     "gt_imgs": ("gt_imgs", ".jpg"),
     "torso_imgs": ("torso_imgs", ".png"),
 }
+#: optional per-frame folders (TalkingGaussian extras, preprocess.teeth_mask.enabled): name -> suffix
+OPTIONAL_FRAME_FOLDERS = {"teeth_mask": ".npy", "parsing_tg": ".png"}
 #: python distributions whose versions are recorded
 PACKAGES = {"mediapipe": "mediapipe", "dlib": "dlib-bin", "torch": "torch", "snakemake": "snakemake",
             "opencv": "opencv-python-headless", "numpy": "numpy", "eos": "eos-py"}
@@ -77,18 +80,15 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
         {artefact: count}; raises InputError when a folder has gaps in its frame numbering.
     """
     counts: dict[str, int] = {}
-    for name, (attr, suffix) in FRAME_FOLDERS.items():
-        folder = getattr(layout, attr)
+    folders = [(name, getattr(layout, attr), suffix) for name, (attr, suffix) in FRAME_FOLDERS.items()]
+    # optional TalkingGaussian extras: counted when built
+    folders += [(name, layout.root / name, suffix) for name, suffix in OPTIONAL_FRAME_FOLDERS.items()
+                if (layout.root / name).is_dir()]
+    for name, folder, suffix in folders:
         n, missing = count_frame_files(folder, suffix)
         if missing:
             raise InputError(folder, f"{name}: frame numbering has gaps (missing {missing[:5]})")
         counts[name] = n
-    teeth = layout.root / "teeth_mask"  # optional (TalkingGaussian extras)
-    if teeth.is_dir():
-        n, missing = count_frame_files(teeth, ".npy")
-        if missing:
-            raise InputError(teeth, f"teeth_mask: frame numbering has gaps (missing {missing[:5]})")
-        counts["teeth_mask"] = n
     fit = layout.root / "threedmm.npz"  # rows only when the 3DMM fit ran (not n/a)
     if fit.is_file():
         with np.load(fit) as z:
@@ -99,16 +99,19 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
     for feat in audio_features:
         counts[Path(AUDIO_FEATURE_FILES[feat]).stem] = count_rows(layout.audio_feature(feat))
     train, val = read_json(layout.transforms_train), read_json(layout.transforms_val)
-    counts["transforms"] = len(train.get("frames", [])) + len(val.get("frames", []))
+    excluded = sorted(int(i) for i in read_json(layout.landmarks_report).get("excluded_frames", []))
+    counts["transforms"] = len(train.get("frames", [])) + len(val.get("frames", [])) + len(excluded)
     counts["au_csv"] = count_rows(layout.au)
     tr_ids = [f["img_id"] for f in train.get("frames", [])]
     va_ids = [f["img_id"] for f in val.get("frames", [])]
     # each split in order, together every frame once (the validation frames are the clip's end, or
     # the end of every emotion segment: pipeline.preprocess.tracking.split_ids)
-    if sorted(tr_ids + va_ids) != list(range(len(tr_ids) + len(va_ids))) or tr_ids != sorted(tr_ids) \
+    # frames of face-less stretches (landmarks.json excluded_frames) are in neither split
+    n_all = len(tr_ids) + len(va_ids) + len(excluded)
+    if sorted(tr_ids + va_ids + excluded) != list(range(n_all)) or tr_ids != sorted(tr_ids) \
             or va_ids != sorted(va_ids):
-        raise InputError(layout.transforms_train, "img_id of transforms_train + transforms_val are not 0..N-1, "
-                                                  "each frame once, each split in order")
+        raise InputError(layout.transforms_train, "img_id of transforms_train + transforms_val + the excluded "
+                                                  "frames are not 0..N-1, each frame once, each split in order")
     return counts
 
 
@@ -225,9 +228,13 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "av_durations": probe.get("av_durations"),
         "focal_len": tracking.get("focal_len"),
         "focal_at_grid_border": tracking.get("focal_search", {}).get("at_grid_border"),
+        "focal_source": tracking.get("focal_source", "search"),
+        "focal_prior_reason": tracking.get("focal_prior_reason"),
         "reproj_error_px": tracking.get("reproj_error_px", {}).get("mean"),
         "threedmm": threedmm_summary(layout.root / "threedmm.json"),
         "failed_frames": lm.get("failed_frames", []),
+        "excluded_frames": lm.get("excluded_frames", []),
+        "train_val_frames": [tracking.get("train_frames"), tracking.get("val_frames")],
         "backends": stage_backends(layout.root),
         "audio_features": feats,
         "tool_versions": tool_versions(),

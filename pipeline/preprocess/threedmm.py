@@ -328,33 +328,53 @@ def save_npz(path: str | Path, fit: ThreeDMMFit, valid: np.ndarray) -> None:
                      identity_frames=fit.identity_frames.astype(np.int64), status=np.array("ok"))
 
 
-def adnerf_fields(threedmm: str | Path, blendshapes: np.ndarray, blendshape_names: list[str]) -> dict:
+#: ``track_params.pt`` keys this stage provides (see :func:`adnerf_fields`)
+TRACK_PARAMS_KEYS = ("id", "id_model", "exp_sfm", "exp_sfm_names")
+
+
+def read_status(threedmm: str | Path) -> tuple[str, str]:
+    """(status, reason) of a ``threedmm.npz``: ``("ok", "")`` or ``("n/a", why)``.
+
+    Raises:
+        InputError: the file is missing or not an npz with a ``status`` entry.
+    """
+    try:
+        with np.load(threedmm) as z:
+            status = str(z["status"])
+            reason = str(z["reason"]) if "reason" in z else ""
+    except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        raise InputError(threedmm, f"not a threedmm.npz ({exc})") from None
+    return status, reason
+
+
+def adnerf_fields(threedmm: str | Path, n_frames: int) -> dict:
     """The AD-NeRF ``track_params.pt`` keys this stage provides, for the tracking stage to merge.
 
-    AD-NeRF / ER-NeRF ``face_tracker.py`` saves ``id`` [1, id_dim] and ``exp`` [N, exp_dim] next to
-    ``euler``, ``trans``, ``focal`` (which stay the tracking stage's perspective poses).
+    AD-NeRF / ER-NeRF ``face_tracker.py`` (ER-NeRF lines 381-390) saves ``id`` [1, id_dim] and
+    ``exp`` [N, exp_dim] next to ``euler``, ``trans``, ``focal`` (which stay the tracking stage's
+    perspective poses). Here ``id`` is the SFM identity and the articulated expression ``exp`` stays
+    the 52 MediaPipe blendshapes (the 6 SFM expressions carry no jaw or lip motion); the SFM
+    expression weights go under their own key ``exp_sfm``.
 
     Args:
         threedmm: ``threedmm.npz`` of this stage (status ``ok``).
-        blendshapes: [N, 52] MediaPipe blendshape scores (the articulated expression).
-        blendshape_names: their 52 names.
+        n_frames: the clip's frame count (rows of the tracking outputs).
     Returns:
-        ``{"id": float32 [1, 63], "exp": float32 [N, 58] (6 SFM expressions then the 52
-        blendshapes), "exp_names": list[str] (58), "exp_model": "sfm_expressions+mediapipe_blendshapes",
-        "id_model": "surrey_face_model_3448"}`` as numpy arrays (``torch.as_tensor`` them to save).
+        ``{"id": float32 [1, 63] SFM shape coefficients (PCA standard deviations), "id_model":
+        "surrey_face_model_3448", "exp_sfm": float32 [N, 6] SFM expression weights (>= 0),
+        "exp_sfm_names": list[str] (6)}`` as numpy arrays (``torch.as_tensor`` them to save).
     Raises:
-        InputError: the npz is n/a or its frame count differs from ``blendshapes``.
+        InputError: the npz is n/a or its frame count differs from ``n_frames``.
     """
+    status, reason = read_status(threedmm)
+    if status != "ok":
+        raise InputError(threedmm, f"no 3DMM fit ({reason or status})")
     with np.load(threedmm) as z:
-        if str(z["status"]) != "ok":
-            raise InputError(threedmm, f"no 3DMM fit ({z['reason'] if 'reason' in z else z['status']})")
         shape, expr, names = z["shape"], z["expression"], [str(x) for x in z["expression_names"]]
-    if len(expr) != len(blendshapes):
-        raise InputError(threedmm, f"{len(expr)} frames but blendshapes.npy has {len(blendshapes)}")
-    return {"id": shape.astype(np.float32)[None],
-            "exp": np.concatenate([expr, blendshapes], axis=1).astype(np.float32),
-            "exp_names": names + list(blendshape_names),
-            "exp_model": "sfm_expressions+mediapipe_blendshapes", "id_model": "surrey_face_model_3448"}
+    if len(expr) != n_frames:
+        raise InputError(threedmm, f"{len(expr)} frames but the clip has {n_frames}")
+    return {"id": shape.astype(np.float32)[None], "id_model": "surrey_face_model_3448",
+            "exp_sfm": expr.astype(np.float32), "exp_sfm_names": names}
 
 
 def read_frame_landmarks(frames_dir: Path) -> tuple[np.ndarray, int, int]:

@@ -19,7 +19,9 @@ which fits a Basel Face Model to 68 landmarks):
    anchors' identity regulariser, :func:`bundle_adjust`). The focal with the smallest mean landmark
    reprojection error wins (as the anchors: the focal "that minimises landmark loss"); a parabola
    through the neighbouring grid errors refines it inside the step. A clip with little head rotation
-   leaves the focal undetermined (flat curve, minimum on the grid border): ``tracking.json`` flags it.
+   leaves the focal undetermined (flat curve, minimum on the grid border, :func:`focal_undetermined`):
+   the documented prior ``focal_prior`` (scaled to the crop size) is used instead, with a warning, and
+   ``tracking.json`` says so (``focal_source: "prior"``, ``focal_prior_reason``).
 3. **Per-frame poses** for all frames at that focal (template fitted on up to 60 frames, then PnP),
    temporally smoothed on the Euler angles and translations over ``smooth_window`` frames by a
    Savitzky-Golay filter of order ``smooth_order`` (a local polynomial fit: it removes landmark
@@ -35,7 +37,8 @@ Conventions (``track_params.pt`` follows AD-NeRF's ``face_tracker.py`` so that i
 * camera coordinates are OpenGL's: +x right, +y up, the camera looks down -z; a head point ``p``
   (template coordinates) maps to ``p_cam = R(euler) p + trans`` and projects to
   ``u = -f x/z + cx``, ``v = f y/z + cy`` (AD-NeRF ``proj_pts``);
-* ``R(euler) = Rx(theta) Ry'(phi) Rz(psi)`` exactly as AD-NeRF ``euler2rot`` (see :func:`euler2rot`);
+* ``R(euler) = Rx(theta) Ry(phi) Rz(psi)`` exactly as AD-NeRF ``euler2rot`` (see :func:`euler2rot` for
+  the matrices: ``Ry``/``Rz`` turn by ``-phi``/``-psi``);
 * ``trans`` is in decimetres (the anchors' 3DMM units, ``trans_z`` about -7); ``transform_matrix``
   is the camera-to-world matrix ``[[R^T, -R^T trans/10], [0, 1]]`` in metres (ER-NeRF
   ``process.py`` divides by 10), the head is the world.
@@ -79,7 +82,9 @@ CONVENTION = {
     "camera": "OpenGL (x right, y up, looking down -z); AD-NeRF proj_pts: u = -f*x/z + cx, v = f*y/z + cy",
     "transform_matrix": "camera-to-world 4x4; world = head (template) frame; ER-NeRF process.py save_transforms",
     "head_frame": "MediaPipe canonical face: +x subject's left (image right), +y up, +z out of the face",
-    "euler": "radians, R = Rx(theta) Ry'(phi) Rz(psi) as AD-NeRF util.euler2rot",
+    "euler": ("radians (theta, phi, psi); R = Rx(theta) Ry(phi) Rz(psi) = AD-NeRF util.euler2rot, i.e. "
+              "Rx=[[1,0,0],[0,c,-s],[0,s,c]], Ry=[[c,0,s],[0,1,0],[-s,0,c]], Rz=[[c,s,0],[-s,c,0],[0,0,1]]; "
+              "track_params.pt euler/trans give transform_matrix by ER-NeRF process.py save_transforms"),
     "translation_units": "transform_matrix: metres; track_params.pt trans: decimetres (= transform / 10 as AD-NeRF)",
 }
 
@@ -96,6 +101,14 @@ class TrackingConfig:
     """Polynomial order of the Savitzky-Golay smoothing (0: centred moving average)."""
     val_fraction: float = 1.0 / 11.0
     """Fraction of the frames, taken from the end of the clip, that form the validation split."""
+    focal_prior: float = 1000.0
+    """Focal length (pixels at a 512-pixel crop, scaled by the crop size) used when the search leaves
+    it undetermined (:func:`focal_undetermined`): the centre of the anchors' own focal search
+    (ER-NeRF / AD-NeRF ``face_tracker.py`` line 54, ``range(600, 1500, 100)`` on 512x512 crops), a
+    28.7 degree vertical field of view."""
+    focal_flat_fraction: float = 0.01
+    """The search curve is flat when ``(max - min) / max(min, 0.1 px)`` of its mean reprojection
+    errors is below this (real clips with an interior minimum: 0.018-0.07)."""
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrackingConfig":
@@ -199,10 +212,15 @@ def load_canonical_face(task_path: str | Path = FACE_LANDMARKER_TASK) -> Canonic
 # Rotations (AD-NeRF conventions)
 
 def euler2rot(euler: np.ndarray) -> np.ndarray:
-    """Rotation matrices from Euler angles, AD-NeRF ``face_tracking/util.py: euler2rot``.
+    """Rotation matrices from Euler angles, exactly AD-NeRF ``data_util/face_tracking/util.py``
+    ``euler2rot`` (lines 18-40; the same function in ``data_util/process_data.py`` 13-37 and ER-NeRF
+    ``data_utils/face_tracking/util.py``).
 
-    ``R = Rx(theta) @ Ry'(phi) @ Rz(psi)`` with ``Rx = [[1,0,0],[0,c,-s],[0,s,c]]``,
-    ``Ry' = [[c,0,-s],[0,1,0],[s,0,c]]`` and ``Rz = [[c,-s,0],[s,c,0],[0,0,1]]``.
+    AD-NeRF builds each matrix from ``torch.cat(..., 1)`` *columns*, so its matrices are
+    ``R = Rx(theta) @ Ry(phi) @ Rz(psi)`` with
+    ``Rx = [[1,0,0],[0,c,-s],[0,s,c]]``, ``Ry = [[c,0,s],[0,1,0],[-s,0,c]]`` and
+    ``Rz = [[c,s,0],[-s,c,0],[0,0,1]]`` (``c, s`` = cos, sin of that axis' angle): ``Rx`` turns by
+    ``+theta`` about x, ``Ry`` and ``Rz`` turn by ``-phi`` / ``-psi`` about y / z (right-handed).
 
     Args:
         euler: [N, 3] (theta, phi, psi) in radians.
@@ -216,13 +234,14 @@ def euler2rot(euler: np.ndarray) -> np.ndarray:
     cs, ss = np.cos(e[:, 2]), np.sin(e[:, 2])
     one, zero = np.ones(n), np.zeros(n)
     rx = np.stack([one, zero, zero, zero, ct, -st, zero, st, ct], -1).reshape(n, 3, 3)
-    ry = np.stack([cp, zero, -sp, zero, one, zero, sp, zero, cp], -1).reshape(n, 3, 3)
-    rz = np.stack([cs, -ss, zero, ss, cs, zero, zero, zero, one], -1).reshape(n, 3, 3)
+    ry = np.stack([cp, zero, sp, zero, one, zero, -sp, zero, cp], -1).reshape(n, 3, 3)
+    rz = np.stack([cs, ss, zero, -ss, cs, zero, zero, zero, one], -1).reshape(n, 3, 3)
     return rx @ ry @ rz
 
 
 def rot2euler(rot: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`euler2rot` for ``|phi| < pi/2``.
+    """Inverse of :func:`euler2rot` for ``|phi| < pi/2``: ``R[0] = [cos(phi) cos(psi),
+    cos(phi) sin(psi), sin(phi)]``, ``R[1, 2] = -sin(theta) cos(phi)``, ``R[2, 2] = cos(theta) cos(phi)``.
 
     Args:
         rot: [N, 3, 3] rotation matrices.
@@ -230,8 +249,8 @@ def rot2euler(rot: np.ndarray) -> np.ndarray:
         [N, 3] (theta, phi, psi) radians.
     """
     r = np.asarray(rot, dtype=np.float64).reshape(-1, 3, 3)
-    phi = np.arcsin(np.clip(-r[:, 0, 2], -1.0, 1.0))
-    psi = np.arctan2(-r[:, 0, 1], r[:, 0, 0])
+    phi = np.arcsin(np.clip(r[:, 0, 2], -1.0, 1.0))
+    psi = np.arctan2(r[:, 0, 1], r[:, 0, 0])
     theta = np.arctan2(-r[:, 1, 2], r[:, 2, 2])
     return np.stack([theta, phi, psi], -1)
 
@@ -499,6 +518,30 @@ def fit_focal(lms: np.ndarray, template: np.ndarray, focals: np.ndarray, cx: flo
     return best, errs
 
 
+def focal_undetermined(grid: np.ndarray, errors: np.ndarray, flat_fraction: float) -> str | None:
+    """Why the focal search curve does not determine the focal length, or None when it does.
+
+    Args:
+        grid: [F] candidate focals (pixels); errors: [F] mean reprojection error (pixels, NaN = not
+            evaluated); flat_fraction: see :attr:`TrackingConfig.focal_flat_fraction`.
+    Returns:
+        ``"minimum on the grid border (600 px)"``-style text when the smallest error is at the first
+        or last grid focal (the error keeps falling beyond the grid: too little head rotation),
+        ``"flat search curve (...)"`` when the curve varies by less than ``flat_fraction`` of
+        ``max(min error, 0.1 px)``, else None. A one-point grid (a fixed focal) is never undetermined.
+    """
+    errs = np.asarray(errors, np.float64)
+    if len(grid) < 2 or not np.isfinite(errs).any():
+        return None
+    j = int(np.nanargmin(errs))
+    lo, hi = float(np.nanmin(errs)), float(np.nanmax(errs))
+    if j in (0, len(grid) - 1):
+        return f"minimum on the grid border ({grid[j]:.0f} px; curve {lo:.3f}..{hi:.3f} px)"
+    if (hi - lo) / max(lo, 0.1) < flat_fraction:
+        return f"flat search curve ({lo:.3f}..{hi:.3f} px, less than {flat_fraction:g} relative)"
+    return None
+
+
 def smooth(x: np.ndarray, window: int, order: int = 0) -> np.ndarray:
     """Temporal smoothing along axis 0.
 
@@ -575,6 +618,14 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     sel = pool[np.unique(np.linspace(0, len(pool) - 1, min(FOCAL_SEARCH_FRAMES, len(pool))).round().astype(int))]
     grid = cfg.focals()
     focal, errs = fit_focal(lms[sel], template, grid, cx, cy, refine=refine)
+    reason = focal_undetermined(grid, errs, cfg.focal_flat_fraction)
+    source = "search"
+    if reason:
+        prior = cfg.focal_prior * min(width, height) / 512.0
+        log.warning("focal length not determined by the clip (%s: too little head rotation); using the prior "
+                    "%.0f px (preprocess.tracking.focal_prior %.0f px at 512 px, the centre of the anchors' "
+                    "focal search)", reason, prior, cfg.focal_prior)
+        focal, source = prior, "prior"
     tpl = template
     if refine:
         fit = pool[np.unique(np.linspace(0, len(pool) - 1, min(BA_FRAMES, len(pool))).round().astype(int))]
@@ -588,13 +639,11 @@ def track_landmarks(lms: np.ndarray, template: np.ndarray, cfg: TrackingConfig, 
     err = np.linalg.norm(proj - lms, axis=-1).mean(-1)
     j = int(np.nanargmin(errs))
     at_border = j in (0, len(grid) - 1) and len(grid) > 1
-    if at_border:
-        log.warning("focal %.0f px is on the border of the search grid: the clip has too little head "
-                    "rotation to determine the focal length (curve %.3f..%.3f px)",
-                    focal, np.nanmin(errs), np.nanmax(errs))
     return TrackResult(euler=euler, trans=trans / 10.0, focal=focal, template=tpl,
                        landmark_ids=np.arange(len(tpl)), reproj_error=err, raw_reproj_error=raw_err,
-                       focal_grid=grid, focal_errors=errs, extra={"focal_at_grid_border": bool(at_border)})
+                       focal_grid=grid, focal_errors=errs,
+                       extra={"focal_at_grid_border": bool(at_border), "focal_source": source,
+                              "focal_prior_reason": reason})
 
 
 def track_mesh(mesh: np.ndarray, cfg: TrackingConfig, width: int, height: int,
@@ -646,25 +695,30 @@ def split_index(n: int, val_fraction: float) -> int:
     return min(max(cut, 1), n - 1) if n >= 2 else n
 
 
-def split_ids(n: int, val_fraction: float, segments: list[tuple[int, int]] | None = None) -> tuple[list[int], list[int]]:
-    """Train and validation frame indices: the last ``val_fraction`` of the clip
+def split_ids(n: int, val_fraction: float, segments: list[tuple[int, int]] | None = None,
+              exclude: set[int] | frozenset = frozenset()) -> tuple[list[int], list[int]]:
+    """Train and validation frame indices: the last ``val_fraction`` of the clip's frames
     (:func:`split_index`), or of every labelled segment ``(start, end)`` when there are several
-    (emotion labels: the validation split then holds frames of every label)."""
+    (emotion labels: the validation split then holds frames of every label). Frames in ``exclude``
+    (face-less stretches) are in neither split; the fraction is taken of the frames that remain
+    (AD-NeRF splits its ``valid_img_ids`` the same way)."""
     if not segments or len(segments) < 2:
-        cut = split_index(n, val_fraction)
-        return list(range(0, cut)), list(range(cut, n))
+        segments = [(0, n)]
     train, val = [], []
     for a, b in segments:
-        cut = a + split_index(b - a, val_fraction)
-        train += range(a, cut)
-        val += range(cut, b)
+        keep = [i for i in range(a, b) if i not in exclude]
+        cut = split_index(len(keep), val_fraction)
+        train += keep[:cut]
+        val += keep[cut:]
     return train, val
 
 
 def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: float,
                      eye: np.ndarray | None = None, eye_ratio: np.ndarray | None = None,
-                     segments: list[tuple[int, int]] | None = None) -> tuple[dict, dict]:
-    """The ``transforms_train.json`` / ``transforms_val.json`` contents (split: :func:`split_ids`).
+                     segments: list[tuple[int, int]] | None = None,
+                     exclude: set[int] | frozenset = frozenset()) -> tuple[dict, dict]:
+    """The ``transforms_train.json`` / ``transforms_val.json`` contents (split: :func:`split_ids`;
+    frames in ``exclude`` are left out, the others keep their frame index as ``img_id``).
 
     ER-NeRF schema: ``focal_len``, ``cx``, ``cy`` (pixels) and ``frames[]`` of ``img_id``,
     ``aud_id`` (both = frame index) and ``transform_matrix`` (4x4 camera-to-world). Extra keys:
@@ -676,7 +730,7 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
     c2w = camera_to_world(res.euler, res.trans)
     n = len(c2w)
     out = []
-    for ids in split_ids(n, val_fraction, segments):
+    for ids in split_ids(n, val_fraction, segments, exclude):
         frames = []
         for i in ids:
             fr = {"img_id": i, "aud_id": i, "transform_matrix": c2w[i].tolist()}
@@ -695,13 +749,22 @@ def transforms_dicts(res: TrackResult, width: int, height: int, val_fraction: fl
     return out[0], out[1]
 
 
-def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_names: list[str]) -> None:
-    """``track_params.pt``: a ``torch.save`` dict (the keys AD-NeRF's ``save_transforms`` reads plus ours).
+def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_names: list[str],
+                      threedmm: dict | None = None, threedmm_status: str = "not run") -> None:
+    """``track_params.pt``: a ``torch.save`` dict in AD-NeRF's schema plus our keys.
 
-    Keys: ``euler`` float32 [N, 3] radians; ``trans`` float32 [N, 3] decimetres; ``focal`` float32 [1]
-    pixels; ``exp`` float32 [N, 52] MediaPipe blendshape scores; ``exp_names`` list[str];
-    ``template`` float32 [K, 3] cm; ``landmark_ids`` int64 [K]; ``reproj_error`` float32 [N] pixels;
-    ``exp_model`` "mediapipe_blendshapes".
+    AD-NeRF / ER-NeRF ``face_tracker.py`` (ER-NeRF lines 381-390) saves ``id``, ``exp``, ``euler``,
+    ``trans``, ``focal``; ``process.py`` ``save_transforms`` (ER-NeRF 262-345) reads ``focal``,
+    ``euler``, ``trans`` and re-creates this stage's ``transform_matrix`` from them (rows = frame
+    index ``img_id``; :func:`euler2rot` is AD-NeRF's).
+
+    Keys: ``euler`` float32 [N, 3] radians (theta, phi, psi); ``trans`` float32 [N, 3] decimetres;
+    ``focal`` float32 [1] pixels; ``exp`` float32 [N, 52] MediaPipe blendshape scores (the articulated
+    expression); ``exp_names`` list[str]; ``exp_model`` "mediapipe_blendshapes"; ``template`` float32
+    [K, 3] cm; ``landmark_ids`` int64 [K]; ``reproj_error`` float32 [N] pixels; ``threedmm`` str
+    (status of the 3DMM fit: "ok", "n/a: reason" or "not run"); from the 3DMM stage when it ran
+    (:func:`pipeline.preprocess.threedmm.adnerf_fields`): ``id`` float32 [1, 63] Surrey Face Model
+    identity, ``id_model`` str, ``exp_sfm`` float32 [N, 6] SFM expression weights, ``exp_sfm_names``.
     """
     import torch
 
@@ -715,9 +778,26 @@ def save_track_params(path: str | Path, res: TrackResult, exp: np.ndarray, exp_n
         "template": torch.as_tensor(res.template, dtype=torch.float32),
         "landmark_ids": torch.as_tensor(np.asarray(res.landmark_ids), dtype=torch.int64),
         "reproj_error": torch.as_tensor(res.reproj_error, dtype=torch.float32),
+        "threedmm": threedmm_status,
     }
+    for key, val in (threedmm or {}).items():
+        data[key] = torch.as_tensor(val, dtype=torch.float32) if isinstance(val, np.ndarray) else val
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
+
+
+def read_threedmm(path: Path | None, n_frames: int) -> tuple[dict | None, str]:
+    """The 3DMM keys for ``track_params.pt`` and the fit's status line (``ok``, ``n/a: reason``,
+    ``not run`` without ``path``)."""
+    if path is None:
+        return None, "not run"
+    from pipeline.preprocess import threedmm as M
+
+    status, reason = M.read_status(path)
+    if status != "ok":
+        log.info("track_params.pt without 3DMM identity (id): %s", reason)
+        return None, f"{status}: {reason}"
+    return M.adnerf_fields(path, n_frames), "ok"
 
 
 def blendshape_names(report: dict, path: str | Path, count: int) -> list[str]:
@@ -740,6 +820,12 @@ def failed_frames(report: dict) -> set[int]:
     val = report.get("failed_frames", [])
     if isinstance(val, dict):
         val = val.get("frames", [])
+    return {int(i) for i in val} if isinstance(val, list) else set()
+
+
+def excluded_frames(report: dict) -> set[int]:
+    """Frames of face-less stretches, left out of the splits (``landmarks.json`` ``excluded_frames``)."""
+    val = report.get("excluded_frames", [])
     return {int(i) for i in val} if isinstance(val, list) else set()
 
 
@@ -784,6 +870,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-report", required=True, type=Path)
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.tracking")
     ap.add_argument("--emotion", type=Path, help="emotion.json: validation frames from every labelled segment")
+    ap.add_argument("--threedmm", type=Path, help="threedmm.npz: SFM identity/expressions merged into track_params.pt")
     ap.add_argument("--exp-model", default="blendshapes", choices=["blendshapes", "bfm"],
                     help="expression model (bfm: not supported in this build)")
     args = ap.parse_args(argv)
@@ -833,9 +920,20 @@ def main(argv=None) -> int:
         segments = read_segments(args.emotion)
         if segments and segments[-1][1] != len(mesh):
             raise InputError(args.emotion, f"labels {segments[-1][1]} frames, the clip has {len(mesh)}")
+    exclude = excluded_frames(report)
+    if exclude:
+        from pipeline.preprocess.landmarks import failed_runs
+
+        runs = failed_runs(np.array([i not in exclude for i in range(len(mesh))]))
+        log.warning("left out %d frames without a face (frames %s) from the train/val splits; %d frames remain",
+                    len(exclude), ", ".join(f"{a}-{b - 1}" for a, b in runs), len(mesh) - len(exclude))
     train, val = transforms_dicts(res, width, height, cfg.val_fraction, eye=eye, eye_ratio=eye_ratio,
-                                  segments=segments)
-    save_track_params(args.out_params, res, bs, names)
+                                  segments=segments, exclude=exclude)
+    if not train["frames"] or not val["frames"]:
+        raise InputError(args.landmarks, f"{len(mesh) - len(exclude)} frames with a face: too few for a "
+                                         "train and a validation split")
+    mm, mm_status = read_threedmm(args.threedmm, len(mesh))
+    save_track_params(args.out_params, res, bs, names, threedmm=mm, threedmm_status=mm_status)
     atomic_write_json(args.out_train, train)
     atomic_write_json(args.out_val, val)
     atomic_write_json(args.out_report, {
@@ -843,6 +941,8 @@ def main(argv=None) -> int:
         "focal_len": res.focal,
         "focal_search": {"grid": res.focal_grid, "mean_reproj_error_px": res.focal_errors,
                          "at_grid_border": res.extra.get("focal_at_grid_border", False)},
+        "focal_source": res.extra.get("focal_source", "search"),
+        "focal_prior_reason": res.extra.get("focal_prior_reason"),
         "reproj_error_px": {"mean": float(res.reproj_error.mean()), "max": float(res.reproj_error.max()),
                             "raw_mean": float(res.raw_reproj_error.mean())},
         "landmarks": "MediaPipe Procrustes-basis landmarks (33, no mouth)",
@@ -851,7 +951,9 @@ def main(argv=None) -> int:
         "smooth_order": cfg.smooth_order,
         "train_frames": len(train["frames"]), "val_frames": len(val["frames"]),
         "excluded_from_search": sorted(failed),
+        "excluded_frames": sorted(exclude),
         "exp_model": "mediapipe_blendshapes",
+        "threedmm": mm_status,
         "convention": CONVENTION,
     })
     return 0

@@ -14,12 +14,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
-import torch
+# OpenMP threads sleep instead of spinning while they wait: with 2 threads on a shared CPU,
+# spinning made a frame 5x slower than with one thread (docs/performance.md)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from pipeline.common.errors import InputError, PipelineError
 from pipeline.common.io import atomic_write_json
@@ -67,7 +73,10 @@ def measure_fps(model: TrainedTalkingHead, data: DatasetLayout, size: int = 512,
     """Render ``frames`` frames of ``data``'s self-driven sequence at ``size`` x ``size``.
 
     Returns:
-        ``{"size": [W, H], "frames", "render_seconds", "fps_render", "warmup_seconds", "device"}``.
+        ``{"size": [W, H], "frames", "render_seconds", "fps_render", "warmup_seconds", "rays_per_s",
+        "samples_per_ray"`` (field samples evaluated per ray after occupancy skipping and early
+        termination; None for models that do not report it), ``"cpu_seconds_per_frame"``
+        (process CPU time of the loop per timed frame), ``"device"}``.
     Raises:
         PipelineError: the model ignored the requested resolution.
     """
@@ -75,14 +84,28 @@ def measure_fps(model: TrainedTalkingHead, data: DatasetLayout, size: int = 512,
     k = max(1, min(frames, len(seq)))
     part = seq.head(k)
     stats = RenderStats()
+    inner = getattr(model, "model", None)
+    samples: list[float] = []
     with at_resolution(model, size):
         renderer = Renderer(model, data, "full")
-        shapes = {f.shape for f in renderer.frames(part, stats, progress=False)}
+        c0 = time.process_time()
+        shapes = set()
+        for f in renderer.frames(part, stats, progress=False):
+            shapes.add(f.shape)
+            spr = getattr(inner, "last_frame_stats", {}).get("samples_per_ray")
+            if spr is not None:
+                samples.append(spr)
+        cpu = time.process_time() - c0
     if shapes != {(size, size, 3)}:
         raise PipelineError(f"{model.method}: renders {sorted(shapes)} instead of {size}x{size}")
+    n = max(stats.n_frames, 1)
     return {"size": [size, size], "frames": stats.n_frames, "render_seconds": round(stats.render_seconds, 6),
             "fps_render": stats.fps_render, "warmup_seconds": round(stats.warmup_seconds, 6),
-            "device": str(renderer.device)}
+            "rays_per_s": round(size * size * stats.n_frames / stats.render_seconds, 1) if stats.render_seconds else None,
+            "samples_per_ray": round(sum(samples) / len(samples), 3) if samples else None,
+            # process CPU time of the whole loop (warm-up frame and image I/O included) per timed frame:
+            # on a shared machine it moves less with the load than the wall time
+            "cpu_seconds_per_frame": round(cpu / n, 4), "device": str(renderer.device)}
 
 
 def find_models(results: str | Path = RESULTS) -> list[Path]:
@@ -123,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                  trained_resolution=[int(model.meta["W"]), int(model.meta["H"])])
         rows.append(r)
         print(f"{model.method:>10} {identity:>12} {args.size}x{args.size} {r['device']:>6}: "
-              f"{r['fps_render']:.3f} fps ({r['frames']} frames, {r['render_seconds']:.2f} s)", flush=True)
+              f"{r['fps_render']:.3f} fps, {r['rays_per_s']:.0f} rays/s, {r['samples_per_ray']} samples/ray "
+              f"({r['frames']} frames, {r['render_seconds']:.2f} s; {r['cpu_seconds_per_frame']:.3f} CPU s/frame "
+              f"incl. warm-up; load {os.getloadavg()[0]:.1f})", flush=True)
     if args.out:
         atomic_write_json(args.out, {"host": platform.node(), "torch": torch.__version__,
-                                     "threads": torch.get_num_threads(), "results": rows})
+                                     "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+                                     "results": rows})
     return 0
 
 

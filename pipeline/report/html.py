@@ -14,7 +14,7 @@ Usage::
 
     python -m pipeline.report.html --tables results/tables/tables.json --plots results/report/plots \
         --videos results/renders/*/*/*/video.mp4 --data results/data/German \
-        --audio jfk=resources/audio/jfk_3s.flac --methods rad_nerf er_nerf \
+        --audio jfk=resources/audio/jfk_4.2s.flac --methods rad_nerf er_nerf \
         --media results/report/media --out results/report/index.html
 """
 from __future__ import annotations

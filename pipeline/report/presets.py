@@ -114,8 +114,9 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("au_acc", "AU acc.", True, "au_acc", scale=100, digits=1, unit="%",
            measured_note="measured here: presence agreement (AU_r >= 1) per frame and AU over AU10, AU14, AU20, "
                          "AU25, AU26; detector: the AUE extractor of this run (OpenFace 2 when "
-                         "preprocess.aus.openface_bin is set, else the AU estimate from MediaPipe blendshapes; the "
-                         "metric JSON's backend names it). NeRF-3DTalker does not name its detector"),
+                         "preprocess.aus.openface_bin is set, else pyfaceau when installed, else the AU estimate "
+                         "from MediaPipe blendshapes; the metric JSON's backend names it). NeRF-3DTalker does not "
+                         "name its detector"),
     Column("training_time_h", "Training time (h)", False, "training_time_s", scale=1 / 3600, digits=2),
     Column("fps", "FPS", True, "fps", digits=1),
     # one-shot protocol (pipeline/oneshot/metrics.py)

@@ -66,19 +66,38 @@ def main(argv=None) -> int:
             st.total = 10
             st.run()                                     # warm-up (occupancy grid, allocator)
             st.total = a.steps + 10
+            counts = count_samples(st.model)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             st.run()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             rays = a.steps * cfg.rays_per_step
             print(f"{method:9s} profile={a.profile} res={cfg.resolution} device={name}: "
-                  f"{a.steps / dt:.2f} steps/s, {rays / dt:.0f} rays/s "
-                  f"({cfg.rays_per_step} rays x {cfg.n_samples} samples per step)", flush=True)
+                  f"{a.steps / dt:.2f} steps/s, {rays / dt:.0f} rays/s, "
+                  f"{counts['samples'] / max(counts['rays'], 1):.2f} samples/ray evaluated "
+                  f"({cfg.rays_per_step} rays x {cfg.n_samples} samples per step; "
+                  f"{cpu / a.steps * 1e3:.0f} CPU ms/step; load {os.getloadavg()[0]:.1f})", flush=True)
     log.info("done")
     return 0
+
+
+def count_samples(model) -> dict:
+    """Wrap ``model.render_head_rays`` so that the rays and the field samples it evaluates
+    (``n_evals`` of :func:`pipeline.models.volume.render_rays`) add up in the returned dict."""
+    counts = {"rays": 0, "samples": 0}
+    render = model.render_head_rays
+
+    def counted(c2w, pix, *args, **kw):
+        out = render(c2w, pix, *args, **kw)
+        counts["rays"] += pix.shape[0]
+        counts["samples"] += out["n_evals"]
+        return out
+
+    model.render_head_rays = counted
+    return counts
 
 
 def quality_main(a) -> int:

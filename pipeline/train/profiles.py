@@ -2,7 +2,9 @@
 ``train.overrides`` (per key) on top.
 
 * ``quick``: CPU, reduced resolution (128 px) and steps; the sample identity trains in a few
-  minutes per method including the torso.
+  minutes per method including the torso. Learning rates 3x the anchors' (``lr_grid`` 3e-2,
+  ``lr_net`` 3e-3): with a few hundred steps the anchors' rates left heads and torsos
+  under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md).
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
@@ -15,8 +17,9 @@ from pipeline.models.configs import TrainConfig, make_config
 PROFILES: dict[str, dict] = {
     "quick": dict(resolution=128, levels=8, features=2, log2_hashmap=15, max_resolution=256, hidden=64,
                   n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
-                  torso_resolution=256, rays_per_step=512, head_steps=700, lips_steps=40, torso_steps=1500,
-                  lips_patch=24, checkpoint_every=100, val_frames=6, lr_final=0.2, lambda_head_alpha=0.05),
+                  torso_resolution=256, rays_per_step=512, head_steps=1400, lips_steps=40, torso_steps=1500,
+                  lips_patch=24, checkpoint_every=100, val_frames=6, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
+                  lambda_head_alpha=0.05),
     "paper": dict(resolution=512),
     "smoke": dict(resolution=64, levels=4, features=2, log2_hashmap=12, max_resolution=128, hidden=32,
                   n_samples=16, occ_resolution=16, occ_update_every=8, occ_warmup=8, occ_conditions=2,

@@ -135,8 +135,12 @@ class Stage:
             for p in m.parameters():
                 p.requires_grad_(True)
         self.opt = torch.optim.Adam(param_groups(train_mods, cfg), betas=(0.9, 0.99), eps=1e-15)
+        # the lips stage continues the head stage's schedule (RAD-NeRF's finetune_lips resumes the
+        # head checkpoint's scheduler): it starts at the head stage's final rate, not at the full
+        # rate, which with a fresh Adam moved every colour weight and tinted the whole head
+        start = cfg.lr_final if stage == "lips" else 1.0
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: cfg.lr_final ** min(1.0, s / max(1, self.total)))
+            self.opt, lambda s: start * cfg.lr_final ** min(1.0, s / max(1, self.total)))
         self.lpips = None
         self.lpips_status = "not used in this stage"
         if stage == "lips":

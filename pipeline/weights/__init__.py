@@ -72,6 +72,9 @@ class WeightsEntry:
     checked when the full ``sha256`` is unknown."""
     kind: str = "file"
     """``file`` or ``folder`` (a from_pretrained directory; present when it exists, not hashed)."""
+    fetch_command: str = ""
+    """For files a tool of their own installs (its downloader asks to accept a licence): the shell
+    command, ``{dir}`` standing for the weights folder; :func:`fetch` shows it instead of downloading."""
 
     def path(self, weights_dir: str | Path) -> Path:
         """Where this entry lives in ``weights_dir``."""
@@ -198,8 +201,12 @@ def fetch(name: str, weights_dir: str | Path, force: bool = False, timeout: floa
     dest = entry.path(weights_dir)
     if entry.present(weights_dir) and not force:
         return dest
+    if entry.fetch_command:
+        raise WeightsMissing(name, f"installed by its own tool after you accept its licence ({entry.licence}): "
+                                   f"{entry.fetch_command.format(dir=weights_dir)}")
     if not direct_download(entry):
-        raise WeightsMissing(name, f"not a direct download: get it from {entry.url} and place it at {dest}")
+        raise WeightsMissing(name, f"not a direct download: get it from {entry.url} and place it at {dest}"
+                                   + (f"; notes: {entry.notes}" if entry.notes else ""))
     try:
         with atomic_path(dest) as tmp:
             with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(tmp, "wb") as fh:

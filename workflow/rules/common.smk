@@ -84,6 +84,28 @@ def metric_weight_files(wildcards):
     return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"].get(key, [])], weights_dir(config))]
 
 
+def aus_weight_files(wildcards):
+    """The present pretrained files of the AU stage (manifest ``stages: preprocess.aus``: pyfaceau's
+    OpenFace model stamp): inputs of the AU rule, so that installing them reruns it."""
+    from pipeline.common.config import weights_dir
+    from pipeline.weights import present_files
+
+    return [str(p) for p in present_files(["preprocess.aus"], weights_dir(config))]
+
+
+def aus_cfg(wildcards, input):
+    """The AU stage's --cfg, config preprocess.aus plus ``openface_models`` (pyfaceau's model
+    folder) when its files are installed; unchanged otherwise, so results made without them keep
+    their params."""
+    from pipeline.common.config import weights_dir
+    from pipeline.preprocess.aus import pyfaceau_models_dir
+
+    node = dict(config["preprocess"]["aus"])
+    if input.get("weights"):
+        node["openface_models"] = str(pyfaceau_models_dir(weights_dir(config)))
+    return shlex.quote(json.dumps(node, sort_keys=True))
+
+
 def identity_emotion(wildcards):
     """An identity's emotion cell of the identities table ('' when empty; pipeline.common.emotion)."""
     return IDENTITIES[wildcards.identity].get("emotion") or ""

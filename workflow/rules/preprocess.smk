@@ -186,6 +186,7 @@ rule tracking:
         landmarks=rules.landmarks.output.report,
         au=f"{DATA}/au.csv",
         emotion=rules.emotion.output.labels,
+        threedmm=f"{DATA}/threedmm.npz",
     output:
         params=f"{DATA}/track_params.pt",
         train=f"{DATA}/transforms_train.json",
@@ -208,7 +209,7 @@ rule tracking:
         " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
         " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
-        " --emotion {input.emotion:q} --cfg {params.cfg} 2> {log:q}"
+        " --emotion {input.emotion:q} --threedmm {input.threedmm:q} --cfg {params.cfg} 2> {log:q}"
 
 
 rule threedmm:
@@ -241,8 +242,10 @@ rule teeth_mask:
     input:
         frames=rules.frames.output.frames,
         mesh=rules.landmarks.output.mesh,
+        parsing=rules.parsing.output.parsing,
     output:
         masks=directory(f"{DATA}/teeth_mask"),
+        parsing_tg=directory(f"{DATA}/parsing_tg"),
         report=f"{DATA}/teeth_mask.json",
     params:
         cfg=cfg_arg("preprocess", "teeth_mask"),
@@ -258,6 +261,7 @@ rule teeth_mask:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.teeth --frames {input.frames:q} --mesh {input.mesh:q}"
+        " --parsing {input.parsing:q} --out-parsing {output.parsing_tg:q}"
         " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
 
 
@@ -266,11 +270,13 @@ rule aus:
         video=rules.crop.output.video,
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
+        # pyfaceau's OpenFace model stamp when installed (then AUs by pyfaceau; see aus_cfg)
+        weights=aus_weight_files,
     output:
         au=f"{DATA}/au.csv",
         report=f"{DATA}/aus.json",
     params:
-        cfg=cfg_arg("preprocess", "aus"),
+        cfg=aus_cfg,
     conda:
         "../../envs/preprocess.yaml"
     log:

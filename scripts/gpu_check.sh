@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# GPU check of the paper settings (512x512): CUDA loss curve vs the CPU one, training rays/s and
+# steps/s, render FPS at 512x512 (head + torso), GPU memory. docs/performance.md#gpu-check.
+#
+#   on this (CPU) machine, once:  bash scripts/gpu_check.sh prepare
+#       -> results/gpu_check/ (100 real frames of the sample + the CPU loss curves; ~20 MB)
+#   on the CUDA machine:          bash scripts/gpu_check.sh run      (carry results/gpu_check)
+#       prints the figures; writes $OUT/gpu_check.json when $OUT is set (else results/gpu_check/)
+#
+# The CUDA machine needs python3 with a CUDA build of torch, numpy and Pillow; tqdm and PyYAML
+# (pure Python) travel in results/gpu_check/pylib. No package registry is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-run}
+shift || true
+dir=results/gpu_check
+case "$mode" in
+  prepare)
+    py=${PYTHON:-.venv/bin/python}
+    mkdir -p "$dir/pylib"
+    # pure-Python dependencies of the trainer, for a machine without a registry
+    "$py" - "$dir/pylib" <<'PY'
+import shutil, sys, pathlib, importlib
+dst = pathlib.Path(sys.argv[1])
+for name in ("tqdm", "yaml"):
+    src = pathlib.Path(importlib.import_module(name).__file__).parent
+    shutil.rmtree(dst / name, ignore_errors=True)
+    shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+PY
+    exec nice -n 19 "$py" -m pipeline.train.gpu_check prepare --dir "$dir" "$@"
+    ;;
+  run)
+    py=${PYTHON:-python3}
+    [ -f "$dir/cpu_losses.json" ] || { echo "gpu_check: $dir/cpu_losses.json missing (run 'bash scripts/gpu_check.sh prepare' on the CPU machine and carry $dir)" >&2; exit 2; }
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}:$PWD/$dir/pylib"
+    missing=$("$py" -c "
+import importlib.util as u
+print(' '.join(m for m in ('torch', 'numpy', 'PIL', 'tqdm', 'yaml') if u.find_spec(m) is None))")
+    [ -z "$missing" ] || { echo "gpu_check: python modules missing on this machine: $missing" >&2; exit 2; }
+    command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    out=${OUT:-$dir}
+    exec "$py" -m pipeline.train.gpu_check run --dir "$dir" --json "$out/gpu_check.json" "$@"
+    ;;
+  *) echo "usage: bash scripts/gpu_check.sh prepare|run [options of python -m pipeline.train.gpu_check]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,166 @@
+"""The fast paths of the renderer against their reference paths on the same inputs
+(docs/performance.md): the hash grid's dense-copy + grid_sample inference path, the occupancy
+grid's per-ray span, and a frame of a small model trained in the test rendered with and without
+empty-space skipping / early termination / fast encodings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.models.encodings import HashGrid, TriPlaneHashGrid, volume_interpolation
+from pipeline.models.occupancy import OccupancyGrid
+from pipeline.models.volume import aabb_near_far
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def dev_dataset(tmp_path_factory):
+    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
+    from pipeline.train.devdata import cached
+
+    return cached(tmp_path_factory.getbasetemp())
+
+
+@pytest.mark.parametrize("dims,levels,log2,finest,tol", [
+    (3, 8, 15, 256, 5e-5),     # quick 3D grid (RAD-NeRF)
+    (2, 8, 15, 256, 5e-5),     # quick 2D grids (tri-plane, audio coordinate, torso)
+    (3, 4, 12, 128, 5e-5),     # smoke
+    (2, 16, 19, 2048, 5e-4),   # paper 2D: finer levels, larger coordinate rounding
+])
+def test_volume_path_matches_reference(dims, levels, log2, finest, tol):
+    """grid_sample over dense copies of the coarse levels (+ corner path for the rest) equals the
+    reference [B, L, 2^D] formulation within ``tol`` absolute for table values in [-1, 1] (the
+    only difference: float32 rounding of the normalised coordinate, growing with the level's
+    resolution); off the render context the default path stays bit-identical."""
+    torch.manual_seed(4)
+    grid = HashGrid(dims, n_levels=levels, n_features=2, log2_hashmap_size=log2, base_resolution=16,
+                    desired_resolution=finest)
+    assert 0 < grid.volume_levels()
+    with torch.no_grad():
+        grid.embeddings.uniform_(-1, 1)
+    x = torch.rand(4000, dims)
+    x[0], x[1] = 0.0, 1.0
+    ref = grid.reference_forward(x).detach()
+    with torch.no_grad(), volume_interpolation():
+        fast = grid(x)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=tol)
+    with torch.no_grad():
+        assert torch.equal(grid(x), ref)
+    # the cached dense copies follow the tables (e.g. after an optimiser step)
+    with torch.no_grad(), volume_interpolation():
+        grid.embeddings.mul_(0.5)
+        torch.testing.assert_close(grid(x), ref * 0.5, rtol=0, atol=tol)
+
+
+def test_vertex_rows_are_the_corner_rows():
+    """Every grid vertex's row (the dense copies' source) is the row corner_indices gives the same
+    integer corner, dense and hashed levels."""
+    grid = HashGrid(3, n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4, desired_resolution=32)
+    assert grid.dense.any() and not grid.dense.all()
+    for lvl in range(grid.n_levels):
+        r = int(grid.resolutions[lvl])
+        rows = grid.vertex_rows(lvl).view(r + 1, r + 1, r + 1)        # [z, y, x]
+        # a point just inside cell (i, j, k): corner 0 of that cell is the vertex (i, j, k)
+        ijk = torch.tensor([[0, 0, 0], [r - 1, 0, 2], [1, r - 1, r - 1], [r - 1, r - 1, r - 1]])
+        x = (ijk.float() + 0.25 - 0.5) / float(grid.scales[lvl])
+        idx, _, _ = grid.corner_indices(x)
+        want = rows[ijk[:, 2], ijk[:, 1], ijk[:, 0]]
+        assert torch.equal(idx[:, lvl, 0], want.long()), lvl
+        want7 = rows[ijk[:, 2] + 1, ijk[:, 1] + 1, ijk[:, 0] + 1]          # corner 7: +1 on every axis
+        assert torch.equal(idx[:, lvl, 7], want7.long()), lvl
+
+
+def test_triplane_volume_path():
+    torch.manual_seed(5)
+    tri = TriPlaneHashGrid(backend="torch", n_levels=8, n_features=2, log2_hashmap_size=15, desired_resolution=256)
+    with torch.no_grad():
+        for g in tri.grids:
+            g.embeddings.uniform_(-1, 1)
+    x = torch.rand(999, 3)
+    with torch.no_grad():
+        ref = tri(x)
+        with volume_interpolation():
+            torch.testing.assert_close(tri(x), ref, rtol=0, atol=5e-5)
+
+
+def test_ray_bounds_probe_cells_equal_cell_index():
+    """The per-dimension probe arithmetic of ray_bounds gives exactly the spans of probing with
+    cell_index/query on [R*K, 3] positions (its original formulation)."""
+    torch.manual_seed(6)
+    occ = OccupancyGrid(16, 1.0)
+    occ.occupied.copy_(torch.rand(16 ** 3) < 0.2)
+    o = torch.randn(3000, 3) * 0.3 + torch.tensor([0.0, 0.0, 3.0])
+    d = torch.nn.functional.normalize(torch.randn(3000, 3) * 0.3 + torch.tensor([0.0, 0.0, -1.0]), dim=-1)
+    near, far, _ = aabb_near_far(o, d, 1.0)
+    steps = 32
+    t = near[:, None] + (far - near).clamp(min=0)[:, None] * ((torch.arange(steps) + 0.5) / steps)[None]
+    probe = occ.query((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)).view(-1, steps)
+    first = probe.float().argmax(1).float()
+    last = (steps - 1) - probe.flip(1).float().argmax(1).float()
+    cell = (far - near).clamp(min=0) / steps
+    n2, f2, hit = occ.ray_bounds(o, d, near, far)
+    assert torch.equal(hit, probe.any(1)) and 0 < int(hit.sum()) < len(hit)
+    assert torch.equal(n2, torch.maximum(near, near + (first - 1) * cell))
+    assert torch.equal(f2, torch.minimum(far, near + (last + 2) * cell))
+
+
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
+def test_trained_frame_same_with_and_without_skipping(dev_dataset, tmp_path, method):
+    """A small model trained here (real frames, occupancy updates on) renders a training pose:
+    with skipping (occupied cells only, early termination) and the fast encodings, against every
+    sample evaluated with the bit-exact encodings at the same sample positions. Tolerance: mean
+    absolute difference 2e-3 and PSNR between the two images above 40 dB (a cell is pruned when
+    its jittered probes under the sampled conditions stay below the threshold: a pixel whose ray
+    crosses such a cell's denser part can differ by a few 1e-2); the skipping must evaluate
+    fewer samples."""
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import Stage, frame_conditions
+
+    # smoke sizes; a strong head-mask opacity term and high rates empty the space around the head
+    # within 120 steps (the quick profile takes a few hundred)
+    cfg = resolve_config(method, {"profile": "smoke", "device": "cpu", "overrides": dict(
+        resolution=32, head_steps=120, occ_warmup=8, occ_update_every=8, checkpoint_every=10 ** 6,
+        lambda_head_alpha=1.0, lr_net=1e-2, lr_grid=3e-2)})
+    data = TalkingDataset(dev_dataset, cfg.resolution, cfg.audio_feature, ("train",))
+    st = Stage("head", cfg, data, Path(tmp_path) / method, None, None, torch.device("cpu"))
+    with torch.enable_grad():
+        st.run()
+    model = st.model.eval()
+    model.occ.density.zero_()          # a fresh estimate: 16 updates as the last ~250 steps of training
+    for i in range(16):                # would make, without the decayed values of the first steps
+        st.update_occupancy(torch.Generator().manual_seed(i))
+    assert model.occ.occupied.float().mean() < 0.8, "the occupancy grid must prune for this test"
+    tr = data.splits["train"]
+    c2w = model.scene_pose(tr.poses[0])
+    cond = frame_conditions(model, tr, 0, data.audio, torch.device("cpu"))
+    fast = model.render_frame(c2w, cond, data.bc, fast=True, skip_empty=True)
+    n_fast = model.last_frame_stats["samples"]
+    ref = model.render_frame(c2w, cond, data.bc, fast=False, skip_empty=False)
+    n_ref = model.last_frame_stats["samples"]
+    assert n_fast < n_ref
+    assert ref["head_alpha"].max() > 0.2, "the model must have learnt some opacity for this test"
+    for key in ("rgb", "head_alpha"):
+        diff = (fast[key] - ref[key]).abs()
+        psnr = -10 * torch.log10((diff ** 2).mean().clamp(min=1e-12))
+        assert diff.mean() < 2e-3 and psnr > 40, (key, float(diff.max()), float(diff.mean()), float(psnr))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_without_cuda_says_so(tmp_path):
+    """The GPU check on a machine without CUDA measures nothing and says why (exit 2); the shell
+    script refuses a run without the prepared CPU curves, naming the command that makes them."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pipeline.train.gpu_check", "run", "--dir", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no CUDA device visible" in r.stdout
+    if not (root / "results" / "gpu_check" / "cpu_losses.json").is_file():
+        r = subprocess.run(["bash", "scripts/gpu_check.sh", "run"], cwd=root, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and "gpu_check.sh prepare" in r.stderr
