@@ -304,8 +304,9 @@ def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool,
     bit-identical to ``(w[..., None] * emb[idx]).sum(2)`` of :meth:`HashGrid.reference_forward`
     on the CPU (tests/test_encodings.py checks it).
 
-    ``lo``: first level (``out`` covers levels lo .. L-1). Returns ``out`` [B, L-lo, F] and, with ``keep``, the stacked ``idx`` [B, L, C] (int64), ``w``
-    [B, L, C], ``feats`` [B, L, C, F] and ``frac`` [B, L, D] that the backward uses (else Nones).
+    ``lo``: first level (``out`` covers levels lo .. L-1). Returns ``out`` [B, L-lo, F] and, with
+    ``keep``, the stacked ``idx`` [B, L, C] (int64), ``w`` [B, L, C], ``feats`` [B, L, C, F] and
+    ``frac`` [B, L, D] that the backward uses (else Nones).
     """
     frac, corners = grid.corner_terms(x, lo)
     b, n_l, f = x.shape[0], grid.n_levels - lo, emb.shape[1]
