@@ -296,7 +296,8 @@ def volume_interpolation(enabled: bool = True):
         _VOLUME_PATH[0] = old
 
 
-def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool, lo: int = 0):
+def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool, lo: int = 0,
+                 keep_feats: bool = True):
     """Sum over the cell corners of weight x table row, corner by corner.
 
     The sum runs in the order of PyTorch's CPU reduction over a dimension of size 2^D (four
@@ -305,8 +306,9 @@ def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool,
     on the CPU (tests/test_encodings.py checks it).
 
     ``lo``: first level (``out`` covers levels lo .. L-1). Returns ``out`` [B, L-lo, F] and, with
-    ``keep``, the stacked ``idx`` [B, L, C] (int64), ``w`` [B, L, C], ``feats`` [B, L, C, F] and
-    ``frac`` [B, L, D] that the backward uses (else Nones).
+    ``keep``, the stacked ``idx`` [B, L, C] (int32), ``w`` [B, L, C], ``feats`` [B, L, C, F] (None
+    unless ``keep_feats``: only the input gradient needs them) and ``frac`` [B, L, D] that the
+    backward uses (else Nones).
     """
     frac, corners = grid.corner_terms(x, lo)
     b, n_l, f = x.shape[0], grid.n_levels - lo, emb.shape[1]
@@ -320,15 +322,15 @@ def _interpolate(grid: HashGrid, emb: torch.Tensor, x: torch.Tensor, keep: bool,
         else:
             acc[c % 4] = acc[c % 4] + term
         if keep:
-            kept.append((idx, w, feat))
+            kept.append((idx, w, feat if keep_feats else None))
     out = acc[0]
     for a in acc[1:]:
         out = out + a
     if not keep:
         return out, None, None, None, None
-    idx = torch.stack([k[0] for k in kept], -1).long()
+    idx = torch.stack([k[0] for k in kept], -1)
     w = torch.stack([k[1] for k in kept], -1)
-    feats = torch.stack([k[2] for k in kept], 2)
+    feats = torch.stack([k[2] for k in kept], 2) if keep_feats else None
     return out, idx, w, feats, frac
 
 
@@ -344,8 +346,8 @@ class _HashGridFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, emb, grid: HashGrid):
         keep = any(ctx.needs_input_grad[:2])
-        with torch.no_grad():
-            out, idx, w, feats, frac = _interpolate(grid, emb, x, keep)  # [B, L, F]
+        with torch.no_grad():                                             # out [B, L, F]
+            out, idx, w, feats, frac = _interpolate(grid, emb, x, keep, keep_feats=ctx.needs_input_grad[0])
         ctx.grid = grid
         if keep:
             ctx.save_for_backward(idx, w, frac, feats, x)
@@ -359,8 +361,14 @@ class _HashGridFn(torch.autograd.Function):
         g = g.reshape(b, n_l, -1)                                         # [B, L, F]
         g_emb = None
         if ctx.needs_input_grad[1]:
-            g_emb = torch.zeros_like(grid.embeddings)
-            g_emb.index_add_(0, idx.reshape(-1), (w[..., None] * g[:, :, None]).reshape(-1, g.shape[-1]))
+            # one 1-D index_add per feature column: the same products w * g added to each row in
+            # the same (b, l, c) order as one index_add of [B*L*C, F] rows (bit-identical), without
+            # the [B, L, C, F] broadcast product and the row-wise scatter
+            flat = idx.reshape(-1)
+            cols = torch.zeros(g.shape[-1], grid.embeddings.shape[0], dtype=g.dtype, device=g.device)
+            for f in range(g.shape[-1]):
+                cols[f].index_add_(0, flat, (w * g[:, :, f, None]).reshape(-1))
+            g_emb = cols.t().contiguous()
         g_x = None
         if ctx.needs_input_grad[0]:
             gf = (feats * g[:, :, None]).sum(-1)                          # [B, L, C] dOut/dw
