@@ -371,14 +371,25 @@ class _HashGridFn(torch.autograd.Function):
             g_emb = cols.t().contiguous()
         g_x = None
         if ctx.needs_input_grad[0]:
-            gf = (feats * g[:, :, None]).sum(-1)                          # [B, L, C] dOut/dw
-            corners = grid.corners.bool()                                 # [C, D]
-            terms = torch.where(corners[None, None], frac[:, :, None], 1.0 - frac[:, :, None])  # [B,L,C,D]
+            n_d = grid.n_dims
+            if g.shape[-1] == 2:      # dOut/dw [B, L, C]: the sum over F = 2 is one addition
+                gf = feats[..., 0] * g[:, :, None, 0] + feats[..., 1] * g[:, :, None, 1]
+            else:
+                gf = (feats * g[:, :, None]).sum(-1)
+            # dw_c/dfrac_d = sign * prod_{e != d} (frac_e or 1 - frac_e), built per corner from
+            # [B, L] factors (the products and signs of the where/cat/prod formulation, exactly)
+            t = [(1.0 - frac[..., e], frac[..., e]) for e in range(n_d)]
             cols = []
-            for d in range(grid.n_dims):
-                others = torch.cat([terms[..., :d], terms[..., d + 1:]], -1).prod(-1)  # [B, L, C]
-                sign = torch.where(corners[:, d], 1.0, -1.0)[None, None]
-                cols.append((gf * sign * others).sum(-1))                 # [B, L]
+            for d in range(n_d):
+                per_corner = []
+                for c in range(n_c):
+                    bit = [(c >> e) & 1 for e in range(n_d)]
+                    others = None
+                    for e in range(n_d):
+                        if e != d:
+                            others = t[e][bit[e]] if others is None else others * t[e][bit[e]]
+                    per_corner.append(others if bit[d] else -others)
+                cols.append((gf * torch.stack(per_corner, -1)).sum(-1))  # [B, L]
             g_x = (torch.stack(cols, -1) * grid.scales[None, :, None]).sum(1)  # [B, D]
             inside = (x > 0) & (x < 1)
             g_x = g_x * inside
