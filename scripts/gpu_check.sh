@@ -3,7 +3,8 @@
 # steps/s, render FPS at 512x512 (head + torso), GPU memory. docs/performance.md#gpu-check.
 #
 #   on this (CPU) machine, once:  bash scripts/gpu_check.sh prepare
-#       -> results/gpu_check/ (100 real frames of the sample + the CPU loss curves; ~20 MB)
+#       -> results/gpu_check/ (100 real frames of the sample + the CPU loss curves; ~30 MB; several
+#          minutes of CPU: 8 paper-size steps per method)
 #   on the CUDA machine:          bash scripts/gpu_check.sh run      (carry results/gpu_check)
 #       prints the figures; writes $OUT/gpu_check.json when $OUT is set (else results/gpu_check/)
 #
