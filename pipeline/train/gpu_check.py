@@ -269,9 +269,12 @@ def run(a) -> int:
     return 0 if ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.common.config import PROJECT_ROOT
+#: the project folder (not from pipeline.common.config: that imports jsonschema, which the GPU
+#: machine may lack)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=("prepare", "run"))
