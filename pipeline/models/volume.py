@@ -95,8 +95,8 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         if mask.any():
             sel = torch.nonzero(mask).squeeze(-1)
             out = field_fn(xf[sel] / bound, d[idx_alive][:, None].expand(-1, k, -1).reshape(-1, 3)[sel])
-            sigma = sigma.index_put((sel,), out.sigma)
-            col = col.index_put((sel,), out.rgb)
+            sigma = sigma.index_put((sel,), out.sigma.float())   # float(): a no-op unless under autocast
+            col = col.index_put((sel,), out.rgb.float())
             reg = reg + out.reg
             n_reg += 1
             n_evals += sel.numel()

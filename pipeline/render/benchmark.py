@@ -101,7 +101,8 @@ def measure_fps(model: TrainedTalkingHead, data: DatasetLayout, size: int = 512,
     n = max(stats.n_frames, 1)
     return {"size": [size, size], "frames": stats.n_frames, "render_seconds": round(stats.render_seconds, 6),
             "fps_render": stats.fps_render, "warmup_seconds": round(stats.warmup_seconds, 6),
-            "rays_per_s": round(size * size * stats.n_frames / stats.render_seconds, 1) if stats.render_seconds else None,
+            "rays_per_s": (round(size * size * stats.n_frames / stats.render_seconds, 1)
+                           if stats.render_seconds else None),
             "samples_per_ray": round(sum(samples) / len(samples), 3) if samples else None,
             # process CPU time of the whole loop (warm-up frame and image I/O included) per timed frame:
             # on a shared machine it moves less with the load than the wall time

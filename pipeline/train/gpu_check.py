@@ -120,8 +120,9 @@ def prepare(a) -> int:
         curves[method] = first_losses(method, data, a.steps, torch.device("cpu"), a.resolution)
         log.info("%s: CPU losses of the first %d steps %s (%.0f s)", method, a.steps, curves[method],
                  time.perf_counter() - t0)
-    atomic_write_json(a.dir / "cpu_losses.json", {"steps": a.steps, "resolution": a.resolution, "torch": torch.__version__,
-                                                  "host": platform.node(), "losses": curves})
+    atomic_write_json(a.dir / "cpu_losses.json", {"steps": a.steps, "resolution": a.resolution,
+                                                  "torch": torch.__version__, "host": platform.node(),
+                                                  "losses": curves})
     return 0
 
 
@@ -174,23 +175,43 @@ def time_render(model, data, frames: int, device) -> dict:
     if device.type == "cuda":
         modes.append(("fp16_autocast", lambda: torch.autocast("cuda", dtype=torch.float16)))
     for name, ctx in modes:
-        with torch.no_grad(), ctx():
-            model.render_frame(*inputs[0], bg)                      # warm-up
-            _reset_peak(device)
-            _sync(device)
-            t0 = time.perf_counter()
-            for c2w, cond in inputs:
-                img = model.render_frame(c2w, cond, bg)["rgb"]
-            _sync(device)
-            dt = time.perf_counter() - t0
-            first[name] = model.render_frame(*inputs[0], bg)["rgb"].float()
-        out[name] = {"fps": round(len(inputs) / dt, 2), "seconds_per_frame": round(dt / len(inputs), 4),
-                     "samples_per_ray": round(model.last_frame_stats.get("samples_per_ray", float("nan")), 3),
-                     "peak_memory_gib": _peak_gib(device)}
-        del img
+        try:
+            first[name], out[name] = _timed_frames(model, inputs, bg, ctx, device)
+        except Exception as exc:  # noqa: BLE001 (a failing mode is a finding, not the end of the check)
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     if "fp16_autocast" in first:
         out["fp16_max_abs_diff"] = round(float((first["fp16_autocast"] - first["fp32"]).abs().max()), 5)
     return out
+
+
+def _timed_frames(model, inputs, bg, ctx, device):
+    """(first frame's rgb, timing dict) of rendering ``inputs`` under context ``ctx``."""
+    import torch
+
+    with torch.no_grad(), ctx():
+        model.render_frame(*inputs[0], bg)                          # warm-up
+        _reset_peak(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        for c2w, cond in inputs:
+            model.render_frame(c2w, cond, bg)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        rgb = model.render_frame(*inputs[0], bg)["rgb"].float()
+    return rgb, {"fps": round(len(inputs) / dt, 2), "seconds_per_frame": round(dt / len(inputs), 4),
+                 "samples_per_ray": round(model.last_frame_stats.get("samples_per_ray", float("nan")), 3),
+                 "peak_memory_gib": _peak_gib(device)}
+
+
+def _render_line(rd: dict, mode: str) -> str:
+    r = rd[mode]
+    if "error" in r:
+        return f"{mode} failed ({r['error']})"
+    diff = ""
+    if mode != "fp32" and "fp16_max_abs_diff" in rd:
+        diff = f", max pixel difference to fp32 {rd['fp16_max_abs_diff']:.4f}"
+    return (f"{r['fps']:.2f} fps {mode} ({r['samples_per_ray']:.1f} samples/ray, peak {r['peak_memory_gib']} GiB"
+            f"{diff})")
 
 
 def run(a) -> int:
@@ -223,23 +244,22 @@ def run(a) -> int:
         res["curve"] = {"cpu": cpu, "cuda": gpu, "max_rel_diff": max(rel), "ok": max(rel) <= CURVE_RTOL,
                         "seconds": round(time.perf_counter() - t0, 1)}
         ok &= res["curve"]["ok"]
-        print(f"{method}: loss curve of the first {len(cpu)} steps, {device.type.upper()} vs CPU: max relative difference "
-              f"{max(rel):.2e} ({'ok' if res['curve']['ok'] else 'DIFFERS'}, tolerance {CURVE_RTOL:g})", flush=True)
+        print(f"{method}: loss curve of the first {len(cpu)} steps, {device.type.upper()} vs CPU: "
+              f"max relative difference {max(rel):.2e} ({'ok' if res['curve']['ok'] else 'DIFFERS'}, "
+              f"tolerance {CURVE_RTOL:g})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             model = ds = None
             for backend in ("torch", "tcnn") if report["tcnn"] else ("torch",):
                 tr, model, ds = time_training(method, data, device, backend, a.time_steps, Path(tmp), side,
                                               a.warmup)
                 res[f"train_{backend}"] = tr
-                print(f"{method}: training {side}x{side} paper settings, {backend} hash grid: {tr['steps_per_s']:.2f} steps/s, "
-                      f"{tr['rays_per_s']:.0f} rays/s ({tr['rays_per_step']} rays x {tr['n_samples']} samples), "
-                      f"peak {tr['peak_memory_gib']} GiB", flush=True)
+                print(f"{method}: training {side}x{side} paper settings, {backend} hash grid: "
+                      f"{tr['steps_per_s']:.2f} steps/s, {tr['rays_per_s']:.0f} rays/s ({tr['rays_per_step']} rays x "
+                      f"{tr['n_samples']} samples), peak {tr['peak_memory_gib']} GiB", flush=True)
                 rd = res[f"render_{backend}"] = time_render(model, ds, a.render_frames, device)
-                half = (f", {rd['fp16_autocast']['fps']:.1f} fps float16 autocast (max pixel difference "
-                        f"{rd['fp16_max_abs_diff']:.4f})" if "fp16_autocast" in rd else "")
                 print(f"{method}: render {rd['size'][0]}x{rd['size'][1]} head+torso, {backend} hash grid: "
-                      f"{rd['fp32']['fps']:.2f} fps float32{half}, {rd['fp32']['samples_per_ray']:.1f} samples/ray, "
-                      f"peak {rd['fp32']['peak_memory_gib']} GiB", flush=True)
+                      + "; ".join(_render_line(rd, mode) for mode in ("fp32", "fp16_autocast") if mode in rd),
+                      flush=True)
                 del model
                 torch.cuda.empty_cache()
     report["ok"] = ok
@@ -249,9 +269,12 @@ def run(a) -> int:
     return 0 if ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.common.config import PROJECT_ROOT
+#: the project folder (not from pipeline.common.config: that imports jsonschema, which the GPU
+#: machine may lack)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.train.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=("prepare", "run"))
