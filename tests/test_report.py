@@ -352,3 +352,31 @@ def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
     assert "| Method | CSIM&lt;1&gt; |" in page
     assert page.count("src='media/one_shot/Macron/er_nerf-German-jfk.mp4'") == 1
     assert "<h2 id='one-shot'>" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])
+
+
+def test_report_page_shows_each_models_validation_panel_with_its_psnr(tmp_path):
+    """The validation section: every trained model's val_frame.png (render | ground truth) copied
+    into the media folder, captioned with the val PSNR of its train_manifest.json (n/a: no number)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.report.html import copy_val_frames, render_page
+
+    frames = []
+    for method, psnr in (("rad_nerf", 28.714), ("er_nerf", None)):
+        d = tmp_path / "models" / method / "German"
+        d.mkdir(parents=True)
+        Image.fromarray(np.full((8, 16, 3), 90, np.uint8)).save(d / "val_frame.png")
+        (d / "train_manifest.json").write_text(json.dumps({"val_psnr_db": psnr} if psnr else {"method": method}))
+        frames.append(str(d / "val_frame.png"))
+    media = tmp_path / "media"
+    panels = copy_val_frames(frames, media)
+    assert panels == [("German · er_nerf: render | ground truth", "val/German__er_nerf.png"),
+                      ("German · rad_nerf: render | ground truth, val PSNR 28.71 dB", "val/German__rad_nerf.png")]
+    assert all((media / rel).is_file() for _, rel in panels)
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], val_frames=panels)
+    assert "<h2 id='validation'>Validation frames</h2>" in page
+    assert page.count("<img src='media/val/German__") == 2 and "val PSNR 28.71 dB" in page
+    assert "<h2 id='validation'>" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])

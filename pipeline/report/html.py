@@ -197,11 +197,31 @@ def copy_one_shot(videos: list[str], media: Path) -> list[tuple[str, str]]:
     return out
 
 
+def copy_val_frames(frames: list[str], media: Path) -> list[tuple[str, str]]:
+    """Copy each trained model's validation panel (``results/models/{method}/{identity}/val_frame.png``,
+    render | ground truth of the middle validation frame, written by the torso stage) into
+    ``media/val/{identity}__{method}.png``. Returns ``[(caption, path relative to media)]``; the
+    caption carries the model's val PSNR (head + torso, full frame) from ``train_manifest.json`` (``val_psnr_db``)."""
+    out = []
+    for f in sorted(frames, key=lambda x: (Path(x).parent.name, Path(x).parent.parent.name)):
+        model = Path(f).parent
+        method, ident = model.parent.name, model.name
+        rel = f"val/{ident}__{method}.png"
+        _copy(Path(f), media / rel)
+        man = model / "train_manifest.json"
+        val = read_json(man).get("val_psnr_db") if man.is_file() else None
+        psnr = f", val PSNR {val:.2f} dB" if isinstance(val, (int, float)) else ""
+        out.append((f"{ident} · {method}: render | ground truth{psnr}", rel))
+    return out
+
+
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
-                methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = ()) -> str:
+                methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = (),
+                val_frames: list[tuple[str, str]] = ()) -> str:
     """The HTML text of the report page; with ``one_shot_md`` (the text of
     ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
-    face-replacement section."""
+    face-replacement section; with ``val_frames`` (:func:`copy_val_frames`) a section of validation
+    panels (render | ground truth) per trained model."""
     def order(items):
         rank = {m: k for k, m in enumerate(methods)}
         first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
@@ -216,7 +236,8 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             "backend other than the papers' (LMD: FAN, AUE: OpenFace, CSIM: ArcFace), whose cells are not "
             "comparable with the reported ones; LMD is in pixels at 512 px height; bold ranks only rows "
             "measured over the same identities with the same backend.</p>",
-            "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#one-shot'>One-shot</a> · "
+            "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#validation'>Validation frames</a> · "
+            "<a href='#one-shot'>One-shot</a> · "
             "<a href='#plots'>Plots</a></nav>",
             "<h2 id='tables'>Tables</h2>"]
     for protocol, t in tables["protocols"].items():
@@ -243,6 +264,15 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                 player = (f"<video controls preload='none' poster='{jpg}'><source src='{src}' "
                           "type='video/mp4'></video>")
             body.append(f"<figure>{player}<figcaption>{html.escape(label)}</figcaption></figure>")
+        body.append("</div>")
+    if val_frames:
+        body.append("<h2 id='validation'>Validation frames</h2><p>Each trained model on the middle frame of "
+                    "its identity's validation split (render | ground truth, training resolution). The same "
+                    "panels for every real identity of the quality benchmark: <code>python -m "
+                    "pipeline.train.benchmark --quality</code>, docs/quality.md.</p><div class='plots'>")
+        for label, rel in val_frames:
+            body.append(f"<figure><img src='{media_rel}/{rel}' alt='{html.escape(label)}'>"
+                        f"<figcaption>{html.escape(label)}</figcaption></figure>")
         body.append("</div>")
     if one_shot_md or one_shot_videos:
         body.append("<h2 id='one-shot'>One-shot face replacement</h2>")
@@ -276,6 +306,7 @@ def main(argv=None) -> int:
     ap.add_argument("--edits", nargs="*", default=[], help="emotion_edit render folders (side by side)")
     ap.add_argument("--one-shot-table", nargs="*", default=[], help="results/tables/one_shot.md (when one-shot runs)")
     ap.add_argument("--one-shot-videos", nargs="*", default=[], help="one-shot side-by-side videos")
+    ap.add_argument("--val-frames", nargs="*", default=[], help="results/models/{method}/{identity}/val_frame.png")
     ap.add_argument("--media", required=True, help="results/report/media")
     ap.add_argument("--out", required=True, help="results/report/index.html")
     args = ap.parse_args(argv)
@@ -288,7 +319,9 @@ def main(argv=None) -> int:
     rel = lambda p: Path(os.path.relpath(Path(p).resolve(), out.parent.resolve())).as_posix()  # noqa: E731
     one_md = "\n".join(Path(p).read_text() for p in args.one_shot_table)
     one_videos = copy_one_shot(args.one_shot_videos, Path(args.media))
-    page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos)
+    val_frames = copy_val_frames(args.val_frames, Path(args.media))
+    page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos,
+                       val_frames)
     with atomic_write(out, "w") as fh:
         fh.write(page)
     log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))

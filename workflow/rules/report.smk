@@ -120,6 +120,7 @@ rule report:
                      identity=IDENTITIES),
         oneshot_table=["results/tables/one_shot.md"] if ONESHOT_PLAN.runs else [],
         oneshot_videos=ONESHOT_PLAN.sidebyside_videos if ONESHOT_PLAN.runs else [],
+        val_frames=expand(rules.train_torso.output.val_frame, method=TRAIN_METHODS, identity=IDENTITIES),
     output:
         html=f"{REPORT_DIR}/index.html",
         media=directory(f"{REPORT_DIR}/media"),
@@ -143,7 +144,8 @@ rule report:
         "python -m pipeline.report.html --tables {input.tables:q} --plots {input.plots:q}"
         " --videos {input.videos:q} --data {params.data:q} --audio {params.audio}"
         " --methods {params.methods} --edits {input.edits:q} --one-shot-table {input.oneshot_table:q}"
-        " --one-shot-videos {input.oneshot_videos:q} --media {output.media:q} --out {output.html:q} 2> {log:q}"
+        " --one-shot-videos {input.oneshot_videos:q} --val-frames {input.val_frames:q}"
+        " --media {output.media:q} --out {output.html:q} 2> {log:q}"
 
 
 ALL_TARGETS.extend(
