@@ -109,3 +109,79 @@ def aus_cfg(wildcards, input):
 def identity_emotion(wildcards):
     """An identity's emotion cell of the identities table ('' when empty; pipeline.common.emotion)."""
     return IDENTITIES[wildcards.identity].get("emotion") or ""
+
+
+def input_dir(name):
+    """Params helper: a function of (wildcards, input) giving the folder of the input file ``name``
+    (the first file when ``name`` is a list)."""
+
+    def _input_dir(wildcards, input):
+        value = input[name]
+        return os.path.dirname(value if isinstance(value, str) else value[0])
+
+    return _input_dir
+
+
+def input_dirs(name):
+    """Params helper: the folders of every file of the input list ``name``."""
+
+    def _input_dirs(wildcards, input):
+        return [os.path.dirname(p) for p in input[name]]
+
+    return _input_dirs
+
+
+def output_dir(name):
+    """Params helper: the folder of the output file ``name`` (the first file when it is a list)."""
+
+    def _output_dir(wildcards, output):
+        value = output[name]
+        return os.path.dirname(value if isinstance(value, str) else value[0])
+
+    return _output_dir
+
+
+def trained_model_manifest(wildcards):
+    """train_manifest.json of a trained method (its training time reaches the tables); baselines have none."""
+    if wildcards.method in config["train"]["methods"]:
+        return [f"results/models/{wildcards.method}/{wildcards.identity}/train_manifest.json"]
+    return []
+
+
+def model_dir_arg(wildcards, input):
+    """``--model-dir DIR`` of the metrics CLI when the method has a trained model, else nothing."""
+    return f"--model-dir {shlex.quote(os.path.dirname(input.model[0]))}" if input.get("model") else ""
+
+
+def driving_audio(wildcards):
+    """[the driving audio file] of a cross-driven test; [] for the self-driven test."""
+    if wildcards.test == SELF_DRIVEN_TEST:
+        return []
+    return [str(resolve_path(config["render"]["cross_driven"][wildcards.test]))]
+
+
+def background_control(wildcards):
+    """The background image of render.controls.background when set, else nothing."""
+    if config["render"]["controls"].get("background"):
+        return [str(resolve_path(config["render"]["controls"]["background"]))]
+    return []
+
+
+def audio_arg(wildcards, input):
+    """``--audio FILE`` of the render CLI for a cross-driven test (input ``audio``), else nothing."""
+    return f"--audio {shlex.quote(input.audio[0])}" if input.get("audio") else ""
+
+
+def driving_arg(wildcards, input):
+    """``--audio FILE`` of a baseline's CLI for a cross-driven test (input ``driving``), else nothing."""
+    return f"--audio {shlex.quote(input.driving[0])}" if input.driving else ""
+
+
+def external_video(wildcards):
+    """The video of config baselines.external for (method, identity, test)."""
+    return str(resolve_path(EXTERNAL_RUNS[(wildcards.method, wildcards.identity, wildcards.test)]))
+
+
+def reported_arg(wildcards, input):
+    """``--reported FILE`` of the tables CLI when a reported-numbers file is configured, else nothing."""
+    return f"--reported {shlex.quote(input.reported[0])}" if input.reported else ""

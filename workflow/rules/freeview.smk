@@ -24,9 +24,9 @@ rule render_freeview:
     params:
         cfg=cfg_arg("render", "free_view", drop=("enabled",)),
         device=config["train"]["device"],
-        model=lambda wildcards, input: os.path.dirname(input.model),
-        data=lambda wildcards, input: os.path.dirname(input.data),
-        out=lambda wildcards, output: os.path.dirname(output.index),
+        model=input_dir("model"),
+        data=input_dir("data"),
+        out=output_dir("index"),
     conda:
         "../../envs/nerf.yaml"
     log:
@@ -52,7 +52,7 @@ rule freeview_metrics:
     wildcard_constraints:
         method=_alternation(FREEVIEW_METHODS),
     params:
-        renders=lambda wildcards, input: os.path.dirname(input.index),
+        renders=input_dir("index"),
         weights=str(_weights_dir(config)),
     conda:
         "../../envs/metrics.yaml"

@@ -33,11 +33,7 @@ rule metrics:
         video=f"{METRICS_RENDER}/video.mp4",
         data=f"{DATA}/manifest.json",
         # the training manifest (training time) of trained methods; baselines have none
-        model=lambda wildcards: (
-            [f"results/models/{wildcards.method}/{wildcards.identity}/train_manifest.json"]
-            if wildcards.method in config["train"]["methods"]
-            else []
-        ),
+        model=trained_model_manifest,
         # the pretrained files these metrics use (only those present; see metric_weight_files)
         weights=metric_weight_files,
     output:
@@ -54,11 +50,9 @@ rule metrics:
             if config["preprocess"]["aus"].get("openface_bin")
             else ""
         ),
-        render=lambda wildcards, input: os.path.dirname(input.render),
-        data=lambda wildcards, input: os.path.dirname(input.data),
-        model=lambda wildcards, input: (
-            f"--model-dir {shlex.quote(os.path.dirname(input.model[0]))}" if input.get("model") else ""
-        ),
+        render=input_dir("render"),
+        data=input_dir("data"),
+        model=model_dir_arg,
     conda:
         "../../envs/metrics.yaml"
     log:
@@ -90,7 +84,7 @@ rule metrics_emotion_expr:
         method=_alternation(EMOTION_EDIT_METHODS),
     params:
         weights=str(_weights_dir(config)),
-        data=lambda wildcards, input: os.path.dirname(input.data),
+        data=input_dir("data"),
     conda:
         "../../envs/metrics.yaml"
     log:

@@ -304,7 +304,7 @@ rule audio_features:
         ],
     params:
         cfg=cfg_arg("preprocess", "audio"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.features[0]),
+        out_dir=output_dir("features"),
     conda:
         "../../envs/preprocess.yaml"
     log:
@@ -345,7 +345,7 @@ rule dataset_manifest:
         manifest=f"{DATA}/manifest.json",
     params:
         cfg=cfg_arg("preprocess"),
-        data=lambda wildcards, output: os.path.dirname(output.manifest),
+        data=output_dir("manifest"),
     conda:
         "../../envs/preprocess.yaml"
     log:

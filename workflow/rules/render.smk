@@ -15,16 +15,8 @@ rule render:
         model="results/models/{method}/{identity}/train_manifest.json",
         data=f"{DATA}/manifest.json",
         # the driving audio of a cross-driven test; none for the self-driven test
-        audio=lambda wildcards: (
-            []
-            if wildcards.test == SELF_DRIVEN_TEST
-            else str(resolve_path(config["render"]["cross_driven"][wildcards.test]))
-        ),
-        background=lambda wildcards: (
-            [str(resolve_path(config["render"]["controls"]["background"]))]
-            if config["render"]["controls"].get("background")
-            else []
-        ),
+        audio=driving_audio,
+        background=background_control,
     output:
         manifest=f"{RENDERS}/manifest.json",
         video=f"{RENDERS}/video.mp4",
@@ -35,12 +27,10 @@ rule render:
         cfg=RENDER_CFG,
         audio_cfg=cfg_arg("preprocess", "audio"),
         device=config["train"]["device"],
-        audio=lambda wildcards, input: (
-            f"--audio {shlex.quote(str(input.audio))}" if input.get("audio") else ""
-        ),
-        model=lambda wildcards, input: os.path.dirname(input.model),
-        data=lambda wildcards, input: os.path.dirname(input.data),
-        out=lambda wildcards, output: os.path.dirname(output.manifest),
+        audio=audio_arg,
+        model=input_dir("model"),
+        data=input_dir("data"),
+        out=output_dir("manifest"),
     conda:
         "../../envs/nerf.yaml"
     log:
@@ -79,8 +69,8 @@ rule render_emotion_edit:
     params:
         cfg=RENDER_CFG,
         device=config["train"]["device"],
-        model=lambda wildcards, input: os.path.dirname(input.model),
-        data=lambda wildcards, input: os.path.dirname(input.data),
+        model=input_dir("model"),
+        data=input_dir("data"),
     conda:
         "../../envs/nerf.yaml"
     log:

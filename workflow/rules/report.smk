@@ -67,8 +67,8 @@ rule tables:
     params:
         cfg=cfg_arg("report"),
         methods=REPORT_METHODS,
-        reported=lambda wildcards, input: f"--reported {shlex.quote(input.reported[0])}" if input.reported else "",
-        out=lambda wildcards, output: os.path.dirname(output.json),
+        reported=reported_arg,
+        out=output_dir("json"),
     conda:
         "../../envs/report.yaml"
     log:
@@ -125,7 +125,7 @@ rule report:
         html=f"{REPORT_DIR}/index.html",
         media=directory(f"{REPORT_DIR}/media"),
     params:
-        data=lambda wildcards, input: [os.path.dirname(p) for p in input.data],
+        data=input_dirs("data"),
         audio=" ".join(
             shlex.quote(f"{test}={resolve_path(path)}") for test, path in config["render"]["cross_driven"].items()
         ),

@@ -31,8 +31,8 @@ rule train_head:
         log=f"{MODEL}/train_log_head.csv",
     params:
         cfg=cfg_arg("train", drop=("methods",)),
-        data=lambda wildcards, input: os.path.dirname(input.manifest),
-        model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
+        data=input_dir("manifest"),
+        model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
     conda:
         "../../envs/nerf.yaml"
@@ -61,8 +61,8 @@ rule train_lips:
         log=f"{MODEL}/train_log_lips.csv",
     params:
         cfg=cfg_arg("train", drop=("methods",)),
-        data=lambda wildcards, input: os.path.dirname(input.manifest),
-        model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
+        data=input_dir("manifest"),
+        model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
     conda:
         "../../envs/nerf.yaml"
@@ -95,8 +95,8 @@ rule train_torso:
         manifest=f"{MODEL}/train_manifest.json",
     params:
         cfg=cfg_arg("train", drop=("methods",)),
-        data=lambda wildcards, input: os.path.dirname(input.manifest),
-        model_dir=lambda wildcards, output: os.path.dirname(output.ckpt),
+        data=input_dir("manifest"),
+        model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
     conda:
         "../../envs/nerf.yaml"

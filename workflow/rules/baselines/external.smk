@@ -11,15 +11,12 @@ if EXTERNAL_RUNS:
 
     rule external_baseline:
         input:
-            video=lambda wc: str(resolve_path(EXTERNAL_RUNS[(wc.method, wc.identity, wc.test)])),
+            video=external_video,
             train=f"{DATA}/transforms_train.json",
             val=f"{DATA}/transforms_val.json",
             gt=f"{DATA}/gt_imgs",
             audio=f"{DATA}/aud.wav",
-            driving=lambda wc: (
-                [] if wc.test == SELF_DRIVEN_TEST
-                else [str(resolve_path(config["render"]["cross_driven"][wc.test]))]
-            ),
+            driving=driving_audio,
         output:
             video="results/renders/{method}/{identity}/{test}/video.mp4",
             manifest="results/renders/{method}/{identity}/{test}/manifest.json",
@@ -27,9 +24,9 @@ if EXTERNAL_RUNS:
             method=_alternation({m for m, _, _ in EXTERNAL_RUNS}),
             test=_alternation({t for _, _, t in EXTERNAL_RUNS}),
         params:
-            data=lambda wildcards, input: os.path.dirname(input.train),
-            out=lambda wildcards, output: os.path.dirname(output.manifest),
-            audio=lambda wildcards, input: f"--audio {shlex.quote(input.driving[0])}" if input.driving else "",
+            data=input_dir("train"),
+            out=output_dir("manifest"),
+            audio=driving_arg,
         conda:
             "../../../envs/report.yaml"
         log:

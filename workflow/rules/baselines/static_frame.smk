@@ -11,19 +11,16 @@ if config.get("baselines", {}).get("static_frame", True):
             val=f"{DATA}/transforms_val.json",
             gt=f"{DATA}/gt_imgs",
             audio=f"{DATA}/aud.wav",
-            driving=lambda wc: (
-                [] if wc.test == SELF_DRIVEN_TEST
-                else [str(resolve_path(config["render"]["cross_driven"][wc.test]))]
-            ),
+            driving=driving_audio,
         output:
             video="results/renders/static_frame/{identity}/{test}/video.mp4",
             manifest="results/renders/static_frame/{identity}/{test}/manifest.json",
         wildcard_constraints:
             test=_alternation([SELF_DRIVEN_TEST, *config["render"]["cross_driven"]]),
         params:
-            data=lambda wildcards, input: os.path.dirname(input.train),
-            out=lambda wildcards, output: os.path.dirname(output.manifest),
-            audio=lambda wildcards, input: f"--audio {shlex.quote(input.driving[0])}" if input.driving else "",
+            data=input_dir("train"),
+            out=output_dir("manifest"),
+            audio=driving_arg,
         conda:
             "../../../envs/report.yaml"
         log:
