@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import numpy as np
 import torch
 
 from pipeline.common.errors import InputError
@@ -68,7 +69,32 @@ def test_torso_shapes():
     t = TorsoField(make_config("rad_nerf", TINY))
     rgb, alpha, dxy = t(torch.rand(20, 2) * 2 - 1, torch.randn(12))
     assert rgb.shape == (20, 3) and alpha.shape == (20,) and dxy.shape == (20, 2)
-    assert dxy.abs().max() <= 0.25
+    assert ((0 <= rgb) & (rgb <= 1)).all() and ((0 <= alpha) & (alpha <= 1)).all()
+
+
+def test_rad_nerf_torso_pose_is_euler_and_translation():
+    """RAD-NeRF's torso sees the pose as convert_poses does: pytorch3d's XYZ Euler angles of the
+    c2w rotation (= scipy's intrinsic 'XYZ') and the c2w translation."""
+    from scipy.spatial.transform import Rotation
+
+    from pipeline.models.torso import euler_xyz
+
+    angles = np.array([[0.3, -0.2, 0.1], [-1.0, 0.7, 2.5], [0.0, 1.2, -0.4]])
+    rots = Rotation.from_euler("XYZ", angles).as_matrix()
+    got = euler_xyz(torch.tensor(rots, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(got, angles, atol=1e-9)
+    c2w = np.eye(4)[:3]
+    c2w[:, :3] = rots[0]
+    c2w[:, 3] = [0.1, -0.2, 3.0]
+    vec = TorsoField.pose_vector(torch.tensor(c2w.reshape(-1), dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(vec, [0.3, -0.2, 0.1, 0.1, -0.2, 3.0], atol=1e-9)
+    torch.manual_seed(0)
+    t = TorsoField(make_config("rad_nerf", TINY))
+    xy = torch.rand(30, 2) * 2 - 1
+    pose = torch.tensor(c2w.reshape(-1), dtype=torch.float32)
+    turned = pose.clone().reshape(3, 4)
+    turned[:, :3] = torch.tensor(Rotation.from_euler("XYZ", [0.3, 0.2, 0.1]).as_matrix(), dtype=torch.float32)
+    assert (t(xy, turned.reshape(-1))[0] - t(xy, pose)[0]).abs().max() > 1e-5   # the pose moves the torso
 
 
 def test_er_nerf_adaptive_pose_torso():

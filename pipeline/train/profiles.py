@@ -17,7 +17,7 @@ from pipeline.models.configs import TrainConfig, make_config
 PROFILES: dict[str, dict] = {
     "quick": dict(resolution=128, levels=8, features=2, log2_hashmap=15, max_resolution=256, hidden=64,
                   n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
-                  torso_resolution=256, rays_per_step=512, head_steps=1400, lips_steps=40, torso_steps=1500,
+                  torso_resolution=256, rays_per_step=512, head_steps=2100, lips_steps=40, torso_steps=1500,
                   lips_patch=24, checkpoint_every=100, val_frames=6, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
                   lambda_head_alpha=0.05),
     "paper": dict(resolution=512),
