@@ -380,3 +380,24 @@ def test_report_page_shows_each_models_validation_panel_with_its_psnr(tmp_path):
     assert "<h2 id='validation'>Validation frames</h2>" in page
     assert page.count("<img src='media/val/German__") == 2 and "val PSNR 28.71 dB" in page
     assert "<h2 id='validation'>" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])
+
+
+def test_report_page_has_the_free_view_table_when_enabled(tmp_path):
+    """The free-view table (config render.free_view) reaches the page, escaped, with a nav link;
+    without it there is no section; and the report rule needs results/tables/free_view.md exactly
+    when the protocol is enabled (Snakemake dry run)."""
+    from pipeline.report.html import render_page
+    from tests.conftest import make_workdir, run_snakemake
+
+    md = "| method | view | CSIM<frontal> | CPBD |\n|---|---|---:|---:|\n| rad_nerf | yaw+15 | 0.912 | 0.301 |"
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], free_view_md=md)
+    assert "<h2 id='free-view'>Free view</h2>" in page and "<a href='#free-view'>" in page
+    assert "| rad_nerf | yaw+15 | 0.912 | 0.301 |" in page and "CSIM&lt;frontal&gt;" in page
+    plain = render_page({"protocols": {}}, [], "plots", {}, "media", [])
+    assert "id='free-view'" not in plain and "#free-view" not in plain
+    for enabled in (True, False):
+        wd = make_workdir(tmp_path / f"wd{enabled}", {"render": {"free_view": {"enabled": enabled}}})
+        proc = run_snakemake(wd, args=("-n", "--quiet", "rules", "--", "results/report/index.html"), timeout=300)
+        out = proc.stdout + proc.stderr
+        assert ("freeview_table" in out) is enabled, out[-3000:]
+        assert "report" in out, out[-3000:]

@@ -217,11 +217,12 @@ def copy_val_frames(frames: list[str], media: Path) -> list[tuple[str, str]]:
 
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
                 methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = (),
-                val_frames: list[tuple[str, str]] = ()) -> str:
+                val_frames: list[tuple[str, str]] = (), free_view_md: str = "") -> str:
     """The HTML text of the report page; with ``one_shot_md`` (the text of
     ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
     face-replacement section; with ``val_frames`` (:func:`copy_val_frames`) a section of validation
-    panels (render | ground truth) per trained model."""
+    panels (render | ground truth) per trained model; with ``free_view_md`` (the text of
+    ``results/tables/free_view.md``, config ``render.free_view``) a free-view section."""
     def order(items):
         rank = {m: k for k, m in enumerate(methods)}
         first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
@@ -238,6 +239,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             "measured over the same identities with the same backend.</p>",
             "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#validation'>Validation frames</a> · "
             "<a href='#one-shot'>One-shot</a> · "
+            + ("<a href='#free-view'>Free view</a> · " if free_view_md else "") +
             "<a href='#plots'>Plots</a></nav>",
             "<h2 id='tables'>Tables</h2>"]
     for protocol, t in tables["protocols"].items():
@@ -284,6 +286,11 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             body.append(f"<figure><video controls preload='none' poster='{src[:-4]}.jpg'><source src='{src}' "
                         f"type='video/mp4'></video><figcaption>{html.escape(label)}</figcaption></figure>")
         body.append("</div>")
+    if free_view_md:
+        body.append("<h2 id='free-view'>Free view</h2><p>Each model rendered from camera poses off the "
+                    "training trajectory (config <code>render.free_view</code>), scored without ground truth: "
+                    "CSIM against the frontal render and CPBD per view (docs/metrics.md).</p>")
+        body.append(f"<pre class='md'>{html.escape(free_view_md)}</pre>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
     for p in plots:
         body.append(f"<img src='{plots_rel}/{html.escape(p['file'])}' alt='{html.escape(p['title'])}' "
@@ -306,6 +313,7 @@ def main(argv=None) -> int:
     ap.add_argument("--edits", nargs="*", default=[], help="emotion_edit render folders (side by side)")
     ap.add_argument("--one-shot-table", nargs="*", default=[], help="results/tables/one_shot.md (when one-shot runs)")
     ap.add_argument("--one-shot-videos", nargs="*", default=[], help="one-shot side-by-side videos")
+    ap.add_argument("--free-view-table", nargs="*", default=[], help="results/tables/free_view.md (when enabled)")
     ap.add_argument("--val-frames", nargs="*", default=[], help="results/models/{method}/{identity}/val_frame.png")
     ap.add_argument("--media", required=True, help="results/report/media")
     ap.add_argument("--out", required=True, help="results/report/index.html")
@@ -320,8 +328,9 @@ def main(argv=None) -> int:
     one_md = "\n".join(Path(p).read_text() for p in args.one_shot_table)
     one_videos = copy_one_shot(args.one_shot_videos, Path(args.media))
     val_frames = copy_val_frames(args.val_frames, Path(args.media))
+    free_md = "\n".join(Path(p).read_text() for p in args.free_view_table)
     page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos,
-                       val_frames)
+                       val_frames, free_md)
     with atomic_write(out, "w") as fh:
         fh.write(page)
     log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))
