@@ -4,7 +4,9 @@
 * ``quick``: CPU, reduced resolution (128 px) and steps; the sample identity trains in a few
   minutes per method including the torso. Learning rates 3x the anchors' (``lr_grid`` 3e-2,
   ``lr_net`` 3e-3): with a few hundred steps the anchors' rates left heads and torsos
-  under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md).
+  under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md). 2100 head
+  steps: the heads of moving speakers still gain from steps, and the default job stays within its
+  20 minutes (README).
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
