@@ -107,6 +107,42 @@ def test_ray_bounds_probe_cells_equal_cell_index():
     assert torch.equal(f2, torch.minimum(far, near + (last + 2) * cell))
 
 
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf", "aed_nerf"])
+def test_shared_density_max_equals_per_condition(method):
+    """The occupancy update's shared path (position encoding, and ER-NeRF's attention gates,
+    computed once for all condition records) against the reference (``density`` per record, the
+    records one after the other), quick-profile fields with random tables and weights: the
+    maximum densities and the updated grid are equal bit for bit (tolerance 0)."""
+    from pipeline.models.fields import HeadField
+    from pipeline.models.methods import get_method
+    from pipeline.train.profiles import resolve_config
+
+    torch.manual_seed(3)
+    cfg = resolve_config(method, {"profile": "quick", "device": "cpu"})
+    field = get_method(method).field(cfg, cfg.audio_dim)
+    assert field.shares_density_max
+    with torch.no_grad():
+        for name, p in field.named_parameters():
+            p.uniform_(-1, 1) if "embeddings" in name or "params" in name else p.mul_(3)
+    conds = [{"audio": torch.randn(cfg.audio_dim), "eye": torch.rand(1), "emotion": torch.randn(8)}
+             for _ in range(4)]
+    x = torch.rand(5000, 3) * 2 - 1
+    with torch.no_grad():
+        fast = field.density_max(x, conds)
+        ref = HeadField.density_max(field, x, conds)
+        per = torch.stack([field.density(x, c) for c in conds])
+    assert torch.equal(fast, ref) and torch.equal(fast, per.amax(0))
+    assert (per.argmax(0)[:, None] == torch.arange(4)).any(0).sum() >= 2  # the maximum comes from several records
+    grids = []
+    for shared in (True, False):
+        occ = OccupancyGrid(16, 1.0, threshold=1e30)  # occupied: above the mean density
+        torch.manual_seed(5)
+        occ.update(field.density, conds, chunk=1500, max_density_fn=field.density_max if shared else None)
+        grids.append((occ.density.clone(), occ.occupied.clone()))
+    assert torch.equal(grids[0][0], grids[1][0]) and torch.equal(grids[0][1], grids[1][1])
+    assert 0 < grids[0][1].float().mean() < 1
+
+
 @pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
 def test_trained_frame_same_with_and_without_skipping(dev_dataset, tmp_path, method):
     """A small model trained here (real frames, occupancy updates on) renders a training pose:

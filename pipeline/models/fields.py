@@ -46,6 +46,11 @@ class HeadField(nn.Module):
     """
 
     geo_dim = 15
+    #: True when :meth:`density_max` shares the condition-independent work (the position
+    #: encoding) between the condition records; the occupancy update then calls it per chunk of
+    #: cells instead of :meth:`density` per condition (fields whose ``_hidden`` has side effects
+    #: per condition record, e.g. NeRF-3DTalker's expression statistics, keep False)
+    shares_density_max: bool = False
 
     def __init__(self, hidden: int, extra_color_dim: int = 0):
         super().__init__()
@@ -64,12 +69,27 @@ class HeadField(nn.Module):
         is ``h`` (subclasses)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _sigma(h: torch.Tensor) -> torch.Tensor:
+        """Density [P] from ``_hidden``'s output: trunc-exp of the first channel (Instant-NGP)."""
+        return torch.exp(h[:, 0].clamp(max=15.0))
+
     def density(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """Density only (occupancy-grid updates). x [P, 3] in [-1, 1]; returns [P] (the same
         trunc-exp of ``_hidden``'s first channel as ``forward``)."""
         h = self._hidden(x, cond)
-        h = h[0] if isinstance(h, tuple) else h
-        return torch.exp(h[:, 0].clamp(max=15.0))
+        return self._sigma(h[0] if isinstance(h, tuple) else h)
+
+    def density_max(self, x: torch.Tensor, conds: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Maximum density [P] over the condition records ``conds`` at the same points x [P, 3]
+        in [-1, 1] (RAD-NeRF's occupancy update). This reference evaluates :meth:`density` per
+        record; fields with ``shares_density_max`` override it to encode x once, with results
+        equal bit for bit (tests/test_performance.py::test_shared_density_max_equals_per_condition)."""
+        out = None
+        for c in conds:
+            s = self.density(x, c)
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
         """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in

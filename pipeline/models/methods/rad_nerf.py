@@ -42,6 +42,7 @@ class RadNeRFField(HeadField):
 
     direct_inputs: dict[str, int] = {}
     color_inputs: dict[str, int] = {}
+    shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
         super().__init__(cfg.hidden, sum(self.color_inputs.values()))
@@ -55,13 +56,24 @@ class RadNeRFField(HeadField):
                              1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
-    def _hidden(self, x, cond):
-        ex = self.grid((x + 1) / 2)
+    def _hidden(self, x, cond, ex=None):
+        """``(h [P, 1 + geo_dim], audio coordinate [P, ambient_dim])``; ``ex`` the 3D grid
+        encoding of x when already computed (:meth:`density_max`)."""
+        ex = self.grid((x + 1) / 2) if ex is None else ex
         amb = torch.tanh(self.amb_net(torch.cat([ex, cond["audio"].expand(x.shape[0], -1)], -1)))
         ea = self.amb_grid((amb + 1) / 2)
         extra = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.direct_inputs]
         h = self.sigma_net(torch.cat([ex, ea, cond["eye"].expand(x.shape[0], 1), *extra], -1))
         return h, amb
+
+    def density_max(self, x, conds):
+        """:meth:`HeadField.density_max` with the 3D grid encoding of x computed once for all records."""
+        ex = self.grid((x + 1) / 2)
+        out = None
+        for c in conds:
+            s = self._sigma(self._hidden(x, c, ex)[0])
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb = self._hidden(x, cond)
