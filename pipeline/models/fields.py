@@ -12,9 +12,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.encodings import SHEncoding
+
+
+#: fold per-frame constant MLP inputs into the first layer's bias (:func:`mlp_const`); False: the
+#: reference, the constants concatenated to every sample (tests/test_performance.py)
+FOLD_CONSTANTS = True
+
+
+def mlp_const(net: nn.Sequential, x: torch.Tensor, const: torch.Tensor | None) -> torch.Tensor:
+    """``net(cat([x, const.expand(P, -1)], -1))`` for inputs ``const`` [C] that are the same for
+    every sample (one frame's audio code, eye value, emotion code), with ``const`` folded into the
+    first linear layer's bias: ``x @ W[:, :D]^T + (b + W[:, D:] @ const)``, then the rest of
+    ``net``. x [P, D]; returns [P, out]. Equal to the concatenation up to float32 rounding (the
+    sums run in another order; tests/test_performance.py::test_folded_constants_equal_concatenation);
+    with :data:`FOLD_CONSTANTS` False (or ``const`` None / empty) it is the concatenation."""
+    if const is None or const.numel() == 0:
+        return net(x)
+    if not FOLD_CONSTANTS:
+        return net(torch.cat([x, const.reshape(1, -1).expand(x.shape[0], -1)], -1))
+    first, dx = net[0], x.shape[-1]
+    h = F.linear(x, first.weight[:, :dx], first.bias + first.weight[:, dx:] @ const.reshape(-1))
+    return net[1:](h)
 
 
 def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
@@ -59,9 +81,11 @@ class HeadField(nn.Module):
 
     def _finish(self, h: torch.Tensor, d: torch.Tensor, reg: torch.Tensor,
                 color_extra: torch.Tensor | None = None) -> FieldOutput:
-        sigma = torch.exp(h[:, 0].clamp(max=15.0))               # trunc-exp activation (Instant-NGP)
-        parts = [h[:, 1:], self.dir_enc(d)] + ([] if color_extra is None else [color_extra])
-        rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
+        """Density and colour from ``h`` [P, 1 + geo_dim] and directions d [P, 3];
+        ``color_extra`` [C]: per-frame constant inputs of the colour MLP (after the geometry
+        features and the direction encoding; folded into its first bias, :func:`mlp_const`)."""
+        sigma = self._sigma(h)                                    # trunc-exp activation (Instant-NGP)
+        rgb = torch.sigmoid(mlp_const(self.color_net, torch.cat([h[:, 1:], self.dir_enc(d)], -1), color_extra))
         return FieldOutput(sigma, rgb, reg)
 
     def _hidden(self, x: torch.Tensor, cond: dict[str, torch.Tensor]):
