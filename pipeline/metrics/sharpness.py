@@ -7,7 +7,7 @@ imports ``scipy.ndimage.imread`` (removed from SciPy): a stand-in is set before 
 (:func:`edge_widths` for ``marziliano_method``, :func:`sharpness_from_widths` for
 ``_calculate_sharpness_metric``); the edge maps are the package's own (skimage ``canny``, its
 Octave ``sobel``). The result equals ``cpbd.compute`` bit for bit
-(``tests/test_metrics.py::test_cpbd_fast_path_equals_the_cpbd_package``) and takes about 30 ms
+(``tests/test_metrics.py::test_cpbd_fast_path_equals_the_cpbd_package``) and takes about 0.05 s
 instead of 0.3 s of CPU for a 512x512 frame.
 """
 from __future__ import annotations
