@@ -332,6 +332,41 @@ def test_cpbd_ranks_blur_below_sharp(frames):
     assert cpbd(blurred) < cpbd(sharp)
 
 
+def test_cpbd_fast_path_equals_the_cpbd_package(frames):
+    """The vectorised edge widths and histogram (pipeline.metrics.sharpness) against cpbd 1.0.7's
+    pixel loops on the same greyscale images, tolerance 0 (bit for bit): real frames of the sample,
+    a blurred one, a crop not a multiple of the 64-px blocks, and synthetic images that reach the
+    walks' ends (ramps longer than 101 px, edges next to the border, falling and rising steps)
+    and the no-angle case (a flat image)."""
+    from pipeline.metrics import sharpness as S
+
+    C = S._cpbd_compute()
+    from cpbd.octave import sobel
+
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float64) for f in frames[:3]]
+    grey.append(cv2.GaussianBlur(grey[0], (0, 0), 2.0).round())
+    grey.append(grey[1][37:250, 11:300].copy())
+    ramp = np.tile(np.concatenate([np.linspace(0, 250, 150), np.linspace(250, 0, 150)]).round(), (80, 1))
+    steps = np.zeros((70, 140))
+    steps[:, 1:3] = 200          # edges next to the left border
+    steps[:, 60:] = 90           # a rising step
+    steps[:, 100:137] = 10       # a falling step, then a rise at the right border
+    steps[:, 138:] = 255
+    steps[20:40] = steps[20:40, ::-1]
+    noise = np.random.default_rng(0).integers(0, 256, (130, 200)).astype(np.float64)
+    grey += [ramp, ramp.T.copy(), steps, noise, np.full((64, 64), 77.0)]
+    reached_end = False
+    for g in grey:
+        edges = sobel(g)
+        ref = C.marziliano_method(edges, g)
+        fast = S.edge_widths(edges, g)
+        assert np.array_equal(fast, ref), g.shape
+        reached_end |= bool((ref >= 101).any())
+        assert S.cpbd_grey(g) == C.compute(g)
+    assert reached_end  # a walk ran all 101 steps on one side
+    assert S.cpbd(frames[0]) == C.compute(cv2.cvtColor(frames[0], cv2.COLOR_RGB2GRAY).astype(np.float64))
+
+
 def test_csim_dlib_descriptor(frames):
     from pipeline.metrics.identity import DlibEmbedder, cosine_similarity
     from pipeline.metrics.landmarks import make_landmarker

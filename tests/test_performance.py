@@ -107,6 +107,85 @@ def test_ray_bounds_probe_cells_equal_cell_index():
     assert torch.equal(f2, torch.minimum(far, near + (last + 2) * cell))
 
 
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf", "aed_nerf"])
+def test_shared_density_max_equals_per_condition(method):
+    """The occupancy update's shared path (position encoding, and ER-NeRF's attention gates,
+    computed once for all condition records) against the reference (``density`` per record, the
+    records one after the other), quick-profile fields with random tables and weights: the
+    maximum densities and the updated grid are equal bit for bit (tolerance 0)."""
+    from pipeline.models.fields import HeadField
+    from pipeline.models.methods import get_method
+    from pipeline.train.profiles import resolve_config
+
+    torch.manual_seed(3)
+    cfg = resolve_config(method, {"profile": "quick", "device": "cpu"})
+    field = get_method(method).field(cfg, cfg.audio_dim)
+    assert field.shares_density_max
+    with torch.no_grad():
+        for name, p in field.named_parameters():
+            p.uniform_(-1, 1) if "embeddings" in name or "params" in name else p.mul_(3)
+    conds = [{"audio": torch.randn(cfg.audio_dim), "eye": torch.rand(1), "emotion": torch.randn(8)}
+             for _ in range(4)]
+    x = torch.rand(5000, 3) * 2 - 1
+    with torch.no_grad():
+        fast = field.density_max(x, conds)
+        ref = HeadField.density_max(field, x, conds)
+        per = torch.stack([field.density(x, c) for c in conds])
+    assert torch.equal(fast, ref) and torch.equal(fast, per.amax(0))
+    assert (per.argmax(0)[:, None] == torch.arange(4)).any(0).sum() >= 2  # the maximum comes from several records
+    grids = []
+    for shared in (True, False):
+        occ = OccupancyGrid(16, 1.0, threshold=1e30)  # occupied: above the mean density
+        torch.manual_seed(5)
+        occ.update(field.density, conds, chunk=1500, max_density_fn=field.density_max if shared else None)
+        grids.append((occ.density.clone(), occ.occupied.clone()))
+    assert torch.equal(grids[0][0], grids[1][0]) and torch.equal(grids[0][1], grids[1][1])
+    assert 0 < grids[0][1].float().mean() < 1
+
+
+@pytest.mark.parametrize("method,overrides", [("rad_nerf", {}), ("aed_nerf", {"emotion_in_color": True})])
+def test_folded_constants_equal_concatenation(method, overrides, monkeypatch):
+    """The per-frame constant MLP inputs (audio code, eye, emotion code; AED-NeRF's colour input)
+    folded into the first layers' biases against the reference that concatenates them to every
+    sample, same field and inputs (quick profile, random tables and weights): densities, colours,
+    the regulariser and every parameter's and the condition records' gradients agree within
+    float32 rounding (relative 1e-5 for values, 1e-4 for gradients, which sum over 6000 samples)."""
+    import pipeline.models.fields as F
+    from pipeline.models.methods import get_method
+    from pipeline.train.profiles import resolve_config
+
+    torch.manual_seed(7)
+    cfg = resolve_config(method, {"profile": "quick", "device": "cpu", "overrides": overrides})
+    field = get_method(method).field(cfg, cfg.audio_dim)
+    with torch.no_grad():
+        for name, p in field.named_parameters():
+            if "embeddings" in name or "params" in name:
+                p.uniform_(-0.5, 0.5)
+    cond0 = {"audio": torch.randn(cfg.audio_dim), "eye": torch.rand(1), "emotion": torch.randn(8)}
+    x, d = torch.rand(6000, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(6000, 3), dim=-1)
+    runs = []
+    for fold in (True, False):
+        monkeypatch.setattr(F, "FOLD_CONSTANTS", fold)
+        field.zero_grad(set_to_none=True)
+        cond = {k: v.clone().requires_grad_(True) for k, v in cond0.items()}
+        out = field(x, d, cond)
+        (out.sigma.clamp(max=50).mean() + out.rgb.square().mean() + out.reg).backward()
+        grads = {n: p.grad.clone() for n, p in field.named_parameters() if p.grad is not None}
+        grads.update({f"cond.{k}": v.grad.clone() for k, v in cond.items() if v.grad is not None})
+        runs.append((out, grads))
+    (fo, fg), (ro, rg) = runs
+    torch.testing.assert_close(fo.sigma, ro.sigma, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fo.rgb, ro.rgb, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fo.reg, ro.reg, rtol=1e-5, atol=1e-7)
+    assert set(fg) == set(rg) and {"cond.audio", "cond.eye"} <= set(fg)
+    if method == "aed_nerf":
+        assert "cond.emotion" in fg
+    for name in rg:
+        torch.testing.assert_close(fg[name], rg[name], rtol=1e-4, atol=1e-6, msg=name)
+    # the folded path was taken: its sums run in another order, so some values differ in the last bits
+    assert not (torch.equal(fo.sigma, ro.sigma) and torch.equal(fo.rgb, ro.rgb))
+
+
 @pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
 def test_trained_frame_same_with_and_without_skipping(dev_dataset, tmp_path, method):
     """A small model trained here (real frames, occupancy updates on) renders a training pose:

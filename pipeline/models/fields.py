@@ -12,9 +12,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.encodings import SHEncoding
+
+
+#: fold per-frame constant MLP inputs into the first layer's bias (:func:`mlp_const`); False: the
+#: reference, the constants concatenated to every sample (tests/test_performance.py)
+FOLD_CONSTANTS = True
+
+
+def mlp_const(net: nn.Sequential, x: torch.Tensor, const: torch.Tensor | None) -> torch.Tensor:
+    """``net(cat([x, const.expand(P, -1)], -1))`` for inputs ``const`` [C] that are the same for
+    every sample (one frame's audio code, eye value, emotion code), with ``const`` folded into the
+    first linear layer's bias: ``x @ W[:, :D]^T + (b + W[:, D:] @ const)``, then the rest of
+    ``net``. x [P, D]; returns [P, out]. Equal to the concatenation up to float32 rounding (the
+    sums run in another order; tests/test_performance.py::test_folded_constants_equal_concatenation);
+    with :data:`FOLD_CONSTANTS` False (or ``const`` None / empty) it is the concatenation."""
+    if const is None or const.numel() == 0:
+        return net(x)
+    if not FOLD_CONSTANTS:
+        return net(torch.cat([x, const.reshape(1, -1).expand(x.shape[0], -1)], -1))
+    first, dx = net[0], x.shape[-1]
+    h = F.linear(x, first.weight[:, :dx], first.bias + first.weight[:, dx:] @ const.reshape(-1))
+    return net[1:](h)
 
 
 def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
@@ -46,6 +68,11 @@ class HeadField(nn.Module):
     """
 
     geo_dim = 15
+    #: True when :meth:`density_max` shares the condition-independent work (the position
+    #: encoding) between the condition records; the occupancy update then calls it per chunk of
+    #: cells instead of :meth:`density` per condition (fields whose ``_hidden`` has side effects
+    #: per condition record, e.g. NeRF-3DTalker's expression statistics, keep False)
+    shares_density_max: bool = False
 
     def __init__(self, hidden: int, extra_color_dim: int = 0):
         super().__init__()
@@ -54,9 +81,11 @@ class HeadField(nn.Module):
 
     def _finish(self, h: torch.Tensor, d: torch.Tensor, reg: torch.Tensor,
                 color_extra: torch.Tensor | None = None) -> FieldOutput:
-        sigma = torch.exp(h[:, 0].clamp(max=15.0))               # trunc-exp activation (Instant-NGP)
-        parts = [h[:, 1:], self.dir_enc(d)] + ([] if color_extra is None else [color_extra])
-        rgb = torch.sigmoid(self.color_net(torch.cat(parts, -1)))
+        """Density and colour from ``h`` [P, 1 + geo_dim] and directions d [P, 3];
+        ``color_extra`` [C]: per-frame constant inputs of the colour MLP (after the geometry
+        features and the direction encoding; folded into its first bias, :func:`mlp_const`)."""
+        sigma = self._sigma(h)                                    # trunc-exp activation (Instant-NGP)
+        rgb = torch.sigmoid(mlp_const(self.color_net, torch.cat([h[:, 1:], self.dir_enc(d)], -1), color_extra))
         return FieldOutput(sigma, rgb, reg)
 
     def _hidden(self, x: torch.Tensor, cond: dict[str, torch.Tensor]):
@@ -64,12 +93,27 @@ class HeadField(nn.Module):
         is ``h`` (subclasses)."""
         raise NotImplementedError
 
+    @staticmethod
+    def _sigma(h: torch.Tensor) -> torch.Tensor:
+        """Density [P] from ``_hidden``'s output: trunc-exp of the first channel (Instant-NGP)."""
+        return torch.exp(h[:, 0].clamp(max=15.0))
+
     def density(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """Density only (occupancy-grid updates). x [P, 3] in [-1, 1]; returns [P] (the same
         trunc-exp of ``_hidden``'s first channel as ``forward``)."""
         h = self._hidden(x, cond)
-        h = h[0] if isinstance(h, tuple) else h
-        return torch.exp(h[:, 0].clamp(max=15.0))
+        return self._sigma(h[0] if isinstance(h, tuple) else h)
+
+    def density_max(self, x: torch.Tensor, conds: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Maximum density [P] over the condition records ``conds`` at the same points x [P, 3]
+        in [-1, 1] (RAD-NeRF's occupancy update). This reference evaluates :meth:`density` per
+        record; fields with ``shares_density_max`` override it to encode x once, with results
+        equal bit for bit (tests/test_performance.py::test_shared_density_max_equals_per_condition)."""
+        out = None
+        for c in conds:
+            s = self.density(x, c)
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
         """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in

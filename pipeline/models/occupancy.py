@@ -77,18 +77,26 @@ class OccupancyGrid(nn.Module):
         return new_near, new_far, hit
 
     @torch.no_grad()
-    def update(self, density_fn, conditions, decay: float = 0.95, chunk: int = 65536) -> float:
+    def update(self, density_fn, conditions, decay: float = 0.95, chunk: int = 65536,
+               max_density_fn=None) -> float:
         """Re-estimate the grid. ``density_fn(x [P,3], cond) -> [P]``; ``conditions`` a list of
-        condition records of the method (:mod:`pipeline.models.conditions`). Returns the occupied
-        fraction."""
+        condition records of the method (:mod:`pipeline.models.conditions`). With
+        ``max_density_fn(x [P,3], conditions) -> [P]`` (the maximum over the records, e.g.
+        :meth:`pipeline.models.fields.HeadField.density_max` sharing the position encoding) it is
+        called once per chunk of cells instead of ``density_fn`` per record and chunk; the grid is
+        the same (the maximum is exact). Returns the occupied fraction."""
         r = self.res
         ax = torch.arange(r, device=self.density.device)
         cells = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3).float()
         x = ((cells + torch.rand_like(cells)) / r * 2 - 1) * self.bound
         new = torch.zeros_like(self.density)
-        for cond in conditions:
+        if max_density_fn is not None:
             for s in range(0, x.shape[0], chunk):
-                new[s:s + chunk] = torch.maximum(new[s:s + chunk], density_fn(x[s:s + chunk], cond))
+                new[s:s + chunk] = torch.maximum(new[s:s + chunk], max_density_fn(x[s:s + chunk], conditions))
+        else:
+            for cond in conditions:
+                for s in range(0, x.shape[0], chunk):
+                    new[s:s + chunk] = torch.maximum(new[s:s + chunk], density_fn(x[s:s + chunk], cond))
         self.density.copy_(torch.maximum(self.density * decay, new))
         thr = min(self.density.mean().item(), self.threshold)
         self.occupied.copy_(self.density > thr)

@@ -244,7 +244,8 @@ class Stage:
         ks = torch.randint(0, len(self.train), (self.cfg.occ_conditions,), generator=gen).tolist()
         conds = [self.frame_inputs(self.train, k)[1] for k in ks]
         head, bound = self.model.head, self.model.bound
-        return self.model.occ.update(lambda x, c: head.density(x / bound, c), conds)
+        shared = (lambda x, cs: head.density_max(x / bound, cs)) if head.shares_density_max else None
+        return self.model.occ.update(lambda x, c: head.density(x / bound, c), conds, max_density_fn=shared)
 
     # ------------------------------------------------------------------ checkpoints
     def resume_path(self) -> Path:

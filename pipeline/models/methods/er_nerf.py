@@ -33,6 +33,8 @@ class ERNeRFField(HeadField):
     terms, keep the attention off regions that do not move).
     """
 
+    shares_density_max = True
+
     def __init__(self, cfg, aud_dim: int):
         super().__init__(cfg.hidden)
         self.grid = TriPlaneHashGrid(n_levels=cfg.levels, n_features=cfg.features,
@@ -43,11 +45,28 @@ class ERNeRFField(HeadField):
         self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1, 1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
-    def _hidden(self, x, cond):
+    def _position(self, x):
+        """The condition-independent part at x [P, 3]: tri-plane encoding [P, G] and the region
+        attention gates of the audio [P, A] and eye [P, 1] inputs."""
         ex = self.grid((x + 1) / 2)
-        a = cond["audio"].expand(x.shape[0], -1) * torch.sigmoid(self.aud_att(ex))
-        e = cond["eye"].expand(x.shape[0], 1) * torch.sigmoid(self.eye_att(ex))
+        return ex, torch.sigmoid(self.aud_att(ex)), torch.sigmoid(self.eye_att(ex))
+
+    def _hidden(self, x, cond, pos=None):
+        """``(h [P, 1 + geo_dim], gated audio [P, A], gated eye [P, 1])``; ``pos`` the output of
+        :meth:`_position` when already computed (:meth:`density_max`)."""
+        ex, ga, ge = self._position(x) if pos is None else pos
+        a = cond["audio"].expand(x.shape[0], -1) * ga
+        e = cond["eye"].expand(x.shape[0], 1) * ge
         return self.sigma_net(torch.cat([ex, a, e], -1)), a, e
+
+    def density_max(self, x, conds):
+        """:meth:`HeadField.density_max` with the encoding and attention gates computed once."""
+        pos = self._position(x)
+        out = None
+        for c in conds:
+            s = self._sigma(self._hidden(x, c, pos)[0])
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def forward(self, x, d, cond) -> FieldOutput:
         h, a, e = self._hidden(x, cond)

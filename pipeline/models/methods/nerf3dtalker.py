@@ -47,7 +47,7 @@ from torch import nn
 
 from pipeline.common.errors import InputError
 from pipeline.models.conditions import Condition, register_condition
-from pipeline.models.fields import FieldOutput, mlp
+from pipeline.models.fields import FieldOutput, HeadField, mlp
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.methods.rad_nerf import RadNeRFConfig, RadNeRFField
 from pipeline.models.torso import TorsoField
@@ -340,6 +340,10 @@ class NeRF3DTalkerField(RadNeRFField):
 
     #: the model passes the raw audio window as ``cond["audio_window"]`` (TalkingHeadModel.encode)
     reads_audio_window = True
+    #: its ``_hidden`` updates the expression statistics once per condition record: occupancy
+    #: updates evaluate the records one after the other (HeadField.density_max's reference path)
+    shares_density_max = False
+    density_max = HeadField.density_max
     #: ``auto`` | ``tracked`` | ``audio`` (see class docstring)
     drive: str = "auto"
     #: lip-sync loss slot (LipNet/SyncNet substitute interface): ``(rays dict, cond) -> scalar`` or None

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import make_hash_grid
-from pipeline.models.fields import FieldOutput, HeadField, mlp
+from pipeline.models.fields import FieldOutput, HeadField, mlp, mlp_const
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.torso import TorsoField
 
@@ -42,6 +42,7 @@ class RadNeRFField(HeadField):
 
     direct_inputs: dict[str, int] = {}
     color_inputs: dict[str, int] = {}
+    shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
         super().__init__(cfg.hidden, sum(self.color_inputs.values()))
@@ -55,18 +56,32 @@ class RadNeRFField(HeadField):
                              1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
-    def _hidden(self, x, cond):
-        ex = self.grid((x + 1) / 2)
-        amb = torch.tanh(self.amb_net(torch.cat([ex, cond["audio"].expand(x.shape[0], -1)], -1)))
+    def _hidden(self, x, cond, ex=None):
+        """``(h [P, 1 + geo_dim], audio coordinate [P, ambient_dim])``; ``ex`` the 3D grid
+        encoding of x when already computed (:meth:`density_max`)."""
+        ex = self.grid((x + 1) / 2) if ex is None else ex
+        # the frame's audio code, eye value and direct inputs are the same for every sample:
+        # folded into the first layers' biases (mlp_const), inputs in the order [ex, audio] and
+        # [ex, ea, eye, *direct_inputs]
+        amb = torch.tanh(mlp_const(self.amb_net, ex, cond["audio"]))
         ea = self.amb_grid((amb + 1) / 2)
-        extra = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.direct_inputs]
-        h = self.sigma_net(torch.cat([ex, ea, cond["eye"].expand(x.shape[0], 1), *extra], -1))
+        const = torch.cat([cond["eye"].reshape(-1), *[cond[c].reshape(-1) for c in self.direct_inputs]])
+        h = mlp_const(self.sigma_net, torch.cat([ex, ea], -1), const)
         return h, amb
+
+    def density_max(self, x, conds):
+        """:meth:`HeadField.density_max` with the 3D grid encoding of x computed once for all records."""
+        ex = self.grid((x + 1) / 2)
+        out = None
+        for c in conds:
+            s = self._sigma(self._hidden(x, c, ex)[0])
+            out = s if out is None else torch.maximum(out, s)
+        return out
 
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb = self._hidden(x, cond)
-        color = [cond[c].reshape(1, -1).expand(x.shape[0], -1) for c in self.color_inputs]
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color, -1) if color else None)
+        color = [cond[c].reshape(-1) for c in self.color_inputs]
+        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color) if color else None)
 
 
 SPEC = register(MethodSpec(
