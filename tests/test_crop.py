@@ -201,3 +201,82 @@ def test_audio_starting_late_is_aligned_to_the_video(tmp_path):
     assert abs(lag - 0.2 * sr) <= 32, lag  # within 2 ms
     assert np.abs(aud[: int(0.15 * sr)]).max() < 1e-3  # the leading gap is silence
     assert len(aud) == json.loads((out / "crop.json").read_text())["n_frames"] * 640
+
+
+def test_choose_span_keeps_the_longest_static_camera_stretch_one_window_holds():
+    """Hand-made tracks (5 samples/s): a camera move splits the clip into static runs, the longest
+    run one window holds is kept; a stretch shorter than min_span_s keeps the whole clip."""
+    from pipeline.preprocess.crop import choose_span
+
+    t, boxes = _track(640.0, 300.0, 120.0, seconds=20.0)           # 100 samples, head still
+    static = np.ones(99, bool)
+    cfg = CropConfig(min_span_s=4.0)
+    assert choose_span(t, boxes, static, cfg) is None               # static camera, one window: whole clip
+    static[29] = False                                              # the camera moves between 5.8 and 6.0 s
+    assert choose_span(t, boxes, static, cfg) == (30, 100)          # 6.0 .. 19.8 s
+    static[79] = False                                              # and again between 15.8 and 16.0 s
+    assert choose_span(t, boxes, static, cfg) == (30, 80)
+    assert choose_span(t, boxes, static, CropConfig(min_span_s=10.0)) is None
+    assert choose_span(t, boxes, static, CropConfig(span="whole")) is None
+    assert choose_span(t, boxes, static, CropConfig(mode="follow")) is None
+    # static camera, but the speaker walks 600 px at 12-14 s: the part before the walk is kept
+    t, boxes = _track(lambda t: 300 + 600 * np.clip((t - 12) / 2, 0, 1), 300.0, 120.0, seconds=20.0)
+    i, j = choose_span(t, boxes, np.ones(99, bool), cfg)
+    assert i == 0 and 11.0 <= t[j - 1] < 12.5
+
+
+def test_camera_motion_of_a_hand_made_zoom_matches_the_corner_displacement():
+    """A real photo (scikit-image's astronaut) zoomed by 1 % about its centre between two frames:
+    the measured step is the corners' displacement, 0.01 x the half diagonal; an unchanged frame
+    measures 0; a frame without texture is not measured."""
+    import cv2
+    from skimage.data import astronaut
+
+    from pipeline.preprocess.camera import CameraMotion
+
+    img = cv2.resize(astronaut(), (360, 360), interpolation=cv2.INTER_AREA)
+    z = 1.01
+    m = np.array([[z, 0, 180 * (1 - z)], [0, z, 180 * (1 - z)]])
+    zoomed = cv2.warpAffine(img, m, (360, 360), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    cam = CameraMotion()
+    for frame in (img, img, zoomed, np.full_like(img, 128), np.full_like(img, 128)):
+        cam.update(frame, None)
+    s = cam.steps_px
+    assert s[0] == pytest.approx(0.0, abs=0.02)
+    assert s[1] == pytest.approx(0.01 * 180 * np.sqrt(2), rel=0.1)      # 2.55 px
+    assert np.isnan(s[3])
+    assert cam.static_steps(1.0).tolist() == [True, False, True, True]
+
+
+def test_obama_push_in_is_left_out_and_the_audio_follows(tmp_path):
+    """22 s of the Obama clip from 40 s: static until 46 s, a camera push-in to about 52 s, static
+    again. The default fixed crop keeps the later static stretch (from ~11.6 s of the clip), with
+    one window, and aud.wav starts where the kept frames start."""
+    import soundfile as sf
+
+    from pipeline.preprocess.crop import main
+    from pipeline.preprocess.media import count_frames, load_audio
+
+    src = require_shared("identities", "obama_dnc2020_64s.mp4")
+    clip = tmp_path / "obama22.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "40", "-t", "22", "-i", str(src), "-c:v", "libx264",
+                    "-preset", "ultrafast", "-crf", "18", "-c:a", "aac", str(clip)], check=True)
+    out = tmp_path / "out"
+    assert main(["--video", str(clip), "--out-video", str(out / "v.mp4"), "--out-audio", str(out / "aud.wav"),
+                 "--out-track", str(out / "crop.json"), "--cfg", json.dumps({"min_span_s": 4.0})]) == 0
+    crop = json.loads((out / "crop.json").read_text())
+    steps = np.array([np.nan if v is None else v for v in crop["camera"]["steps_px"]])
+    assert np.nanmax(steps[: 5 * 5]) < 0.5 and np.nanmax(steps[7 * 5: 10 * 5]) > 1.5  # still, then push-in
+    span = crop["span"]
+    assert span["trimmed"] and 11.0 <= span["start_s"] <= 12.5 and span["end_s"] - span["start_s"] >= 8.0
+    n = count_frames(out / "v.mp4")
+    assert n == crop["n_frames"] == len(crop["windows"]) == round((span["end_s"] - span["start_s"]) * 25)
+    assert crop["fixed"]
+    ref = load_audio(clip)
+    aud, sr = sf.read(str(out / "aud.wav"), dtype="float32")
+    assert len(aud) == n * 640
+    k0 = round(span["start_s"] * sr)
+    seg = aud[sr: 4 * sr]
+    lags = range(-640, 641, 8)
+    corr = [float(np.dot(seg, ref[k0 + sr + k: k0 + 4 * sr + k])) for k in lags]
+    assert abs(list(lags)[int(np.argmax(corr))]) <= 16  # within 1 ms of the kept frames' start

@@ -45,3 +45,26 @@ def test_identity_names_and_head_box():
     assert head_box(lab) == (18, 42, 28, 52)           # grown by 10 % (2 px) on each side
     lab[:] = 0
     assert head_box(lab) is None
+
+
+def test_quality_page_keeps_the_sections_of_runs_measured_elsewhere(tmp_path):
+    """Regenerating docs/quality.md from a work folder that holds one run label rewrites that
+    section and keeps every other label's section verbatim, in its place."""
+    import json
+
+    from pipeline.train.quality import write_doc
+
+    doc = tmp_path / "quality.md"
+    doc.write_text("# page\n\n<!-- quality:begin (generated) -->\n\n### `old`\n\n| a |\n\n"
+                   "### `mine`\n\nstale\n\n### `later`\n\nkept\n<!-- quality:end -->\n\nafter\n")
+    rec = {"method": "rad_nerf", "profile": "quick", "overrides": {}, "resolution": [128, 128], "steps": {"head": 1},
+           "note": "fresh", "psnr": 27.5, "ssim": 0.9, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0,
+           "lmd_face": 2.5, "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}, "finished": "x"}
+    run = tmp_path / "work" / "runs" / "mine" / "rad_nerf" / "May.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps(rec))
+    write_doc(tmp_path / "work", doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert text.index("### `old`") < text.index("### `mine`") < text.index("### `later`")
+    assert "stale" not in text and "| May | rad_nerf | 27.50 | 0.900 |" in text
+    assert "| a |" in text and "kept" in text and text.endswith("<!-- quality:end -->\n\nafter\n")

@@ -45,6 +45,7 @@ from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
+from pipeline.preprocess.camera import CameraMotion, static_runs
 from pipeline.preprocess.faces import Face, FaceDetector
 from pipeline.preprocess.media import AUDIO_SR, VideoWriter, iter_frames, load_audio, probe_talking_video, write_wav
 
@@ -84,6 +85,20 @@ class CropConfig:
     this many times their median side; beyond it the window follows (``follow`` mode). On the real
     clips: 1.14-1.15 for the moving speakers in static shots (fixed helped them by 1.3-3.2 dB),
     1.4 for the 720p broadcast with a walking speaker and a camera push-in (fixed lost 3.9 dB)."""
+    span: str = "longest"
+    """``fixed`` mode, when the camera moves (see ``camera_max_step_px``) or one window cannot
+    hold the head over the whole clip: ``longest`` keeps the longest stretch with a static camera
+    that one window holds (at least ``min_span_s``; the frames outside it are left out of the
+    dataset, said in the log and in crop.json ``span``), ``whole`` keeps every frame and lets the
+    window follow the head."""
+    min_span_s: float = 8.0
+    """Shortest stretch (seconds) that ``span: longest`` keeps; a shorter one: the whole clip, window
+    following the head."""
+    camera_max_step_px: float = 1.0
+    """Camera motion between two face-track samples (largest frame-corner displacement of the
+    background's similarity transform, pixels of the 360-px tracking frame;
+    :mod:`pipeline.preprocess.camera`) above which the camera moved. Static shots of the real clips:
+    at most 0.32 px per step; the broadcast's push-in: 1.6-4.3 px. 0 turns the check off."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "CropConfig":
@@ -91,18 +106,21 @@ class CropConfig:
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
-def track_faces(video: str | Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Face track on the video resampled to :data:`TRACK_FPS`.
+def track_faces(video: str | Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray, list, CameraMotion]:
+    """Face track on the video resampled to :data:`TRACK_FPS`, and the camera's motion measured on
+    the background of the same frames (:class:`pipeline.preprocess.camera.CameraMotion`).
 
     Returns:
         ``times`` float [T] (s from the video start), ``boxes`` float [T, 3] = (cx, cy, side) in
         source pixels with NaN rows where no face was found (side = :data:`FACE_BOX_SCALE` x the
-        detector box side), and the raw detector boxes per sample (JSON).
+        detector box side), the raw detector boxes per sample (JSON) and the camera motion
+        (T - 1 steps).
     """
     scale_h = min(height, TRACK_HEIGHT)
     s = height / scale_h
     boxes, raw = [], []
     prev: Face | None = None
+    motion = CameraMotion()
     with FaceDetector() as det:
         for img in tqdm(iter_frames(video, fps=TRACK_FPS, scale_h=scale_h, width=width, height=height),
                         desc="face track", unit="frame", mininterval=5):
@@ -117,9 +135,10 @@ def track_faces(video: str | Path, width: int, height: int) -> tuple[np.ndarray,
             else:
                 boxes.append((np.nan, np.nan, np.nan))
                 raw.append(None)
+            motion.update(img, None if prev is None else (prev.cx, prev.cy, FACE_BOX_SCALE * prev.side))
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 3)
     times = np.arange(len(boxes)) / TRACK_FPS
-    return times, boxes, raw
+    return times, boxes, raw, motion
 
 
 def _smooth(x: np.ndarray, n: int) -> np.ndarray:
@@ -131,6 +150,65 @@ def _smooth(x: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(x))
     x = median_filter(x, size=(n | 1, 1), mode="nearest")
     return uniform_filter1d(x, size=n, axis=0, mode="nearest")
+
+
+def _targets(times: np.ndarray, boxes: np.ndarray, cfg: CropConfig) -> np.ndarray:
+    """Smoothed target window (cx, cy, side) per track sample, float [T, 3] (source pixels); gaps
+    interpolated. Raises ValueError when no sample has a face."""
+    ok = ~np.isnan(boxes[:, 0])
+    if not ok.any():
+        raise ValueError("no face found while tracking")
+    filled = np.stack([np.interp(times, times[ok], boxes[ok, j]) for j in range(3)], axis=1)
+    target = np.stack([filled[:, 0], filled[:, 1] + cfg.center_y_shift * filled[:, 2],
+                       cfg.margin * filled[:, 2]], axis=1)
+    return _smooth(target, int(round(cfg.smoothing_s * TRACK_FPS)))
+
+
+def choose_span(times: np.ndarray, boxes: np.ndarray, static: np.ndarray,
+                cfg: CropConfig) -> tuple[int, int] | None:
+    """The stretch of the clip a static-camera model can explain (``mode: fixed``, ``span: longest``).
+
+    Args:
+        times: float [T] track sample times (s); boxes: float [T, 3] face track as
+            :func:`track_faces` (NaN where no face was found).
+        static: bool [T-1], the camera did not move between samples k and k+1
+            (:meth:`pipeline.preprocess.camera.CameraMotion.static_steps`).
+    Returns:
+        None when the whole clip is fine (a static camera throughout and one window within
+        ``fixed_max_scale`` holds the head), or when no stretch of at least ``min_span_s`` qualifies
+        (the caller keeps the whole clip); else ``(i, j)``: track samples i .. j-1, the longest run
+        joined by static steps whose union of target windows is at most ``fixed_max_scale`` x the
+        median target side of its static run (the earliest such stretch on ties).
+    Raises:
+        ValueError: no face anywhere in the track.
+    """
+    tgt = _targets(times, boxes, cfg)
+    lo, hi = tgt[:, :2] - tgt[:, 2:] / 2, tgt[:, :2] + tgt[:, 2:] / 2
+
+    def fits(i: int, j: int, med: float) -> np.ndarray:
+        """bool [j - i]: samples i .. i+m (m = 0 .. j-i-1) are held by one window."""
+        u = (np.maximum.accumulate(hi[i:j], axis=0) - np.minimum.accumulate(lo[i:j], axis=0)).max(axis=1)
+        return u <= cfg.fixed_max_scale * med
+
+    T = len(tgt)
+    if cfg.mode != "fixed" or cfg.span != "longest" or T < 2:
+        return None
+    if static.all() and fits(0, T, float(np.median(tgt[:, 2])))[-1]:
+        return None
+    best = (0, 0)
+    for a, b in static_runs(static):
+        med = float(np.median(tgt[a:b, 2]))
+        for i in range(a, b):
+            if b - i <= best[1] - best[0]:
+                break
+            f = fits(i, b, med)
+            j = i + (int(np.argmin(f)) if not f.all() else len(f))
+            if j - i > best[1] - best[0]:
+                best = (i, j)
+    i, j = best
+    if j - i < 2 or times[j - 1] - times[i] < cfg.min_span_s:
+        return None
+    return i, j
 
 
 def plan_windows(times: np.ndarray, boxes: np.ndarray, n_frames: int, width: int, height: int,
@@ -148,13 +226,7 @@ def plan_windows(times: np.ndarray, boxes: np.ndarray, n_frames: int, width: int
     Raises:
         ValueError: no face anywhere in the track (callers raise InputError with the path).
     """
-    ok = ~np.isnan(boxes[:, 0])
-    if not ok.any():
-        raise ValueError("no face found while tracking")
-    filled = np.stack([np.interp(times, times[ok], boxes[ok, j]) for j in range(3)], axis=1)
-    target = np.stack([filled[:, 0], filled[:, 1] + cfg.center_y_shift * filled[:, 2],
-                       cfg.margin * filled[:, 2]], axis=1)
-    target = _smooth(target, int(round(cfg.smoothing_s * TRACK_FPS)))
+    target = _targets(times, boxes, cfg)
     t_out = np.arange(n_frames) / cfg.fps
     tgt = np.stack([np.interp(t_out, times, target[:, j]) for j in range(3)], axis=1)
 
@@ -228,13 +300,32 @@ def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, 
     info = probe_talking_video(video)
     W, H = info.width, info.height
     duration = info.video_duration or info.duration
-    times, boxes, raw = track_faces(video, W, H)
+    times, boxes, raw, motion = track_faces(video, W, H)
     if len(times) == 0:
         raise InputError(video, "unreadable or corrupt video (no frame decoded)")
     detected = float(np.mean(~np.isnan(boxes[:, 0])))
     n_est = int(math.ceil(duration * cfg.fps)) + 2
+    static = (motion.static_steps(cfg.camera_max_step_px) if cfg.camera_max_step_px > 0
+              else np.ones(max(0, len(times) - 1), dtype=bool))
     try:
-        windows, fixed = plan_windows(times, boxes, n_est, W, H, cfg)
+        span = choose_span(times, boxes, static, cfg)
+        k0, n_span = 0, None
+        if span is not None:
+            i, j = span
+            k0 = int(math.ceil(times[i] * cfg.fps - 1e-9))
+            n_span = int(math.floor(times[j - 1] * cfg.fps + 1e-9)) + 1 - k0
+            sub = plan_windows(times[i:j] - k0 / cfg.fps, boxes[i:j], n_span, W, H, cfg)
+            if not sub[1]:  # the stretch needs a moving window after all: keep the whole clip
+                span, k0, n_span = None, 0, None
+        if span is None:
+            windows, fixed = plan_windows(times, boxes, n_est, W, H, cfg)
+        else:
+            windows, fixed = sub
+            n_est = n_span
+            log.warning("%s: the camera moves or one window cannot hold the head over the whole clip; "
+                        "keeping the longest static-camera stretch %.2f-%.2f s (%d frames of about %d; "
+                        "preprocess.crop.span: whole keeps every frame)", video, k0 / cfg.fps,
+                        (k0 + n_span) / cfg.fps, n_span, int(math.ceil(duration * cfg.fps)))
     except ValueError as exc:
         raise InputError(video, str(exc)) from None
     # decode only the union of all windows (less data through the pipe)
@@ -248,7 +339,12 @@ def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, 
     with atomic_path(out_video) as tmp_video:
         with VideoWriter(tmp_video, (cfg.size, cfg.size), cfg.fps) as writer:
             frames = iter_frames(video, fps=cfg.fps, width=W, height=H, crop=(x0, y0, cw, ch))
-            for frame in tqdm(frames, desc="crop", unit="frame", total=n_est - 2, mininterval=5):
+            for k, frame in enumerate(tqdm(frames, desc="crop", unit="frame", mininterval=5,
+                                           total=k0 + n_span if n_span else n_est - 2)):
+                if k < k0:
+                    continue
+                if n_span is not None and n >= n_span:
+                    break
                 if n >= len(windows):  # the fps filter gave more frames than the estimate
                     windows = np.concatenate([windows, windows[-1:]], axis=0)
                 writer.write(warp_crop(frame, windows[n], cfg.size, (x0, y0)))
@@ -261,6 +357,7 @@ def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, 
         audio = load_audio(video, AUDIO_SR)
         offset = int(round(((info.audio_start or 0.0) - (info.video_start or 0.0)) * AUDIO_SR))
         audio = np.concatenate([np.zeros(offset, np.float32), audio]) if offset > 0 else audio[-offset:]
+        audio = audio[int(round(k0 * AUDIO_SR / cfg.fps)):]  # the kept stretch starts at frame k0
         n_samples = int(round(n * AUDIO_SR / cfg.fps))
         pad = max(0, n_samples - len(audio))
         audio = np.concatenate([audio, np.zeros(pad, np.float32)])[:n_samples]
@@ -274,6 +371,9 @@ def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, 
         "size": cfg.size,
         "fixed": fixed,
         "boundary": "clamp",
+        "span": {"start_frame": k0, "start_s": k0 / cfg.fps, "end_s": (k0 + n) / cfg.fps,
+                 "source_frames": int(math.ceil(duration * cfg.fps)), "trimmed": span is not None},
+        "camera": motion.report(cfg.camera_max_step_px),
         "windows": np.round(windows, 3).tolist(),
         "window_format": "[x, y, side] in source pixels (top-left corner, square side)",
         "jitter": {"max_step_px": float(steps.max()), "max_step_rel": float((steps / windows[1:, 2:3]).max())
