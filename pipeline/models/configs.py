@@ -43,6 +43,10 @@ class TrainConfig:
     """finest hash-grid resolution N_max (RAD-NeRF: 2048 * bound)."""
     hidden: int = 64
     """hidden width of the density/colour/attention MLPs."""
+    geo_dim: int = 15
+    """geometry features the density MLP passes to the colour MLP (RAD-NeRF / ER-NeRF: 64)."""
+    color_layers: int = 3
+    """linear layers of the colour MLP (RAD-NeRF / ER-NeRF: 2)."""
     n_samples: int = 128
     """samples per ray between near and far (before occupancy skipping)."""
     head_box: float = 1.4

@@ -67,17 +67,17 @@ class HeadField(nn.Module):
     they may override :meth:`ray_loss` to add a loss on the rendered rays.
     """
 
-    geo_dim = 15
     #: True when :meth:`density_max` shares the condition-independent work (the position
     #: encoding) between the condition records; the occupancy update then calls it per chunk of
     #: cells instead of :meth:`density` per condition (fields whose ``_hidden`` has side effects
     #: per condition record, e.g. NeRF-3DTalker's expression statistics, keep False)
     shares_density_max: bool = False
 
-    def __init__(self, hidden: int, extra_color_dim: int = 0):
+    def __init__(self, hidden: int, extra_color_dim: int = 0, geo_dim: int = 15, color_layers: int = 3):
         super().__init__()
+        self.geo_dim = geo_dim
         self.dir_enc = SHEncoding()
-        self.color_net = mlp(self.geo_dim + self.dir_enc.output_dim + extra_color_dim, 3, hidden, 3)
+        self.color_net = mlp(self.geo_dim + self.dir_enc.output_dim + extra_color_dim, 3, hidden, color_layers)
 
     def _finish(self, h: torch.Tensor, d: torch.Tensor, reg: torch.Tensor,
                 color_extra: torch.Tensor | None = None) -> FieldOutput:

@@ -36,7 +36,7 @@ class ERNeRFField(HeadField):
     shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
-        super().__init__(cfg.hidden)
+        super().__init__(cfg.hidden, geo_dim=cfg.geo_dim, color_layers=cfg.color_layers)
         self.grid = TriPlaneHashGrid(n_levels=cfg.levels, n_features=cfg.features,
                                      log2_hashmap_size=cfg.log2_hashmap, base_resolution=16,
                                      desired_resolution=cfg.max_resolution)

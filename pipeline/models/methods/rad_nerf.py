@@ -25,6 +25,9 @@ class RadNeRFConfig(TrainConfig):
     """dimension of the audio coordinate (RAD-NeRF: 2)."""
     ambient_resolution: int = 256
     """finest resolution of the audio-coordinate hash grid."""
+    ambient_layers: int = 2
+    """linear layers of the MLP that maps (position encoding, audio code) to the audio coordinate
+    (RAD-NeRF's ambient net: 3)."""
 
 
 class RadNeRFField(HeadField):
@@ -45,11 +48,11 @@ class RadNeRFField(HeadField):
     shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
-        super().__init__(cfg.hidden, sum(self.color_inputs.values()))
+        super().__init__(cfg.hidden, sum(self.color_inputs.values()), cfg.geo_dim, cfg.color_layers)
         kw = dict(n_levels=cfg.levels, n_features=cfg.features, log2_hashmap_size=cfg.log2_hashmap,
                   base_resolution=16)
         self.grid = make_hash_grid(3, desired_resolution=cfg.max_resolution, **kw)
-        self.amb_net = mlp(self.grid.output_dim + aud_dim, cfg.ambient_dim, cfg.hidden, 2)
+        self.amb_net = mlp(self.grid.output_dim + aud_dim, cfg.ambient_dim, cfg.hidden, cfg.ambient_layers)
         self.amb_grid = make_hash_grid(cfg.ambient_dim, desired_resolution=cfg.ambient_resolution,
                                        **{**kw, "log2_hashmap_size": min(cfg.log2_hashmap, 16)})
         self.sigma_net = mlp(self.grid.output_dim + self.amb_grid.output_dim + 1 + sum(self.direct_inputs.values()),
