@@ -401,3 +401,30 @@ def test_report_page_has_the_free_view_table_when_enabled(tmp_path):
         out = proc.stdout + proc.stderr
         assert ("freeview_table" in out) is enabled, out[-3000:]
         assert "report" in out, out[-3000:]
+
+
+def test_report_shows_the_quality_benchmark_with_its_montages(tmp_path):
+    """docs/quality.md (config report.quality_doc) reaches the report: one block per measured run
+    with its table (escaped) and its images copied into the media folder, the last run open; the
+    images' captions name the run and identity."""
+    import re
+
+    from pipeline.common.config import PROJECT_ROOT
+    from pipeline.report.html import copy_quality, render_page
+
+    doc = PROJECT_ROOT / "docs" / "quality.md"
+    labels = re.findall(r"(?m)^### `([^`]+)`", doc.read_text().split("<!-- quality:begin", 1)[1])
+    media = tmp_path / "media"
+    quality = copy_quality(doc, media)
+    assert [q["label"] for q in quality] == labels and "final2" in labels
+    final2 = next(q for q in quality if q["label"] == "final2")
+    assert "| longhair_pt | rad_nerf |" in final2["text"] and "![" not in final2["text"]
+    caps = [c for c, _ in final2["images"]]
+    assert "final2 longhair_pt__er_nerf" in caps and "final2 parsing longhair_pt" in caps
+    for _, rel in final2["images"]:
+        assert (media / rel).stat().st_size > 1000
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], quality=quality)
+    assert "<h2 id='quality'>" in page and "<a href='#quality'>" in page
+    assert page.count("<details open><summary>") == 1 and f"<details open><summary>{labels[-1]}</summary>" in page
+    assert "src='media/quality/final2/longhair_pt__rad_nerf.png'" in page
+    assert "id='quality'" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])

@@ -215,14 +215,51 @@ def copy_val_frames(frames: list[str], media: Path) -> list[tuple[str, str]]:
     return out
 
 
+def copy_quality(doc: Path, media: Path) -> list[dict]:
+    """The measured runs of the quality benchmark page ``doc`` (docs/quality.md, written by
+    ``python -m pipeline.train.benchmark --quality``), with their images copied into
+    ``media/quality/{label}/``.
+
+    Returns one dict per run label in page order: ``label``, ``text`` (the section's markdown
+    without its image lines: the settings line and the table) and ``images`` ``[(caption, path
+    relative to media)]`` (parsing overlays and validation montages, render | ground truth). An
+    image the page names but that is missing is left out with a warning."""
+    import re
+
+    from pipeline.train.quality import doc_sections
+
+    log = logging.getLogger("report.html")
+    out = []
+    for label, sec in doc_sections(doc.read_text()).items():
+        text, images = [], []
+        for line in sec.splitlines():
+            m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)\s*$", line.strip())
+            if m is None:
+                if not line.startswith("### ") and not line.endswith("per identity:") and not line.endswith("per run:"):
+                    text.append(line)
+                continue
+            src = (doc.parent / m.group(2)).resolve()
+            if not src.is_file():
+                log.warning("%s: image %s not found; left out of the report", doc, m.group(2))
+                continue
+            rel = f"quality/{label}/{src.parent.name + '__' if src.parent.name == 'parsing' else ''}{src.name}"
+            _copy(src, media / rel)
+            images.append((m.group(1), rel))
+        out.append({"label": label, "text": "\n".join(text).strip(), "images": images})
+    return out
+
+
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
                 methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = (),
-                val_frames: list[tuple[str, str]] = (), free_view_md: str = "") -> str:
+                val_frames: list[tuple[str, str]] = (), free_view_md: str = "",
+                quality: list[dict] = ()) -> str:
     """The HTML text of the report page; with ``one_shot_md`` (the text of
     ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
     face-replacement section; with ``val_frames`` (:func:`copy_val_frames`) a section of validation
     panels (render | ground truth) per trained model; with ``free_view_md`` (the text of
-    ``results/tables/free_view.md``, config ``render.free_view``) a free-view section."""
+    ``results/tables/free_view.md``, config ``render.free_view``) a free-view section; with
+    ``quality`` (:func:`copy_quality`, config ``report.quality_doc``) the multi-identity quality
+    benchmark, one collapsed block per run (the last one open)."""
     def order(items):
         rank = {m: k for k, m in enumerate(methods)}
         first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
@@ -239,7 +276,8 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             "measured over the same identities with the same backend.</p>",
             "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#validation'>Validation frames</a> · "
             "<a href='#one-shot'>One-shot</a> · "
-            + ("<a href='#free-view'>Free view</a> · " if free_view_md else "") +
+            + ("<a href='#free-view'>Free view</a> · " if free_view_md else "")
+            + ("<a href='#quality'>Quality on real identities</a> · " if quality else "") +
             "<a href='#plots'>Plots</a></nav>",
             "<h2 id='tables'>Tables</h2>"]
     for protocol, t in tables["protocols"].items():
@@ -291,6 +329,19 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                     "training trajectory (config <code>render.free_view</code>), scored without ground truth: "
                     "CSIM against the frontal render and CPBD per view (docs/metrics.md).</p>")
         body.append(f"<pre class='md'>{html.escape(free_view_md)}</pre>")
+    if quality:
+        body.append("<h2 id='quality'>Quality on real identities</h2><p>The multi-identity quality benchmark "
+                    "(<code>python -m pipeline.train.benchmark --quality</code>, docs/quality.md): every method "
+                    "trained with the <code>quick</code> profile on every real identity, val PSNR / SSIM / LMD "
+                    "full frame and on the head box. One block per run, in the order they were measured; "
+                    "runs with other settings or code are not ranked against each other.</p>")
+        for k, q in enumerate(quality):
+            body.append(f"<details{' open' if k == len(quality) - 1 else ''}><summary>{html.escape(q['label'])}"
+                        f"</summary><pre class='md'>{html.escape(q['text'])}</pre><div class='plots'>")
+            for cap, rel in q["images"]:
+                body.append(f"<figure><img loading='lazy' src='{media_rel}/{rel}' alt='{html.escape(cap)}'>"
+                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+            body.append("</div></details>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
     for p in plots:
         body.append(f"<img src='{plots_rel}/{html.escape(p['file'])}' alt='{html.escape(p['title'])}' "
@@ -315,6 +366,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one-shot-videos", nargs="*", default=[], help="one-shot side-by-side videos")
     ap.add_argument("--free-view-table", nargs="*", default=[], help="results/tables/free_view.md (when enabled)")
     ap.add_argument("--val-frames", nargs="*", default=[], help="results/models/{method}/{identity}/val_frame.png")
+    ap.add_argument("--quality-doc", nargs="*", default=[], help="docs/quality.md (config report.quality_doc)")
     ap.add_argument("--media", required=True, help="results/report/media")
     ap.add_argument("--out", required=True, help="results/report/index.html")
     args = ap.parse_args(argv)
@@ -329,8 +381,9 @@ def main(argv=None) -> int:
     one_videos = copy_one_shot(args.one_shot_videos, Path(args.media))
     val_frames = copy_val_frames(args.val_frames, Path(args.media))
     free_md = "\n".join(Path(p).read_text() for p in args.free_view_table)
+    quality = [q for doc in args.quality_doc for q in copy_quality(Path(doc), Path(args.media))]
     page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos,
-                       val_frames, free_md)
+                       val_frames, free_md, quality)
     with atomic_write(out, "w") as fh:
         fh.write(page)
     log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))

@@ -122,6 +122,9 @@ rule report:
         oneshot_videos=ONESHOT_PLAN.sidebyside_videos if ONESHOT_PLAN.runs else [],
         val_frames=expand(rules.train_torso.output.val_frame, method=TRAIN_METHODS, identity=IDENTITIES),
         free_view_table=["results/tables/free_view.md"] if FREEVIEW_METHODS else [],
+        quality_doc=(
+            [str(resolve_path(config["report"]["quality_doc"]))] if config["report"].get("quality_doc") else []
+        ),
     output:
         html=f"{REPORT_DIR}/index.html",
         media=directory(f"{REPORT_DIR}/media"),
@@ -146,7 +149,7 @@ rule report:
         " --videos {input.videos:q} --data {params.data:q} --audio {params.audio}"
         " --methods {params.methods} --edits {input.edits:q} --one-shot-table {input.oneshot_table:q}"
         " --one-shot-videos {input.oneshot_videos:q} --val-frames {input.val_frames:q}"
-        " --free-view-table {input.free_view_table:q}"
+        " --free-view-table {input.free_view_table:q} --quality-doc {input.quality_doc:q}"
         " --media {output.media:q} --out {output.html:q} 2> {log:q}"
 
 
