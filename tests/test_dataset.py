@@ -157,8 +157,9 @@ def test_four_identities_in_one_run(tmp_path):
     import torch
 
     run_snakemake(wd, *[f"results/data/{k}/manifest.json" for k in ids], timeout=3000)
-    # frames at 25 fps over each video stream (the Obama stream lasts 61.46 s of its 64.1 s container)
-    expected_frames = {"German": 500, "Trump": 250, "May": 125, "Obama": 1537}
+    # frames at 25 fps over each video stream; the Obama broadcast keeps its static-camera part,
+    # 0-45.84 s (its camera pushes in after 46 s, preprocess.crop.span, docs/quality.md fix 11)
+    expected_frames = {"German": 500, "Trump": 250, "May": 125, "Obama": 1146}
     for k in ids:
         lay = DatasetLayout.of(k, wd / "results")
         man = json.loads(lay.manifest.read_text())
@@ -174,8 +175,12 @@ def test_four_identities_in_one_run(tmp_path):
         assert len(train["frames"]) + len(val["frames"]) == kept and len(val["frames"]) == kept - int(kept * 10 / 11)
         # AD-NeRF's save_transforms on track_params.pt gives the same poses (real head turns here)
         assert_track_params_recreate_transforms(torch.load(lay.track_params), train, val, 512, 512)
-    # the 720p broadcast clip: cropped to 512x512 at 25 fps with the face centred
+    # the 720p broadcast clip: cropped to 512x512 at 25 fps with one window over its static part,
+    # the face near the centre (the speaker walks within that window)
     obama = DatasetLayout.of("Obama", wd / "results")
+    crop = json.loads(obama.crop.read_text())
+    assert crop["fixed"] and crop["span"]["trimmed"] and crop["span"]["start_s"] == 0.0
+    assert crop["span"]["end_s"] == pytest.approx(45.84, abs=0.3) and crop["camera"]["moving_steps"] > 10
     cap = cv2.VideoCapture(str(obama.video))
     size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     fps = cap.get(cv2.CAP_PROP_FPS)
@@ -183,7 +188,7 @@ def test_four_identities_in_one_run(tmp_path):
     assert size == (512, 512) and fps == pytest.approx(25.0, abs=0.01)
     mesh = np.load(obama.face_mesh)
     centre = mesh[:, :, :2].mean(axis=1)  # face centre per frame (pixels)
-    assert np.abs(centre[:, 0] - 256).max() < 0.15 * 512
+    assert np.abs(centre[:, 0] - 256).max() < 0.2 * 512    # measured 88 px: he walks sideways
     assert np.abs(np.median(centre[:, 1]) - 256) < 0.2 * 512
     face_h = np.ptp(mesh[:, :, 1], axis=1)
     assert 0.2 * 512 < np.median(face_h) < 0.7 * 512
