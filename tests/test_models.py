@@ -160,6 +160,29 @@ def test_occupancy_grid_keeps_max_over_conditions():
     assert occ.query(torch.tensor([[-0.5, 0, 0], [0.5, 0, 0]])).tolist() == [True, False]
 
 
+def test_partial_occupancy_update_visits_random_and_dense_cells_only():
+    """torch-ngp's partial update: res^3/4 random cells plus as many random cells of positive
+    density (with replacement) are re-estimated and decayed, every other cell keeps its value;
+    the full update visits every cell. Hand-made grid: 2000 of 4096 cells at density 10, the
+    field 5 everywhere, decay 0.95: a visited dense cell becomes 9.5, a visited empty one 5."""
+    torch.manual_seed(0)
+    occ = OccupancyGrid(16, 1.0)
+    dense = torch.randperm(4096)[:2000]
+    occ.density[dense] = 10.0
+    five = lambda x, c: torch.full((x.shape[0],), 5.0)  # noqa: E731
+    occ.update(five, [0], decay=0.95, partial=True)
+    d = occ.density
+    vals = {round(float(v), 4) for v in d.unique()}
+    assert vals == {0.0, 5.0, 9.5, 10.0}
+    visited = ((d == 5.0) | (d == 9.5)).float().mean().item()
+    # 1024 uniform picks visit 1 - exp(-1/4) = 22 % of the cells; the 1024 dense picks add about
+    # 40 % of the dense cells not already visited
+    assert 0.3 < visited < 0.45, visited
+    assert (d == 10.0).sum() > 500 and (d == 9.5).sum() > 500
+    occ.update(five, [0], decay=0.95)                        # full: every cell
+    assert set(round(float(v), 4) for v in occ.density.unique()) <= {5.0, 9.025, 9.5}
+
+
 @pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
 def test_load_trained_and_render_shapes(tmp_path, method):
     torch.manual_seed(0)

@@ -7,6 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: torch-ngp (which RAD-NeRF and ER-NeRF build on, ``update_extra_state``): the first this many
+#: updates visit every cell, later ones a random quarter of the cells plus as many random cells of
+#: positive density (:meth:`OccupancyGrid.update` ``partial``)
+FULL_UPDATES = 16
+
 
 class OccupancyGrid(nn.Module):
     """Density grid over [-bound, bound]^3 (RAD-NeRF/Instant-NGP occupancy grid).
@@ -78,18 +83,32 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, density_fn, conditions, decay: float = 0.95, chunk: int = 65536,
-               max_density_fn=None) -> float:
+               max_density_fn=None, partial: bool = False) -> float:
         """Re-estimate the grid. ``density_fn(x [P,3], cond) -> [P]``; ``conditions`` a list of
         condition records of the method (:mod:`pipeline.models.conditions`). With
         ``max_density_fn(x [P,3], conditions) -> [P]`` (the maximum over the records, e.g.
         :meth:`pipeline.models.fields.HeadField.density_max` sharing the position encoding) it is
         called once per chunk of cells instead of ``density_fn`` per record and chunk; the grid is
-        the same (the maximum is exact). Returns the occupied fraction."""
+        the same (the maximum is exact). ``partial`` (torch-ngp's update after its first
+        :data:`FULL_UPDATES`): only ``resolution^3 / 4`` random cells and as many random cells of
+        positive density (drawn with replacement, torch's global RNG) are re-estimated and decayed;
+        the others keep their values. Returns the occupied fraction."""
         r = self.res
-        ax = torch.arange(r, device=self.density.device)
-        cells = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3).float()
+        dev = self.density.device
+        idx = None
+        if partial:
+            n = r ** 3 // 4
+            pos = torch.nonzero(self.density > 0).squeeze(-1)
+            picks = [torch.randint(0, r ** 3, (n,), device=dev)]
+            if pos.numel():
+                picks.append(pos[torch.randint(0, pos.numel(), (n,), device=dev)])
+            idx = torch.unique(torch.cat(picks))
+            cells = torch.stack([idx // (r * r), (idx // r) % r, idx % r], -1).float()
+        else:
+            ax = torch.arange(r, device=dev)
+            cells = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3).float()
         x = ((cells + torch.rand_like(cells)) / r * 2 - 1) * self.bound
-        new = torch.zeros_like(self.density)
+        new = torch.zeros(x.shape[0], device=dev, dtype=self.density.dtype)
         if max_density_fn is not None:
             for s in range(0, x.shape[0], chunk):
                 new[s:s + chunk] = torch.maximum(new[s:s + chunk], max_density_fn(x[s:s + chunk], conditions))
@@ -97,7 +116,10 @@ class OccupancyGrid(nn.Module):
             for cond in conditions:
                 for s in range(0, x.shape[0], chunk):
                     new[s:s + chunk] = torch.maximum(new[s:s + chunk], density_fn(x[s:s + chunk], cond))
-        self.density.copy_(torch.maximum(self.density * decay, new))
+        if idx is None:
+            self.density.copy_(torch.maximum(self.density * decay, new))
+        else:
+            self.density[idx] = torch.maximum(self.density[idx] * decay, new)
         thr = min(self.density.mean().item(), self.threshold)
         self.occupied.copy_(self.density > thr)
         return self.occupied.float().mean().item()

@@ -37,6 +37,7 @@ from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
 from pipeline.models.methods import get_method
 from pipeline.models.model import TalkingHeadModel
+from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
 from pipeline.models.volume import aabb_near_far, get_rays
 from pipeline.train.data import SplitData, TalkingDataset
@@ -240,12 +241,17 @@ class Stage:
     @torch.no_grad()
     def update_occupancy(self, gen: torch.Generator) -> float:
         """RAD-NeRF occupancy update: max density over the condition records of ``occ_conditions``
-        random training frames (every condition of the method, as declared)."""
+        random training frames (every condition of the method, as declared); every cell for the
+        first :data:`pipeline.models.occupancy.FULL_UPDATES` updates of the stage, then torch-ngp's
+        partial update (:meth:`pipeline.models.occupancy.OccupancyGrid.update`)."""
         ks = torch.randint(0, len(self.train), (self.cfg.occ_conditions,), generator=gen).tolist()
         conds = [self.frame_inputs(self.train, k)[1] for k in ks]
         head, bound = self.model.head, self.model.bound
         shared = (lambda x, cs: head.density_max(x / bound, cs)) if head.shares_density_max else None
-        return self.model.occ.update(lambda x, c: head.density(x / bound, c), conds, max_density_fn=shared)
+        # torch-ngp: full updates first, then partial ones (updates before this one, from the step)
+        done = (self.step - self.cfg.occ_warmup) // self.cfg.occ_update_every
+        return self.model.occ.update(lambda x, c: head.density(x / bound, c), conds, max_density_fn=shared,
+                                     partial=done >= FULL_UPDATES)
 
     # ------------------------------------------------------------------ checkpoints
     def resume_path(self) -> Path:
