@@ -248,7 +248,7 @@ def test_camera_motion_of_a_hand_made_zoom_matches_the_corner_displacement():
     assert cam.static_steps(1.0).tolist() == [True, False, True, True]
 
 
-def test_obama_push_in_is_left_out_and_the_audio_follows(tmp_path):
+def test_obama_push_in_is_left_out_and_the_audio_follows(tmp_path, capfd):
     """22 s of the Obama clip from 40 s: static until 46 s, a camera push-in to about 52 s, static
     again. The default fixed crop keeps the later static stretch (from ~11.6 s of the clip), with
     one window, and aud.wav starts where the kept frames start."""
@@ -280,3 +280,12 @@ def test_obama_push_in_is_left_out_and_the_audio_follows(tmp_path):
     lags = range(-640, 641, 8)
     corr = [float(np.dot(seg, ref[k0 + sr + k: k0 + 4 * sr + k])) for k in lags]
     assert abs(list(lags)[int(np.argmax(corr))]) <= 16  # within 1 ms of the kept frames' start
+    # no static stretch of 30 s in the clip: every frame is kept, the window follows, and the
+    # log says that the camera moves
+    capfd.readouterr()
+    assert main(["--video", str(clip), "--out-video", str(out / "w.mp4"), "--out-audio", str(out / "aud2.wav"),
+                 "--out-track", str(out / "crop2.json"), "--cfg", json.dumps({"min_span_s": 30.0})]) == 0
+    crop2 = json.loads((out / "crop2.json").read_text())
+    assert not crop2["span"]["trimmed"] and not crop2["fixed"]
+    assert crop2["n_frames"] >= span["source_frames"] - 2   # the clip: 21.5 s of video stream
+    assert "the camera moves" in capfd.readouterr().err

@@ -35,7 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -323,7 +323,17 @@ def crop_video(video: str | Path, out_video: str | Path, out_audio: str | Path, 
             if not sub[1]:  # the stretch needs a moving window after all: keep the whole clip
                 span, k0, n_span = None, 0, None
         if span is None:
-            windows, fixed = plan_windows(times, boxes, n_est, W, H, cfg)
+            # a camera that moves with no static stretch to keep: the window follows the head (one
+            # window over a zoom or pan lost 3.9 dB on the broadcast, docs/quality.md row 1)
+            moving = cfg.mode == "fixed" and not static.all()
+            windows, fixed = plan_windows(times, boxes, n_est, W, H,
+                                          replace(cfg, mode="follow") if moving else cfg)
+            if moving:
+                log.warning("%s: the camera moves (%d of %d steps of the %g fps track above %g px) and no "
+                            "static-camera stretch of %g s or more holds the head in one window: keeping every "
+                            "frame; the NeRFs assume a static camera, so expect a blurred background and torso",
+                            video, int((~static).sum()), len(static), TRACK_FPS, cfg.camera_max_step_px,
+                            cfg.min_span_s)
         else:
             windows, fixed = sub
             n_est = n_span

@@ -217,6 +217,8 @@ def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
         "mean_window": windows.mean(0).round(2).tolist() if len(windows) else None,
         "jitter": crop.get("jitter"),
         "source": crop.get("source"),
+        "span": crop.get("span"),
+        "camera_moving_steps": (crop.get("camera") or {}).get("moving_steps"),
     }
     return {
         "identity": layout.identity,
