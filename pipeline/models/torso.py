@@ -37,7 +37,47 @@ def euler_xyz(rot: torch.Tensor) -> torch.Tensor:
     return torch.stack([a, b, c], -1)
 
 
-class TorsoField(nn.Module):
+class DeformedTorso(nn.Module):
+    """Shared body of the two torsos: the image coordinate ``xy`` is multiplied by ``shrink``
+    (the references' ``torso_shrink``, room for the deformation) and frequency-encoded
+    (``xy_freqs``); with the subclass's encoded head pose (:meth:`pose_features`, [1, d_pose]) it
+    drives a deformation MLP ``dxy``; a 2D hash grid at ``clamp(xy + dxy, -1, 1)`` plus the same
+    encodings go through the torso MLP to colour and alpha (RAD-NeRF ``forward_torso``, ER-NeRF
+    ``forward_torso``).
+
+    ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units))``
+    returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2] (in the shrunk
+    coordinates).
+    """
+
+    xy_freqs = 8
+    shrink = 0.8
+
+    def _build(self, cfg, d_pose: int, color_hidden: int) -> None:
+        """Create the deformation MLP, the 2D grid and the torso MLP (in that order) for a pose
+        encoding of ``d_pose`` numbers and a torso MLP ``color_hidden`` wide."""
+        d_xy = 2 * (1 + 2 * self.xy_freqs)
+        self.deform_net = mlp(d_xy + d_pose, 2, cfg.hidden, 3)
+        self.grid = make_hash_grid(2, n_levels=cfg.torso_levels, n_features=2,
+                                   log2_hashmap_size=min(cfg.log2_hashmap, 18), base_resolution=16,
+                                   desired_resolution=cfg.torso_resolution)
+        self.net = mlp(self.grid.output_dim + d_xy + d_pose, 4, color_hidden, 3)
+
+    def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
+        """[12] c2w[:3,:4] -> [1, d_pose] encoded head pose (subclasses)."""
+        raise NotImplementedError
+
+    def forward(self, xy: torch.Tensor, pose: torch.Tensor):
+        xy = xy * self.shrink
+        enc_p = self.pose_features(pose).expand(xy.shape[0], -1)
+        h = torch.cat([freq_encode(xy, self.xy_freqs), enc_p], -1)
+        dxy = self.deform_net(h)
+        warped = (xy + dxy).clamp(-1, 1)
+        out = self.net(torch.cat([self.grid((warped + 1) / 2), h], -1))
+        return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3]), dxy
+
+
+class TorsoField(DeformedTorso):
     """RAD-NeRF pseudo-3D deformable torso (Tang et al. 2022 Sec. 3.3; reference
     github.com/ashawkey/RAD-NeRF ``nerf/network.py::forward_torso``).
 
@@ -58,19 +98,11 @@ class TorsoField(nn.Module):
     a factor 1.6; widths follow our ``hidden`` (the reference: 64 deformation, 32 colour).
     """
 
-    xy_freqs = 8
     pose_freqs = 3
-    shrink = 0.8
 
     def __init__(self, cfg):
         super().__init__()
-        d_xy = 2 * (1 + 2 * self.xy_freqs)
-        d_pose = 6 * (1 + 2 * self.pose_freqs)
-        self.deform_net = mlp(d_xy + d_pose, 2, cfg.hidden, 3)
-        self.grid = make_hash_grid(2, n_levels=cfg.torso_levels, n_features=2,
-                                   log2_hashmap_size=min(cfg.log2_hashmap, 18), base_resolution=16,
-                                   desired_resolution=cfg.torso_resolution)
-        self.net = mlp(self.grid.output_dim + d_xy + d_pose, 4, max(cfg.hidden // 2, 16), 3)
+        self._build(cfg, 6 * (1 + 2 * self.pose_freqs), max(cfg.hidden // 2, 16))
 
     @staticmethod
     def pose_vector(pose: torch.Tensor) -> torch.Tensor:
@@ -78,17 +110,12 @@ class TorsoField(nn.Module):
         m = pose.reshape(3, 4)
         return torch.cat([euler_xyz(m[:, :3]), m[:, 3]])
 
-    def forward(self, xy: torch.Tensor, pose: torch.Tensor):
-        xy = xy * self.shrink
-        enc_p = freq_encode(self.pose_vector(pose)[None], self.pose_freqs).expand(xy.shape[0], -1)
-        h = torch.cat([freq_encode(xy, self.xy_freqs), enc_p], -1)
-        dxy = self.deform_net(h)
-        warped = (xy + dxy).clamp(-1, 1)
-        out = self.net(torch.cat([self.grid((warped + 1) / 2), h], -1))
-        return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3]), dxy
+    def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
+        """[12] c2w[:3,:4] -> [1, 6 * (1 + 2 * pose_freqs)]: the frequency-encoded 6-vector."""
+        return freq_encode(self.pose_vector(pose)[None], self.pose_freqs)
 
 
-class AdaptivePoseTorso(nn.Module):
+class AdaptivePoseTorso(DeformedTorso):
     """ER-NeRF torso with its adaptive pose encoding (Li et al. 2023 Sec. 3.4).
 
     The head pose enters as the image-plane projection of K = 3 learnable anchor points ``P_k``
@@ -109,22 +136,13 @@ class AdaptivePoseTorso(nn.Module):
     """
 
     anchor_freqs = 3
-    xy_freqs = 8
-    #: image coordinates are multiplied by this before encoding (the reference's ``torso_shrink``)
-    shrink = 0.8
     #: initial anchors (scene units): in front of the head centre, spread left/right/down
     ANCHORS = ((0.05, 0.05, 0.5), (-0.5, -0.5, 0.5), (0.5, -0.5, 0.5))
 
     def __init__(self, cfg):
         super().__init__()
         self.anchors = nn.Parameter(torch.tensor(self.ANCHORS, dtype=torch.float32))
-        d_xy = 2 * (1 + 2 * self.xy_freqs)
-        d_anchor = 6 * (1 + 2 * self.anchor_freqs)
-        self.deform_net = mlp(d_xy + d_anchor, 2, cfg.hidden, 3)
-        self.grid = make_hash_grid(2, n_levels=cfg.torso_levels, n_features=2,
-                                   log2_hashmap_size=min(cfg.log2_hashmap, 18), base_resolution=16,
-                                   desired_resolution=cfg.torso_resolution)
-        self.net = mlp(self.grid.output_dim + d_xy + d_anchor, 4, cfg.hidden, 3)
+        self._build(cfg, 6 * (1 + 2 * self.anchor_freqs), cfg.hidden)
 
     def anchor_projection(self, pose: torch.Tensor) -> torch.Tensor:
         """[12] c2w[:3,:4] -> [6] image-plane projections (x/z, y/z) of the three anchors."""
@@ -135,11 +153,6 @@ class AdaptivePoseTorso(nn.Module):
         z = torch.where(cam[:, 2:].abs() < 1e-6, torch.full_like(cam[:, 2:], -1e-6), cam[:, 2:])
         return (cam[:, :2] / z).reshape(-1)
 
-    def forward(self, xy: torch.Tensor, pose: torch.Tensor):
-        xy = xy * self.shrink
-        enc_a = freq_encode(self.anchor_projection(pose)[None], self.anchor_freqs).expand(xy.shape[0], -1)
-        h = torch.cat([freq_encode(xy, self.xy_freqs), enc_a], -1)
-        dxy = self.deform_net(h)
-        warped = (xy + dxy).clamp(-1, 1)
-        out = self.net(torch.cat([self.grid((warped + 1) / 2), h], -1))
-        return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3]), dxy
+    def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
+        """[12] c2w[:3,:4] -> [1, 6 * (1 + 2 * anchor_freqs)]: the frequency-encoded anchor projections."""
+        return freq_encode(self.anchor_projection(pose)[None], self.anchor_freqs)
