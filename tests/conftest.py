@@ -23,6 +23,32 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+#: test files that run longest, started first: CI runs the suite on two pytest-xdist workers
+#: (``-n 2 --dist loadfile``, .ci/run), which hand out whole files in collection order, so a long
+#: file collected last would run alone at the end. The SLURM file spends most of its time waiting
+#: for the executor plugin's status polls, which the other worker's tests fill.
+LONG_FILES = ("test_slurm.py", "test_dataset.py", "test_nerf3dtalker.py", "test_aed_nerf.py",
+              "test_render_e2e.py", "test_metrics_pipeline.py", "test_report_workflow.py")
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_on():
+    """Fails a test that leaves PyTorch's grad mode off (a CLI ``main`` called in-process that used
+    ``torch.set_grad_enabled(False)``): the tests after it in the same worker would then see no
+    gradients. Restores the mode so only the offender fails."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left torch's grad mode disabled (use torch.no_grad() as a context or decorator)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long files first (:data:`LONG_FILES` order), every other file after them in the usual
+    order; the order of the tests within a file is kept (a stable sort)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(LONG_FILES)))
+
 
 def deep_update(base: dict, upd: dict) -> dict:
     """Recursively merge ``upd`` into a copy of ``base``."""

@@ -117,6 +117,7 @@ def _fps_at_512(model, data, seq, renderer, stats, frames: int) -> dict:
 _GPU_CLAIM = None
 
 
+@torch.no_grad()   # not torch.set_grad_enabled(False): callers in the same process keep autograd
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         global _GPU_CLAIM
         _GPU_CLAIM = claim_gpu()  # held (lock file open) until the process exits
     torch.set_num_threads(max(args.threads, 1))
-    torch.set_grad_enabled(False)
     m = render_test(args.model, args.data, args.method, args.identity, args.test, args.out,
                     audio=args.audio, render_cfg=parse_cfg_arg(args.cfg), audio_cfg=parse_cfg_arg(args.audio_cfg, "--audio-cfg"),
                     device=args.device, fps512_frames=args.fps512_frames)

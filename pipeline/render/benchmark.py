@@ -115,6 +115,7 @@ def find_models(results: str | Path = RESULTS) -> list[Path]:
     return sorted(p for p in root.glob("*/*") if p.is_dir() and any(p.glob("*.pt")))
 
 
+@torch.no_grad()   # not torch.set_grad_enabled(False): callers in the same process keep autograd
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render.benchmark", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("pipeline.render.benchmark")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     from pipeline.models.registry import load_trained, resolve_device
 
     dirs = [Path(m) for m in args.model] if args.model else find_models(args.results)

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(a.threads, 1))
-    torch.set_grad_enabled(False)
-    idx = render_emotion_edit(a.model, a.data, a.method, a.identity, a.out, parse_cfg_arg(a.cfg), a.device)
+    with torch.no_grad():   # not set_grad_enabled(False): callers in the same process keep autograd
+        idx = render_emotion_edit(a.model, a.data, a.method, a.identity, a.out, parse_cfg_arg(a.cfg), a.device)
     log.info("%s/%s: emotion_edit under %s", a.method, a.identity, ", ".join(idx["labels"]))
     return 0
 

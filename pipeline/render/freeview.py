@@ -81,6 +81,7 @@ def render_views(model, data_dir: str | Path, method: str, identity: str, out: s
     return index
 
 
+@torch.no_grad()   # not torch.set_grad_enabled(False): callers in the same process keep autograd
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render.freeview", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.render.freeview")
     torch.set_num_threads(max(args.threads, 1))
-    torch.set_grad_enabled(False)
     from pipeline.models.registry import load_trained, resolve_device
 
     cfg = parse_cfg_arg(args.cfg)

@@ -180,6 +180,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@torch.no_grad()   # not torch.set_grad_enabled(False): callers in the same process keep autograd
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.render.profile", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging("pipeline.render.profile")
     torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     from pipeline.common.layout import DatasetLayout
     from pipeline.models.registry import load_trained
 
