@@ -68,3 +68,16 @@ def test_quality_page_keeps_the_sections_of_runs_measured_elsewhere(tmp_path):
     assert text.index("### `old`") < text.index("### `mine`") < text.index("### `later`")
     assert "stale" not in text and "| May | rad_nerf | 27.50 | 0.900 |" in text
     assert "| a |" in text and "kept" in text and text.endswith("<!-- quality:end -->\n\nafter\n")
+
+    # the same label measured for another identity in another work folder: both rows stay
+    (tmp_path / "other" / "runs" / "mine" / "er_nerf").mkdir(parents=True)
+    (tmp_path / "other" / "runs" / "mine" / "er_nerf" / "Trump.json").write_text(json.dumps({**rec, "method": "er_nerf", "psnr": 30.0}))
+    write_doc(tmp_path / "other", doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert "| May | rad_nerf | 27.50 | 0.900 |" in text and "| Trump | er_nerf | 30.00 | 0.900 |" in text
+    assert text.index("| May | rad_nerf |") < text.index("| Trump | er_nerf |") and text.count("### `mine`") == 1
+    # a row measured again here replaces the page's row
+    (tmp_path / "other" / "runs" / "mine" / "er_nerf" / "May.json").write_text(json.dumps({**rec, "method": "rad_nerf", "psnr": 28.0}))
+    write_doc(tmp_path / "other", doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert "| May | rad_nerf | 28.00 |" in text and "| May | rad_nerf | 27.50 |" not in text
