@@ -30,6 +30,12 @@ def test_real_identity_beats_the_mean_colour_baseline(tmp_path):
     assert rec["frames"] == 4 and np.isfinite(rec["psnr"]) and np.isfinite(rec["baseline_psnr"])
     assert rec["psnr"] > rec["baseline_psnr"] + SMOKE_MARGIN_DB, json.dumps(rec, default=str)[:2000]
     assert rec["psnr_head"] is not None and rec["ssim"] > 0.5
+    # the error budget of the same panels: every region's share, summing to the whole error
+    shares = rec["error_budget"]["share"]
+    assert set(shares) == {"head", "neck", "torso", "outline", "background"}
+    assert abs(sum(shares.values()) - 1) < 1e-9 and shares["head"] > 0.05
+    refs = rec["body_references"]
+    assert refs["pixels"] > 0 and all(np.isfinite(refs[k]) for k in ("model", "mean_train_frame", "nearest_pose_frame"))
 
 
 def test_identity_names_and_head_box():
@@ -81,3 +87,79 @@ def test_quality_page_keeps_the_sections_of_runs_measured_elsewhere(tmp_path):
     write_doc(tmp_path / "other", doc, tmp_path / "assets")
     text = doc.read_text()
     assert "| May | rad_nerf | 28.00 |" in text and "| May | rad_nerf | 27.50 |" not in text
+
+
+def test_error_budget_by_parsing_region_hand_computed():
+    """One 8x8 frame: a squared error of 0.25 on a head pixel, 0.04 on a torso pixel, 0.09 on a
+    background pixel beside the person (outline) and 0.01 on a far background pixel."""
+    from pipeline.train.quality import error_budget
+
+    lab = np.zeros((1, 8, 8), np.uint8)
+    lab[0, 0:3, 0:3] = 1                                    # head, 9 px
+    lab[0, 3, 0:3] = 2                                      # neck, 3 px
+    lab[0, 4:6, 0:3] = 3                                    # torso, 6 px
+    gt = np.full((1, 8, 8, 3), 0.5)
+    pred = gt.copy()
+    pred[0, 1, 1] += 0.5                                    # head: 0.25
+    pred[0, 5, 2] -= 0.2                                    # torso: 0.04
+    pred[0, 2, 3] += 0.3                                    # background next to the head: outline, 0.09
+    pred[0, 7, 7] -= 0.1                                    # far background: 0.01
+    eb = error_budget(pred, gt, lab, outline_px=1)
+    total = 0.25 + 0.04 + 0.09 + 0.01
+    want = {"head": 0.25, "neck": 0.0, "torso": 0.04, "outline": 0.09, "background": 0.01}
+    for k, v in want.items():
+        assert abs(eb["share"][k] - v / total) < 1e-9, k
+    outline_area = 7 * 4 - 18            # the person (rows 0-5, cols 0-2) grown by 1 px: rows 0-6, cols 0-3, less itself
+    assert abs(eb["area"]["outline"] - outline_area / 64) < 1e-9
+    assert abs(eb["mse"]["head"] - 0.25 / 9) < 1e-12 and eb["mse"]["neck"] == 0.0
+    assert abs(eb["mse"]["background"] - 0.01 / (64 - 18 - outline_area)) < 1e-12
+    assert error_budget(gt, gt, lab)["share"]["head"] == 0.0        # a perfect render: no error to share
+    with pytest.raises(ValueError):
+        error_budget(pred, gt, lab[:, :4])
+
+
+def test_body_references_hand_computed():
+    """Two 1x2 training frames; the validation frame's pose is nearest the second one."""
+    from pipeline.train.quality import body_references
+
+    lab = np.array([[[3, 0]]], np.uint8)                   # one torso pixel, one background pixel
+    gt = np.array([[[[0.6, 0.6, 0.6], [0.0, 0.0, 0.0]]]])
+    pred = np.array([[[[0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]]])  # the background error does not count
+    train = np.array([[[[0.2, 0.2, 0.2], [0.0] * 3]], [[[0.8, 0.8, 0.8], [0.0] * 3]]])
+    poses = np.array([[0, 0, 0, 0, 0, 0], [1, 0, 0, 2, 0, 0]], float)
+    refs = body_references(pred, gt, lab, np.array([[0.9, 0, 0, 1.5, 0, 0]]), train, poses)
+    assert refs["pixels"] == 1
+    assert abs(refs["model"] - 0.01) < 1e-12                # (0.5 - 0.6)^2
+    assert abs(refs["mean_train_frame"] - 0.01) < 1e-12     # mean 0.5
+    assert abs(refs["nearest_pose_frame"] - 0.04) < 1e-12   # the second frame, 0.8
+    none = body_references(pred, gt, np.zeros_like(lab), np.zeros((1, 6)), train, poses)
+    assert none["model"] is None and none["pixels"] == 0
+
+
+def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path):
+    """The error-budget table of a label: a row per record that has one, rows of other work
+    folders kept, and the scores table's rows untouched by it."""
+    from pipeline.train.quality import write_doc
+
+    doc = tmp_path / "quality.md"
+    base = {"method": "rad_nerf", "profile": "quick", "overrides": {}, "resolution": [128, 128], "steps": {"head": 1},
+            "note": "n", "psnr": 27.5, "ssim": 0.9, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0,
+            "lmd_face": 2.5, "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}, "finished": "x",
+            "error_budget": {"share": {"head": 0.25, "neck": 0.1, "torso": 0.5, "outline": 0.12, "background": 0.03}},
+            "body_references": {"model": 0.0085, "mean_train_frame": 0.0064, "nearest_pose_frame": 0.0066}}
+    for wd, ident in (("a", "May"), ("b", "Trump")):
+        run = tmp_path / wd / "runs" / "lab" / "rad_nerf" / f"{ident}.json"
+        run.parent.mkdir(parents=True)
+        run.write_text(json.dumps(base))
+        write_doc(tmp_path / wd, doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert "| May | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 |" in text
+    assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 |" in text
+    assert "| May | rad_nerf | 27.50 |" in text and "| Trump | rad_nerf | 27.50 |" in text
+    assert text.count("| identity | method | head | neck |") == 1
+    # measured again without a budget (an older scorer): its page row goes, the other stays
+    plain = {k: v for k, v in base.items() if k not in ("error_budget", "body_references")}
+    (tmp_path / "a" / "runs" / "lab" / "rad_nerf" / "May.json").write_text(json.dumps(plain))
+    write_doc(tmp_path / "a", doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert "| May | rad_nerf | 25 |" not in text and "| Trump | rad_nerf | 25 | 10 | 50 |" in text

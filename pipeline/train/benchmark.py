@@ -6,7 +6,8 @@ else CPU), on a real dataset (``--data``; default: 24 frames of the sample video
 
 With ``--quality``: the multi-identity quality benchmark of :mod:`pipeline.train.quality` (train
 every method on every real identity with one profile, score the validation frames, write
-``docs/quality.md``).
+``docs/quality.md``); ``--quality --rescore --label L`` scores the models of ``L`` in ``--workdir``
+again without training.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("results/quality"))
     ap.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
     ap.add_argument("--no-build", action="store_true", help="--quality: use the datasets already in --workdir")
+    ap.add_argument("--rescore", action="store_true",
+                    help="--quality: score the models of --label already in --workdir again (no training)")
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.train.benchmark")
     if a.quality:
@@ -113,6 +116,11 @@ def quality_main(a) -> int:
         idents = [r for r in idents if r[0] in a.only]
     train_cfg = {"profile": a.profile, "device": a.device, "overrides": parse_cfg_arg(a.overrides, "--overrides")}
     doc = a.doc if str(a.doc) else None
+    if a.rescore:
+        quality.rescore(a.workdir.resolve(), a.label, a.only)
+        if doc is not None:
+            quality.write_doc(a.workdir.resolve(), doc, doc.parent / "assets" / "quality")
+        return 0
     quality.run_quality(idents, a.methods, train_cfg, a.label, a.workdir.resolve(), doc,
                         doc.parent / "assets" / "quality" if doc else a.workdir / "montages", a.note,
                         build=not a.no_build)

@@ -6,7 +6,10 @@
   ``lr_net`` 3e-3): with a few hundred steps the anchors' rates left heads and torsos
   under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md). 2100 head
   steps: the heads of moving speakers still gain from steps, and the default job stays within its
-  20 minutes (README).
+  20 minutes (README). Validation renders every frame of ``transforms_val.json`` (``val_frames``
+  0, as the anchors' test): 6 frames spread over it measured the same ``rad_nerf`` models 0.26 dB
+  above to 0.13 dB below the whole split (docs/quality.md row ``all_val``; about 0.3 s per frame
+  at 128 px).
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
@@ -20,7 +23,7 @@ PROFILES: dict[str, dict] = {
     "quick": dict(resolution=128, levels=8, features=2, log2_hashmap=15, max_resolution=256, hidden=64,
                   n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
                   torso_resolution=256, rays_per_step=512, head_steps=2100, lips_steps=40, torso_steps=1500,
-                  lips_patch=24, checkpoint_every=100, val_frames=6, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
+                  lips_patch=24, checkpoint_every=100, val_frames=0, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
                   lambda_head_alpha=0.05),
     "paper": dict(resolution=512),
     "smoke": dict(resolution=64, levels=4, features=2, log2_hashmap=12, max_resolution=128, hidden=32,

@@ -16,7 +16,13 @@ chosen profile, exactly as the ``train_*`` rules do, and its validation frames (
 * ``lmd`` (mouth) / ``lmd_face``: 68 landmarks found on the render and on the ground truth
   separately (dlib-68 on frames upsampled to 512 px, reported in 512-px units; frames where either
   has no face are counted in ``lmd_missing``, not scored);
-* the mean-colour baseline PSNR (the train frames' mean colour everywhere) and seconds per stage.
+* the mean-colour baseline PSNR (the train frames' mean colour everywhere) and seconds per stage;
+* where the error lies (:func:`diagnose`): the share of the squared error per region of the
+  ground truth's parsing (head, neck, torso, the background beside the person's outline, the rest
+  of the background), and the body pixels' (neck + torso) error of the render against two
+  references made of training frames only (their mean, and the frame of the nearest head pose).
+
+``--rescore`` scores the models of a label again without training (after a change of the scorer).
 
 Each run writes ``{workdir}/runs/{label}/{method}/{identity}.json``; the tables of every label
 present (one row per identity x method, the ``before`` / ablation labels beside the current one)
@@ -177,6 +183,129 @@ def score_panels(model_dir: Path, data_root: Path) -> dict:
     return out
 
 
+#: regions of :func:`error_budget`, in table order
+REGIONS = ("head", "neck", "torso", "outline", "background")
+#: parsing labels (:func:`pipeline.preprocess.parsing.read_parsing`) of the body: neck and torso
+BODY_LABELS = (2, 3)
+
+
+def error_budget(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, outline_px: int = 3) -> dict:
+    """Where the squared error of rendered frames lies, by region of the ground truth's parsing.
+
+    Args:
+        pred, gt: [N, H, W, 3] float in [0, 1], rendered and ground-truth frames.
+        labels: [N, H, W] uint8 parsing of the ground truth (0 background, 1 head, 2 neck, 3 torso;
+            :func:`pipeline.preprocess.parsing.read_parsing`).
+        outline_px: background pixels within this many pixels (chessboard distance) of the person
+            (any label > 0) form the ``outline`` region; the rest is ``background``.
+    Returns:
+        ``{"share": {region: fraction of the summed squared error}, "mse": {region: mean squared
+        error per pixel (channel mean) or None when the region is empty}, "area": {region: fraction
+        of the pixels}}`` over :data:`REGIONS`; shares sum to 1 (all 0 for a perfect render).
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    import cv2
+
+    if pred.shape != gt.shape or pred.shape[:3] != labels.shape or pred.ndim != 4:
+        raise ValueError(f"error_budget: pred {pred.shape}, gt {gt.shape}, labels {labels.shape}")
+    se = ((pred.astype(np.float64) - gt.astype(np.float64)) ** 2).mean(-1)
+    k = np.ones((2 * outline_px + 1, 2 * outline_px + 1), np.uint8)
+    near = np.stack([cv2.dilate((lab > 0).astype(np.uint8), k) > 0 for lab in labels]) & (labels == 0)
+    masks = {"head": labels == 1, "neck": labels == 2, "torso": labels == 3, "outline": near,
+             "background": (labels == 0) & ~near}
+    total = float(se.sum())
+    out = {"share": {}, "mse": {}, "area": {}}
+    for name in REGIONS:
+        m = masks[name]
+        out["share"][name] = float(se[m].sum() / total) if total > 0 else 0.0
+        out["mse"][name] = float(se[m].mean()) if m.any() else None
+        out["area"][name] = float(m.mean())
+    return out
+
+
+def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6: np.ndarray,
+                    train_gt: np.ndarray, train_pose6: np.ndarray) -> dict:
+    """How predictable the body (neck + torso) of the validation frames is: the mean squared error
+    over their body pixels of the render and of two references that use only training frames.
+
+    * ``mean_train_frame``: the per-pixel mean of the training frames (a torso that ignores the
+      head pose);
+    * ``nearest_pose_frame``: the training frame whose head pose is nearest (Euclidean distance of
+      the 6-vectors standardised by the training frames' standard deviation per component).
+
+    A pose-conditioned torso (RAD-NeRF, ER-NeRF) that predicts the body from the head pose should
+    beat both; where the mean frame beats the render, the body moves in ways the head pose does
+    not tell.
+
+    Args:
+        pred, gt: [N, H, W, 3] float in [0, 1] (validation renders and ground truth).
+        labels: [N, H, W] parsing of ``gt``.
+        pose6: [N, 6] head pose of the validation frames (RAD-NeRF's 6-vector: XYZ Euler angles in
+            radians and translation, :meth:`pipeline.models.torso.TorsoField.pose_vector`).
+        train_gt: [M, H, W, 3] float in [0, 1]; train_pose6: [M, 6].
+    Returns:
+        ``{"model", "mean_train_frame", "nearest_pose_frame"}`` (MSE, channel mean; None without
+        body pixels) and ``"pixels"`` (body pixels counted).
+    """
+    body = np.isin(labels, BODY_LABELS)
+    if not body.any():
+        return {"model": None, "mean_train_frame": None, "nearest_pose_frame": None, "pixels": 0}
+    mean_frame = train_gt.astype(np.float64).mean(0)
+    sd = train_pose6.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    sums = {"model": 0.0, "mean_train_frame": 0.0, "nearest_pose_frame": 0.0}
+    for k in range(len(gt)):
+        m = body[k]
+        nearest = int(np.argmin(np.linalg.norm((train_pose6 - pose6[k]) / sd, axis=1)))
+        for name, img in (("model", pred[k]), ("mean_train_frame", mean_frame), ("nearest_pose_frame", train_gt[nearest])):
+            sums[name] += float((((img - gt[k]) ** 2).mean(-1))[m].sum())
+    n = int(body.sum())
+    return {**{k: v / n for k, v in sums.items()}, "pixels": n}
+
+
+def diagnose(model_dir: Path, data_root: Path) -> dict:
+    """:func:`error_budget` and :func:`body_references` of the validation panels of ``model_dir``
+    (render | ground truth, at the training resolution), the training frames of ``data_root``
+    loaded at the same resolution (as the trainer loads them) with the poses of
+    ``transforms_train.json`` / ``transforms_val.json``.
+
+    Raises:
+        InputError: no panels, or a dataset file missing (named).
+    """
+    import cv2
+    import torch
+    from PIL import Image
+
+    from pipeline.models.torso import TorsoField
+    from pipeline.preprocess.parsing import read_parsing
+    from pipeline.train.data import _load_img
+
+    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
+    if not panels:
+        raise InputError(model_dir / "val", "no validation panels (train the torso stage first)")
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in panels]
+    H, W = imgs[0].shape[0], imgs[0].shape[1] // 2
+    pred = np.stack([i[:, :W] for i in imgs]).astype(np.float64) / 255
+    gt = np.stack([i[:, W:] for i in imgs]).astype(np.float64) / 255
+    labels = np.stack([cv2.resize(read_parsing(data_root / "parsing" / f"{p.stem}.png"), (W, H),
+                                  interpolation=cv2.INTER_NEAREST) for p in panels])
+
+    def poses(split: str) -> dict[int, np.ndarray]:
+        frames = read_json(data_root / f"transforms_{split}.json")["frames"]
+        mats = torch.tensor([f["transform_matrix"] for f in frames], dtype=torch.float64)
+        vec = torch.stack([TorsoField.pose_vector(m[:3, :4].reshape(-1)) for m in mats]).numpy()
+        return {int(f["img_id"]): v for f, v in zip(frames, vec)}
+
+    train, val = poses("train"), poses("val")
+    train_ids = sorted(train)
+    train_gt = np.stack([_load_img(data_root / "gt_imgs" / f"{i}.jpg", (H, W), "RGB") for i in train_ids]
+                        ).astype(np.float64) / 255
+    pose6 = np.stack([val[int(p.stem)] for p in panels])
+    refs = body_references(pred, gt, labels, pose6, train_gt, np.stack([train[i] for i in train_ids]))
+    return {"error_budget": error_budget(pred, gt, labels), "body_references": refs}
+
+
 def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict) -> dict:
     """Train the three stages of ``method`` on ``data_root`` (as the ``train_*`` rules) into
     ``model_dir`` and score the validation frames (:func:`score_panels`). Returns the run record."""
@@ -190,7 +319,7 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
     train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
     info = train_stage("torso", cfg, data_root, model_dir, model_dir / "torso.pt", init=model_dir / "lips.pt")
     wall = time.perf_counter() - t0
-    scores = score_panels(model_dir, data_root)
+    scores = {**score_panels(model_dir, data_root), **diagnose(model_dir, data_root)}
     man = read_json(data_root / "manifest.json")
     return {"method": method, "profile": cfg.profile, "overrides": train_cfg.get("overrides") or {},
             "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
@@ -252,13 +381,14 @@ def doc_sections(text: str) -> dict[str, str]:
     return {re.match(r"### `([^`]+)`", p).group(1): p.rstrip() + "\n" for p in parts}
 
 
-def table_rows(section: str) -> dict[tuple[str, str], str]:
+def table_rows(section: str, n_cells: int = 10) -> dict[tuple[str, str], str]:
     """``(identity, method)`` -> the table row (one line) of a section written by
-    :func:`_section_lines`."""
+    :func:`_section_lines`: rows of ``n_cells`` cells (10: the scores table, 8: the error-budget
+    table of :func:`_budget_row`)."""
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 10 and cells[0] != "identity":
+        if line.startswith("| ") and len(cells) == n_cells and cells[0] != "identity":
             rows[(cells[0], cells[1])] = line
     return rows
 
@@ -279,8 +409,9 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
     text = doc.read_text() if doc.is_file() else "# Model quality on real identities\n\n"
     sections = doc_sections(text)
     for label, recs in sorted(by_label.items(), key=lambda kv: min(r.get("finished", "") for r in kv[1])):
-        kept = table_rows(sections.get(label, ""))     # rows measured elsewhere; recs replace theirs
-        sections[label] = "\n".join(_section_lines(label, recs, doc, assets, kept)) + "\n"
+        old = sections.get(label, "")                  # rows measured elsewhere; recs replace theirs
+        sections[label] = "\n".join(_section_lines(label, recs, doc, assets, table_rows(old),
+                                                     table_rows(old, BUDGET_CELLS))) + "\n"
     lines = ["<!-- quality:begin (generated by python -m pipeline.train.benchmark --quality) -->", ""]
     lines += [sec for sec in sections.values()]
     lines.append("<!-- quality:end -->")
@@ -295,10 +426,26 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
         fh.write(text)
 
 
+#: cells of a row of the error-budget table (:func:`_budget_row`)
+BUDGET_CELLS = 8
+
+
+def _budget_row(rec: dict) -> str | None:
+    """Row of the error-budget table of a run record (:func:`diagnose`), None without one."""
+    eb, br = rec.get("error_budget"), rec.get("body_references")
+    if not eb or not br:
+        return None
+    pct = " | ".join(f"{100 * eb['share'][r]:.0f}" for r in REGIONS)
+    refs = " / ".join(_fmt(br[k], 4) for k in ("model", "mean_train_frame", "nearest_pose_frame"))
+    return f"| {rec['identity']} | {rec['method']} | {pct} | {refs} |"
+
+
 def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
-                   kept_rows: dict[tuple[str, str], str] | None = None) -> list[str]:
+                   kept_rows: dict[tuple[str, str], str] | None = None,
+                   kept_budget: dict[tuple[str, str], str] | None = None) -> list[str]:
     """Markdown lines of one run label: its table (the rows of ``recs``, and the ``kept_rows``
-    (:func:`table_rows`) of the pairs ``recs`` does not hold, sorted by identity and method),
+    (:func:`table_rows`) of the pairs ``recs`` does not hold, sorted by identity and method), the
+    error-budget table when records carry one (:func:`diagnose`; ``kept_budget`` likewise),
     parsing overlays and montages."""
     lines: list[str] = []
     r0 = recs[0]
@@ -318,6 +465,23 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
             f"{_fmt(rec['lmd_face'])} | {_fmt(rec['baseline_psnr'])} | {rec['train_seconds']['total']:.0f} |")
     lines += [rows[k] for k in sorted(rows)]
     lines.append("")
+    budget = dict(kept_budget or {})
+    for rec in recs:                               # a record here replaces the page's row, or drops it
+        row = _budget_row(rec)
+        if row:
+            budget[(rec["identity"], rec["method"])] = row
+        else:
+            budget.pop((rec["identity"], rec["method"]), None)
+    if budget:
+        lines += ["Where the validation error lies (`diagnose`): share of the summed squared error (%) by region of "
+                  "the ground truth's parsing (outline: background within 3 px of the person), and the mean squared "
+                  "error of the body pixels (neck + torso) for the render, the mean training frame and the "
+                  "training frame of the nearest head pose:", "",
+                  "| identity | method | head | neck | torso | outline | background | body MSE: render / mean "
+                  "frame / nearest pose |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [budget[k] for k in sorted(budget)]
+        lines.append("")
     over = sorted((assets / label / "parsing").glob("*.png"))
     if over:
         lines += ["Parsing maps of the datasets (head red, neck green, torso blue), three frames per identity:", ""]
@@ -331,6 +495,28 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
             lines.append(f"![{label} {m.stem}]({rel})")
         lines.append("")
     return lines
+
+
+def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> list[dict]:
+    """Score the existing models of run ``label`` in ``workdir`` again (:func:`score_panels`,
+    :func:`diagnose`) without training: the records keep their training fields and note, the scores
+    are replaced. Returns the updated records (also written back)."""
+    out = []
+    for path in sorted((workdir / "runs" / label).glob("*/*.json")):
+        method, ident = path.parent.name, path.stem
+        if identities and ident not in identities:
+            continue
+        model_dir = workdir / "models" / label / method / ident
+        data_root = workdir / "results" / "data" / ident
+        if not (model_dir / "val").is_dir():
+            log.warning("%s/%s/%s: no model folder %s, not rescored", label, method, ident, model_dir)
+            continue
+        rec = read_json(path)
+        rec.update(score_panels(model_dir, data_root), **diagnose(model_dir, data_root))
+        atomic_write_json(path, rec)
+        log.info("%s/%s/%s: rescored (val PSNR %.2f dB)", label, method, ident, rec["psnr"])
+        out.append(rec)
+    return out
 
 
 def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cfg: dict, label: str,
