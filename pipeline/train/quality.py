@@ -201,7 +201,9 @@ def error_budget(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, outline_p
     Returns:
         ``{"share": {region: fraction of the summed squared error}, "mse": {region: mean squared
         error per pixel (channel mean) or None when the region is empty}, "area": {region: fraction
-        of the pixels}}`` over :data:`REGIONS`; shares sum to 1 (all 0 for a perfect render).
+        of the pixels}}`` over :data:`REGIONS`; shares sum to 1 (all 0 for a perfect render)
+        unless some pixels carry another label (255, a colour outside the parsing code), which
+        belong to no region.
     Raises:
         ValueError: shapes that do not match.
     """
