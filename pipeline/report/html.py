@@ -333,7 +333,9 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
         body.append("<h2 id='quality'>Quality on real identities</h2><p>The multi-identity quality benchmark "
                     "(<code>python -m pipeline.train.benchmark --quality</code>, docs/quality.md): every method "
                     "trained with the <code>quick</code> profile on every real identity, val PSNR / SSIM / LMD "
-                    "full frame and on the head box. One block per run, in the order they were measured; "
+                    "full frame and on the head box, and where the validation error lies (share per parsing "
+                    "region; the body's error against the mean training frame and the nearest-pose frame). "
+                    "One block per run, in the order they were measured; "
                     "runs with other settings or code are not ranked against each other.</p>")
         for k, q in enumerate(quality):
             body.append(f"<details{' open' if k == len(quality) - 1 else ''}><summary>{html.escape(q['label'])}"
