@@ -37,6 +37,22 @@ def test_real_identity_beats_the_mean_colour_baseline(tmp_path):
     refs = rec["body_references"]
     assert refs["pixels"] > 0 and all(np.isfinite(refs[k]) for k in ("model", "mean_train_frame", "nearest_pose_frame"))
 
+    # --rescore: the same model scored again in a benchmark work folder gives the same scores and
+    # keeps the record's own fields
+    from pipeline.train.quality import rescore
+
+    bench = tmp_path / "bench"
+    (bench / "results" / "data").mkdir(parents=True)
+    (bench / "results" / "data" / "May").symlink_to(wd / "results" / "data" / "May")
+    (bench / "models" / "lab" / "rad_nerf").mkdir(parents=True)
+    (bench / "models" / "lab" / "rad_nerf" / "May").symlink_to(tmp_path / "model")
+    stale = {**rec, "psnr": 0.0, "error_budget": None, "note": "kept"}
+    (bench / "runs" / "lab" / "rad_nerf").mkdir(parents=True)
+    (bench / "runs" / "lab" / "rad_nerf" / "May.json").write_text(json.dumps(stale, default=str))
+    (again,) = rescore(bench, "lab")
+    assert again["psnr"] == rec["psnr"] and again["error_budget"] == rec["error_budget"] and again["note"] == "kept"
+    assert json.loads((bench / "runs" / "lab" / "rad_nerf" / "May.json").read_text())["psnr"] == rec["psnr"]
+
 
 def test_identity_names_and_head_box():
     from pathlib import Path

@@ -24,7 +24,14 @@ from pipeline.preprocess.parsing import read_parsing
 MOUTH = slice(48, 68)
 
 
-def _load_img(path: Path, size: tuple[int, int], mode: str, resample=Image.BILINEAR) -> np.ndarray:
+def load_image(path: Path, size: tuple[int, int], mode: str, resample=Image.BILINEAR) -> np.ndarray:
+    """An image of the dataset as the trainer sees it: ``path`` converted to ``mode`` (``RGB``,
+    ``RGBA``) and resized to ``size`` (H, W) with PIL's ``resample`` filter (bilinear, antialiased
+    when shrinking). Returns [H, W, C] uint8.
+
+    Raises:
+        InputError: missing or unreadable file (named).
+    """
     if not path.is_file():
         raise InputError(path, "file not found (referenced by transforms_*.json)")
     try:
@@ -104,7 +111,7 @@ class TalkingDataset:
         self.scale = s
         self.focal = float(first["focal_len"]) * s
         self.cx, self.cy = float(first["cx"]) * s, float(first["cy"]) * s
-        self.bc = torch.from_numpy(_load_img(bc_path, (self.H, self.W), "RGB").astype(np.float32) / 255)
+        self.bc = torch.from_numpy(load_image(bc_path, (self.H, self.W), "RGB").astype(np.float32) / 255)
         aud_path = root / AUDIO_FEATURE_FILES[audio_feature]
         if not aud_path.is_file():
             raise InputError(aud_path, f"file not found (audio feature {audio_feature!r}; add it to preprocess.audio.features)")
@@ -150,8 +157,8 @@ class TalkingDataset:
             ids.append(i)
             poses.append(np.asarray(f["transform_matrix"], np.float32))
             auds.append(int(f.get("aud_id", i)))
-            gts.append(_load_img(root / "gt_imgs" / f"{i}.jpg", size, "RGB"))
-            torsos.append(_load_img(root / "torso_imgs" / f"{i}.png", size, "RGBA"))
+            gts.append(load_image(root / "gt_imgs" / f"{i}.jpg", size, "RGB"))
+            torsos.append(load_image(root / "torso_imgs" / f"{i}.png", size, "RGBA"))
             par = read_parsing(root / "parsing" / f"{i}.png")             # labels, 1 = head
             if par.shape != size:
                 par = np.asarray(Image.fromarray(par).resize(size[::-1], Image.NEAREST))

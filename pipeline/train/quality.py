@@ -131,45 +131,66 @@ def head_box(labels: np.ndarray, margin: float = 0.1) -> tuple[int, int, int, in
     return (max(0, rows.min() - mr), min(h, rows.max() + mr + 1), max(0, cols.min() - mc), min(w, cols.max() + mc + 1))
 
 
-def score_panels(model_dir: Path, data_root: Path) -> dict:
+def read_panels(model_dir: Path, data_root: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The validation panels ``model_dir/val/{img_id}.png`` (render | ground truth, written by
+    :func:`pipeline.train.trainer.evaluate`) with the parsing of their frames.
+
+    Returns:
+        ``(img_ids, pred, gt, labels)``: img_id strings in frame order, ``pred`` / ``gt``
+        [N, H, W, 3] uint8, ``labels`` [N, H, W] uint8 parsing of ``data_root/parsing/{img_id}.png``
+        resized to the panel (nearest neighbour; :func:`pipeline.preprocess.parsing.read_parsing`).
+    Raises:
+        InputError: no panels in ``model_dir/val``, or a parsing map missing (named).
+    """
+    import cv2
+    from PIL import Image
+
+    from pipeline.preprocess.parsing import read_parsing
+
+    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
+    if not panels:
+        raise InputError(model_dir / "val", "no validation panels (train the torso stage first)")
+    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in panels]
+    H, W = imgs[0].shape[0], imgs[0].shape[1] // 2
+    labels = np.stack([cv2.resize(read_parsing(data_root / "parsing" / f"{p.stem}.png"), (W, H),
+                                  interpolation=cv2.INTER_NEAREST) for p in panels])
+    return ([p.stem for p in panels], np.stack([i[:, :W] for i in imgs]), np.stack([i[:, W:] for i in imgs]),
+            labels)
+
+
+def score_panels(model_dir: Path, data_root: Path,
+                 panels: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
     """Metrics of the validation panels ``model_dir/val/{img_id}.png`` (render | ground truth).
 
     Returns means over frames: ``psnr``, ``ssim``, ``psnr_head``, ``ssim_head`` (dB / [0, 1]),
     ``lmd``, ``lmd_face`` (pixels at :data:`LMD_RESOLUTION`), ``lmd_frames`` / ``lmd_missing``
     (frames scored / left out because a face was not found), ``frames``.
 
+    ``panels``: the :func:`read_panels` result when the caller already has it.
+
     Raises:
-        InputError: no panels in ``model_dir/val``.
+        InputError: no panels in ``model_dir/val``, or a parsing map missing.
     """
     import cv2
-    from PIL import Image
 
     from pipeline.metrics.image import psnr, ssim
     from pipeline.metrics.landmarks import FACE, MOUTH, lmd, make_landmarker
-    from pipeline.preprocess.parsing import read_parsing
 
-    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
-    if not panels:
-        raise InputError(model_dir / "val", "no validation panels (train the torso stage first)")
+    ids, preds, gts, labels = panels if panels is not None else read_panels(model_dir, data_root)
     lm, _ = make_landmarker(None)
     rows = {k: [] for k in ("psnr", "ssim", "psnr_head", "ssim_head", "lmd", "lmd_face")}
     missing = 0
-    for p in panels:
-        img = np.asarray(Image.open(p).convert("RGB"))
-        w = img.shape[1] // 2
-        pred, gt = img[:, :w], img[:, w:]
+    for pred, gt, par in zip(preds, gts, labels):
         pf, gf = pred.astype(np.float64) / 255, gt.astype(np.float64) / 255
         rows["psnr"].append(psnr(pf, gf))
         rows["ssim"].append(ssim(pf, gf))
-        par = read_parsing(data_root / "parsing" / f"{p.stem}.png")
-        par = cv2.resize(par, (w, img.shape[0]), interpolation=cv2.INTER_NEAREST)
         box = head_box(par)
         if box is not None:
             r0, r1, c0, c1 = box
             rows["psnr_head"].append(psnr(pf[r0:r1, c0:c1], gf[r0:r1, c0:c1]))
             if min(r1 - r0, c1 - c0) >= 7:
                 rows["ssim_head"].append(ssim(pf[r0:r1, c0:c1], gf[r0:r1, c0:c1]))
-        s = LMD_RESOLUTION / img.shape[0]
+        s = LMD_RESOLUTION / pred.shape[0]
         up = [cv2.resize(x, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC) for x in (pred, gt)]
         la, lb = lm.landmarks(up[0]), lm.landmarks(up[1])
         if la is None or lb is None:
@@ -178,7 +199,7 @@ def score_panels(model_dir: Path, data_root: Path) -> dict:
         rows["lmd"].append(float(lmd(la, lb, MOUTH)))
         rows["lmd_face"].append(float(lmd(la, lb, FACE)))
     out = {k: (float(np.mean(v)) if v else None) for k, v in rows.items()}
-    out.update(frames=len(panels), lmd_frames=len(rows["lmd"]), lmd_missing=missing,
+    out.update(frames=len(ids), lmd_frames=len(rows["lmd"]), lmd_missing=missing,
                lmd_backend=f"{lm.name} at {LMD_RESOLUTION} px")
     return out
 
@@ -237,8 +258,8 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
       the 6-vectors standardised by the training frames' standard deviation per component).
 
     A pose-conditioned torso (RAD-NeRF, ER-NeRF) that predicts the body from the head pose should
-    beat both; where the mean frame beats the render, the body moves in ways the head pose does
-    not tell.
+    beat both; where the nearest-pose frame does worse than the mean frame, the body moves in ways
+    the head pose does not tell. This project's diagnostic (docs/quality.md), not a paper's metric.
 
     Args:
         pred, gt: [N, H, W, 3] float in [0, 1] (validation renders and ground truth).
@@ -266,32 +287,28 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
     return {**{k: v / n for k, v in sums.items()}, "pixels": n}
 
 
-def diagnose(model_dir: Path, data_root: Path) -> dict:
+def diagnose(model_dir: Path, data_root: Path,
+             panels: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
     """:func:`error_budget` and :func:`body_references` of the validation panels of ``model_dir``
-    (render | ground truth, at the training resolution), the training frames of ``data_root``
-    loaded at the same resolution (as the trainer loads them) with the poses of
-    ``transforms_train.json`` / ``transforms_val.json``.
+    (render | ground truth at the training resolution; ``panels``: the :func:`read_panels` result
+    when the caller already has it), against the training frames of ``data_root`` loaded at the
+    same resolution as the trainer loads them (:func:`pipeline.train.data.load_image`), with the
+    head poses of ``transforms_train.json`` / ``transforms_val.json``. This project's diagnostic,
+    not a metric of the papers.
 
+    Returns:
+        ``{"error_budget": ..., "body_references": ...}`` (see those functions).
     Raises:
         InputError: no panels, or a dataset file missing (named).
     """
-    import cv2
     import torch
-    from PIL import Image
 
     from pipeline.models.torso import TorsoField
-    from pipeline.preprocess.parsing import read_parsing
-    from pipeline.train.data import _load_img
+    from pipeline.train.data import load_image
 
-    panels = sorted((model_dir / "val").glob("*.png"), key=lambda p: int(p.stem))
-    if not panels:
-        raise InputError(model_dir / "val", "no validation panels (train the torso stage first)")
-    imgs = [np.asarray(Image.open(p).convert("RGB")) for p in panels]
-    H, W = imgs[0].shape[0], imgs[0].shape[1] // 2
-    pred = np.stack([i[:, :W] for i in imgs]).astype(np.float64) / 255
-    gt = np.stack([i[:, W:] for i in imgs]).astype(np.float64) / 255
-    labels = np.stack([cv2.resize(read_parsing(data_root / "parsing" / f"{p.stem}.png"), (W, H),
-                                  interpolation=cv2.INTER_NEAREST) for p in panels])
+    ids, pred8, gt8, labels = panels if panels is not None else read_panels(model_dir, data_root)
+    H, W = pred8.shape[1:3]
+    pred, gt = pred8.astype(np.float64) / 255, gt8.astype(np.float64) / 255
 
     def poses(split: str) -> dict[int, np.ndarray]:
         frames = read_json(data_root / f"transforms_{split}.json")["frames"]
@@ -301,9 +318,9 @@ def diagnose(model_dir: Path, data_root: Path) -> dict:
 
     train, val = poses("train"), poses("val")
     train_ids = sorted(train)
-    train_gt = np.stack([_load_img(data_root / "gt_imgs" / f"{i}.jpg", (H, W), "RGB") for i in train_ids]
+    train_gt = np.stack([load_image(data_root / "gt_imgs" / f"{i}.jpg", (H, W), "RGB") for i in train_ids]
                         ).astype(np.float64) / 255
-    pose6 = np.stack([val[int(p.stem)] for p in panels])
+    pose6 = np.stack([val[int(i)] for i in ids])
     refs = body_references(pred, gt, labels, pose6, train_gt, np.stack([train[i] for i in train_ids]))
     return {"error_budget": error_budget(pred, gt, labels), "body_references": refs}
 
@@ -321,7 +338,8 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
     train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
     info = train_stage("torso", cfg, data_root, model_dir, model_dir / "torso.pt", init=model_dir / "lips.pt")
     wall = time.perf_counter() - t0
-    scores = {**score_panels(model_dir, data_root), **diagnose(model_dir, data_root)}
+    panels = read_panels(model_dir, data_root)
+    scores = {**score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels)}
     man = read_json(data_root / "manifest.json")
     return {"method": method, "profile": cfg.profile, "overrides": train_cfg.get("overrides") or {},
             "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
@@ -502,7 +520,12 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
 def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> list[dict]:
     """Score the existing models of run ``label`` in ``workdir`` again (:func:`score_panels`,
     :func:`diagnose`) without training: the records keep their training fields and note, the scores
-    are replaced. Returns the updated records (also written back)."""
+    are replaced. ``identities``: only these ids (None: all). A record whose model folder is gone is
+    left as it is, with a warning. Returns the updated records (also written back).
+
+    Raises:
+        InputError: a model's panels or its dataset's files missing (named).
+    """
     out = []
     for path in sorted((workdir / "runs" / label).glob("*/*.json")):
         method, ident = path.parent.name, path.stem
@@ -514,7 +537,8 @@ def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> l
             log.warning("%s/%s/%s: no model folder %s, not rescored", label, method, ident, model_dir)
             continue
         rec = read_json(path)
-        rec.update(score_panels(model_dir, data_root), **diagnose(model_dir, data_root))
+        panels = read_panels(model_dir, data_root)
+        rec.update(score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels))
         atomic_write_json(path, rec)
         log.info("%s/%s/%s: rescored (val PSNR %.2f dB)", label, method, ident, rec["psnr"])
         out.append(rec)
