@@ -71,7 +71,8 @@ def sample(tmp_path_factory):
 
 
 def _check_shape(res, n):
-    assert list(res) == ["method", "identity", "test", "protocol", "n_frames", "compositing", "resolution", "metrics"]
+    assert list(res) == ["method", "identity", "test", "protocol", "n_frames", "compositing", "resolution",
+                         "training", "metrics"]
     assert res["n_frames"] == n
     assert tuple(res["metrics"]) == NAMES
     for name, m in res["metrics"].items():

@@ -116,10 +116,11 @@ def test_per_identity_and_cross_driven_columns(metrics_dir, tmp_path):
     psnr = {r["method"]: r["cells"][one.columns.index("psnr")] for r in one.rows}
     assert psnr == {"er_nerf": "31.00", "rad_nerf": "29.00", "static_frame": "22.00"}  # sorted, no order given
     cross = tables.build_table(df, preset, "cross_driven", ["rad_nerf", "er_nerf"], tables.read_reported(None))
-    assert cross.columns == ["resolution", "compositing", "jfk:lse_c", "jfk:lse_d"]
-    assert cross.headers[2] == "jfk: Sync-C (LSE-C)↑"
+    assert cross.columns == ["resolution", "compositing", "training", "jfk:lse_c", "jfk:lse_d"]
+    assert cross.headers[3] == "jfk: Sync-C (LSE-C)↑"
     er = next(r for r in cross.rows if r["method"] == "er_nerf")
-    assert er["cells"][:3] == ["512x512", "full", "5.000"] and er["bold"][2] and not any(er["bold"][:2])
+    # these metric files predate the training field: unknown, printed '?'
+    assert er["cells"][:4] == ["512x512", "full", "?", "5.000"] and er["bold"][3] and not any(er["bold"][:3])
 
 
 def _parse_latex_rows(tex: str) -> list[list[str]]:
@@ -231,8 +232,8 @@ def test_er_nerf_preset_shows_both_papers_tables_apart(metrics_dir, tmp_path):
     rep = tables.read_reported(REPORTED)
     tab = tables.build_table(df, get_preset("all"), "self_driven", ["rad_nerf", "er_nerf"], rep)
     md = tables.to_markdown(tab)
-    assert "| ER-NeRF (reported: ER-NeRF Table 1) | 450x450 (FPS measurement) | – | 33.10 |" in md
-    assert "| AED-NeRF (reported: AED-NeRF Table 1) | 512x512 | – | 28.81 |" in md
+    assert "| ER-NeRF (reported: ER-NeRF Table 1) | 450x450 (FPS measurement) | – | – | 33.10 |" in md
+    assert "| AED-NeRF (reported: AED-NeRF Table 1) | 512x512 | – | – | 28.81 |" in md
     assert "reported rows 'ER-NeRF Table 1': Table 1 of ER-NeRF (Li et al., ICCV 2023" in md
     extra = tables.build_reported_tables(get_preset("er_nerf"), rep, "cross_driven")
     assert len(extra) == 1 and extra[0].headers == ["Resolution", "Testset A: LMD↓", "Testset A: Sync-C (LSE-C)↑",
@@ -303,7 +304,7 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
                              tables.read_reported(REPORTED))
     col = {k: i for i, k in enumerate(tab.columns)}
     rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
-    assert tab.headers[:2] == ["Resolution", "Compositing"]
+    assert tab.headers[:3] == ["Resolution", "Compositing", "Training"]
     assert tab.headers[col["lmd"]] == "LMD (px @512)↓ [dlib-68]"
     assert rows["static_frame"]["cells"][:2] == ["128x128", "full"] and rows["rad_nerf"]["cells"][0] == "512x512"
     assert rows["er_nerf"]["cells"][0] == "128x128"
@@ -327,7 +328,7 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     for text in (md, page):
         assert "Resolution" in text and "Compositing" in text and "LMD (px @512)↓ [dlib-68]" in text
         assert "128x128" in text and "measured with dlib-68, not FAN" in text
-    assert "<th>Resolution</th><th>Compositing</th>" in page
+    assert "<th>Resolution</th><th>Compositing</th><th>Training</th>" in page
     assert "| static_frame | 128x128 | full |" in md
 
 

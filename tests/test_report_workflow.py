@@ -49,7 +49,7 @@ def test_baselines_reach_tables_and_report(sample_workdir, tmp_path):
     assert {c.split(":")[0] for c in cross[0] if ":" in c} == set(cfg["render"]["cross_driven"])
     page = wd / "results" / "report" / "index.html"
     text = page.read_text()
-    assert "<th>Resolution</th><th>Compositing</th>" in text
+    assert "<th>Resolution</th><th>Compositing</th><th>Training</th>" in text
     lmd_backend = json.loads((wd / "results/metrics/static_frame/German/self.json").read_text())["metrics"]["lmd"]["backend"]
     if not lmd_backend.startswith("FAN"):  # no FAN weights (offline): the report says which detector
         assert f"LMD: measured with {lmd_backend.split(' (')[0]}, not FAN" in text

@@ -29,6 +29,7 @@ Dataset (ER-NeRF layout, ``results/data/{identity}/``)::
     parsing_tg/{i}.png         parsing in TalkingGaussian's colours: hair 0,0,0; inner mouth 100,100,100 (same switch)
     threedmm.npz, threedmm.json  Surrey Face Model fit: shape [63], expression [N, 6], pose, landmark error
     au.csv                     OpenFace 2 CSV format
+    body_pose.npy              [N, 33, 4] MediaPipe Pose landmarks (x, y in [0,1], z, visibility)
     aud_mel.npy                float32 [N, 16, 80] log-mel windows (built in)
     aud_eo.npy                 wav2vec2 features [N, 16, D] (if configured)
     aud_hu.npy                 HuBERT features [N, 2, 1024] (if configured)
@@ -115,6 +116,8 @@ class DatasetLayout:
     def transforms_val(self) -> Path: return self.root / "transforms_val.json"
     @property
     def au(self) -> Path: return self.root / "au.csv"
+    @property
+    def body_pose(self) -> Path: return self.root / "body_pose.npy"
     @property
     def manifest(self) -> Path: return self.root / "manifest.json"
 

@@ -26,6 +26,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+#: the tables' ``Training`` text for a model whose torso also saw the body pose
+#: (``TrainConfig.torso_body_pose``; :func:`pipeline.metrics.compute.training_setup`)
+BODY_POSE_TORSO = "torso + body pose"
+
 #: every metric name of the output JSON, in table order
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",
                 "au_acc", "lmd_lips", "lse_c", "lse_d", "csim", "cpbd", "fps", "training_time_s")

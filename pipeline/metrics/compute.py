@@ -3,8 +3,8 @@ metrics JSON and the per-frame CSV.
 
 JSON (``results/metrics/{method}/{identity}/{test}.json``; read by the report)::
 
-    {"method", "identity", "test", "protocol", "n_frames", "compositing",
-     "metrics": {NAME: {"value": float | null, "backend": str | null,
+    {"method", "identity", "test", "protocol", "n_frames", "compositing", "resolution",
+     "training" (:func:`training_setup`), "metrics": {NAME: {"value": float | null, "backend": str | null,
                         "weights_sha256": str | null, "na_reason": str | null, "n_frames": int}}}
 
 with NAME in :data:`pipeline.metrics.METRIC_NAMES`. A PSNR of identical frames is infinite: its
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
-from pipeline.metrics import GROUPS, METRIC_NAMES, NEEDS_GT, MetricValue
+from pipeline.metrics import BODY_POSE_TORSO, GROUPS, METRIC_NAMES, NEEDS_GT, MetricValue
 from pipeline.weights import WeightsMissing
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,22 @@ def training_seconds(model_dir: Path | None) -> MetricValue:
         if isinstance(m.get(key), (int, float)):
             return MetricValue(float(m[key]), f"train_manifest.json {key}")
     return MetricValue.na(f"{path} has no seconds.total")
+
+
+def training_setup(model_dir: Path | None) -> str | None:
+    """How the rendered model was trained, for the tables' ``Training`` column: the profile
+    (``quick`` / ``paper`` / ``smoke``) and, when the torso also saw the body pose (config
+    ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`; from the model
+    folder's ``train_manifest.json``. None for renders without a model folder or manifest
+    (baselines, external renders)."""
+    if model_dir is None or not (Path(model_dir) / "train_manifest.json").is_file():
+        return None
+    m = read_json(Path(model_dir) / "train_manifest.json")
+    cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
+    parts = [str(m.get("profile") or cfg.get("profile") or "?")]
+    if cfg.get("torso_body_pose"):
+        parts.append(BODY_POSE_TORSO)
+    return ", ".join(parts)
 
 
 class AUCollector:
@@ -482,6 +498,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out["n_frames"] = n
     out["compositing"] = man.get("compositing")
     out["resolution"] = man.get("resolution")
+    out["training"] = training_setup(model_dir)
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
 

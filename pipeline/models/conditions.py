@@ -153,8 +153,37 @@ EMOTION = Condition("emotion", (8,), "emotion.npy", "emotion",
                     "per-frame emotion code from the identities table's emotion column",
                     load=_load_emotion, summarize=_emotion_labels)
 
+def _load_body_pose(path: Path, n_frames: int) -> np.ndarray:
+    from pipeline.preprocess.body_pose import N_LANDMARKS, SHOULDERS
+
+    try:
+        lm = np.load(path)
+    except ValueError as exc:
+        raise InputError(path, f"not a .npy array ({exc})") from None
+    if lm.ndim != 3 or lm.shape[1:] != (N_LANDMARKS, 4):
+        raise InputError(path, f"expected [N, {N_LANDMARKS}, 4] MediaPipe Pose landmarks, got shape {list(lm.shape)}")
+    xy = lm[:, list(SHOULDERS), :2].reshape(len(lm), 4)
+    if not np.isfinite(xy[:n_frames]).all():
+        bad = int(np.flatnonzero(~np.isfinite(xy[:n_frames]).all(1))[0])
+        raise InputError(path, f"frame {bad} has no shoulder landmarks")
+    return xy * 2.0 - 1.0
+
+
+def _body_pose_stats(values: np.ndarray) -> dict:
+    return {"mean": [float(v) for v in values.mean(0)], "std": [float(v) for v in values.std(0)]}
+
+
+#: body pose: image positions of the two shoulders (MediaPipe Pose landmarks 11 and 12, x and y
+#: in [-1, 1] of the frame: ``2 * (x, y) - 1``), body_pose.npy of the dataset
+#: (:mod:`pipeline.preprocess.body_pose`). Consumed by the torso when ``torso_body_pose`` is on
+#: (not a condition of RAD-NeRF or ER-NeRF as published); its training mean and standard
+#: deviation are kept in the model's meta.
+BODY_POSE = Condition("body_pose", (4,), "body_pose.npy", None,
+                      "shoulder positions per frame (MediaPipe Pose, body_pose.npy)",
+                      load=_load_body_pose, summarize=_body_pose_stats)
+
 #: every condition a registered method may declare, by name
-CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE, EMOTION)}
+CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE, EMOTION, BODY_POSE)}
 
 
 def register_condition(cond: Condition) -> Condition:

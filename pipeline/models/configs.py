@@ -67,6 +67,13 @@ class TrainConfig:
     """torso 2D hash-grid levels."""
     torso_resolution: int = 2048
     """finest torso 2D grid resolution."""
+    torso_body_pose: bool = False
+    """condition the torso on the body pose as well as the head pose: the image positions of the
+    two shoulders tracked by MediaPipe Pose (condition ``body_pose``, body_pose.npy), standardised
+    by their training mean and spread and frequency-encoded beside the head pose
+    (:class:`pipeline.models.torso.DeformedTorso`). Not part of RAD-NeRF or ER-NeRF, whose torsos
+    see the head pose only (False, the ``paper`` profile); the ``quick`` profile turns it on
+    (docs/quality.md, cause 12: shoulders and hair that move independently of the head)."""
     rays_per_step: int = 4096
     """rays per training step (one frame per step)."""
     lr_grid: float = 1e-2

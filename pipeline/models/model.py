@@ -17,7 +17,7 @@ from pipeline.models.conditions import eye_value  # noqa: F401 (re-exported: old
 from pipeline.models.conditions import get_condition
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import volume_interpolation
-from pipeline.models.methods import get_method
+from pipeline.models.methods import get_method, model_conditions
 from pipeline.models.occupancy import OccupancyGrid
 from pipeline.models.volume import get_rays, render_rays
 
@@ -35,10 +35,15 @@ class TalkingHeadModel(nn.Module):
         self.cfg, self.meta = cfg, meta
         self.bound = float(meta.get("bound", 1.0))
         self.spec = get_method(cfg.method)
-        self.conditions = tuple(self.spec.conditions)
+        self.conditions = model_conditions(cfg)
         self.audio = AudioEncoder(meta["audio_shape"][-1], cfg.audio_dim, cfg.audio_window)
         self.head = self.spec.field(cfg, cfg.audio_dim)
         self.torso = self.spec.torso(cfg)
+        if cfg.torso_body_pose:
+            stats = (meta.get("condition_values") or {}).get("body_pose")
+            if stats is None:
+                raise ValueError("torso_body_pose needs meta['condition_values']['body_pose'] (training mean/std)")
+            self.torso.set_body_stats(stats["mean"], stats["std"])
         self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
         self.last_frame_stats: dict = {}
 
@@ -87,12 +92,21 @@ class TalkingHeadModel(nn.Module):
                            self.occ if occ else None, perturb=perturb,
                            tight_bounds=self.cfg.occ_tight_bounds, skip_empty=skip_empty)
 
-    def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor):
+    def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
-        pose ``c2w`` (scene units)."""
+        pose ``c2w`` (scene units); ``cond`` the frame's condition record, read for its
+        ``body_pose`` when the torso is conditioned on it (built with ``cfg.torso_body_pose``).
+
+        Raises:
+            ValueError: the torso needs ``body_pose`` and ``cond`` has none."""
         H, W = self.meta["H"], self.meta["W"]
         xy = torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
-        return self.torso(xy, c2w[:3, :4].reshape(-1))
+        body = None
+        if self.torso.uses_body:
+            if not cond or "body_pose" not in cond:
+                raise ValueError("this torso is conditioned on the body pose: the condition record has no 'body_pose'")
+            body = cond["body_pose"].to(xy.device)
+        return self.torso(xy, c2w[:3, :4].reshape(-1), body)
 
     @torch.no_grad()
     def render_frame(self, c2w: torch.Tensor, cond: dict[str, torch.Tensor], bg: torch.Tensor,
@@ -120,7 +134,7 @@ class TalkingHeadModel(nn.Module):
                 rgb_h[s:s + chunk], a_h[s:s + chunk] = out["rgb"], out["alpha"]
                 n_evals += out["n_evals"]
             bgf = bg.reshape(-1, 3)
-            t_rgb, t_a, _ = self.render_torso_pix(pix, c2w) if torso else (None, None, None)
+            t_rgb, t_a, _ = self.render_torso_pix(pix, c2w, cond) if torso else (None, None, None)
         self.last_frame_stats = {"rays": H * W, "samples": n_evals, "samples_per_ray": n_evals / (H * W)}
         if torso:
             under = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * bgf

@@ -1,9 +1,11 @@
 """Torso modules: RAD-NeRF's pseudo-3D deformable torso (Tang et al. 2022 Sec. 3.3) and ER-NeRF's
 torso with its adaptive pose encoding (Li et al. 2023 Sec. 3.4).
 
-A torso module is called as ``torso(xy, pose)`` with ``xy`` [P, 2] image-plane coordinates in
-[-1, 1] and ``pose`` [12] = c2w[:3, :4] flattened (scene units); it returns ``rgb`` [P, 3] in
-[0, 1], ``alpha`` [P] in [0, 1] and ``deform`` [P, 2].
+A torso module is called as ``torso(xy, pose, body)`` with ``xy`` [P, 2] image-plane coordinates
+in [-1, 1], ``pose`` [12] = c2w[:3, :4] flattened (scene units) and ``body`` the frame's body pose
+([4] shoulder positions, condition ``body_pose``; only for a torso built with
+``cfg.torso_body_pose``, None otherwise); it returns ``rgb`` [P, 3] in [0, 1], ``alpha`` [P] in
+[0, 1] and ``deform`` [P, 2].
 """
 from __future__ import annotations
 
@@ -45,17 +47,33 @@ class DeformedTorso(nn.Module):
     encodings go through the torso MLP to colour and alpha (RAD-NeRF ``forward_torso``, ER-NeRF
     ``forward_torso``).
 
-    ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units))``
-    returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2] (in the shrunk
-    coordinates).
+    With ``cfg.torso_body_pose`` (not in the references) the body pose joins the head pose:
+    the shoulders' image positions ``b`` [4] (condition ``body_pose``, x and y in [-1, 1]),
+    standardised by their training mean ``m`` and standard deviation ``s``
+    (:meth:`set_body_stats`) as ``clamp((b - m) / (4 s), -1.5, 1.5)`` (about [-1, 1] over the
+    training frames) and frequency-encoded (``body_freqs``), are appended to the pose encoding
+    that drives the deformation and the torso MLP.
+
+    ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units),
+    body [4] or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
+    (in the shrunk coordinates).
     """
 
     xy_freqs = 8
     shrink = 0.8
+    body_freqs = 3
+    #: numbers of the body pose (two shoulders, x and y)
+    body_dim = 4
 
     def _build(self, cfg, d_pose: int, color_hidden: int) -> None:
         """Create the deformation MLP, the 2D grid and the torso MLP (in that order) for a pose
-        encoding of ``d_pose`` numbers and a torso MLP ``color_hidden`` wide."""
+        encoding of ``d_pose`` numbers (plus the body pose's when ``cfg.torso_body_pose``) and a
+        torso MLP ``color_hidden`` wide."""
+        self.uses_body = bool(getattr(cfg, "torso_body_pose", False))
+        if self.uses_body:
+            self.register_buffer("body_mean", torch.zeros(self.body_dim))
+            self.register_buffer("body_std", torch.ones(self.body_dim))
+            d_pose += self.body_dim * (1 + 2 * self.body_freqs)
         d_xy = 2 * (1 + 2 * self.xy_freqs)
         self.deform_net = mlp(d_xy + d_pose, 2, cfg.hidden, 3)
         self.grid = make_hash_grid(2, n_levels=cfg.torso_levels, n_features=2,
@@ -67,9 +85,26 @@ class DeformedTorso(nn.Module):
         """[12] c2w[:3,:4] -> [1, d_pose] encoded head pose (subclasses)."""
         raise NotImplementedError
 
-    def forward(self, xy: torch.Tensor, pose: torch.Tensor):
+    def set_body_stats(self, mean, std) -> None:
+        """Training mean and standard deviation of the body pose ([4] each; a spread under 1e-3
+        counts as 1e-3) used to standardise it (:class:`DeformedTorso`)."""
+        self.body_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.body_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-3))
+
+    def body_features(self, body: torch.Tensor) -> torch.Tensor:
+        """[4] shoulder positions in [-1, 1] -> [1, 4 * (1 + 2 * body_freqs)]: standardised,
+        clamped to [-1.5, 1.5] and frequency-encoded."""
+        z = ((body.reshape(1, -1).float() - self.body_mean) / (4 * self.body_std)).clamp(-1.5, 1.5)
+        return freq_encode(z, self.body_freqs)
+
+    def forward(self, xy: torch.Tensor, pose: torch.Tensor, body: torch.Tensor | None = None):
         xy = xy * self.shrink
-        enc_p = self.pose_features(pose).expand(xy.shape[0], -1)
+        enc_p = self.pose_features(pose)
+        if self.uses_body:
+            if body is None:
+                raise ValueError("this torso is conditioned on the body pose (torso_body_pose): body is None")
+            enc_p = torch.cat([enc_p, self.body_features(body.to(enc_p))], -1)
+        enc_p = enc_p.expand(xy.shape[0], -1)
         h = torch.cat([freq_encode(xy, self.xy_freqs), enc_p], -1)
         dxy = self.deform_net(h)
         warped = (xy + dxy).clamp(-1, 1)

@@ -2,12 +2,13 @@
 
 Input: ``results/metrics/{method}/{identity}/{test}.json`` as written by the metrics stage::
 
-    {"method", "identity", "test", "protocol", "n_frames", "compositing", "resolution",
+    {"method", "identity", "test", "protocol", "n_frames", "compositing", "resolution", "training",
      "metrics": {NAME: {"value": float | null, "backend", "weights_sha256", "na_reason", "n_frames",
                         "note"}}}
 
-(``resolution`` ``[W, H]`` of the render and a metric's ``note``, e.g. frames left out, are
-optional: files written before they existed read as unknown.)
+(``resolution`` ``[W, H]`` of the render, ``training`` (how the model was trained: profile and
+departures from the paper, :func:`pipeline.metrics.compute.training_setup`) and a metric's
+``note``, e.g. frames left out, are optional: files written before they existed read as unknown.)
 
 Output: ``results/tables/metrics_long.csv`` and ``.parquet`` with the columns of :data:`COLUMNS`.
 
@@ -31,9 +32,9 @@ from pipeline.common.log import run_main, setup_logging
 
 #: columns of the tidy table, in order
 COLUMNS = ["method", "identity", "protocol", "test", "metric", "value", "backend", "na_reason",
-           "n_frames", "compositing", "resolution", "note", "weights_sha256", "source_file"]
+           "n_frames", "compositing", "resolution", "training", "note", "weights_sha256", "source_file"]
 #: columns a table written before they existed may lack (read as empty)
-OPTIONAL = ("resolution", "note")
+OPTIONAL = ("resolution", "training", "note")
 PROTOCOLS = ("self_driven", "cross_driven")
 
 
@@ -87,7 +88,8 @@ def rows_of(path: str | Path) -> list[dict]:
             "protocol": data["protocol"], "test": str(data["test"]), "metric": str(name),
             "value": value, "backend": m.get("backend"), "na_reason": reason if value is None else None,
             "n_frames": m.get("n_frames", data.get("n_frames")),
-            "compositing": data.get("compositing"), "resolution": res, "note": m.get("note"),
+            "compositing": data.get("compositing"), "resolution": res, "training": data.get("training"),
+            "note": m.get("note"),
             "weights_sha256": m.get("weights_sha256"),
             "source_file": str(path),
         })
@@ -113,7 +115,7 @@ def aggregate(paths: list[str | Path]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
     df["n_frames"] = pd.to_numeric(df["n_frames"], errors="coerce").astype("Int64")
-    for col in ("backend", "na_reason", "compositing", "resolution", "note", "weights_sha256"):
+    for col in ("backend", "na_reason", "compositing", "resolution", "training", "note", "weights_sha256"):
         df[col] = df[col].astype("string")
     return df.sort_values(["protocol", "test", "method", "identity", "metric"], ignore_index=True)
 

@@ -6,9 +6,10 @@ For each protocol (self-driven, cross-driven) and the column preset of config ``
 - measured rows: one per method (trained methods in config order, then baselines), the value is the
   mean over identities (and, in the per-identity tables, per identity); cross-driven columns repeat
   the preset's metrics for every test;
-- every row starts with its render resolution and compositing mode (``Resolution``,
-  ``Compositing``; reported rows: the resolution the paper states, from
-  ``resources/reported_sources.csv``);
+- every row starts with its render resolution, compositing mode and training set-up
+  (``Resolution``, ``Compositing``, ``Training``: the profile and departures from the paper, e.g.
+  a torso that also sees the body pose, with a footnote; reported rows: the resolution the paper
+  states, from ``resources/reported_sources.csv``);
 - a measured cell whose backend is not the column's reference (LMD: FAN, AUE: OpenFace, CSIM:
   ArcFace) carries a footnote naming its backend, and the header names the backend in brackets
   (``LMD (px @512) [dlib-68]``); pixel metrics are in pixels at the 512 px reference height;
@@ -45,6 +46,7 @@ from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
+from pipeline.metrics import BODY_POSE_TORSO
 from pipeline.report.aggregate import read_long
 from pipeline.report.presets import COLUMNS, Column, Preset, get_preset, short_backend
 
@@ -55,7 +57,7 @@ REPORTED_FIELDS = ["method", "source", "table", "metric", "value", "notes"]
 SOURCE_FIELDS = ["source", "table", "id", "protocol", "caption", "setup", "resolution", "read_from", "notes"]
 #: the per-table sources file, next to the reported numbers
 SOURCES_NAME = "reported_sources.csv"
-INFO_COLUMNS = (("resolution", "Resolution"), ("compositing", "Compositing"))
+INFO_COLUMNS = (("resolution", "Resolution"), ("compositing", "Compositing"), ("training", "Training"))
 NA = "n/a"
 NOT_REPORTED = "–"
 REPORTED_BANNER = "reported in papers (their data and set-up; not ranked)"
@@ -293,6 +295,10 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
                          "identity": identity or f"mean of {n_ident}", "cells": cells,
                          "bold": [False] * len(cells)})
         values.append(vals)
+    if any(BODY_POSE_TORSO in r["cells"][2] for r in tab.rows if r["kind"] == "measured"):
+        tab.note(f"Training '{BODY_POSE_TORSO}': the torso also sees the body pose (both shoulders' image "
+                 "positions, MediaPipe Pose; config torso_body_pose, on in the quick profile), which the "
+                 "RAD-NeRF and ER-NeRF torsos as published do not (head pose only; docs/quality.md, cause 12).")
     _mark_best(tab, [None] * len(INFO_COLUMNS) + [c for _, c in cols], values)
     _mark_backends(tab, cols, values)
     if identity is None:
@@ -307,7 +313,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
                 if all(x == NOT_REPORTED for x in cells):
                     continue
                 res = mrep["resolution"].iloc[0] if "resolution" in mrep and mrep["resolution"].iloc[0] else NOT_REPORTED
-                cells = [res, NOT_REPORTED] + cells
+                cells = [res] + [NOT_REPORTED] * (len(INFO_COLUMNS) - 1) + cells
                 tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
                                  "identity": "", "cells": cells, "bold": [False] * len(cells)})
     _reported_footnotes(tab, reported)

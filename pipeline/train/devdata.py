@@ -6,7 +6,7 @@ camera, OpenGL convention, vertical field of view 63 degrees); c2w = inverse (he
 Head = face-mesh hull plus person pixels above the chin (hair), torso = the other person pixels
 (MediaPipe selfie segmentation), background = per-pixel median of non-person pixels.
 AU45_r = 3 x mean eye-blink blendshape; aud_mel.npy = 16 log-mel windows (10 ms hop) of 80 bins
-centred on each frame.
+centred on each frame; body_pose.npy = MediaPipe Pose landmarks (:mod:`pipeline.preprocess.body_pose`).
 
 CLI: ``python -m pipeline.train.devdata --video V --out DIR [--frames N]``.
 """
@@ -116,6 +116,10 @@ def build(video: Path, out: Path, n_frames: int | None = None, log=None) -> Path
     mel = ((mel - mel.mean()) / (mel.std() + 1e-6)).astype(np.float32)       # [T, 80], 100 Hz
     idx = np.clip((np.arange(n)[:, None] / fps * 100).round().astype(int) + np.arange(-8, 8)[None], 0, len(mel) - 1)
     np.save(out / "aud_mel.npy", mel[idx])
+    from pipeline.preprocess.body_pose import fill_missing, track
+
+    body, found = track(frames, n)
+    np.save(out / "body_pose.npy", fill_missing(body, found))
     (out / "devdata.json").write_text(json.dumps({"video": str(video), "frames": n}))
     if log:
         log.info("dev dataset: %d frames, focal %.1f -> %s", n, focal, out)

@@ -35,7 +35,8 @@ from pipeline.common.io import atomic_path, atomic_write, atomic_write_json
 from pipeline.models.audio import audio_window
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
-from pipeline.models.methods import get_method
+from pipeline.models.conditions import get_condition
+from pipeline.models.methods import model_conditions
 from pipeline.models.model import TalkingHeadModel
 from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
@@ -82,8 +83,6 @@ def frame_conditions(model: TalkingHeadModel, split: SplitData, k: int, audio: t
 def condition_values(split: SplitData) -> dict:
     """Summaries of the split's condition values for the model's meta (``Condition.summarize``:
     e.g. the emotion labels the model was trained with)."""
-    from pipeline.models.conditions import get_condition
-
     out = {}
     for name, values in split.conds.items():
         summarize = get_condition(name).summarize
@@ -194,7 +193,10 @@ class Stage:
             keep = ~head
             pix, gt, torso = pix[keep], gt[keep], torso[keep]
             c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
-            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w)
+            cond = None
+            if self.model.torso.uses_body:
+                cond = {"body_pose": get_condition("body_pose").encode_value(self.train.conds["body_pose"][k])}
+            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond)
             pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
             mse = ((pred - gt) ** 2).mean()
             return mse + cfg.lambda_torso_alpha * ((t_a - torso[:, 3]) ** 2).mean(), mse.item(), pix.shape[0]
@@ -458,7 +460,7 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
     splits = ("train", "val") if stage == "torso" else ("train",)
     data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, splits,
                           max_frames={"val": cfg.val_frames or None},
-                          conditions=get_method(cfg.method).conditions, method=cfg.method)
+                          conditions=model_conditions(cfg), method=cfg.method)
     log.info("%s/%s: %d train frames at %dx%d on %s", cfg.method, stage, len(data.splits["train"]),
              data.H, data.W, device)
     st = Stage(stage, cfg, data, model_dir, init, weights_dir, device)

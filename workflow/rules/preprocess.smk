@@ -293,6 +293,27 @@ rule aus:
         " --cfg {params.cfg} 2> {log:q}"
 
 
+rule body_pose:
+    input:
+        frames=rules.frames.output.frames,
+    output:
+        landmarks=f"{DATA}/body_pose.npy",
+        report=f"{DATA}/body_pose.json",
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/body_pose/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/body_pose/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m pipeline.preprocess.body_pose --frames {input.frames:q} --out {output.landmarks:q}"
+        " --report {output.report:q} 2> {log:q}"
+
+
 rule audio_features:
     input:
         audio=rules.crop.output.audio,
@@ -333,13 +354,14 @@ rule dataset_manifest:
         tracking=rules.tracking.output.report,
         transforms=rules.tracking.output.train,
         aus=rules.aus.output.report,
+        body_pose=rules.body_pose.output.report,
         threedmm=rules.threedmm.output.report,
         teeth=teeth_mask_report,
         audio=rules.audio_features.output.features,
         benchmarks=[
             f"{BENCH}/{stage}/{{identity}}.tsv"
             for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus",
-                          "threedmm", "audio_features")
+                          "body_pose", "threedmm", "audio_features")
         ],
     output:
         manifest=f"{DATA}/manifest.json",

@@ -68,6 +68,20 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def model_conditions(cfg) -> tuple[str, ...]:
+    """The per-frame conditions a model of config ``cfg`` consumes: its method's
+    (:attr:`MethodSpec.conditions`), plus ``body_pose`` for the torso when
+    ``cfg.torso_body_pose`` is on (:class:`pipeline.models.configs.TrainConfig`).
+
+    Raises:
+        KeyError: ``cfg.method`` is not a registered method.
+    """
+    conds = tuple(get_method(cfg.method).conditions)
+    if getattr(cfg, "torso_body_pose", False) and "body_pose" not in conds:
+        conds += ("body_pose",)
+    return conds
+
+
 def unregister(name: str) -> None:
     """Remove a registration made with :func:`register` (tests)."""
     _REGISTRY.pop(name, None)
