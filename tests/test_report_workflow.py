@@ -44,6 +44,7 @@ def test_baselines_reach_tables_and_report(sample_workdir, tmp_path):
     # every measured row states how it was measured: resolution and compositing columns, and each
     # cell measured off the papers' backend names its backend in a footnote of the report too
     assert measured["static_frame"]["resolution"] == "512x512" and measured["static_frame"]["compositing"] == "full"
+    assert measured["static_frame"]["training"] == "none (baseline)" and measured["other_system"]["training"] == "?"
     cross = list(csv.DictReader(open(tables / "cross_driven.csv")))
     assert {r["method"] for r in cross} == {"static_frame"}
     assert {c.split(":")[0] for c in cross[0] if ":" in c} == set(cfg["render"]["cross_driven"])

@@ -99,7 +99,9 @@ def training_setup(model_dir: Path | None) -> str | None:
     (``quick`` / ``paper`` / ``smoke``) and, when the torso also saw the body pose (config
     ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`; from the model
     folder's ``train_manifest.json``. None for renders without a model folder or manifest
-    (baselines, external renders)."""
+    (the metric JSON then says ``none (baseline)`` for this project's baselines, whose render
+    manifest has a ``baseline`` record, and nothing for external renders: unknown, '?' in the
+    tables)."""
     if model_dir is None or not (Path(model_dir) / "train_manifest.json").is_file():
         return None
     m = read_json(Path(model_dir) / "train_manifest.json")
@@ -499,6 +501,8 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
     out["compositing"] = man.get("compositing")
     out["resolution"] = man.get("resolution")
     out["training"] = training_setup(model_dir)
+    if out["training"] is None and isinstance(man.get("baseline"), dict):
+        out["training"] = "none (baseline)"
     out["metrics"] = {name: results[name].to_json() for name in METRIC_NAMES}
     return out, per_frame
 
