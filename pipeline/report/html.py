@@ -270,7 +270,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             f"<p>Column preset <code>{html.escape(tables.get('preset', ''))}</code> "
             f"({html.escape(tables.get('preset_title', ''))}); generated {now}. Measured rows are means over "
             "identities; reported rows are copied from the papers and never ranked with them. Each row "
-            "gives its render resolution and compositing mode; a header in brackets and a footnote name a "
+            "gives its render resolution, compositing mode and training set-up; a header in brackets and a footnote name a "
             "backend other than the papers' (LMD: FAN, AUE: OpenFace, CSIM: ArcFace), whose cells are not "
             "comparable with the reported ones; LMD is in pixels at 512 px height; bold ranks only rows "
             "measured over the same identities with the same backend.</p>",

@@ -58,6 +58,12 @@ SOURCE_FIELDS = ["source", "table", "id", "protocol", "caption", "setup", "resol
 #: the per-table sources file, next to the reported numbers
 SOURCES_NAME = "reported_sources.csv"
 INFO_COLUMNS = (("resolution", "Resolution"), ("compositing", "Compositing"), ("training", "Training"))
+#: index of the training set-up among the info columns
+TRAINING = 2
+#: footnote of a Training cell whose torso saw the body pose
+BODY_POSE_NOTE = (f"Training '{BODY_POSE_TORSO}': the torso also sees the body pose (both shoulders' image "
+                  "positions, MediaPipe Pose; config torso_body_pose, on in the quick profile), which the RAD-NeRF "
+                  "and ER-NeRF torsos as published do not (head pose only; docs/quality.md, cause 12).")
 NA = "n/a"
 NOT_REPORTED = "–"
 REPORTED_BANNER = "reported in papers (their data and set-up; not ranked)"
@@ -286,6 +292,8 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
     for m in method_order(sub, methods):
         msub = sub[sub["method"] == m]
         cells, vals = [_info(msub, k) for k, _ in INFO_COLUMNS], [(None, ())] * len(INFO_COLUMNS)
+        if BODY_POSE_TORSO in cells[TRAINING]:
+            cells[TRAINING] += f" ({tab.note(BODY_POSE_NOTE)})"
         for t, c in cols:
             text, v, group = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
                                    msub["identity"].nunique() if identity is None else 1, m)
@@ -295,10 +303,6 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
                          "identity": identity or f"mean of {n_ident}", "cells": cells,
                          "bold": [False] * len(cells)})
         values.append(vals)
-    if any(BODY_POSE_TORSO in r["cells"][2] for r in tab.rows if r["kind"] == "measured"):
-        tab.note(f"Training '{BODY_POSE_TORSO}': the torso also sees the body pose (both shoulders' image "
-                 "positions, MediaPipe Pose; config torso_body_pose, on in the quick profile), which the "
-                 "RAD-NeRF and ER-NeRF torsos as published do not (head pose only; docs/quality.md, cause 12).")
     _mark_best(tab, [None] * len(INFO_COLUMNS) + [c for _, c in cols], values)
     _mark_backends(tab, cols, values)
     if identity is None:
