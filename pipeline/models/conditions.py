@@ -165,7 +165,8 @@ def _load_body_pose(path: Path, n_frames: int) -> np.ndarray:
     xy = lm[:, list(SHOULDERS), :2].reshape(len(lm), 4)
     if not np.isfinite(xy[:n_frames]).all():
         bad = int(np.flatnonzero(~np.isfinite(xy[:n_frames]).all(1))[0])
-        raise InputError(path, f"frame {bad} has no shoulder landmarks")
+        raise InputError(path, f"frame {bad} has no shoulder landmarks (MediaPipe Pose found no body, see "
+                               "body_pose.json): train this identity with train.overrides torso_body_pose: false")
     return xy * 2.0 - 1.0
 
 

@@ -16,7 +16,8 @@ Output ``body_pose.npy``: float32 [N, 33, 4] indexed by ``img_id`` (frame ``ori_
 frame), ``z`` (MediaPipe's relative depth, in units of the width, hip-centred) and ``visibility``
 in [0, 1]. Landmark order is MediaPipe's (0 nose, 11 left shoulder, 12 right shoulder, ...).
 Frames where no body is found take the landmarks of the nearest frame where one is (their count is
-in the report); a clip where no frame has a body is bad input. The report ``body_pose.json`` gives
+in the report); a clip where no frame has a body (a face-only crop) keeps NaN with a warning, and
+only a torso that needs the shoulders refuses it (:data:`pipeline.models.conditions.BODY_POSE`). The report ``body_pose.json`` gives
 the frames, the detections, the mean shoulder visibility and the shoulders' spread in pixels.
 """
 from __future__ import annotations
@@ -128,10 +129,12 @@ def main(argv=None) -> int:
         raise InputError(a.frames, "no frames (*.jpg)")
     t0 = time.perf_counter()
     landmarks, found = track(read_frames(frames), len(frames))
-    if not found.any():
-        raise InputError(a.frames, f"MediaPipe Pose found no body in any of the {len(frames)} frames "
-                                   "(the torso's body-pose condition needs the shoulders in view)")
-    filled = fill_missing(landmarks, found)
+    if found.any():
+        filled = fill_missing(landmarks, found)
+    else:   # a face-only crop: the dataset stays usable; a torso that needs the shoulders says so
+        filled = landmarks
+        log.warning("%s: MediaPipe Pose found no body in any of the %d frames; body_pose.npy holds NaN and a "
+                    "torso with torso_body_pose cannot train on this identity", a.frames, len(frames))
     h, w = next(read_frames(frames[:1])).shape[:2]
     sh = filled[:, list(SHOULDERS)]
     report = {
@@ -139,8 +142,9 @@ def main(argv=None) -> int:
         "tracker": "mediapipe.solutions.pose (model_complexity 1, video mode)",
         "backend": f"mediapipe {model_versions()['mediapipe']}",
         "models": model_versions()["models"],
-        "shoulder_visibility_mean": [float(v) for v in sh[:, :, 3].mean(0)],
-        "shoulder_std_px": [[float(sh[:, k, 0].std() * w), float(sh[:, k, 1].std() * h)] for k in range(2)],
+        "shoulder_visibility_mean": [float(v) for v in sh[:, :, 3].mean(0)] if found.any() else None,
+        "shoulder_std_px": ([[float(sh[:, k, 0].std() * w), float(sh[:, k, 1].std() * h)] for k in range(2)]
+                            if found.any() else None),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     with atomic_path(a.out) as tmp:
