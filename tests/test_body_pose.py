@@ -31,6 +31,14 @@ def test_fill_missing_takes_the_nearest_found_frame():
     assert [int(np.flatnonzero((out[i] == lm).all(axis=(1, 2)))[0]) for i in range(6)] == [1, 1, 1, 4, 4, 4]
     tie = B.fill_missing(lm[:3], np.array([True, False, True]))
     np.testing.assert_array_equal(tie[1], lm[0])                      # a tie takes the earlier frame
+    edges = np.zeros(7, bool)
+    edges[[2, 4]] = True                                  # none found before 2 or after 4; 3 is a tie
+    lm7 = np.arange(7, dtype=np.float32)[:, None, None] * np.ones((1, 33, 4), np.float32)
+    assert B.fill_missing(lm7, edges)[:, 0, 0].tolist() == [2, 2, 2, 2, 4, 4, 4]
+    long = np.zeros(50_000, bool)                         # a long clip: no N x M distance matrix
+    long[[10, 30_000]] = True
+    got = B.fill_missing(np.arange(50_000, dtype=np.float32)[:, None, None] * np.ones((1, 33, 4), np.float32), long)
+    assert got[[0, 15_005, 15_006, 49_999], 0, 0].tolist() == [10, 10, 30_000, 30_000]
     with pytest.raises(ValueError, match="no frame has a body"):
         B.fill_missing(lm, np.zeros(6, bool))
 

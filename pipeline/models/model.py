@@ -39,7 +39,7 @@ class TalkingHeadModel(nn.Module):
         self.audio = AudioEncoder(meta["audio_shape"][-1], cfg.audio_dim, cfg.audio_window)
         self.head = self.spec.field(cfg, cfg.audio_dim)
         self.torso = self.spec.torso(cfg)
-        if cfg.torso_body_pose:
+        if self.torso.uses_body:
             stats = (meta.get("condition_values") or {}).get("body_pose")
             if stats is None:
                 raise ValueError("torso_body_pose needs meta['condition_values']['body_pose'] (training mean/std)")

@@ -34,7 +34,7 @@ import numpy as np
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.preprocess.landmarks import list_frames
+from pipeline.preprocess.landmarks import list_frames, read_bgr
 
 log = logging.getLogger("pipeline.preprocess.body_pose")
 
@@ -57,7 +57,10 @@ def fill_missing(landmarks: np.ndarray, found: np.ndarray) -> np.ndarray:
     idx = np.flatnonzero(found)
     if idx.size == 0:
         raise ValueError("no frame has a body")
-    nearest = idx[np.abs(np.arange(len(found))[:, None] - idx[None]).argmin(1)]
+    frames = np.arange(len(found))
+    pos = np.searchsorted(idx, frames)                     # first found frame at or after each frame
+    left, right = idx[np.clip(pos - 1, 0, idx.size - 1)], idx[np.clip(pos, 0, idx.size - 1)]
+    nearest = np.where(np.abs(frames - left) <= np.abs(right - frames), left, right)
     return landmarks[nearest].astype(np.float32)
 
 
@@ -90,31 +93,26 @@ def track(images: Iterable[np.ndarray], n: int | None = None, model_complexity: 
 def model_versions() -> dict:
     """The mediapipe version and the sha256 of the two pose models inside its wheel
     (``modules/pose_detection/pose_detection.tflite``, ``modules/pose_landmark/pose_landmark_full.tflite``)."""
-    import hashlib
-
     import mediapipe as mp
+
+    from pipeline.render.contract import sha256_file
 
     root = Path(mp.__file__).parent / "modules"
     models = {}
     for rel in ("pose_detection/pose_detection.tflite", "pose_landmark/pose_landmark_full.tflite"):
-        p = root / rel
-        models[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        models[rel] = sha256_file(root / rel) if (root / rel).is_file() else None
     return {"mediapipe": getattr(mp, "__version__", "unknown"), "models": models}
 
 
 def read_frames(paths: list[Path]) -> Iterator[np.ndarray]:
-    """RGB uint8 frames of ``paths`` (ori_imgs/{i}.jpg), one at a time.
+    """RGB uint8 [H, W, 3] frames of ``paths`` (ori_imgs/{i}.jpg), one at a time
+    (:func:`pipeline.preprocess.landmarks.read_bgr`).
 
     Raises:
-        InputError: a frame cannot be read.
+        InputError: a frame cannot be read (named).
     """
-    import cv2
-
     for path in paths:
-        img = cv2.imread(str(path))
-        if img is None:
-            raise InputError(path, "cannot read the frame")
-        yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        yield read_bgr(path)[..., ::-1]
 
 
 def main(argv=None) -> int:
@@ -128,6 +126,7 @@ def main(argv=None) -> int:
     if not frames:
         raise InputError(a.frames, "no frames (*.jpg)")
     t0 = time.perf_counter()
+    h, w = read_bgr(frames[0]).shape[:2]
     landmarks, found = track(read_frames(frames), len(frames))
     if found.any():
         filled = fill_missing(landmarks, found)
@@ -135,13 +134,13 @@ def main(argv=None) -> int:
         filled = landmarks
         log.warning("%s: MediaPipe Pose found no body in any of the %d frames; body_pose.npy holds NaN and a "
                     "torso with torso_body_pose cannot train on this identity", a.frames, len(frames))
-    h, w = next(read_frames(frames[:1])).shape[:2]
     sh = filled[:, list(SHOULDERS)]
+    versions = model_versions()
     report = {
         "frames": len(frames), "found": int(found.sum()), "filled_from_nearest": int((~found).sum()),
         "tracker": "mediapipe.solutions.pose (model_complexity 1, video mode)",
-        "backend": f"mediapipe {model_versions()['mediapipe']}",
-        "models": model_versions()["models"],
+        "backend": f"mediapipe {versions['mediapipe']}",
+        "models": versions["models"],
         "shoulder_visibility_mean": [float(v) for v in sh[:, :, 3].mean(0)] if found.any() else None,
         "shoulder_std_px": ([[float(sh[:, k, 0].std() * w), float(sh[:, k, 1].std() * h)] for k in range(2)]
                             if found.any() else None),
