@@ -148,8 +148,17 @@ def test_body_references_hand_computed():
     assert abs(refs["model"] - 0.01) < 1e-12                # (0.5 - 0.6)^2
     assert abs(refs["mean_train_frame"] - 0.01) < 1e-12     # mean 0.5
     assert abs(refs["nearest_pose_frame"] - 0.04) < 1e-12   # the second frame, 0.8
+    # the oracle: both training frames averaged (0.5), or the one nearest the truth (0.8)
+    assert abs(refs["nearest_body_frames"] - 0.01) < 1e-12 and refs["oracle_k"] == 5
+    one = body_references(pred, gt, lab, np.zeros((1, 6)), train, poses, oracle_k=1)
+    assert abs(one["nearest_body_frames"] - 0.04) < 1e-12
+    # full frame with the body replaced: ((0.8-0.6)^2 + (1-0)^2) / 2 per channel
+    assert abs(one["psnr_oracle_body"] - (-10 * np.log10(0.52))) < 1e-9
+    assert abs(refs["psnr_oracle_body"] - (-10 * np.log10((0.01 + 1) / 2))) < 1e-9
     none = body_references(pred, gt, np.zeros_like(lab), np.zeros((1, 6)), train, poses)
-    assert none["model"] is None and none["pixels"] == 0
+    assert none["model"] is None and none["psnr_oracle_body"] is None and none["pixels"] == 0
+    with pytest.raises(ValueError, match="oracle_k"):
+        body_references(pred, gt, lab, np.zeros((1, 6)), train, poses, oracle_k=0)
 
 
 def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path):
@@ -162,15 +171,16 @@ def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path)
             "note": "n", "psnr": 27.5, "ssim": 0.9, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0,
             "lmd_face": 2.5, "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}, "finished": "x",
             "error_budget": {"share": {"head": 0.25, "neck": 0.1, "torso": 0.5, "outline": 0.12, "background": 0.03}},
-            "body_references": {"model": 0.0085, "mean_train_frame": 0.0064, "nearest_pose_frame": 0.0066}}
+            "body_references": {"model": 0.0085, "mean_train_frame": 0.0064, "nearest_pose_frame": 0.0066,
+                                "nearest_body_frames": 0.0015, "psnr_oracle_body": 28.314}}
     for wd, ident in (("a", "May"), ("b", "Trump")):
         run = tmp_path / wd / "runs" / "lab" / "rad_nerf" / f"{ident}.json"
         run.parent.mkdir(parents=True)
         run.write_text(json.dumps(base))
         write_doc(tmp_path / wd, doc, tmp_path / "assets")
     text = doc.read_text()
-    assert "| May | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 |" in text
-    assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 |" in text
+    assert "| May | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 / 0.0015 | 28.31 |" in text
+    assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 / 0.0015 | 28.31 |" in text
     assert "| May | rad_nerf | 27.50 |" in text and "| Trump | rad_nerf | 27.50 |" in text
     assert text.count("| identity | method | head | neck |") == 1
     # measured again without a budget (an older scorer): its page row goes, the other stays
@@ -179,3 +189,9 @@ def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path)
     write_doc(tmp_path / "a", doc, tmp_path / "assets")
     text = doc.read_text()
     assert "| May | rad_nerf | 25 |" not in text and "| Trump | rad_nerf | 25 | 10 | 50 |" in text
+    # a page written before the oracle columns: its rows stay, with n/a in the new cells
+    old = text.replace(" / 0.0015 | 28.31 |", " |")
+    assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 |" in old
+    doc.write_text(old)
+    write_doc(tmp_path / "a", doc, tmp_path / "assets")
+    assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 / n/a | n/a |" in doc.read_text()

@@ -20,7 +20,9 @@ chosen profile, exactly as the ``train_*`` rules do, and its validation frames (
 * where the error lies (:func:`diagnose`): the share of the squared error per region of the
   ground truth's parsing (head, neck, torso, the background beside the person's outline, the rest
   of the background), and the body pixels' (neck + torso) error of the render against two
-  references made of training frames only (their mean, and the frame of the nearest head pose).
+  references made of training frames only (their mean, and the frame of the nearest head pose)
+  and an oracle that chooses training bodies with the ground truth, with the full-frame PSNR the
+  render would have with the oracle's body (:func:`body_references`).
 
 ``--rescore`` scores the models of a label again without training (after a change of the scorer).
 
@@ -248,18 +250,26 @@ def error_budget(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, outline_p
 
 
 def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6: np.ndarray,
-                    train_gt: np.ndarray, train_pose6: np.ndarray) -> dict:
+                    train_gt: np.ndarray, train_pose6: np.ndarray, oracle_k: int = 5) -> dict:
     """How predictable the body (neck + torso) of the validation frames is: the mean squared error
-    over their body pixels of the render and of two references that use only training frames.
+    over their body pixels of the render and of references that use only training frames.
 
     * ``mean_train_frame``: the per-pixel mean of the training frames (a torso that ignores the
       head pose);
     * ``nearest_pose_frame``: the training frame whose head pose is nearest (Euclidean distance of
-      the 6-vectors standardised by the training frames' standard deviation per component).
+      the 6-vectors standardised by the training frames' standard deviation per component);
+    * ``nearest_body_frames`` (an oracle: it uses the ground truth to choose): the mean of the
+      ``oracle_k`` training frames whose body pixels are nearest the ground truth's (MSE over this
+      validation frame's body pixels). No input of the self-driven protocol selects them; it says
+      how near the training frames come to a held-out body, i.e. what a torso that draws (blends of)
+      training bodies could reach at best.
 
     A pose-conditioned torso (RAD-NeRF, ER-NeRF) that predicts the body from the head pose should
-    beat both; where the nearest-pose frame does worse than the mean frame, the body moves in ways
-    the head pose does not tell. This project's diagnostic (docs/quality.md), not a paper's metric.
+    beat the first two; where the nearest-pose frame does worse than the mean frame, the body moves
+    in ways the head pose does not tell. ``psnr_oracle_body`` turns the oracle into a full-frame
+    bound: the mean per-frame PSNR of the render with its body pixels replaced by the oracle's
+    (head, outline and background as rendered). This project's diagnostic (docs/quality.md), not a
+    paper's metric.
 
     Args:
         pred, gt: [N, H, W, 3] float in [0, 1] (validation renders and ground truth).
@@ -267,24 +277,45 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
         pose6: [N, 6] head pose of the validation frames (RAD-NeRF's 6-vector: XYZ Euler angles in
             radians and translation, :meth:`pipeline.models.torso.TorsoField.pose_vector`).
         train_gt: [M, H, W, 3] float in [0, 1]; train_pose6: [M, 6].
+        oracle_k: training frames averaged by the oracle (1 <= oracle_k; at most M are used).
     Returns:
-        ``{"model", "mean_train_frame", "nearest_pose_frame"}`` (MSE, channel mean; None without
-        body pixels) and ``"pixels"`` (body pixels counted).
+        ``{"model", "mean_train_frame", "nearest_pose_frame", "nearest_body_frames"}`` (MSE,
+        channel mean; None without body pixels), ``"psnr_oracle_body"`` (dB; None without body
+        pixels), ``"oracle_k"`` and ``"pixels"`` (body pixels counted).
+    Raises:
+        ValueError: ``oracle_k`` < 1.
     """
+    from pipeline.metrics.image import psnr
+
+    if oracle_k < 1:
+        raise ValueError(f"body_references: oracle_k must be >= 1, got {oracle_k}")
+    names = ("model", "mean_train_frame", "nearest_pose_frame", "nearest_body_frames")
     body = np.isin(labels, BODY_LABELS)
     if not body.any():
-        return {"model": None, "mean_train_frame": None, "nearest_pose_frame": None, "pixels": 0}
+        return {**{k: None for k in names}, "psnr_oracle_body": None, "oracle_k": oracle_k, "pixels": 0}
     mean_frame = train_gt.astype(np.float64).mean(0)
     sd = train_pose6.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
-    sums = {"model": 0.0, "mean_train_frame": 0.0, "nearest_pose_frame": 0.0}
+    sums = dict.fromkeys(names, 0.0)
+    oracle_psnr = []
     for k in range(len(gt)):
         m = body[k]
         nearest = int(np.argmin(np.linalg.norm((train_pose6 - pose6[k]) / sd, axis=1)))
-        for name, img in (("model", pred[k]), ("mean_train_frame", mean_frame), ("nearest_pose_frame", train_gt[nearest])):
-            sums[name] += float((((img - gt[k]) ** 2).mean(-1))[m].sum())
+        if m.any():
+            dist = ((train_gt[:, m] - gt[k][m][None]) ** 2).mean((1, 2))        # [M] body MSE per frame
+            pick = np.argsort(dist, kind="stable")[:oracle_k]
+            oracle = train_gt[pick][:, m].mean(0)                              # [P, 3]
+        else:
+            oracle = np.zeros((0, 3))
+        for name, img in (("model", pred[k][m]), ("mean_train_frame", mean_frame[m]),
+                          ("nearest_pose_frame", train_gt[nearest][m]), ("nearest_body_frames", oracle)):
+            sums[name] += float(((img - gt[k][m]) ** 2).mean(-1).sum())
+        sub = pred[k].copy()
+        sub[m] = oracle
+        oracle_psnr.append(psnr(sub, gt[k]))
     n = int(body.sum())
-    return {**{k: v / n for k, v in sums.items()}, "pixels": n}
+    return {**{k: v / n for k, v in sums.items()}, "psnr_oracle_body": float(np.mean(oracle_psnr)),
+            "oracle_k": oracle_k, "pixels": n}
 
 
 def diagnose(model_dir: Path, data_root: Path,
@@ -431,7 +462,7 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
     for label, recs in sorted(by_label.items(), key=lambda kv: min(r.get("finished", "") for r in kv[1])):
         old = sections.get(label, "")                  # rows measured elsewhere; recs replace theirs
         sections[label] = "\n".join(_section_lines(label, recs, doc, assets, table_rows(old),
-                                                     table_rows(old, BUDGET_CELLS))) + "\n"
+                                                     kept_budget_rows(old))) + "\n"
     lines = ["<!-- quality:begin (generated by python -m pipeline.train.benchmark --quality) -->", ""]
     lines += [sec for sec in sections.values()]
     lines.append("<!-- quality:end -->")
@@ -446,8 +477,10 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
         fh.write(text)
 
 
-#: cells of a row of the error-budget table (:func:`_budget_row`)
-BUDGET_CELLS = 8
+#: cells of a row of the error-budget table (:func:`_budget_row`); pages written before the oracle
+#: column had :data:`BUDGET_CELLS_OLD` (their rows are kept with ``n/a`` in it)
+BUDGET_CELLS = 9
+BUDGET_CELLS_OLD = 8
 
 
 def _budget_row(rec: dict) -> str | None:
@@ -456,8 +489,18 @@ def _budget_row(rec: dict) -> str | None:
     if not eb or not br:
         return None
     pct = " | ".join(f"{100 * eb['share'][r]:.0f}" for r in REGIONS)
-    refs = " / ".join(_fmt(br[k], 4) for k in ("model", "mean_train_frame", "nearest_pose_frame"))
-    return f"| {rec['identity']} | {rec['method']} | {pct} | {refs} |"
+    refs = " / ".join(_fmt(br.get(k), 4) for k in ("model", "mean_train_frame", "nearest_pose_frame",
+                                                    "nearest_body_frames"))
+    return f"| {rec['identity']} | {rec['method']} | {pct} | {refs} | {_fmt(br.get('psnr_oracle_body'))} |"
+
+
+def kept_budget_rows(section: str) -> dict[tuple[str, str], str]:
+    """The error-budget rows of a page section (:func:`table_rows`), rows of the older 8-cell
+    layout (before the oracle columns) brought to the current one with ``n/a`` in the new cells."""
+    rows = {k: v.rstrip().rstrip("|").rstrip() + " / n/a | n/a |"
+            for k, v in table_rows(section, BUDGET_CELLS_OLD).items()}
+    rows.update(table_rows(section, BUDGET_CELLS))
+    return rows
 
 
 def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
@@ -495,11 +538,14 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
     if budget:
         lines += ["Where the validation error lies (`diagnose`): share of the summed squared error (%) by region of "
                   "the ground truth's parsing (outline: background within 3 px of the person), and the mean squared "
-                  "error of the body pixels (neck + torso) for the render, the mean training frame and the "
-                  "training frame of the nearest head pose:", "",
+                  "error of the body pixels (neck + torso) for the render, the mean training frame, the "
+                  "training frame of the nearest head pose and (an oracle that chooses with the ground truth) "
+                  "the mean of the 5 training frames whose bodies are nearest the ground truth's; last, the "
+                  "full-frame val PSNR of the render with its body pixels replaced by that oracle's (what a "
+                  "torso that draws training bodies could reach at best, head as rendered):", "",
                   "| identity | method | head | neck | torso | outline | background | body MSE: render / mean "
-                  "frame / nearest pose |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+                  "frame / nearest pose / oracle | PSNR, oracle body |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---:|"]
         lines += [budget[k] for k in sorted(budget)]
         lines.append("")
     over = sorted((assets / label / "parsing").glob("*.png"))
