@@ -7,7 +7,8 @@ else CPU), on a real dataset (``--data``; default: 24 frames of the sample video
 With ``--quality``: the multi-identity quality benchmark of :mod:`pipeline.train.quality` (train
 every method on every real identity with one profile, score the validation frames, write
 ``docs/quality.md``); ``--quality --rescore --label L`` scores the models of ``L`` in ``--workdir``
-again without training.
+again without training; ``--quality --targets L1 L2 ...`` writes the targets table of those labels
+(:func:`pipeline.train.quality.write_targets`) into ``--doc``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-build", action="store_true", help="--quality: use the datasets already in --workdir")
     ap.add_argument("--rescore", action="store_true",
                     help="--quality: score the models of --label already in --workdir again (no training)")
+    ap.add_argument("--targets", nargs="+", default=None, metavar="LABEL",
+                    help="--quality: write the issue's targets table (26 dB, within 3 dB of the sample) of these "
+                         "labels' rows of --doc into --doc (no training)")
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.train.benchmark")
     if a.quality:
@@ -116,6 +120,9 @@ def quality_main(a) -> int:
         idents = [r for r in idents if r[0] in a.only]
     train_cfg = {"profile": a.profile, "device": a.device, "overrides": parse_cfg_arg(a.overrides, "--overrides")}
     doc = a.doc if str(a.doc) else None
+    if a.targets:
+        quality.write_targets(a.doc, a.targets)
+        return 0
     if a.rescore:
         quality.rescore(a.workdir.resolve(), a.label, a.only)
         if doc is not None:
