@@ -293,7 +293,7 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
     body = np.isin(labels, BODY_LABELS)
     if not body.any():
         return {**{k: None for k in names}, "psnr_oracle_body": None, "oracle_k": oracle_k, "pixels": 0}
-    mean_frame = train_gt.astype(np.float64).mean(0)
+    mean_frame = train_gt.mean(0, dtype=np.float64)
     sd = train_pose6.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     sums = dict.fromkeys(names, 0.0)
@@ -302,7 +302,7 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
         m = body[k]
         nearest = int(np.argmin(np.linalg.norm((train_pose6 - pose6[k]) / sd, axis=1)))
         if m.any():
-            dist = ((train_gt[:, m] - gt[k][m][None]) ** 2).mean((1, 2))        # [M] body MSE per frame
+            dist = ((train_gt[:, m] - gt[k][m].astype(train_gt.dtype)[None]) ** 2).mean((1, 2))   # [M] body MSE
             pick = np.argsort(dist, kind="stable")[:oracle_k]
             oracle = train_gt[pick][:, m].mean(0)                              # [P, 3]
         else:
@@ -349,8 +349,9 @@ def diagnose(model_dir: Path, data_root: Path,
 
     train, val = poses("train"), poses("val")
     train_ids = sorted(train)
+    # float32: a 1000-frame clip at 512 px is 3 GB so (6 GB in float64)
     train_gt = np.stack([load_image(data_root / "gt_imgs" / f"{i}.jpg", (H, W), "RGB") for i in train_ids]
-                        ).astype(np.float64) / 255
+                        ).astype(np.float32) / np.float32(255)
     pose6 = np.stack([val[int(i)] for i in ids])
     refs = body_references(pred, gt, labels, pose6, train_gt, np.stack([train[i] for i in train_ids]))
     return {"error_budget": error_budget(pred, gt, labels), "body_references": refs}
