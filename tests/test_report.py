@@ -411,7 +411,7 @@ def test_report_shows_the_quality_benchmark_with_its_montages(tmp_path):
     import re
 
     from pipeline.common.config import PROJECT_ROOT
-    from pipeline.report.html import copy_quality, render_page
+    from pipeline.report.html import copy_quality, quality_targets, render_page
 
     doc = PROJECT_ROOT / "docs" / "quality.md"
     labels = re.findall(r"(?m)^### `([^`]+)`", doc.read_text().split("<!-- quality:begin", 1)[1])
@@ -427,5 +427,14 @@ def test_report_shows_the_quality_benchmark_with_its_montages(tmp_path):
     page = render_page({"protocols": {}}, [], "plots", {}, "media", [], quality=quality)
     assert "<h2 id='quality'>" in page and "<a href='#quality'>" in page
     assert page.count("<details open><summary>") == 1 and f"<details open><summary>{labels[-1]}</summary>" in page
+    # the page's targets table (the 26 dB / 3 dB checks) opens the section
+    targets = quality_targets(doc)
+    assert "| obama_dnc2020 | rad_nerf |" in targets and "PSNR, oracle body" in targets
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], quality=quality, quality_targets_md=targets)
+    assert page.index("targets (the same code over seeds)") < page.index(f"<summary>{labels[0]}</summary>")
+    assert "| obama_dnc2020 | rad_nerf |" in page and page.count("<details open><summary>") == 2
+    bare = tmp_path / "bare.md"
+    bare.write_text("# Model quality\n\nno targets yet\n")
+    assert quality_targets(bare) == ""
     assert "src='media/quality/final2/longhair_pt__rad_nerf.png'" in page
     assert "id='quality'" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])

@@ -249,10 +249,22 @@ def copy_quality(doc: Path, media: Path) -> list[dict]:
     return out
 
 
+def quality_targets(doc: Path) -> str:
+    """The targets block of the quality page ``doc`` (between
+    :data:`pipeline.train.quality.TARGETS_BEGIN` and ``TARGETS_END``, written by ``python -m
+    pipeline.train.benchmark --quality --targets``) as markdown; "" when the page has none."""
+    from pipeline.train.quality import TARGETS_BEGIN, TARGETS_END
+
+    text = doc.read_text()
+    if TARGETS_BEGIN not in text or TARGETS_END not in text:
+        return ""
+    return text.split(TARGETS_BEGIN, 1)[1].split(TARGETS_END, 1)[0].strip()
+
+
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
                 methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = (),
                 val_frames: list[tuple[str, str]] = (), free_view_md: str = "",
-                quality: list[dict] = ()) -> str:
+                quality: list[dict] = (), quality_targets_md: str = "") -> str:
     """The HTML text of the report page; with ``one_shot_md`` (the text of
     ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
     face-replacement section; with ``val_frames`` (:func:`copy_val_frames`) a section of validation
@@ -334,9 +346,13 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                     "(<code>python -m pipeline.train.benchmark --quality</code>, docs/quality.md): every method "
                     "trained with the <code>quick</code> profile on every real identity, val PSNR / SSIM / LMD "
                     "full frame and on the head box, and where the validation error lies (share per parsing "
-                    "region; the body's error against the mean training frame and the nearest-pose frame). "
+                    "region; the body's error against the mean training frame, the nearest-pose frame and an "
+                    "oracle that picks training bodies with the ground truth). "
                     "One block per run, in the order they were measured; "
                     "runs with other settings or code are not ranked against each other.</p>")
+        if quality_targets_md:
+            body.append("<details open><summary>targets (the same code over seeds)</summary>"
+                        f"<pre class='md'>{html.escape(quality_targets_md)}</pre></details>")
         for k, q in enumerate(quality):
             body.append(f"<details{' open' if k == len(quality) - 1 else ''}><summary>{html.escape(q['label'])}"
                         f"</summary><pre class='md'>{html.escape(q['text'])}</pre><div class='plots'>")
@@ -384,8 +400,9 @@ def main(argv=None) -> int:
     val_frames = copy_val_frames(args.val_frames, Path(args.media))
     free_md = "\n".join(Path(p).read_text() for p in args.free_view_table)
     quality = [q for doc in args.quality_doc for q in copy_quality(Path(doc), Path(args.media))]
+    targets = "\n\n".join(t for t in (quality_targets(Path(doc)) for doc in args.quality_doc) if t)
     page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos,
-                       val_frames, free_md, quality)
+                       val_frames, free_md, quality, targets)
     with atomic_write(out, "w") as fh:
         fh.write(page)
     log.info("report: %s (%d video groups, %d plots)", out, len(groups), len(plots))
