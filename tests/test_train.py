@@ -283,3 +283,46 @@ def test_fused_adam_equals_the_per_tensor_adam(dev_dataset, tmp_path, method):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
         moved = max(moved, (a - p).abs().max().item())
     assert moved > 1e-4                      # the updates did move the weights
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_stage_ends_with_the_anchors_weight_average(dev_dataset, tmp_path):
+    """A stage ends with the exponential moving average of its weights, as RAD-NeRF's and
+    ER-NeRF's trainers save them (torch_ema, ``ema_decay=0.95`` updated every
+    ``ema_update_interval`` steps): the checkpoint equals the average computed here by hand from
+    the weights after every step (torch_ema's rule, with its warm-up decay min(0.95, (1+n)/(10+n))),
+    not the last step's weights; ``ema_decay`` 0 keeps the last step's."""
+    import torch
+
+    from pipeline.models.methods import get_method
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.trainer import Stage
+
+    data = TalkingDataset(dev_dataset, 64, "mel", ("train",), conditions=get_method("rad_nerf").conditions,
+                          method="rad_nerf")
+    for decay in (0.95, 0.0):
+        cfg = resolve_config("rad_nerf", {"profile": "smoke", "overrides": {
+            "head_steps": 12, "ema_decay": decay, "ema_update_every": 3}})
+        st = Stage("head", cfg, data, tmp_path / str(decay), None, None, torch.device("cpu"))
+        params = [p for g in st.opt.param_groups for p in g["params"]]
+        shadow = [p.detach().clone() for p in params]
+        snaps, step = [], st.opt.step
+
+        def recording_step(*a, **kw):
+            out = step(*a, **kw)
+            snaps.append([p.detach().clone() for p in params])
+            return out
+
+        st.opt.step = recording_step
+        st.run()
+        assert len(snaps) == 12
+        for n, i in enumerate(range(2, 12, 3), start=1):        # updates after steps 3, 6, 9, 12
+            d = min(0.95, (1 + n) / (10 + n))
+            shadow = [d * s + (1 - d) * w for s, w in zip(shadow, snaps[i])]
+        final = [p.detach() for p in params]
+        moved = sum(bool((a - b).abs().max() > 1e-6) for a, b in zip(snaps[-1], final))
+        if decay:
+            assert all(torch.allclose(f, s, atol=1e-6, rtol=1e-5) for f, s in zip(final, shadow))
+            assert moved >= len(params) // 2             # the average is not the last step's weights
+        else:
+            assert moved == 0

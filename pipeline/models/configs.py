@@ -82,6 +82,14 @@ class TrainConfig:
     """Adam learning rate of the MLPs and audio networks."""
     lr_final: float = 0.1
     """learning-rate factor reached at the end of a stage (exponential decay)."""
+    ema_decay: float = 0.95
+    """decay of the exponential moving average of the trained weights (``torch_ema``, with its
+    warm-up ``min(decay, (1 + n) / (10 + n))`` at the n-th update); a stage ends with the averaged
+    weights, as RAD-NeRF's and ER-NeRF's trainers save and evaluate them (``ema_decay=0.95``).
+    0: no average, the last step's weights."""
+    ema_update_every: int = 1000
+    """steps between updates of that average (RAD-NeRF / ER-NeRF ``ema_update_interval`` 1000: about
+    200 updates in a 200k-step stage)."""
     head_steps: int = 200000
     """head stage steps (RAD-NeRF: 200k)."""
     lips_steps: int = 50000

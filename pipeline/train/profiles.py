@@ -24,12 +24,12 @@ PROFILES: dict[str, dict] = {
                   n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
                   torso_resolution=256, rays_per_step=512, head_steps=2100, lips_steps=40, torso_steps=1500,
                   lips_patch=24, checkpoint_every=100, val_frames=0, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
-                  lambda_head_alpha=0.05, torso_body_pose=True),
+                  lambda_head_alpha=0.05, torso_body_pose=True, ema_update_every=10),
     "paper": dict(resolution=512),
     "smoke": dict(resolution=64, levels=4, features=2, log2_hashmap=12, max_resolution=128, hidden=32,
                   n_samples=16, occ_resolution=16, occ_update_every=8, occ_warmup=8, occ_conditions=2,
                   torso_levels=4, torso_resolution=64, rays_per_step=256, head_steps=30, lips_steps=6,
-                  torso_steps=10, lips_patch=16, checkpoint_every=10, val_frames=2),
+                  torso_steps=10, lips_patch=16, checkpoint_every=10, val_frames=2, ema_update_every=1),
 }
 
 

@@ -137,6 +137,12 @@ class Stage:
         # fused Adam (one kernel over every parameter, CPU and CUDA): the same update as the
         # per-tensor loop up to float rounding, 3-4x less optimizer time on the CPU
         self.opt = torch.optim.Adam(param_groups(train_mods, cfg), betas=(0.9, 0.99), eps=1e-15, fused=True)
+        # the weights' moving average the stage ends with (RAD-NeRF / ER-NeRF Trainer, torch_ema)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch_ema import ExponentialMovingAverage
+
+            self.ema = ExponentialMovingAverage([p for m in train_mods for p in m.parameters()], decay=cfg.ema_decay)
         # the lips stage continues the head stage's schedule (RAD-NeRF's finetune_lips resumes the
         # head checkpoint's scheduler): it starts at the head stage's final rate, not at the full
         # rate, which with a fresh Adam moved every colour weight and tinted the whole head
@@ -271,7 +277,7 @@ class Stage:
         :meth:`resume_path` (a crash mid-write leaves the previous checkpoint)."""
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "step": self.step, "elapsed": self.elapsed, "config": dataclasses.asdict(self.cfg),
-                 "meta": self.model.meta}
+                 "meta": self.model.meta, "ema": self.ema.state_dict() if self.ema is not None else None}
         with atomic_path(self.resume_path()) as tmp:
             torch.save(state, tmp)
 
@@ -288,6 +294,8 @@ class Stage:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.load_state_dict(st["ema"])
         self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
         # keep only the log rows up to the checkpoint: the curve continues without duplicates
         lp = self.log_path()
@@ -332,6 +340,8 @@ class Stage:
                 self.opt.step()
                 self.sched.step()
                 self.step += 1
+                if self.ema is not None and self.step % cfg.ema_update_every == 0:
+                    self.ema.update()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 if self.step % cfg.log_every == 0 or self.step == self.total:
@@ -347,6 +357,8 @@ class Stage:
         finally:
             bar.close()
             fh.close()
+        if self.ema is not None and self.ema.num_updates:
+            self.ema.copy_to()          # the stage's result: the averaged weights (as the anchors save)
         stages = {**self.prev_stages, self.stage: {"steps": self.total, "seconds": round(self.elapsed, 2)}}
         return checkpoint_payload(self.model, self.stage, stages, **self.extra)
 
