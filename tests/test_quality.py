@@ -243,7 +243,17 @@ def test_targets_table_from_the_page(tmp_path):
     text = doc.read_text()
     assert "| longhair_pt | rad_nerf | 25.90 | 26.05 | 26.04 | 25.997 | **no** |" in text
     assert "| German | rad_nerf | 30.00 | 31.00 | n/a | 30.50 (2 runs) | yes |" in text
+    # the intro says how every cell was measured
+    assert "full frame at the training resolution 128x128 px, profile `quick`, steps {'head': 1}" in text
     with pytest.raises(ValueError, match="nope"):
         write_targets(doc, ["s0", "nope"])
     with pytest.raises(ValueError, match="sample"):
         write_targets(doc, ["s0"], sample="Obama")
+    # a label measured at another resolution is never averaged with the others
+    run = tmp_path / "w" / "runs" / "r256" / "rad_nerf" / "German.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({**base, **body, "resolution": [256, 256], "method": "rad_nerf", "psnr": 29.0,
+                               "body_references": refs}))
+    write_doc(tmp_path / "w", doc, tmp_path / "assets")
+    with pytest.raises(ValueError, match="measured differently.*256x256"):
+        write_targets(doc, ["s0", "r256"], sample="German")

@@ -38,6 +38,12 @@ def test_profiles_and_overrides():
         resolve_config("rad_nerf", {"overrides": {"head_stepz": 1}})
     with pytest.raises(InputError, match="unknown method 'nerf9000'"):
         resolve_config("nerf9000", {})
+    # the weight average's settings are refused at start-up, not mid-training
+    with pytest.raises(InputError, match="config.yaml: training option ema_update_every 0"):
+        resolve_config("rad_nerf", {"overrides": {"ema_update_every": 0}})
+    with pytest.raises(InputError, match="ema_decay 1.5 is outside"):
+        resolve_config("rad_nerf", {"overrides": {"ema_decay": 1.5}})
+    assert resolve_config("rad_nerf", {"overrides": {"ema_decay": 0, "ema_update_every": 0}}).ema_decay == 0
 
 
 @pytest.mark.parametrize("victim, reason", [

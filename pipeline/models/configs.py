@@ -130,7 +130,12 @@ def check_method(name: str, source: str = "config.yaml") -> str:
 
 
 def make_config(method: str, values: dict | None = None, source: str = "config.yaml") -> TrainConfig:
-    """Build a method config from ``values`` (unknown keys raise InputError naming ``source``)."""
+    """Build a method config from ``values``.
+
+    Raises:
+        InputError (naming ``source``): unknown keys; ``ema_decay`` outside [0, 1]; ``ema_update_every``
+            below 1 while the weight average is on (checked here, before any data is read).
+    """
     from pipeline.models.methods import get_method
 
     cls = get_method(method, source).config
@@ -140,7 +145,13 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     if bad:
         raise InputError(source, f"unknown training option(s) {', '.join(bad)} for {method}")
     values["method"] = method
-    return cls(**values)
+    cfg = cls(**values)
+    if not 0.0 <= cfg.ema_decay <= 1.0:
+        raise InputError(source, f"training option ema_decay {cfg.ema_decay} is outside [0, 1] (0: no weight average)")
+    if cfg.ema_decay > 0 and cfg.ema_update_every < 1:
+        raise InputError(source, f"training option ema_update_every {cfg.ema_update_every}: steps between "
+                                 "updates of the weight average must be at least 1")
+    return cfg
 
 
 __all__ = ["TrainConfig", "check_method", "make_config"]

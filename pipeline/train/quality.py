@@ -460,7 +460,10 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
     of the first label: the val PSNR of each label, their mean, whether the mean reaches
     ``min_db``, how far (dB) it lies below the mean of ``sample`` with the same method (flagged
     above ``max_below_db``) and the mean oracle-body PSNR. Pairs missing from a later label are
-    averaged over the labels that hold them (the cell says how many).
+    averaged over the labels that hold them (the cell says how many). The labels must share the
+    profile, resolution and steps of their sections' setup lines (:func:`_section_lines`; seeds
+    and other overrides may differ), which the intro line states: runs measured differently are
+    never averaged or compared.
 
     Args:
         text: the page (markdown, written by :func:`write_doc`).
@@ -470,12 +473,24 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
     Returns:
         Markdown lines (an intro line, the table).
     Raises:
-        ValueError: a label without a section on the page, or ``sample`` without a row in the first.
+        ValueError: a label without a section on the page, or ``sample`` without a row in the first;
+            labels whose sections differ in profile, resolution or steps (or lack a setup line).
     """
     sections = doc_sections(text)
     missing = [lab for lab in labels if lab not in sections]
     if not labels or missing:
         raise ValueError(f"targets: no section for label(s) {missing or labels} in the quality page")
+    setups = {}
+    for lab in labels:
+        found = re.search(r"(?m)^profile `([^`]+)`, overrides `[^`]*`, (\d+x\d+) px, steps (\{[^}]*\})",
+                          sections[lab])
+        if not found:
+            raise ValueError(f"targets: section {lab!r} has no setup line (profile, resolution, steps)")
+        setups[lab] = found.groups()
+    if len(set(setups.values())) > 1:
+        raise ValueError("targets: the labels were measured differently (profile, resolution, steps): "
+                         + "; ".join(f"{lab}: {' '.join(v)}" for lab, v in setups.items()))
+    profile, resolution, steps = setups[labels[0]]
 
     def num(cell: str) -> float | None:
         try:
@@ -497,7 +512,9 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
         return (float(np.mean(vals)) if vals else None), len(vals)
 
     ref = {m: mean(psnr, (i, m))[0] for i, m in pairs if i == sample}
-    lines = [f"Targets (val PSNR, head + torso, full frame; runs {', '.join(f'`{lab}`' for lab in labels)}; at "
+    lines = [f"Targets (val PSNR of the validation frames, head + torso rendered over `bc.jpg`, full frame at the "
+             f"training resolution {resolution} px, profile `{profile}`, steps {steps}; "
+             f"runs {', '.join(f'`{lab}`' for lab in labels)}; at "
              f"least {min_db:g} dB on every identity, none more than {max_below_db:g} dB below the sample "
              f"`{sample}` with the same method; last column: the render with each held-out body replaced by "
              "the oracle's, the mean of the 5 training bodies nearest its ground truth):", "",
