@@ -124,8 +124,8 @@ def test_shared_density_max_equals_per_condition(method):
     with torch.no_grad():
         for name, p in field.named_parameters():
             p.uniform_(-1, 1) if "embeddings" in name or "params" in name else p.mul_(3)
-    conds = [{"audio": torch.randn(cfg.audio_dim), "eye": torch.rand(1), "emotion": torch.randn(8)}
-             for _ in range(4)]
+    conds = [{"audio": torch.randn(cfg.audio_dim), "eye": torch.rand(1), "emotion": torch.randn(8),
+              "head_up": torch.randn(3)} for _ in range(4)]
     x = torch.rand(5000, 3) * 2 - 1
     with torch.no_grad():
         fast = field.density_max(x, conds)
@@ -143,7 +143,8 @@ def test_shared_density_max_equals_per_condition(method):
     assert 0 < grids[0][1].float().mean() < 1
 
 
-@pytest.mark.parametrize("method,overrides", [("rad_nerf", {}), ("aed_nerf", {"emotion_in_color": True})])
+@pytest.mark.parametrize("method,overrides", [("rad_nerf", {"head_up": False}),
+                                              ("aed_nerf", {"emotion_in_color": True, "head_up": False})])
 def test_folded_constants_equal_concatenation(method, overrides, monkeypatch):
     """The per-frame constant MLP inputs (audio code, eye, emotion code; AED-NeRF's colour input)
     folded into the first layers' biases against the reference that concatenates them to every

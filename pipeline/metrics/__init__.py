@@ -29,6 +29,9 @@ from dataclasses import asdict, dataclass
 #: the tables' ``Training`` text for a model whose torso also saw the body pose
 #: (``TrainConfig.torso_body_pose``; :func:`pipeline.metrics.compute.training_setup`)
 BODY_POSE_TORSO = "torso + body pose"
+#: the tables' ``Training`` text for a model whose head also saw the head-up input
+#: (``TrainConfig.head_up``; :func:`pipeline.metrics.compute.training_setup`)
+HEAD_UP_HEAD = "head + up axis"
 
 #: every metric name of the output JSON, in table order
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",

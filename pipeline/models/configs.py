@@ -74,6 +74,16 @@ class TrainConfig:
     (:class:`pipeline.models.torso.DeformedTorso`). Not part of RAD-NeRF or ER-NeRF, whose torsos
     see the head pose only (False, the ``paper`` profile); the ``quick`` profile turns it on
     (docs/quality.md, cause 12: shoulders and hair that move independently of the head)."""
+    head_up: bool = False
+    """condition the head field on the camera's up axis in head coordinates (the second column of
+    the frame's camera-to-head rotation, i.e. the direction of gravity as the head tilts and
+    turns, for a level camera), standardised by the training frames' mean and spread
+    (:func:`pipeline.models.model.head_up_value`). It is derived from the tracked head pose each
+    frame already has, so every protocol (self-driven, cross-driven, free view) gives it. Hair that
+    hangs keeps hanging down while the head tilts, so in the head's frame, where the field is
+    static, it moves; the field gets no other input that says so. Not part of RAD-NeRF or ER-NeRF,
+    whose heads see the audio and the blink only (False, the ``paper`` profile); the ``quick``
+    profile turns it on (docs/quality.md, cause 14)."""
     rays_per_step: int = 4096
     """rays per training step (one frame per step)."""
     lr_grid: float = 1e-2

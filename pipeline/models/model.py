@@ -5,10 +5,12 @@ frames.
 ``meta`` (stored in checkpoints): ``H``, ``W``, ``focal``, ``cx``, ``cy`` (pixels at the training
 resolution), ``scene_scale`` (world units of transforms_*.json -> scene units), ``bound`` (head box
 half-size in scene units, 1.0), ``audio_feature``, ``audio_window``, ``audio_shape`` ([T, C] of one
-feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``.
+feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``; ``head_up`` (training mean
+and spread of the head-up input, :func:`head_up_stats`) for a head built with ``cfg.head_up``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +22,44 @@ from pipeline.models.encodings import volume_interpolation
 from pipeline.models.methods import get_method, model_conditions
 from pipeline.models.occupancy import OccupancyGrid
 from pipeline.models.volume import get_rays, render_rays
+
+
+#: width of the head-up input (:attr:`pipeline.models.configs.TrainConfig.head_up`)
+HEAD_UP_DIM = 3
+#: the standardised head-up input is clamped to +-this many training spreads (free-view poses far
+#: outside the clip's range; the eight real clips' frames lie within 4.7)
+HEAD_UP_CLAMP = 5.0
+
+
+def head_up_stats(poses) -> dict:
+    """Training mean and spread of the head-up input, stored in the model's ``meta["head_up"]``.
+
+    Args:
+        poses: [N, 4, 4] camera-to-head matrices of the training frames (transforms_train.json).
+    Returns: ``{"mean": [3], "std": [3]}`` (unitless; ``std`` includes the 1e-3 floor that keeps a
+        still head's spread from dividing by zero).
+    Raises:
+        ValueError: no poses.
+    """
+    up = np.asarray(poses, np.float32)[:, :3, 1]
+    if len(up) == 0:
+        raise ValueError("head_up_stats needs at least one training pose")
+    return {"mean": [float(v) for v in up.mean(0)], "std": [float(v) for v in up.std(0) + np.float32(1e-3)]}
+
+
+def head_up_value(c2w: torch.Tensor, stats: dict) -> torch.Tensor:
+    """The head-up input of a frame: the camera's up axis in head coordinates, ``c2w[:3, 1]``,
+    standardised, ``(up - mean) / std`` with the training statistics of :func:`head_up_stats`,
+    clamped to +-:data:`HEAD_UP_CLAMP`.
+
+    Args:
+        c2w: [4, 4] camera-to-head matrix (transforms or scene units: only the rotation is read).
+        stats: ``{"mean": [3], "std": [3]}``.
+    Returns: [3] float32 on ``c2w``'s device (about -2..2 on the training frames).
+    """
+    mean = torch.tensor(stats["mean"], dtype=torch.float32, device=c2w.device)
+    std = torch.tensor(stats["std"], dtype=torch.float32, device=c2w.device)
+    return ((c2w[:3, 1].float() - mean) / std).clamp(-HEAD_UP_CLAMP, HEAD_UP_CLAMP)
 
 
 class TalkingHeadModel(nn.Module):
@@ -44,6 +84,11 @@ class TalkingHeadModel(nn.Module):
             if stats is None:
                 raise ValueError("torso_body_pose needs meta['condition_values']['body_pose'] (training mean/std)")
             self.torso.set_body_stats(stats["mean"], stats["std"])
+        #: the head field reads the head-up input (fixed when it is built: a later stage's config
+        #: does not change the field)
+        self.head_up = bool(getattr(cfg, "head_up", False))
+        if self.head_up and meta.get("head_up") is None:
+            raise ValueError("head_up needs meta['head_up'] (training mean/std of the up axis, head_up_stats)")
         self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
         self.last_frame_stats: dict = {}
 
@@ -79,14 +124,24 @@ class TalkingHeadModel(nn.Module):
         c2w[:3, 3] = c2w[:3, 3] * float(self.meta["scene_scale"])
         return c2w
 
+    def with_pose_inputs(self, cond: dict[str, torch.Tensor], c2w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``cond`` plus the inputs derived from the frame's pose ``c2w`` [4, 4]: ``head_up``
+        (:func:`head_up_value`) when the head was built to read it (``cfg.head_up``); ``cond``
+        itself otherwise."""
+        if not self.head_up:
+            return cond
+        return {**cond, "head_up": head_up_value(c2w, self.meta["head_up"])}
+
     # ---------------------------------------------------------------- rendering
     def render_head_rays(self, c2w: torch.Tensor, pix: torch.Tensor, cond: dict[str, torch.Tensor],
                          perturb: bool = True, occ: bool = True, skip_empty: bool = True) -> dict:
         """Head rays for pixels ``pix`` [R, 2] (row, col) of a camera ``c2w`` (scene units) under
-        the condition record ``cond`` (:meth:`encode`).
+        the condition record ``cond`` (:meth:`encode`; the pose-derived inputs are added here,
+        :meth:`with_pose_inputs`).
 
         Returns the dict of :func:`pipeline.models.volume.render_rays` (``rgb`` premultiplied)."""
         m = self.meta
+        cond = self.with_pose_inputs(cond, c2w)
         o, d = get_rays(c2w, m["focal"], m["cx"], m["cy"], pix)
         return render_rays(lambda x, dd: self.head(x, dd, cond), o, d, self.bound, self.cfg.n_samples,
                            self.occ if occ else None, perturb=perturb,

@@ -37,7 +37,7 @@ from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
 from pipeline.models.conditions import get_condition
 from pipeline.models.methods import model_conditions
-from pipeline.models.model import TalkingHeadModel
+from pipeline.models.model import TalkingHeadModel, head_up_stats
 from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
 from pipeline.models.volume import aabb_near_far, get_rays
@@ -125,6 +125,8 @@ class Stage:
                     "audio_feature": cfg.audio_feature, "audio_window": cfg.audio_window,
                     "audio_shape": list(data.audio.shape[1:]), "profile": cfg.profile,
                     "train_frames": len(tr), "condition_values": condition_values(tr)}
+            if cfg.head_up:
+                meta["head_up"] = head_up_stats(tr.poses.numpy())
             self.model = build_model(cfg, meta).to(device)
         self.model.train()
         self.total = stage_steps(cfg, stage)
@@ -255,7 +257,7 @@ class Stage:
         first :data:`pipeline.models.occupancy.FULL_UPDATES` updates of the stage, then torch-ngp's
         partial update (:meth:`pipeline.models.occupancy.OccupancyGrid.update`)."""
         ks = torch.randint(0, len(self.train), (self.cfg.occ_conditions,), generator=gen).tolist()
-        conds = [self.frame_inputs(self.train, k)[1] for k in ks]
+        conds = [self.model.with_pose_inputs(c, c2w) for c2w, c in (self.frame_inputs(self.train, k) for k in ks)]
         head, bound = self.model.head, self.model.bound
         shared = (lambda x, cs: head.density_max(x / bound, cs)) if head.shares_density_max else None
         # torch-ngp: full updates first, then partial ones (updates before this one, from the step)

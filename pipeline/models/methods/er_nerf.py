@@ -29,6 +29,10 @@ class ERNeRFField(HeadField):
     position (ER-NeRF Sec. 3.2-3.3).
 
     ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "eye": [1]})``.
+    With ``cfg.head_up`` (not in ER-NeRF) the head-up input ``cond["head_up"]`` [3] (the camera's
+    up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) joins
+    them, gated by position the same way (``up * sigmoid(MLP(enc(x)))``, a 2-layer MLP of width 16).
+
     Regulariser: ``lambda_amb * (mean |gated audio| + mean |gated eye|)`` (ER-NeRF's ambient
     terms, keep the attention off regions that do not move).
     """
@@ -42,7 +46,13 @@ class ERNeRFField(HeadField):
                                      desired_resolution=cfg.max_resolution)
         self.aud_att = mlp(self.grid.output_dim, aud_dim, cfg.hidden, 2)
         self.eye_att = mlp(self.grid.output_dim, 1, 16, 2)
-        self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1, 1 + self.geo_dim, cfg.hidden, 3)
+        self.up_dim = 0
+        if getattr(cfg, "head_up", False):
+            from pipeline.models.model import HEAD_UP_DIM
+
+            self.up_dim = HEAD_UP_DIM
+            self.up_att = mlp(self.grid.output_dim, HEAD_UP_DIM, 16, 2)
+        self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1 + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
     def _position(self, x):
@@ -57,7 +67,11 @@ class ERNeRFField(HeadField):
         ex, ga, ge = self._position(x) if pos is None else pos
         a = cond["audio"].expand(x.shape[0], -1) * ga
         e = cond["eye"].expand(x.shape[0], 1) * ge
-        return self.sigma_net(torch.cat([ex, a, e], -1)), a, e
+        parts = [ex, a, e]
+        if self.up_dim:
+            # the head-up input, gated by position as the eye input (not in ER-NeRF)
+            parts.append(cond["head_up"].reshape(1, -1).expand(x.shape[0], -1) * torch.sigmoid(self.up_att(ex)))
+        return self.sigma_net(torch.cat(parts, -1)), a, e
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the encoding and attention gates computed once."""

@@ -38,6 +38,10 @@ class RadNeRFField(HeadField):
     ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "eye": [1]})``.
     Regulariser: ``lambda_amb * mean |a|`` (RAD-NeRF's audio-coordinate L1 term).
 
+    With ``cfg.head_up`` (not in RAD-NeRF) the head-up input ``cond["head_up"]`` [3] (the camera's
+    up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) is a
+    direct input of the density MLP beside the eye input.
+
     Subclasses add direct inputs of the density MLP (beside the spatial and audio-coordinate
     features and the eye input) by naming conditions in ``direct_inputs`` with their widths
     (AED-NeRF's emotion code); ``color_inputs`` likewise for the colour MLP.
@@ -48,6 +52,10 @@ class RadNeRFField(HeadField):
     shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
+        if getattr(cfg, "head_up", False):
+            from pipeline.models.model import HEAD_UP_DIM
+
+            self.direct_inputs = {**self.direct_inputs, "head_up": HEAD_UP_DIM}
         super().__init__(cfg.hidden, sum(self.color_inputs.values()), cfg.geo_dim, cfg.color_layers)
         kw = dict(n_levels=cfg.levels, n_features=cfg.features, log2_hashmap_size=cfg.log2_hashmap,
                   base_resolution=16)
