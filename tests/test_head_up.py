@@ -196,5 +196,16 @@ def test_tables_say_when_the_head_saw_the_up_axis(tmp_path):
     tab = build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", ["rad_nerf"], reported)
     up = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{HEAD_UP_HEAD}'"))
     body = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{BODY_POSE_TORSO}'"))
-    assert tab.rows[0]["cells"][2] == f"quick, {HEAD_UP_HEAD}, {BODY_POSE_TORSO} ({up}, {body})"
+    assert tab.rows[0]["cells"][2] == f"quick, {HEAD_UP_HEAD}, {BODY_POSE_TORSO} ({up},{body})"
     assert "audio and blink only" in tab.footnotes[up - 1]
+    # the README's trimmed table renumbers both marks of the cell (pipeline.report.readme_assets)
+    from dataclasses import asdict
+
+    from pipeline.report.readme_assets import trimmed_table
+
+    short = trimmed_table(asdict(tab), max_reported=0)
+    cell = short.rows[0]["cells"][2]
+    marks = [int(k) for k in cell.rsplit("(", 1)[1].rstrip(")").split(",")]
+    assert cell.startswith(f"quick, {HEAD_UP_HEAD}, {BODY_POSE_TORSO} (")
+    assert len(marks) == 2 and short.footnotes[marks[0] - 1].startswith(f"Training '{HEAD_UP_HEAD}'")
+    assert short.footnotes[marks[1] - 1].startswith(f"Training '{BODY_POSE_TORSO}'")

@@ -300,7 +300,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
         notes = [n for key, n in ((HEAD_UP_HEAD, HEAD_UP_NOTE), (BODY_POSE_TORSO, BODY_POSE_NOTE))
                  if key in cells[TRAINING]]
         if notes:
-            cells[TRAINING] += f" ({', '.join(str(tab.note(n)) for n in notes)})"
+            cells[TRAINING] += f" ({','.join(str(tab.note(n)) for n in notes)})"
         for t, c in cols:
             text, v, group = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
                                    msub["identity"].nunique() if identity is None else 1, m)
