@@ -78,6 +78,27 @@ def test_head_fields_read_the_head_up_input(method):
     off(x, d, {"audio": cond["audio"], "eye": cond["eye"]})          # the reference field needs no up input
 
 
+@pytest.mark.parametrize("method", ["aed_nerf", "nerf3dtalker"])
+def test_rad_nerf_subclasses_read_the_head_up_input(method):
+    """The fields built on RAD-NeRF's (AED-NeRF's emotion input, NeRF-3DTalker's own density
+    input) take the head-up input too, so the quick profile trains every registered method."""
+    from pipeline.models.methods import get_method
+
+    torch.manual_seed(0)
+    on = get_method(method).field(make_config(method, {**TINY, "head_up": True}), 8)
+    off = get_method(method).field(make_config(method, TINY), 8)
+    assert on.sigma_net[0].in_features == off.sigma_net[0].in_features + HEAD_UP_DIM
+    on.eval()
+    x = torch.rand(32, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
+    cond = {"audio": torch.randn(8), "eye": torch.tensor([0.3]), "emotion": torch.eye(8)[0],
+            "prior3d": torch.rand(126), "audio_window": torch.randn(8, 16, 80), "head_up": torch.zeros(3)}
+    with torch.no_grad():
+        a = on(x, d, cond)
+        b = on(x, d, {**cond, "head_up": torch.tensor([2.0, -1.0, 1.0])})
+    assert (a.sigma - b.sigma).abs().max() > 1e-6
+
+
 def test_quick_profile_turns_it_on():
     """The quick profile gives the head the up axis (cause 14 of docs/quality.md); the paper
     profile keeps the papers' heads; it is not a dataset condition (derived from the pose)."""

@@ -402,7 +402,10 @@ class NeRF3DTalkerField(RadNeRFField):
         amb = torch.tanh(self.amb_net(torch.cat([ex, f.expand(n, -1)], -1)))
         ea = self.amb_grid((amb + 1) / 2)
         idc = self.id_proj(cond["prior3d"].reshape(-1)[ID_SLICE])
-        h = self.sigma_net(torch.cat([ex, ea, cond["eye"].expand(n, 1), idc.expand(n, -1)], -1))
+        parts = [ex, ea, cond["eye"].expand(n, 1), idc.expand(n, -1)]
+        if "head_up" in self.direct_inputs:      # cfg.head_up (RadNeRFField adds it to the direct inputs)
+            parts.append(cond["head_up"].reshape(1, -1).expand(n, -1))
+        h = self.sigma_net(torch.cat(parts, -1))
         return h, amb, loss
 
     def forward(self, x, d, cond) -> FieldOutput:
