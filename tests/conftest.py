@@ -114,6 +114,26 @@ def sample_dataset(sample_workdir):
     return DatasetLayout.of("German", sample_workdir / "results")
 
 
+@pytest.fixture(scope="session")
+def dev_dataset(tmp_path_factory):
+    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
+    from pipeline.train.devdata import cached
+
+    return cached(tmp_path_factory.getbasetemp())
+
+
+def train_all_stages(cfg, data_root: Path, model_dir: Path) -> Path:
+    """Train the head, lips and torso stages of ``cfg`` on ``data_root`` into ``model_dir`` (each
+    stage starting from the previous one, as the ``train_*`` rules do); returns ``model_dir``."""
+    from pipeline.train.trainer import train_stage
+
+    prev = None
+    for stage in ("head", "lips", "torso"):
+        train_stage(stage, cfg, data_root, model_dir, model_dir / f"{stage}.pt", init=prev)
+        prev = model_dir / f"{stage}.pt"
+    return model_dir
+
+
 def require_shared(*rel: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     p = SHARED_DATA.joinpath(*rel)

@@ -74,13 +74,6 @@ def toy_method():
     CONDITIONS.pop("light", None)
 
 
-@pytest.fixture(scope="session")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 @pytest.fixture
 def toy_dataset(dev_dataset, tmp_path):

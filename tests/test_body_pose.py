@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import require_shared
+from tests.conftest import require_shared, train_all_stages
 from pipeline.common.errors import InputError
 from pipeline.models.conditions import get_condition
 from pipeline.models.configs import make_config
@@ -115,13 +115,6 @@ def test_condition_reads_the_shoulders_in_minus_one_to_one(tmp_path):
         cond.read(tmp_path, 3, "rad_nerf")
 
 
-@pytest.fixture(scope="module")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 TINY = dict(levels=4, log2_hashmap=10, max_resolution=64, hidden=16, n_samples=8, occ_resolution=8,
             torso_levels=2, torso_resolution=32)
@@ -183,15 +176,9 @@ def test_trained_torso_keeps_its_body_statistics(tmp_path, dev_dataset):
     from pipeline.models.registry import load_trained
     from pipeline.render.protocol import frame_conditions
     from pipeline.train.profiles import resolve_config
-    from pipeline.train.trainer import train_stage
 
     cfg = resolve_config("rad_nerf", {"profile": "smoke", "overrides": {"torso_body_pose": True}})
-    md = tmp_path / "m"
-    prev = None
-    for stage in ("head", "lips", "torso"):
-        train_stage(stage, cfg, dev_dataset, md, md / f"{stage}.pt", init=prev)
-        prev = md / f"{stage}.pt"
-    head = load_trained(md)
+    head = load_trained(train_all_stages(cfg, dev_dataset, tmp_path / "m"))
     assert head.conditions == ("audio", "eye", "body_pose")
     train_vals = get_condition("body_pose").read(dev_dataset, 24, "rad_nerf")[:22]
     stats = head.meta["condition_values"]["body_pose"]

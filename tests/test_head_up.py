@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import train_all_stages
 from pipeline.models.configs import make_config
 from pipeline.models.model import HEAD_UP_DIM, head_up_stats, head_up_value
 
@@ -17,13 +18,6 @@ torch.set_num_threads(1)
 TINY = dict(levels=4, log2_hashmap=10, max_resolution=64, hidden=16, n_samples=8, occ_resolution=8,
             torso_levels=2, torso_resolution=32)
 
-
-@pytest.fixture(scope="module")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
 
 
 def roll(deg: float, t=(0.0, 0.0, 4.0)) -> np.ndarray:
@@ -166,15 +160,9 @@ def test_trained_head_keeps_the_up_statistics_and_follows_the_pose(tmp_path, dev
     from pipeline.models.api import FrameInput
     from pipeline.models.registry import load_trained
     from pipeline.train.profiles import resolve_config
-    from pipeline.train.trainer import train_stage
 
     cfg = resolve_config("er_nerf", {"profile": "smoke", "overrides": {"head_up": True}})
-    md = tmp_path / "m"
-    prev = None
-    for stage in ("head", "lips", "torso"):
-        train_stage(stage, cfg, dev_dataset, md, md / f"{stage}.pt", init=prev)
-        prev = md / f"{stage}.pt"
-    head = load_trained(md)
+    head = load_trained(train_all_stages(cfg, dev_dataset, tmp_path / "m"))
     frames = json.loads((dev_dataset / "transforms_train.json").read_text())["frames"]
     ups = np.array([np.asarray(f["transform_matrix"], np.float32)[:3, 1] for f in frames])
     np.testing.assert_allclose(head.meta["head_up"]["mean"], ups.mean(0), atol=1e-6)

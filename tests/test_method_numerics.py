@@ -59,13 +59,6 @@ def smoke_losses(dev_dataset: Path, work: Path, method: str) -> dict[str, list[f
     return out
 
 
-@pytest.fixture(scope="session")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 @pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
 def test_smoke_losses_unchanged_by_refactor(dev_dataset, tmp_path, method):

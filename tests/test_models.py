@@ -22,13 +22,6 @@ from pipeline.models.volume import aabb_near_far, get_rays, render_rays
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 TINY = dict(levels=4, log2_hashmap=10, max_resolution=64, hidden=16, n_samples=8, occ_resolution=8,
             torso_levels=2, torso_resolution=32)

@@ -16,13 +16,6 @@ from pipeline.models.volume import aabb_near_far
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 @pytest.mark.parametrize("dims,levels,log2,finest,tol", [
     (3, 8, 15, 256, 5e-5),     # quick 3D grid (RAD-NeRF)

@@ -19,13 +19,6 @@ from pipeline.train.profiles import PROFILES, resolve_config
 from tests.conftest import PROJECT_ROOT, make_workdir, run_snakemake
 
 
-@pytest.fixture(scope="session")
-def dev_dataset(tmp_path_factory):
-    """24 real frames of the sample video in the ER-NeRF layout (pipeline.train.devdata)."""
-    from pipeline.train.devdata import cached
-
-    return cached(tmp_path_factory.getbasetemp())
-
 
 def test_profiles_and_overrides():
     q = resolve_config("rad_nerf", {"profile": "quick", "seed": 3, "overrides": {"head_steps": 7}})
