@@ -103,6 +103,14 @@ def test_quality_page_keeps_the_sections_of_runs_measured_elsewhere(tmp_path):
     write_doc(tmp_path / "other", doc, tmp_path / "assets")
     text = doc.read_text()
     assert "| May | rad_nerf | 28.00 |" in text and "| May | rad_nerf | 27.50 |" not in text
+    assert "overrides `{}`" in text and "; fresh\n" in text          # one setup: stated once
+
+    # methods of one label run differently: the setup line states each method's overrides and note
+    (tmp_path / "other" / "runs" / "mine" / "er_nerf" / "Trump.json").write_text(
+        json.dumps({**rec, "method": "er_nerf", "overrides": {"seed": 1}, "note": "copied"}))
+    write_doc(tmp_path / "other", doc, tmp_path / "assets")
+    line = next(x for x in doc.read_text().splitlines() if x.startswith("profile `quick`"))
+    assert 'overrides `er_nerf: {"seed": 1}; rad_nerf: {}`' in line and line.endswith("; er_nerf: copied; rad_nerf: fresh")
 
 
 def test_error_budget_by_parsing_region_hand_computed():

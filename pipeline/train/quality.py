@@ -628,6 +628,21 @@ def kept_budget_rows(section: str) -> dict[tuple[str, str], str]:
     return rows
 
 
+def _per_method(recs: list[dict], get) -> str:
+    """``get(record)`` of the records of one section: the value when every record has the same,
+    else ``"method: value; method: value"`` (distinct values of one method joined by " / "), so
+    a section whose methods were run differently says so for each."""
+    by_method: dict[str, list[str]] = {}
+    for rec in recs:
+        vals = by_method.setdefault(rec["method"], [])
+        if get(rec) not in vals:
+            vals.append(get(rec))
+    distinct = {v for vals in by_method.values() for v in vals}
+    if len(distinct) == 1:
+        return distinct.pop()
+    return "; ".join(f"{m}: {' / '.join(vals)}" for m, vals in sorted(by_method.items()))
+
+
 def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
                    kept_rows: dict[tuple[str, str], str] | None = None,
                    kept_budget: dict[tuple[str, str], str] | None = None) -> list[str]:
@@ -637,10 +652,11 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
     parsing overlays and montages."""
     lines: list[str] = []
     r0 = recs[0]
+    overrides = _per_method(recs, lambda r: json.dumps(r["overrides"], sort_keys=True))
+    note = _per_method(recs, lambda r: r.get("note", ""))
     lines += [f"### `{label}`", "",
-              f"profile `{r0['profile']}`, overrides `{json.dumps(r0['overrides'], sort_keys=True)}`, "
-              f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; "
-              f"{r0.get('note', '')}", "",
+              f"profile `{r0['profile']}`, overrides `{overrides}`, "
+              f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; {note}", "",
               "| identity | method | val PSNR | SSIM | PSNR head box | SSIM head box | LMD (mouth) | LMD (face) |"
               " mean-colour PSNR | train s |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
