@@ -93,6 +93,33 @@ def test_rad_nerf_subclasses_read_the_head_up_input(method):
     assert (a.sigma - b.sigma).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf", "aed_nerf", "nerf3dtalker"])
+def test_head_up_input_is_gated_by_position(method):
+    """Every head field takes the up axis through a gate of the position, ``up x
+    sigmoid(up_att(enc(x)))`` (ER-NeRF's form for its eye input; rad_nerf's ungated direct input
+    carried some of the sample's mouth motion, docs/quality.md cause 14): with the gate shut (its
+    output layer zero, bias -100) the up axis changes nothing; open (bias +100), it moves the
+    densities."""
+    from pipeline.models.methods import get_method
+
+    torch.manual_seed(0)
+    field = get_method(method).field(make_config(method, {**TINY, "head_up": True}), 8)
+    field.eval()
+    x = torch.rand(32, 3) * 2 - 1
+    d = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1)
+    cond = {"audio": torch.randn(8), "eye": torch.tensor([0.3]), "emotion": torch.eye(8)[0],
+            "prior3d": torch.rand(126), "audio_window": torch.randn(8, 16, 80), "head_up": torch.zeros(3)}
+    last = field.up_att[-1]
+    for bias, moves in ((-100.0, False), (100.0, True)):
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(bias)
+            a = field(x, d, cond)
+            b = field(x, d, {**cond, "head_up": torch.tensor([2.0, -1.0, 1.0])})
+        change = float((a.sigma - b.sigma).abs().max())
+        assert (change > 1e-6) == moves, (bias, change)
+
+
 def test_quick_profile_turns_it_on():
     """The quick profile gives the head the up axis (cause 14 of docs/quality.md); the paper
     profile keeps the papers' heads; it is not a dataset condition (derived from the pose)."""
@@ -106,10 +133,10 @@ def test_quick_profile_turns_it_on():
 
 
 def test_folded_head_up_equals_concatenation(monkeypatch):
-    """rad_nerf folds the head-up input into the density MLP's first bias with the other per-frame
-    constants (:func:`pipeline.models.fields.mlp_const`): densities and colours equal the
-    concatenated reference within float32 rounding (relative 1e-5), quick-profile field with random
-    tables, inputs at the standardised scale (-2..2)."""
+    """rad_nerf folds its per-frame constants (the eye value) into the density MLP's first bias
+    (:func:`pipeline.models.fields.mlp_const`) beside the per-point gated head-up input: densities
+    and colours equal the concatenated reference within float32 rounding (relative 1e-5),
+    quick-profile field with random tables, head-up at the standardised scale (-2..2)."""
     import pipeline.models.fields as F
     from pipeline.models.methods import get_method
     from pipeline.train.profiles import resolve_config

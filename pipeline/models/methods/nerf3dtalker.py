@@ -403,8 +403,8 @@ class NeRF3DTalkerField(RadNeRFField):
         ea = self.amb_grid((amb + 1) / 2)
         idc = self.id_proj(cond["prior3d"].reshape(-1)[ID_SLICE])
         parts = [ex, ea, cond["eye"].expand(n, 1), idc.expand(n, -1)]
-        if "head_up" in self.direct_inputs:      # cfg.head_up (RadNeRFField adds it to the direct inputs)
-            parts.append(cond["head_up"].reshape(1, -1).expand(n, -1))
+        if self.up_dim:                           # cfg.head_up: gated by position as RadNeRFField's
+            parts.insert(2, self.gated_up(ex, cond))
         h = self.sigma_net(torch.cat(parts, -1))
         return h, amb, loss
 

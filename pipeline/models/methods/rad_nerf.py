@@ -39,8 +39,13 @@ class RadNeRFField(HeadField):
     Regulariser: ``lambda_amb * mean |a|`` (RAD-NeRF's audio-coordinate L1 term).
 
     With ``cfg.head_up`` (not in RAD-NeRF) the head-up input ``cond["head_up"]`` [3] (the camera's
-    up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) is a
-    direct input of the density MLP beside the eye input.
+    up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) is an
+    input of the density MLP gated by position, ``up * sigmoid(MLP(enc(x)))`` [P, 3] (as ER-NeRF
+    gates its audio and eye inputs, :class:`pipeline.models.methods.er_nerf.ERNeRFField`): the
+    field learns where the up axis matters (hanging hair) and where it must not act. Ungated, as a
+    direct input beside the eye value, it reached every point alike and on the sample, whose little
+    head motion moves with the speech, carried some of the mouth's motion (docs/quality.md,
+    cause 14).
 
     Subclasses add direct inputs of the density MLP (beside the spatial and audio-coordinate
     features and the eye input) by naming conditions in ``direct_inputs`` with their widths
@@ -52,10 +57,10 @@ class RadNeRFField(HeadField):
     shares_density_max = True
 
     def __init__(self, cfg, aud_dim: int):
-        if getattr(cfg, "head_up", False):
-            from pipeline.models.model import HEAD_UP_DIM
+        from pipeline.models.model import HEAD_UP_DIM
 
-            self.direct_inputs = {**self.direct_inputs, "head_up": HEAD_UP_DIM}
+        #: width of the gated head-up input (0 without ``cfg.head_up``)
+        self.up_dim = HEAD_UP_DIM if getattr(cfg, "head_up", False) else 0
         super().__init__(cfg.hidden, sum(self.color_inputs.values()), cfg.geo_dim, cfg.color_layers)
         kw = dict(n_levels=cfg.levels, n_features=cfg.features, log2_hashmap_size=cfg.log2_hashmap,
                   base_resolution=16)
@@ -63,8 +68,10 @@ class RadNeRFField(HeadField):
         self.amb_net = mlp(self.grid.output_dim + aud_dim, cfg.ambient_dim, cfg.hidden, cfg.ambient_layers)
         self.amb_grid = make_hash_grid(cfg.ambient_dim, desired_resolution=cfg.ambient_resolution,
                                        **{**kw, "log2_hashmap_size": min(cfg.log2_hashmap, 16)})
-        self.sigma_net = mlp(self.grid.output_dim + self.amb_grid.output_dim + 1 + sum(self.direct_inputs.values()),
-                             1 + self.geo_dim, cfg.hidden, 3)
+        self.sigma_net = mlp(self.grid.output_dim + self.amb_grid.output_dim + 1 + sum(self.direct_inputs.values())
+                             + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
+        if self.up_dim:
+            self.up_att = mlp(self.grid.output_dim, self.up_dim, 16, 2)
         self.lambda_amb = cfg.lambda_amb
 
     def _hidden(self, x, cond, ex=None):
@@ -73,12 +80,19 @@ class RadNeRFField(HeadField):
         ex = self.grid((x + 1) / 2) if ex is None else ex
         # the frame's audio code, eye value and direct inputs are the same for every sample:
         # folded into the first layers' biases (mlp_const), inputs in the order [ex, audio] and
-        # [ex, ea, eye, *direct_inputs]
+        # [ex, ea, (gated head-up), eye, *direct_inputs]
         amb = torch.tanh(mlp_const(self.amb_net, ex, cond["audio"]))
         ea = self.amb_grid((amb + 1) / 2)
         const = torch.cat([cond["eye"].reshape(-1), *[cond[c].reshape(-1) for c in self.direct_inputs]])
-        h = mlp_const(self.sigma_net, torch.cat([ex, ea], -1), const)
+        per_point = [ex, ea] + ([self.gated_up(ex, cond)] if self.up_dim else [])
+        h = mlp_const(self.sigma_net, torch.cat(per_point, -1), const)
         return h, amb
+
+    def gated_up(self, ex: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The head-up input gated by position: ``cond["head_up"]`` [3] x ``sigmoid(up_att(ex))``,
+        [P, 3] for the 3D grid encoding ``ex`` [P, G] (only with ``cfg.head_up``). Raises
+        KeyError: ``cond`` has no ``head_up``."""
+        return cond["head_up"].reshape(1, -1).expand(ex.shape[0], -1) * torch.sigmoid(self.up_att(ex))
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the 3D grid encoding of x computed once for all records."""
