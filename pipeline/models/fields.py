@@ -39,6 +39,22 @@ def mlp_const(net: nn.Sequential, x: torch.Tensor, const: torch.Tensor | None) -
     return net[1:](h)
 
 
+def position_gated(value: torch.Tensor, ex: torch.Tensor, att: nn.Module) -> torch.Tensor:
+    """A per-frame input gated by position, ``value * sigmoid(att(ex))``: ER-NeRF's region
+    attention (Li et al. 2023, Sec. 3.2; its eye and audio inputs), here for the head-up input of
+    both fields (docs/quality.md, cause 14).
+
+    Args:
+        value: [C] the frame's input (same for every sample).
+        ex: [P, G] spatial encoding of the sample positions.
+        att: module mapping [P, G] -> [P, C] (gate logits).
+    Returns: [P, C], each sample's copy of ``value`` scaled by its gate in (0, 1).
+    Raises:
+        RuntimeError: ``att``'s output width differs from ``value``'s (torch broadcasting).
+    """
+    return value.reshape(1, -1).expand(ex.shape[0], -1) * torch.sigmoid(att(ex))
+
+
 def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
     """``layers`` linear layers with ReLU between (no output activation)."""
     mods: list[nn.Module] = []

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import TriPlaneHashGrid
-from pipeline.models.fields import FieldOutput, HeadField, mlp
+from pipeline.models.fields import FieldOutput, HeadField, mlp, position_gated
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.torso import AdaptivePoseTorso
 
@@ -70,7 +70,7 @@ class ERNeRFField(HeadField):
         parts = [ex, a, e]
         if self.up_dim:
             # the head-up input, gated by position as the eye input (not in ER-NeRF)
-            parts.append(cond["head_up"].reshape(1, -1).expand(x.shape[0], -1) * torch.sigmoid(self.up_att(ex)))
+            parts.append(position_gated(cond["head_up"], ex, self.up_att))
         return self.sigma_net(torch.cat(parts, -1)), a, e
 
     def density_max(self, x, conds):

@@ -47,7 +47,7 @@ from torch import nn
 
 from pipeline.common.errors import InputError
 from pipeline.models.conditions import Condition, register_condition
-from pipeline.models.fields import FieldOutput, HeadField, mlp
+from pipeline.models.fields import FieldOutput, HeadField, mlp, position_gated
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.methods.rad_nerf import RadNeRFConfig, RadNeRFField
 from pipeline.models.torso import TorsoField
@@ -404,7 +404,7 @@ class NeRF3DTalkerField(RadNeRFField):
         idc = self.id_proj(cond["prior3d"].reshape(-1)[ID_SLICE])
         parts = [ex, ea, cond["eye"].expand(n, 1), idc.expand(n, -1)]
         if self.up_dim:                           # cfg.head_up: gated by position as RadNeRFField's
-            parts.insert(2, self.gated_up(ex, cond))
+            parts.insert(2, position_gated(cond["head_up"], ex, self.up_att))
         h = self.sigma_net(torch.cat(parts, -1))
         return h, amb, loss
 

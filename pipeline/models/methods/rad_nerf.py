@@ -10,7 +10,7 @@ import torch
 
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import make_hash_grid
-from pipeline.models.fields import FieldOutput, HeadField, mlp, mlp_const
+from pipeline.models.fields import FieldOutput, HeadField, mlp, mlp_const, position_gated
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.torso import TorsoField
 
@@ -40,8 +40,8 @@ class RadNeRFField(HeadField):
 
     With ``cfg.head_up`` (not in RAD-NeRF) the head-up input ``cond["head_up"]`` [3] (the camera's
     up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) is an
-    input of the density MLP gated by position, ``up * sigmoid(MLP(enc(x)))`` [P, 3] (as ER-NeRF
-    gates its audio and eye inputs, :class:`pipeline.models.methods.er_nerf.ERNeRFField`): the
+    input of the density MLP gated by position, ``up * sigmoid(MLP(enc(x)))`` [P, 3]
+    (:func:`pipeline.models.fields.position_gated`, as ER-NeRF gates its audio and eye inputs): the
     field learns where the up axis matters (hanging hair) and where it must not act. Ungated, as a
     direct input beside the eye value, it reached every point alike and on the sample, whose little
     head motion moves with the speech, carried some of the mouth's motion (docs/quality.md,
@@ -84,15 +84,9 @@ class RadNeRFField(HeadField):
         amb = torch.tanh(mlp_const(self.amb_net, ex, cond["audio"]))
         ea = self.amb_grid((amb + 1) / 2)
         const = torch.cat([cond["eye"].reshape(-1), *[cond[c].reshape(-1) for c in self.direct_inputs]])
-        per_point = [ex, ea] + ([self.gated_up(ex, cond)] if self.up_dim else [])
+        per_point = [ex, ea] + ([position_gated(cond["head_up"], ex, self.up_att)] if self.up_dim else [])
         h = mlp_const(self.sigma_net, torch.cat(per_point, -1), const)
         return h, amb
-
-    def gated_up(self, ex: torch.Tensor, cond: dict) -> torch.Tensor:
-        """The head-up input gated by position: ``cond["head_up"]`` [3] x ``sigmoid(up_att(ex))``,
-        [P, 3] for the 3D grid encoding ``ex`` [P, G] (only with ``cfg.head_up``). Raises
-        KeyError: ``cond`` has no ``head_up``."""
-        return cond["head_up"].reshape(1, -1).expand(ex.shape[0], -1) * torch.sigmoid(self.up_att(ex))
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the 3D grid encoding of x computed once for all records."""
