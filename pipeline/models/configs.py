@@ -74,6 +74,21 @@ class TrainConfig:
     (:class:`pipeline.models.torso.DeformedTorso`). Not part of RAD-NeRF or ER-NeRF, whose torsos
     see the head pose only (False, the ``paper`` profile); the ``quick`` profile turns it on
     (docs/quality.md, cause 12: shoulders and hair that move independently of the head)."""
+    torso_body_frame: str = "off"
+    """draw the torso in the body's frame: each frame's image coordinates are mapped by the 2-D
+    similarity (rotation, scale, shift) that takes its two shoulders (condition ``body_pose``) onto
+    their training mean before the torso reads them
+    (:meth:`pipeline.models.torso.DeformedTorso.to_body_frame`), so a body that sways across the
+    frame is one image in the torso's grid instead of a smear of positions. ``off`` (the
+    references' image-plane torso; the ``paper`` profile), ``on``, or ``auto`` (the ``quick``
+    profile): on when the body sways, i.e. the training frames' shoulder midpoint spreads by at
+    least ``torso_body_frame_min_sway`` shoulder widths (:func:`pipeline.models.torso.body_sway`);
+    below that the sway is mostly the pose tracker's noise, which the mapping would copy into the
+    body (docs/quality.md, cause 15). Acts only with ``torso_body_pose`` (``auto`` is off without
+    it, ``on`` refuses). Not part of RAD-NeRF or ER-NeRF."""
+    torso_body_frame_min_sway: float = 0.035
+    """``torso_body_frame: auto`` turns the body frame on from this sway (RMS distance of the
+    shoulder midpoint from its training mean, in mean shoulder widths; unitless, >= 0)."""
     head_up: bool = False
     """condition the head field on the camera's up axis in head coordinates (the second column of
     the frame's camera-to-head rotation, i.e. the direction of gravity as the head tilts and
@@ -144,7 +159,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
 
     Raises:
         InputError (naming ``source``): unknown keys; ``ema_decay`` outside [0, 1]; ``ema_update_every``
-            below 1 while the weight average is on (checked here, before any data is read).
+            below 1 while the weight average is on; ``torso_body_frame`` not off/on/auto, or ``on``
+            without ``torso_body_pose`` (checked here, before any data is read).
     """
     from pipeline.models.methods import get_method
 
@@ -161,6 +177,10 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     if cfg.ema_decay > 0 and cfg.ema_update_every < 1:
         raise InputError(source, f"training option ema_update_every {cfg.ema_update_every}: steps between "
                                  "updates of the weight average must be at least 1")
+    if cfg.torso_body_frame not in ("off", "on", "auto"):
+        raise InputError(source, f"training option torso_body_frame {cfg.torso_body_frame!r}: one of off, on, auto")
+    if cfg.torso_body_frame == "on" and not cfg.torso_body_pose:
+        raise InputError(source, "training option torso_body_frame 'on' needs torso_body_pose (the shoulders it maps)")
     return cfg
 
 

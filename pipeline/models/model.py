@@ -6,7 +6,9 @@ frames.
 resolution), ``scene_scale`` (world units of transforms_*.json -> scene units), ``bound`` (head box
 half-size in scene units, 1.0), ``audio_feature``, ``audio_window``, ``audio_shape`` ([T, C] of one
 feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``; ``head_up`` (training mean
-and spread of the head-up input, :func:`head_up_stats`) for a head built with ``cfg.head_up``.
+and spread of the head-up input, :func:`head_up_stats`) for a head built with ``cfg.head_up``;
+``body_frame`` (:func:`body_frame_meta`: the training body's sway and whether the torso draws
+the body in its frame) for a config with ``torso_body_frame`` other than ``off``.
 """
 from __future__ import annotations
 
@@ -47,6 +49,27 @@ def head_up_stats(poses) -> dict:
     return {"mean": [float(v) for v in up.mean(0)], "std": [float(v) for v in up.std(0) + np.float32(1e-3)]}
 
 
+def body_frame_meta(cfg: TrainConfig, body) -> dict | None:
+    """Whether the torso draws the body in its frame (``cfg.torso_body_frame``), stored in the
+    model's ``meta["body_frame"]``: ``{"mode", "sway", "min_sway", "on"}`` with ``sway`` the
+    training frames' :func:`pipeline.models.torso.body_sway` (shoulder widths); ``on`` for mode
+    ``on``, or for ``auto`` when ``sway >= cfg.torso_body_frame_min_sway``. None for mode ``off``.
+
+    Args:
+        body: [N, 4] shoulder positions of the training frames (condition ``body_pose``).
+    Raises:
+        ValueError: see :func:`pipeline.models.torso.body_sway`.
+    """
+    from pipeline.models.torso import body_sway
+
+    mode = getattr(cfg, "torso_body_frame", "off")
+    if mode == "off":
+        return None
+    sway = body_sway(body)
+    on = mode == "on" or sway >= cfg.torso_body_frame_min_sway
+    return {"mode": mode, "sway": round(sway, 5), "min_sway": cfg.torso_body_frame_min_sway, "on": bool(on)}
+
+
 def head_up_value(c2w: torch.Tensor, stats: dict) -> torch.Tensor:
     """The head-up input of a frame: the camera's up axis in head coordinates, ``c2w[:3, 1]``,
     standardised, ``(up - mean) / std`` with the training statistics of :func:`head_up_stats`,
@@ -84,6 +107,12 @@ class TalkingHeadModel(nn.Module):
             if stats is None:
                 raise ValueError("torso_body_pose needs meta['condition_values']['body_pose'] (training mean/std)")
             self.torso.set_body_stats(stats["mean"], stats["std"])
+        #: the torso draws the body in its frame (cfg.torso_body_frame, decided when the model was
+        #: first built: meta["body_frame"]["on"]; absent in older models: off)
+        if (meta.get("body_frame") or {}).get("on"):
+            if not self.torso.uses_body:
+                raise ValueError("meta['body_frame'] is on but the torso does not see the body pose (torso_body_pose)")
+            self.torso.body_frame = True
         #: the head field reads the head-up input (fixed when it is built: a later stage's config
         #: does not change the field)
         self.head_up = bool(getattr(cfg, "head_up", False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,27 @@ def freq_encode(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
     for k in range(n_freqs):
         out += [torch.sin((2.0 ** k) * math.pi * x), torch.cos((2.0 ** k) * math.pi * x)]
     return torch.cat(out, -1)
+
+
+def body_sway(body: np.ndarray) -> float:
+    """How much the body moves across the frame: the RMS distance of the shoulders' midpoint from
+    its mean over the frames, in mean shoulder widths (unitless, >= 0; the ``auto`` rule of
+    ``TrainConfig.torso_body_frame``).
+
+    Args:
+        body: [N, 4] shoulder positions per frame (condition ``body_pose``: x1, y1, x2, y2 in
+            [-1, 1] of the frame).
+    Raises:
+        ValueError: not [N, 4] with N >= 1, or the shoulders coincide (zero mean width).
+    """
+    b = np.asarray(body, np.float64)
+    if b.ndim != 2 or b.shape[1] != 4 or len(b) == 0:
+        raise ValueError(f"body_sway needs [N, 4] shoulder positions, got shape {list(b.shape)}")
+    width = np.linalg.norm(b[:, :2] - b[:, 2:], axis=1).mean()
+    if width <= 0:
+        raise ValueError("body_sway: the two shoulders coincide (mean width 0)")
+    mid = (b[:, :2] + b[:, 2:]) / 2
+    return float(np.sqrt(((mid - mid.mean(0)) ** 2).sum(1).mean()) / width)
 
 
 def euler_xyz(rot: torch.Tensor) -> torch.Tensor:
@@ -54,6 +76,11 @@ class DeformedTorso(nn.Module):
     training frames) and frequency-encoded (``body_freqs``), are appended to the pose encoding
     that drives the deformation and the torso MLP.
 
+    With :attr:`body_frame` on (``cfg.torso_body_frame``, set by the model from its meta; not in
+    the references) the image coordinates are first mapped into the body's frame
+    (:meth:`to_body_frame`): the similarity that takes the frame's shoulders onto their training
+    mean, so the grid holds one image of a body that sways across the frame.
+
     ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units),
     body [4] or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
     (in the shrunk coordinates).
@@ -64,6 +91,9 @@ class DeformedTorso(nn.Module):
     body_freqs = 3
     #: numbers of the body pose (two shoulders, x and y)
     body_dim = 4
+    #: map the image coordinates into the body's frame (:meth:`to_body_frame`) before anything
+    #: else; set from the model's ``meta["body_frame"]`` (no parameters of its own)
+    body_frame = False
 
     def _build(self, cfg, d_pose: int, color_hidden: int) -> None:
         """Create the deformation MLP, the 2D grid and the torso MLP (in that order) for a pose
@@ -97,7 +127,32 @@ class DeformedTorso(nn.Module):
         z = ((body.reshape(1, -1).float() - self.body_mean) / (4 * self.body_std)).clamp(-1.5, 1.5)
         return freq_encode(z, self.body_freqs)
 
+    def to_body_frame(self, xy: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
+        """Image coordinates ``xy`` [P, 2] (x, y in [-1, 1]) -> the body's frame: the 2-D
+        similarity ``z -> a (z - p) + q`` (complex numbers; ``p``, ``q`` the midpoints of the
+        frame's shoulders ``body`` [4] and of their training mean, ``a = (q2 - q1) / (p2 - p1)``
+        the rotation and scale between the shoulder vectors), which takes each shoulder onto its
+        training mean; the identity when the shoulders are at their mean.
+
+        Raises:
+            ValueError: the frame's two shoulders coincide."""
+        b = body.reshape(2, 2).to(xy)
+        q = self.body_mean.reshape(2, 2).to(xy)
+        pv, qv = b[1] - b[0], q[1] - q[0]
+        den = (pv ** 2).sum()
+        if float(den) == 0.0:
+            raise ValueError("to_body_frame: the frame's two shoulders coincide")
+        # a = qv / pv as complex numbers: (c, s) with a * z = (c x - s y, s x + c y)
+        c = (qv[0] * pv[0] + qv[1] * pv[1]) / den
+        s = (qv[1] * pv[0] - qv[0] * pv[1]) / den
+        z = xy - b.mean(0)
+        return torch.stack([c * z[:, 0] - s * z[:, 1], s * z[:, 0] + c * z[:, 1]], -1) + q.mean(0)
+
     def forward(self, xy: torch.Tensor, pose: torch.Tensor, body: torch.Tensor | None = None):
+        if self.body_frame:
+            if body is None:
+                raise ValueError("this torso draws the body in its frame (torso_body_frame): body is None")
+            xy = self.to_body_frame(xy, body)
         xy = xy * self.shrink
         enc_p = self.pose_features(pose)
         if self.uses_body:

@@ -37,7 +37,7 @@ from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
 from pipeline.models.conditions import get_condition
 from pipeline.models.methods import model_conditions
-from pipeline.models.model import TalkingHeadModel, head_up_stats
+from pipeline.models.model import TalkingHeadModel, body_frame_meta, head_up_stats
 from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
 from pipeline.models.volume import aabb_near_far, get_rays
@@ -127,6 +127,12 @@ class Stage:
                     "train_frames": len(tr), "condition_values": condition_values(tr)}
             if cfg.head_up:
                 meta["head_up"] = head_up_stats(tr.poses.numpy())
+            body_frame = body_frame_meta(cfg, tr.conds["body_pose"].numpy()) if cfg.torso_body_pose else None
+            if body_frame is not None:
+                meta["body_frame"] = body_frame
+                log.info("torso_body_frame %s: body sway %.4f shoulder widths (on from %.4f): the torso draws "
+                         "the body %s", body_frame["mode"], body_frame["sway"], body_frame["min_sway"],
+                         "in its frame" if body_frame["on"] else "in image coordinates")
             self.model = build_model(cfg, meta).to(device)
         self.model.train()
         self.total = stage_steps(cfg, stage)
@@ -508,6 +514,7 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
                             "total": round(sum(v["seconds"] for v in stages.values()), 2),
                             "validation": round(time.perf_counter() - t0, 2)},
                 "val_psnr_db": round(ev["val_psnr"], 3), "baseline_mean_colour_psnr_db": round(ev["baseline_psnr"], 3),
+                "body_frame": st.model.meta.get("body_frame"),
                 "val_frames": ev["val_frames"], "val_render_seconds_per_frame": round(ev["val_seconds_per_frame"], 3),
                 "lips_lpips": payload.get("lips_lpips", "lips stage not run"),
                 "config": dataclasses.asdict(cfg)}
