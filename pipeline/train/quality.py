@@ -634,9 +634,9 @@ def _per_method(recs: list[dict], get) -> str:
     a section whose methods were run differently says so for each."""
     by_method: dict[str, list[str]] = {}
     for rec in recs:
-        vals = by_method.setdefault(rec["method"], [])
-        if get(rec) not in vals:
-            vals.append(get(rec))
+        vals, v = by_method.setdefault(rec["method"], []), get(rec)
+        if v not in vals:
+            vals.append(v)
     distinct = {v for vals in by_method.values() for v in vals}
     if len(distinct) == 1:
         return distinct.pop()
