@@ -94,6 +94,8 @@ def test_auto_turns_on_for_a_swaying_body_only():
     assert body_frame_meta(cfg("auto", torso_body_frame_min_sway=0.005), still)["on"] is True
     with pytest.raises(InputError, match="one of off, on, auto"):
         cfg("always")
+    with pytest.raises(InputError, match="torso_body_frame_min_sway -0.1"):
+        cfg("auto", torso_body_frame_min_sway=-0.1)
     with pytest.raises(InputError, match="needs torso_body_pose"):
         make_config("rad_nerf", {**TINY, "torso_body_pose": False, "torso_body_frame": "on"})
     # a clip without shoulders is trained with torso_body_pose off (the body-pose loader's advice):

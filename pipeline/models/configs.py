@@ -160,7 +160,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     Raises:
         InputError (naming ``source``): unknown keys; ``ema_decay`` outside [0, 1]; ``ema_update_every``
             below 1 while the weight average is on; ``torso_body_frame`` not off/on/auto, or ``on``
-            without ``torso_body_pose`` (checked here, before any data is read).
+            without ``torso_body_pose``; ``torso_body_frame_min_sway`` below 0 (checked here, before
+            any data is read).
     """
     from pipeline.models.methods import get_method
 
@@ -179,6 +180,9 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
                                  "updates of the weight average must be at least 1")
     if cfg.torso_body_frame not in ("off", "on", "auto"):
         raise InputError(source, f"training option torso_body_frame {cfg.torso_body_frame!r}: one of off, on, auto")
+    if not cfg.torso_body_frame_min_sway >= 0:
+        raise InputError(source, f"training option torso_body_frame_min_sway {cfg.torso_body_frame_min_sway}: "
+                                 "a sway in shoulder widths, at least 0")
     if cfg.torso_body_frame == "on" and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_body_frame 'on' needs torso_body_pose (the shoulders it maps)")
     return cfg

@@ -62,7 +62,7 @@ def body_frame_meta(cfg: TrainConfig, body) -> dict | None:
     """
     from pipeline.models.torso import body_sway
 
-    mode = getattr(cfg, "torso_body_frame", "off")
+    mode = cfg.torso_body_frame
     if mode == "off":
         return None
     sway = body_sway(body)
