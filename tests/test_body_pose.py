@@ -161,9 +161,10 @@ def test_profiles_and_model_conditions():
     quick = resolve_config("rad_nerf", {"profile": "quick"})
     paper = resolve_config("er_nerf", {"profile": "paper"})
     assert quick.torso_body_pose and not paper.torso_body_pose
-    assert model_conditions(quick) == ("audio", "eye", "body_pose")
+    assert model_conditions(quick) == ("audio", "eye", "body_pose", "body_flow")
     assert model_conditions(paper) == ("audio", "eye")
-    off = resolve_config("rad_nerf", {"profile": "quick", "overrides": {"torso_body_pose": False}})
+    off = resolve_config("rad_nerf", {"profile": "quick", "overrides": {"torso_body_pose": False,
+                                                                        "torso_body_flow": False}})
     assert model_conditions(off) == ("audio", "eye")
 
 

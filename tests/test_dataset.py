@@ -89,7 +89,7 @@ def test_counts_match_everywhere(sample_dataset):
     man = json.loads(lay.manifest.read_text())
     assert man["frames"] == n and set(man["counts"].values()) == {n}
     assert set(man["counts"]) >= {"ori_imgs", "lms", "parsing", "gt_imgs", "torso_imgs", "face_mesh",
-                                  "blendshapes", "aud_mel", "transforms", "au_csv", "body_pose"}
+                                  "blendshapes", "aud_mel", "transforms", "au_csv", "body_pose", "body_flow"}
 
 
 def test_manifest_fields(sample_dataset, sample_workdir):

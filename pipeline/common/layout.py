@@ -30,6 +30,7 @@ Dataset (ER-NeRF layout, ``results/data/{identity}/``)::
     threedmm.npz, threedmm.json  Surrey Face Model fit: shape [63], expression [N, 6], pose, landmark error
     au.csv                     OpenFace 2 CSV format
     body_pose.npy              [N, 33, 4] MediaPipe Pose landmarks (x, y in [0,1], z, visibility)
+    body_flow.npy              [N, 9, 2] mean optical flow of the body's 3 x 3 cells from a reference frame ([-1,1] units)
     aud_mel.npy                float32 [N, 16, 80] log-mel windows (built in)
     aud_eo.npy                 wav2vec2 features [N, 16, D] (if configured)
     aud_hu.npy                 HuBERT features [N, 2, 1024] (if configured)
@@ -118,6 +119,8 @@ class DatasetLayout:
     def au(self) -> Path: return self.root / "au.csv"
     @property
     def body_pose(self) -> Path: return self.root / "body_pose.npy"
+    @property
+    def body_flow(self) -> Path: return self.root / "body_flow.npy"
     @property
     def manifest(self) -> Path: return self.root / "manifest.json"
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
-from pipeline.metrics import BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_UP_HEAD, METRIC_NAMES, NEEDS_GT, MetricValue
+from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_UP_HEAD, METRIC_NAMES, NEEDS_GT, MetricValue
 from pipeline.weights import WeightsMissing
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ def training_seconds(model_dir: Path | None) -> MetricValue:
 def training_setup(model_dir: Path | None) -> str | None:
     """How the rendered model was trained, for the tables' ``Training`` column: the profile
     (``quick`` / ``paper`` / ``smoke``) and, when the torso also saw the body pose (config
-    ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`, and when the head
+    ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`, and when it also
+    saw the body flow (config ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head
     also saw the camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the
     torso drew the body in its frame (config ``torso_body_frame``, on for this identity: the
     manifest's ``body_frame``), :data:`BODY_FRAME_TORSO`; from the model
@@ -114,6 +115,8 @@ def training_setup(model_dir: Path | None) -> str | None:
         parts.append(HEAD_UP_HEAD)
     if cfg.get("torso_body_pose"):
         parts.append(BODY_POSE_TORSO)
+    if cfg.get("torso_body_pose") and cfg.get("torso_body_flow"):
+        parts.append(BODY_FLOW_TORSO)
     if (m.get("body_frame") or {}).get("on"):
         parts.append(BODY_FRAME_TORSO)
     return ", ".join(parts)

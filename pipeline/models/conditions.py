@@ -183,8 +183,33 @@ BODY_POSE = Condition("body_pose", (4,), "body_pose.npy", None,
                       "shoulder positions per frame (MediaPipe Pose, body_pose.npy)",
                       load=_load_body_pose, summarize=_body_pose_stats)
 
+def _load_body_flow(path: Path, n_frames: int) -> np.ndarray:
+    from pipeline.preprocess.body_flow import GRID
+
+    try:
+        flow = np.load(path)
+    except ValueError as exc:
+        raise InputError(path, f"not a .npy array ({exc})") from None
+    if flow.ndim != 3 or flow.shape[1:] != (GRID * GRID, 2):
+        raise InputError(path, f"expected [N, {GRID * GRID}, 2] cell displacements, got shape {list(flow.shape)}")
+    flow = flow.reshape(len(flow), -1)
+    if not np.isfinite(flow[:n_frames]).all():
+        bad = int(np.flatnonzero(~np.isfinite(flow[:n_frames]).all(1))[0])
+        raise InputError(path, f"frame {bad} has a non-finite body flow")
+    return flow
+
+
+#: body flow: the mean optical flow (reference frame -> this frame) of the 3 x 3 cells of the body
+#: (neck and torso), x and y in the frame's [-1, 1] units, flattened to 18 numbers,
+#: body_flow.npy of the dataset (:mod:`pipeline.preprocess.body_flow`). Consumed by the torso when
+#: ``torso_body_flow`` is on (not a condition of RAD-NeRF or ER-NeRF as published); its training
+#: mean and standard deviation are kept in the model's meta.
+BODY_FLOW = Condition("body_flow", (18,), "body_flow.npy", None,
+                      "optical flow of the body's 3 x 3 cells per frame (body_flow.npy)",
+                      load=_load_body_flow, summarize=_body_pose_stats)
+
 #: every condition a registered method may declare, by name
-CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE, EMOTION, BODY_POSE)}
+CONDITIONS: dict[str, Condition] = {c.name: c for c in (AUDIO, EYE, EMOTION, BODY_POSE, BODY_FLOW)}
 
 
 def register_condition(cond: Condition) -> Condition:

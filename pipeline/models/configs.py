@@ -74,6 +74,15 @@ class TrainConfig:
     (:class:`pipeline.models.torso.DeformedTorso`). Not part of RAD-NeRF or ER-NeRF, whose torsos
     see the head pose only (False, the ``paper`` profile); the ``quick`` profile turns it on
     (docs/quality.md, cause 12: shoulders and hair that move independently of the head)."""
+    torso_body_flow: bool = False
+    """condition the torso on the body flow as well: the mean optical flow, from a reference frame,
+    of the 3 x 3 cells of the body (neck and torso; condition ``body_flow``, body_flow.npy,
+    :mod:`pipeline.preprocess.body_flow`), 18 numbers per frame appended to the shoulders and
+    encoded as they are (:class:`pipeline.models.torso.DeformedTorso`). The shoulders say where the
+    body is, not where its collar, the hair over it or its clothes are; the flow measures them on
+    each frame as the tracked pose measures the head. Needs ``torso_body_pose``. Not part of
+    RAD-NeRF or ER-NeRF (False, the ``paper`` profile); the ``quick`` profile turns it on
+    (docs/quality.md, cause 16)."""
     torso_body_frame: str = "off"
     """draw the torso in the body's frame: each frame's image coordinates are mapped by the 2-D
     similarity (rotation, scale, shift) that takes its two shoulders (condition ``body_pose``) onto
@@ -160,7 +169,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     Raises:
         InputError (naming ``source``): unknown keys; ``ema_decay`` outside [0, 1]; ``ema_update_every``
             below 1 while the weight average is on; ``torso_body_frame`` not off/on/auto, or ``on``
-            without ``torso_body_pose``; ``torso_body_frame_min_sway`` below 0 (checked here, before
+            without ``torso_body_pose``; ``torso_body_flow`` without ``torso_body_pose``;
+            ``torso_body_frame_min_sway`` below 0 (checked here, before
             any data is read).
     """
     from pipeline.models.methods import get_method
@@ -185,6 +195,9 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
                                  "a sway in shoulder widths, at least 0")
     if cfg.torso_body_frame == "on" and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_body_frame 'on' needs torso_body_pose (the shoulders it maps)")
+    if cfg.torso_body_flow and not cfg.torso_body_pose:
+        raise InputError(source, "training option torso_body_flow needs torso_body_pose (the flow joins the "
+                                 "shoulders' input)")
     return cfg
 
 

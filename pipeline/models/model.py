@@ -103,10 +103,12 @@ class TalkingHeadModel(nn.Module):
         self.head = self.spec.field(cfg, cfg.audio_dim)
         self.torso = self.spec.torso(cfg)
         if self.torso.uses_body:
-            stats = (meta.get("condition_values") or {}).get("body_pose")
-            if stats is None:
-                raise ValueError("torso_body_pose needs meta['condition_values']['body_pose'] (training mean/std)")
-            self.torso.set_body_stats(stats["mean"], stats["std"])
+            names = self.torso_body_conditions()
+            stats = [(meta.get("condition_values") or {}).get(n) for n in names]
+            for n, st in zip(names, stats):
+                if st is None:
+                    raise ValueError(f"the torso's {n} input needs meta['condition_values'][{n!r}] (training mean/std)")
+            self.torso.set_body_stats([v for st in stats for v in st["mean"]], [v for st in stats for v in st["std"]])
         #: the torso draws the body in its frame (cfg.torso_body_frame, decided when the model was
         #: first built: meta["body_frame"]["on"]; absent in older models: off)
         if (meta.get("body_frame") or {}).get("on"):
@@ -179,18 +181,31 @@ class TalkingHeadModel(nn.Module):
     def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
         pose ``c2w`` (scene units); ``cond`` the frame's condition record, read for its
-        ``body_pose`` when the torso is conditioned on it (built with ``cfg.torso_body_pose``).
+        ``body_pose`` (and ``body_flow``) when the torso is conditioned on it (built with
+        ``cfg.torso_body_pose``, ``cfg.torso_body_flow``; :meth:`torso_body_conditions`).
 
         Raises:
-            ValueError: the torso needs ``body_pose`` and ``cond`` has none."""
+            ValueError: the torso needs ``body_pose`` or ``body_flow`` and ``cond`` has none."""
         H, W = self.meta["H"], self.meta["W"]
         xy = torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
         body = None
         if self.torso.uses_body:
             if not cond or "body_pose" not in cond:
                 raise ValueError("this torso is conditioned on the body pose: the condition record has no 'body_pose'")
-            body = cond["body_pose"].to(xy.device)
+            names = self.torso_body_conditions()
+            missing = [n for n in names[1:] if n not in cond]
+            if missing:
+                raise ValueError(f"this torso is conditioned on the body flow: the condition record has no {missing[0]!r}")
+            body = torch.cat([cond[n].reshape(-1).to(xy.device) for n in names])
         return self.torso(xy, c2w[:3, :4].reshape(-1), body)
+
+    def torso_body_conditions(self) -> tuple[str, ...]:
+        """The conditions whose values, in this order, make the torso's body input: ``body_pose``
+        (``cfg.torso_body_pose``), then ``body_flow`` (``cfg.torso_body_flow``); empty when the
+        torso sees the head pose only."""
+        if not self.torso.uses_body:
+            return ()
+        return ("body_pose", "body_flow") if self.torso.uses_flow else ("body_pose",)
 
     @torch.no_grad()
     def render_frame(self, c2w: torch.Tensor, cond: dict[str, torch.Tensor], bg: torch.Tensor,

@@ -4,7 +4,8 @@ torso with its adaptive pose encoding (Li et al. 2023 Sec. 3.4).
 A torso module is called as ``torso(xy, pose, body)`` with ``xy`` [P, 2] image-plane coordinates
 in [-1, 1], ``pose`` [12] = c2w[:3, :4] flattened (scene units) and ``body`` the frame's body pose
 ([4] shoulder positions, condition ``body_pose``; only for a torso built with
-``cfg.torso_body_pose``, None otherwise); it returns ``rgb`` [P, 3] in [0, 1], ``alpha`` [P] in
+``cfg.torso_body_pose``, followed by the 18 numbers of the body flow, condition ``body_flow``, for a
+torso built with ``cfg.torso_body_flow``; None otherwise); it returns ``rgb`` [P, 3] in [0, 1], ``alpha`` [P] in
 [0, 1] and ``deform`` [P, 2].
 """
 from __future__ import annotations
@@ -74,7 +75,10 @@ class DeformedTorso(nn.Module):
     standardised by their training mean ``m`` and standard deviation ``s``
     (:meth:`set_body_stats`) as ``clamp((b - m) / (4 s), -1.5, 1.5)`` (about [-1, 1] over the
     training frames) and frequency-encoded (``body_freqs``), are appended to the pose encoding
-    that drives the deformation and the torso MLP.
+    that drives the deformation and the torso MLP. With ``cfg.torso_body_flow`` as well (not in
+    the references) the body input is ``b`` [4 + 18]: the shoulders followed by the body flow
+    (condition ``body_flow``: the 3 x 3 body cells' displacement from a reference frame, x and y in
+    [-1, 1] units), standardised and encoded alike.
 
     With :attr:`body_frame` on (``cfg.torso_body_frame``, set by the model from its meta; not in
     the references) the image coordinates are first mapped into the body's frame
@@ -82,14 +86,15 @@ class DeformedTorso(nn.Module):
     mean, so the grid holds one image of a body that sways across the frame.
 
     ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units),
-    body [4] or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
+    body [body_dim] or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
     (in the shrunk coordinates).
     """
 
     xy_freqs = 8
     shrink = 0.8
     body_freqs = 3
-    #: numbers of the body pose (two shoulders, x and y)
+    #: numbers of the body input: the two shoulders' x and y, plus the 18 of the body flow when the
+    #: torso sees it (set by :meth:`_build`)
     body_dim = 4
     #: map the image coordinates into the body's frame (:meth:`to_body_frame`) before anything
     #: else; set from the model's ``meta["body_frame"]`` (no parameters of its own)
@@ -100,6 +105,9 @@ class DeformedTorso(nn.Module):
         encoding of ``d_pose`` numbers (plus the body pose's when ``cfg.torso_body_pose``) and a
         torso MLP ``color_hidden`` wide."""
         self.uses_body = bool(getattr(cfg, "torso_body_pose", False))
+        #: the body input ends with the body flow (``cfg.torso_body_flow``)
+        self.uses_flow = self.uses_body and bool(getattr(cfg, "torso_body_flow", False))
+        self.body_dim = 4 + (18 if self.uses_flow else 0)
         if self.uses_body:
             self.register_buffer("body_mean", torch.zeros(self.body_dim))
             self.register_buffer("body_std", torch.ones(self.body_dim))
@@ -116,28 +124,29 @@ class DeformedTorso(nn.Module):
         raise NotImplementedError
 
     def set_body_stats(self, mean, std) -> None:
-        """Training mean and standard deviation of the body pose ([4] each; a spread under 1e-3
-        counts as 1e-3) used to standardise it (:class:`DeformedTorso`)."""
+        """Training mean and standard deviation of the body input ([body_dim] each; a spread under
+        1e-3 counts as 1e-3) used to standardise it (:class:`DeformedTorso`)."""
         self.body_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.body_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-3))
 
     def body_features(self, body: torch.Tensor) -> torch.Tensor:
-        """[4] shoulder positions in [-1, 1] -> [1, 4 * (1 + 2 * body_freqs)]: standardised,
-        clamped to [-1.5, 1.5] and frequency-encoded."""
+        """[body_dim] body input (shoulder positions in [-1, 1], then the body flow when the torso
+        sees it) -> [1, body_dim * (1 + 2 * body_freqs)]: standardised, clamped to [-1.5, 1.5] and
+        frequency-encoded."""
         z = ((body.reshape(1, -1).float() - self.body_mean) / (4 * self.body_std)).clamp(-1.5, 1.5)
         return freq_encode(z, self.body_freqs)
 
     def to_body_frame(self, xy: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
         """Image coordinates ``xy`` [P, 2] (x, y in [-1, 1]) -> the body's frame: the 2-D
         similarity ``z -> a (z - p) + q`` (complex numbers; ``p``, ``q`` the midpoints of the
-        frame's shoulders ``body`` [4] and of their training mean, ``a = (q2 - q1) / (p2 - p1)``
+        frame's shoulders, the first 4 numbers of ``body``, and of their training mean, ``a = (q2 - q1) / (p2 - p1)``
         the rotation and scale between the shoulder vectors), which takes each shoulder onto its
         training mean; the identity when the shoulders are at their mean.
 
         Raises:
             ValueError: the frame's two shoulders coincide."""
-        b = body.reshape(2, 2).to(xy)
-        q = self.body_mean.reshape(2, 2).to(xy)
+        b = body.reshape(-1)[:4].reshape(2, 2).to(xy)
+        q = self.body_mean[:4].reshape(2, 2).to(xy)
         pv, qv = b[1] - b[0], q[1] - q[0]
         den = (pv ** 2).sum()
         if float(den) == 0.0:

@@ -103,6 +103,7 @@ def artefact_counts(layout: DatasetLayout, audio_features: list[str]) -> dict[st
     counts["transforms"] = len(train.get("frames", [])) + len(val.get("frames", [])) + len(excluded)
     counts["au_csv"] = count_rows(layout.au)
     counts["body_pose"] = count_rows(layout.body_pose)
+    counts["body_flow"] = count_rows(layout.body_flow)
     tr_ids = [f["img_id"] for f in train.get("frames", [])]
     va_ids = [f["img_id"] for f in val.get("frames", [])]
     # each split in order, together every frame once (the validation frames are the clip's end, or

@@ -46,7 +46,7 @@ from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.metrics import BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD
+from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD
 from pipeline.report.aggregate import read_long
 from pipeline.report.presets import COLUMNS, Column, Preset, get_preset, short_backend
 
@@ -64,6 +64,11 @@ TRAINING = 2
 BODY_POSE_NOTE = (f"Training '{BODY_POSE_TORSO}': the torso also sees the body pose (both shoulders' image "
                   "positions, MediaPipe Pose; config torso_body_pose, on in the quick profile), which the RAD-NeRF "
                   "and ER-NeRF torsos as published do not (head pose only; docs/quality.md, cause 12).")
+#: footnote of a Training cell whose torso saw the body flow
+BODY_FLOW_NOTE = (f"Training '{BODY_FLOW_TORSO}': the torso also sees the body flow (the mean optical flow of the "
+                  "body's 3 x 3 cells from a reference frame, measured on each rendered frame as its head pose is; "
+                  "config torso_body_flow, on in the quick profile), which the RAD-NeRF and ER-NeRF torsos as "
+                  "published do not (head pose only; docs/quality.md, cause 16).")
 #: footnote of a Training cell whose torso drew the body in its frame
 BODY_FRAME_NOTE = (f"Training '{BODY_FRAME_TORSO}': the torso drew the body in the shoulders' frame (each frame's image "
                    "mapped by the similarity that takes its shoulders onto their training mean; config torso_body_frame, "
@@ -303,7 +308,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
         msub = sub[sub["method"] == m]
         cells, vals = [_info(msub, k) for k, _ in INFO_COLUMNS], [(None, ())] * len(INFO_COLUMNS)
         notes = [n for key, n in ((HEAD_UP_HEAD, HEAD_UP_NOTE), (BODY_POSE_TORSO, BODY_POSE_NOTE),
-                                  (BODY_FRAME_TORSO, BODY_FRAME_NOTE))
+                                  (BODY_FLOW_TORSO, BODY_FLOW_NOTE), (BODY_FRAME_TORSO, BODY_FRAME_NOTE))
                  if key in cells[TRAINING]]
         if notes:
             cells[TRAINING] += f" ({','.join(str(tab.note(n)) for n in notes)})"

@@ -6,7 +6,8 @@ camera, OpenGL convention, vertical field of view 63 degrees); c2w = inverse (he
 Head = face-mesh hull plus person pixels above the chin (hair), torso = the other person pixels
 (MediaPipe selfie segmentation), background = per-pixel median of non-person pixels.
 AU45_r = 3 x mean eye-blink blendshape; aud_mel.npy = 16 log-mel windows (10 ms hop) of 80 bins
-centred on each frame; body_pose.npy = MediaPipe Pose landmarks (:mod:`pipeline.preprocess.body_pose`).
+centred on each frame; body_pose.npy = MediaPipe Pose landmarks (:mod:`pipeline.preprocess.body_pose`);
+body_flow.npy = the body cells' optical flow (:mod:`pipeline.preprocess.body_flow`).
 
 CLI: ``python -m pipeline.train.devdata --video V --out DIR [--frames N]``.
 """
@@ -119,7 +120,15 @@ def build(video: Path, out: Path, n_frames: int | None = None, log=None) -> Path
     from pipeline.preprocess.body_pose import fill_missing, track
 
     body, found = track(frames, n)
-    np.save(out / "body_pose.npy", fill_missing(body, found))
+    body = fill_missing(body, found)
+    np.save(out / "body_pose.npy", body)
+    from pipeline.preprocess.body_flow import compute as body_flow
+    from pipeline.preprocess.body_pose import SHOULDERS
+    from pipeline.preprocess.parsing import read_parsing
+
+    flow, _ = body_flow(lambda i: np.ascontiguousarray(frames[i][..., ::-1]), n,
+                        lambda i: read_parsing(out / "parsing" / f"{i}.png"), body[:, list(SHOULDERS), :2].reshape(n, 4))
+    np.save(out / "body_flow.npy", flow)
     (out / "devdata.json").write_text(json.dumps({"video": str(video), "frames": n}))
     if log:
         log.info("dev dataset: %d frames, focal %.1f -> %s", n, focal, out)

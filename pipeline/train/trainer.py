@@ -207,9 +207,8 @@ class Stage:
             keep = ~head
             pix, gt, torso = pix[keep], gt[keep], torso[keep]
             c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
-            cond = None
-            if self.model.torso.uses_body:
-                cond = {"body_pose": get_condition("body_pose").encode_value(self.train.conds["body_pose"][k])}
+            cond = {n: get_condition(n).encode_value(self.train.conds[n][k])
+                    for n in self.model.torso_body_conditions()} or None
             t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond)
             pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
             mse = ((pred - gt) ** 2).mean()

@@ -314,6 +314,29 @@ rule body_pose:
         " --report {output.report:q} 2> {log:q}"
 
 
+rule body_flow:
+    input:
+        frames=rules.frames.output.frames,
+        parsing=rules.parsing.output.parsing,
+        body_pose=rules.body_pose.output.landmarks,
+    output:
+        flow=f"{DATA}/body_flow.npy",
+        report=f"{DATA}/body_flow.json",
+    conda:
+        "../../envs/preprocess.yaml"
+    log:
+        f"{LOGS}/body_flow/{{identity}}.log",
+    benchmark:
+        f"{BENCH}/body_flow/{{identity}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m pipeline.preprocess.body_flow --frames {input.frames:q} --parsing {input.parsing:q}"
+        " --body-pose {input.body_pose:q} --out {output.flow:q} --report {output.report:q} 2> {log:q}"
+
+
 rule audio_features:
     input:
         audio=rules.crop.output.audio,
@@ -355,13 +378,14 @@ rule dataset_manifest:
         transforms=rules.tracking.output.train,
         aus=rules.aus.output.report,
         body_pose=rules.body_pose.output.report,
+        body_flow=rules.body_flow.output.report,
         threedmm=rules.threedmm.output.report,
         teeth=teeth_mask_report,
         audio=rules.audio_features.output.features,
         benchmarks=[
             f"{BENCH}/{stage}/{{identity}}.tsv"
             for stage in ("probe", "crop", "frames", "landmarks", "parsing", "background", "tracking", "aus",
-                          "body_pose", "threedmm", "audio_features")
+                          "body_pose", "body_flow", "threedmm", "audio_features")
         ],
     output:
         manifest=f"{DATA}/manifest.json",

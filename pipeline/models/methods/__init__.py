@@ -71,7 +71,8 @@ def register(spec: MethodSpec) -> MethodSpec:
 def model_conditions(cfg) -> tuple[str, ...]:
     """The per-frame conditions a model of config ``cfg`` consumes: its method's
     (:attr:`MethodSpec.conditions`), plus ``body_pose`` for the torso when
-    ``cfg.torso_body_pose`` is on (:class:`pipeline.models.configs.TrainConfig`).
+    ``cfg.torso_body_pose`` is on and ``body_flow`` when ``cfg.torso_body_flow`` is on
+    (:class:`pipeline.models.configs.TrainConfig`).
 
     Raises:
         KeyError: ``cfg.method`` is not a registered method.
@@ -79,6 +80,8 @@ def model_conditions(cfg) -> tuple[str, ...]:
     conds = tuple(get_method(cfg.method).conditions)
     if getattr(cfg, "torso_body_pose", False) and "body_pose" not in conds:
         conds += ("body_pose",)
+    if getattr(cfg, "torso_body_flow", False) and "body_flow" not in conds:
+        conds += ("body_flow",)
     return conds
 
 
