@@ -66,7 +66,8 @@ BODY_POSE_NOTE = (f"Training '{BODY_POSE_TORSO}': the torso also sees the body p
                   "and ER-NeRF torsos as published do not (head pose only; docs/quality.md, cause 12).")
 #: footnote of a Training cell whose torso saw the body flow
 BODY_FLOW_NOTE = (f"Training '{BODY_FLOW_TORSO}': the torso also sees the body flow (the mean optical flow of the "
-                  "body's 3 x 3 cells from a reference frame, measured on each rendered frame as its head pose is; "
+                  "body's 3 x 3 cells from a reference frame, measured on the frame whose head pose is rendered: the "
+                  "validation frame itself in the self-driven test, the replayed training frame in cross-driven ones; "
                   "config torso_body_flow, on in the quick profile), which the RAD-NeRF and ER-NeRF torsos as "
                   "published do not (head pose only; docs/quality.md, cause 16).")
 #: footnote of a Training cell whose torso drew the body in its frame
