@@ -140,3 +140,18 @@ def require_shared(*rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not found: larger real-data tests need ../shared/data beside the clone")
     return p
+
+
+def table_with_training(training: str, method: str):
+    """The self-driven table (preset ``livenerf_table2``) of one PSNR row of ``method`` whose
+    ``Training`` cell says ``training``: for the footnote tests of the Training markers."""
+    import pandas as pd
+
+    from pipeline.report.presets import get_preset
+    from pipeline.report.tables import build_table
+
+    rows = [{"method": method, "identity": "German", "protocol": "self_driven", "test": "self", "metric": "psnr",
+             "value": 30.0, "backend": "skimage", "na_reason": None, "n_frames": 10, "compositing": "full",
+             "resolution": "128x128", "training": training, "note": None, "weights_sha256": None, "source_file": "x"}]
+    reported = pd.DataFrame(columns=["method", "source", "table", "metric", "value", "notes", "setup", "resolution", "id"])
+    return build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", [method], reported)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import train_all_stages
+from tests.conftest import table_with_training, train_all_stages
 from pipeline.common.errors import InputError
 from pipeline.models.conditions import get_condition
 from pipeline.models.configs import make_config
@@ -201,18 +201,10 @@ def test_stage_refuses_a_body_pose_of_another_clip(tmp_path):
 def test_tables_footnote_the_body_flow():
     """A Training cell naming the body flow gets a footnote saying where the flow was measured and
     that the published torsos do not see it."""
-    import pandas as pd
-
     from pipeline.metrics import BODY_FLOW_TORSO, BODY_POSE_TORSO
-    from pipeline.report.presets import get_preset
-    from pipeline.report.tables import build_table
 
     training = f"quick, {BODY_POSE_TORSO}, {BODY_FLOW_TORSO}"
-    rows = [{"method": "er_nerf", "identity": "German", "protocol": "self_driven", "test": "self", "metric": "psnr",
-             "value": 30.0, "backend": "skimage", "na_reason": None, "n_frames": 10, "compositing": "full",
-             "resolution": "128x128", "training": training, "note": None, "weights_sha256": None, "source_file": "x"}]
-    reported = pd.DataFrame(columns=["method", "source", "table", "metric", "value", "notes", "setup", "resolution", "id"])
-    tab = build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", ["er_nerf"], reported)
+    tab = table_with_training(training, "er_nerf")
     k = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{BODY_FLOW_TORSO}'"))
     assert tab.rows[0]["cells"][2].startswith(training + " (") and str(k) in tab.rows[0]["cells"][2]
     note = tab.footnotes[k - 1]

@@ -32,6 +32,9 @@ BODY_POSE_TORSO = "torso + body pose"
 #: the tables' ``Training`` text for a model whose torso also saw the body flow
 #: (``TrainConfig.torso_body_flow``; :func:`pipeline.metrics.compute.training_setup`)
 BODY_FLOW_TORSO = "torso + body flow"
+#: the tables' ``Training`` text for a model whose torso also read the nearest training bodies
+#: (``TrainConfig.torso_retrieval`` > 0; :func:`pipeline.metrics.compute.training_setup`)
+RETRIEVAL_TORSO = "torso + retrieved bodies"
 #: the tables' ``Training`` text for a model whose torso drew the body in its frame
 #: (``TrainConfig.torso_body_frame``, on for that identity; :func:`pipeline.metrics.compute.training_setup`)
 BODY_FRAME_TORSO = "torso in body frame"

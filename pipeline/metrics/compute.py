@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
-from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_UP_HEAD, METRIC_NAMES, NEEDS_GT, MetricValue
+from pipeline.metrics import (BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_UP_HEAD, METRIC_NAMES,
+                              NEEDS_GT, RETRIEVAL_TORSO, MetricValue)
 from pipeline.weights import WeightsMissing
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ def training_setup(model_dir: Path | None) -> str | None:
     saw the body flow (config ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head
     also saw the camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the
     torso drew the body in its frame (config ``torso_body_frame``, on for this identity: the
-    manifest's ``body_frame``), :data:`BODY_FRAME_TORSO`; from the model
+    manifest's ``body_frame``), :data:`BODY_FRAME_TORSO`, and when the torso also read the mean of
+    the nearest training bodies (config ``torso_body_pose`` and ``torso_retrieval`` > 0),
+    :data:`RETRIEVAL_TORSO`; from the model
     folder's ``train_manifest.json``. None for renders without a model folder or manifest
     (the metric JSON then says ``none (baseline)`` for this project's baselines, whose render
     manifest has a ``baseline`` record, and nothing for external renders: unknown, '?' in the
@@ -119,6 +122,8 @@ def training_setup(model_dir: Path | None) -> str | None:
         parts.append(BODY_FLOW_TORSO)
     if (m.get("body_frame") or {}).get("on"):
         parts.append(BODY_FRAME_TORSO)
+    if cfg.get("torso_body_pose") and int(cfg.get("torso_retrieval") or 0) > 0:
+        parts.append(RETRIEVAL_TORSO)
     return ", ".join(parts)
 
 

@@ -98,6 +98,19 @@ class TrainConfig:
     torso_body_frame_min_sway: float = 0.035
     """``torso_body_frame: auto`` turns the body frame on from this sway (RMS distance of the
     shoulder midpoint from its training mean, in mean shoulder widths; unitless, >= 0)."""
+    torso_retrieval: int = 0
+    """K > 0: the torso MLP also reads, at each pixel, the mean colour of the K training frames
+    whose body input (shoulders, then the body flow when ``torso_body_flow``) is nearest the
+    frame's, standardised by the training spread (:func:`pipeline.models.torso.nearest_bodies`);
+    the torso keeps those frames (gt_imgs at the training resolution, N x H x W x 3 bytes in its
+    checkpoints). A torso field conditioned on a few numbers blends the training bodies, and does
+    not draw arms and hands that only some frames show; the nearest frames show them where they are
+    (docs/quality.md, cause 17). 0: off (RAD-NeRF, ER-NeRF, the ``paper`` profile); the ``quick``
+    profile uses 5. Needs ``torso_body_pose``."""
+    torso_retrieval_exclude: int = 5
+    """while the torso trains, a training frame's retrieval leaves out the training frames within
+    this many frames of it (itself included), as a held-out frame has no copy of itself among the
+    training frames (frames, >= 0; 0 leaves out the frame itself)."""
     head_up: bool = False
     """condition the head field on the camera's up axis in head coordinates (the second column of
     the frame's camera-to-head rotation, i.e. the direction of gravity as the head tilts and
@@ -170,7 +183,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
         InputError (naming ``source``): unknown keys; ``ema_decay`` outside [0, 1]; ``ema_update_every``
             below 1 while the weight average is on; ``torso_body_frame`` not off/on/auto, or ``on``
             without ``torso_body_pose``; ``torso_body_flow`` without ``torso_body_pose``;
-            ``torso_body_frame_min_sway`` below 0 (checked here, before
+            ``torso_body_frame_min_sway`` below 0; ``torso_retrieval`` below 0 or without
+            ``torso_body_pose``; ``torso_retrieval_exclude`` below 0 (checked here, before
             any data is read).
     """
     from pipeline.models.methods import get_method
@@ -198,6 +212,11 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     if cfg.torso_body_flow and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_body_flow needs torso_body_pose (the flow joins the "
                                  "shoulders' input)")
+    if cfg.torso_retrieval < 0 or cfg.torso_retrieval_exclude < 0:
+        raise InputError(source, f"training options torso_retrieval {cfg.torso_retrieval} / torso_retrieval_exclude "
+                                 f"{cfg.torso_retrieval_exclude}: frame counts, at least 0")
+    if cfg.torso_retrieval and not cfg.torso_body_pose:
+        raise InputError(source, "training option torso_retrieval needs torso_body_pose (the body input it retrieves by)")
     return cfg
 
 

@@ -8,7 +8,9 @@ half-size in scene units, 1.0), ``audio_feature``, ``audio_window``, ``audio_sha
 feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``; ``head_up`` (training mean
 and spread of the head-up input, :func:`head_up_stats`) for a head built with ``cfg.head_up``;
 ``body_frame`` (:func:`body_frame_meta`: the training body's sway and whether the torso draws
-the body in its frame) for a config with ``torso_body_frame`` other than ``off``.
+the body in its frame) for a config with ``torso_body_frame`` other than ``off``; ``torso_bank``
+(``{"frames", "H", "W"}``: the shape of the training frames a torso built with
+``cfg.torso_retrieval`` keeps, set by :meth:`TalkingHeadModel.set_torso_bank` in the torso stage).
 """
 from __future__ import annotations
 
@@ -115,6 +117,11 @@ class TalkingHeadModel(nn.Module):
             if not self.torso.uses_body:
                 raise ValueError("meta['body_frame'] is on but the torso does not see the body pose (torso_body_pose)")
             self.torso.body_frame = True
+        bank = meta.get("torso_bank")
+        if bank:
+            if not self.torso.retrieval_k:
+                raise ValueError("meta['torso_bank'] is set but the torso does not retrieve training bodies (torso_retrieval 0)")
+            self.torso.empty_bank(int(bank["frames"]), int(bank["H"]), int(bank["W"]))
         #: the head field reads the head-up input (fixed when it is built: a later stage's config
         #: does not change the field)
         self.head_up = bool(getattr(cfg, "head_up", False))
@@ -178,11 +185,37 @@ class TalkingHeadModel(nn.Module):
                            self.occ if occ else None, perturb=perturb,
                            tight_bounds=self.cfg.occ_tight_bounds, skip_empty=skip_empty)
 
-    def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None):
+    def set_torso_bank(self, rgb: torch.Tensor, conds: dict, ids) -> None:
+        """Give a torso built with ``cfg.torso_retrieval`` the training frames it retrieves from
+        (the torso stage; :meth:`pipeline.models.torso.DeformedTorso.set_bank`) and record their
+        shape in ``meta["torso_bank"]``.
+
+        Args:
+            rgb: [N, H, W, 3] uint8 training frames (gt_imgs at the training resolution).
+            conds: the training split's raw conditions ({name: [N, ...]}), read for the torso's
+                body input (:meth:`torso_body_conditions`).
+            ids: [N] their ``img_id``.
+        Raises:
+            ValueError: the torso has no retrieval, a body condition is missing, or shapes differ.
+        """
+        names = self.torso_body_conditions()
+        missing = [n for n in names if n not in conds]
+        if missing:
+            raise ValueError(f"set_torso_bank: the training conditions have no {missing[0]!r}")
+        n = len(rgb)
+        body = torch.cat([torch.as_tensor(conds[name], dtype=torch.float32).reshape(n, -1) for name in names], 1)
+        self.torso.set_bank(rgb, body, ids)
+        self.meta["torso_bank"] = {"frames": int(n), "H": int(rgb.shape[1]), "W": int(rgb.shape[2])}
+
+    def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None,
+                         exclude: int | None = None):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
         pose ``c2w`` (scene units); ``cond`` the frame's condition record, read for its
         ``body_pose`` (and ``body_flow``) when the torso is conditioned on it (built with
-        ``cfg.torso_body_pose``, ``cfg.torso_body_flow``; :meth:`torso_body_conditions`).
+        ``cfg.torso_body_pose``, ``cfg.torso_body_flow``; :meth:`torso_body_conditions`);
+        ``exclude``: the ``img_id`` of the training frame being fitted, which a torso with
+        retrieval (``cfg.torso_retrieval``) leaves out of it with its neighbours in time (None at
+        render time).
 
         Raises:
             ValueError: the torso needs ``body_pose`` or ``body_flow`` and ``cond`` has none."""
@@ -197,7 +230,7 @@ class TalkingHeadModel(nn.Module):
             if missing:
                 raise ValueError(f"this torso is conditioned on the body flow: the condition record has no {missing[0]!r}")
             body = torch.cat([cond[n].reshape(-1).to(xy.device) for n in names])
-        return self.torso(xy, c2w[:3, :4].reshape(-1), body)
+        return self.torso(xy, c2w[:3, :4].reshape(-1), body, exclude)
 
     def torso_body_conditions(self) -> tuple[str, ...]:
         """The conditions whose values, in this order, make the torso's body input: ``body_pose``

@@ -6,7 +6,10 @@ in [-1, 1], ``pose`` [12] = c2w[:3, :4] flattened (scene units) and ``body`` the
 ([4] shoulder positions, condition ``body_pose``; only for a torso built with
 ``cfg.torso_body_pose``, followed by the 18 numbers of the body flow, condition ``body_flow``, for a
 torso built with ``cfg.torso_body_flow``; None otherwise); it returns ``rgb`` [P, 3] in [0, 1], ``alpha`` [P] in
-[0, 1] and ``deform`` [P, 2].
+[0, 1] and ``deform`` [P, 2]. A torso built with ``cfg.torso_retrieval`` > 0 also reads the mean
+colour of the training frames whose body input is nearest the frame's (:func:`nearest_bodies`,
+:meth:`DeformedTorso.set_bank`); ``exclude`` (the training frame's ``img_id`` while it trains) keeps
+the frame and its neighbours in time out of that retrieval.
 """
 from __future__ import annotations
 
@@ -49,6 +52,46 @@ def body_sway(body: np.ndarray) -> float:
     return float(np.sqrt(((mid - mid.mean(0)) ** 2).sum(1).mean()) / width)
 
 
+def nearest_bodies(bank: torch.Tensor, query: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, k: int,
+                   ids: torch.Tensor | None = None, exclude: int | None = None, window: int = 0) -> torch.Tensor:
+    """Indices of the ``k`` bank frames whose body input is nearest ``query``: squared Euclidean
+    distance of the inputs standardised by ``mean`` and ``std`` (the torso's training statistics),
+    ties broken by the lower index. With ``exclude`` (an ``img_id``) the bank frames whose
+    ``ids`` lie within ``window`` frames of it (``|id - exclude| <= window``, the frame itself
+    included) are left out: a training frame does not retrieve itself or its neighbours in time,
+    which a held-out frame cannot either.
+
+    Args:
+        bank: [N, D] body inputs of the bank frames (shoulders in [-1, 1], then the body flow).
+        query: [D] the frame's body input.
+        mean, std: [D] standardisation (std > 0).
+        k: number of frames, >= 1; fewer when fewer frames remain after the exclusion.
+        ids: [N] ``img_id`` of the bank frames (needed with ``exclude``).
+        exclude, window: see above (frames, >= 0).
+    Returns: [min(k, candidates)] long indices into the bank, nearest first.
+    Raises:
+        ValueError: ``k`` < 1, shapes that do not match, ``exclude`` without ``ids``, or no bank
+            frame left.
+    Source: not in RAD-NeRF / ER-NeRF (docs/quality.md, cause 17); the analysis of cause 16 (the 5
+    training frames nearest by the body flow) made into a torso input.
+    """
+    if k < 1:
+        raise ValueError(f"nearest_bodies: k must be at least 1, got {k}")
+    if bank.ndim != 2 or query.reshape(-1).shape[0] != bank.shape[1]:
+        raise ValueError(f"nearest_bodies: bank [N, D] and query [D] do not match ({list(bank.shape)}, {list(query.shape)})")
+    z = (bank.float() - mean) / std
+    d = ((z - (query.reshape(1, -1).float().to(z) - mean) / std) ** 2).sum(1)
+    if exclude is not None:
+        if ids is None:
+            raise ValueError("nearest_bodies: exclude needs the bank's ids")
+        d = torch.where((ids.to(d.device) - int(exclude)).abs() <= window, torch.full_like(d, float("inf")), d)
+    n = int(torch.isfinite(d).sum())
+    if n == 0:
+        raise ValueError(f"nearest_bodies: no bank frame is left after excluding +-{window} frames of {exclude}")
+    # stable sort: equal distances keep the bank order
+    return torch.sort(d, stable=True).indices[:min(k, n)]
+
+
 def euler_xyz(rot: torch.Tensor) -> torch.Tensor:
     """Euler angles (radians) of a rotation matrix in the intrinsic ``XYZ`` convention,
     ``R = Rx(a) @ Ry(b) @ Rz(c)`` -> ``(a, b, c)``, as pytorch3d's ``matrix_to_euler_angles(R, "XYZ")``
@@ -80,13 +123,20 @@ class DeformedTorso(nn.Module):
     (condition ``body_flow``: the 3 x 3 body cells' displacement from a reference frame, x and y in
     [-1, 1] units), standardised and encoded alike.
 
+    With ``cfg.torso_retrieval`` = K > 0 (not in the references) the torso MLP also reads, at each
+    pixel, the mean colour of the K training frames whose body input is nearest the frame's
+    (:func:`nearest_bodies`; the frames ``gt_imgs`` at the training resolution, kept in the torso
+    as its *bank*, :meth:`set_bank`), bilinearly sampled at the pixel's image coordinate and
+    scaled to [-1, 1]: the torso draws the body the training frames show for such a body input and
+    learns what to keep of it (hands and arms that the fields' inputs cannot place otherwise).
+
     With :attr:`body_frame` on (``cfg.torso_body_frame``, set by the model from its meta; not in
     the references) the image coordinates are first mapped into the body's frame
     (:meth:`to_body_frame`): the similarity that takes the frame's shoulders onto their training
     mean, so the grid holds one image of a body that sways across the frame.
 
     ``forward(xy [P,2] in [-1,1] (image plane), pose [12] = c2w[:3,:4] flattened (scene units),
-    body [body_dim] or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
+    body [body_dim] or None, exclude img_id or None)`` returns ``rgb`` [P,3] in [0,1], ``alpha`` [P] in [0,1], ``deform`` [P,2]
     (in the shrunk coordinates).
     """
 
@@ -117,7 +167,65 @@ class DeformedTorso(nn.Module):
         self.grid = make_hash_grid(2, n_levels=cfg.torso_levels, n_features=2,
                                    log2_hashmap_size=min(cfg.log2_hashmap, 18), base_resolution=16,
                                    desired_resolution=cfg.torso_resolution)
-        self.net = mlp(self.grid.output_dim + d_xy + d_pose, 4, color_hidden, 3)
+        #: training frames averaged into the retrieval input (``cfg.torso_retrieval``; 0: none)
+        self.retrieval_k = int(getattr(cfg, "torso_retrieval", 0)) if self.uses_body else 0
+        #: frames on either side of a training frame left out of its retrieval
+        self.retrieval_window = int(getattr(cfg, "torso_retrieval_exclude", 0))
+        if self.retrieval_k:
+            self.register_buffer("bank_rgb", torch.zeros(0, 1, 1, 3, dtype=torch.uint8))
+            self.register_buffer("bank_body", torch.zeros(0, self.body_dim))
+            self.register_buffer("bank_ids", torch.zeros(0, dtype=torch.long))
+        self.net = mlp(self.grid.output_dim + d_xy + d_pose + (3 if self.retrieval_k else 0), 4, color_hidden, 3)
+
+    def set_bank(self, rgb: torch.Tensor, body: torch.Tensor, ids) -> None:
+        """Keep the training frames the retrieval draws from (``cfg.torso_retrieval`` > 0).
+
+        Args:
+            rgb: [N, H, W, 3] uint8 frames (gt_imgs at the training resolution; N*H*W*3 bytes in
+                every checkpoint of the torso).
+            body: [N, body_dim] their body input, as :meth:`forward` takes it.
+            ids: [N] their ``img_id`` (for the exclusion window).
+        Raises:
+            ValueError: the torso has no retrieval, or the shapes do not match.
+        """
+        if not self.retrieval_k:
+            raise ValueError("set_bank: this torso was built without retrieval (torso_retrieval 0)")
+        rgb = torch.as_tensor(rgb)
+        body = torch.as_tensor(body, dtype=torch.float32).reshape(len(rgb), -1)
+        ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8 or body.shape[1] != self.body_dim \
+                or len(ids) != len(rgb) or len(rgb) == 0:
+            raise ValueError(f"set_bank: need uint8 [N, H, W, 3] frames, [N, {self.body_dim}] body inputs and [N] ids "
+                             f"with N >= 1, got {list(rgb.shape)} {rgb.dtype}, {list(body.shape)}, {list(ids.shape)}")
+        dev = self.body_mean.device
+        self.bank_rgb, self.bank_body, self.bank_ids = rgb.to(dev), body.to(dev), ids.to(dev)
+
+    def empty_bank(self, frames: int, height: int, width: int) -> None:
+        """Zero bank of ``frames`` frames of ``height`` x ``width`` px, the shape a stored torso
+        is loaded into (:class:`pipeline.models.model.TalkingHeadModel`, ``meta["torso_bank"]``)."""
+        dev = self.body_mean.device
+        self.bank_rgb = torch.zeros(frames, height, width, 3, dtype=torch.uint8, device=dev)
+        self.bank_body = torch.zeros(frames, self.body_dim, device=dev)
+        self.bank_ids = torch.zeros(frames, dtype=torch.long, device=dev)
+
+    def retrieved_colour(self, xy: torch.Tensor, body: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
+        """The retrieval input: the mean of the :attr:`retrieval_k` bank frames nearest ``body``
+        (:func:`nearest_bodies`, leaving out ``exclude`` +- :attr:`retrieval_window`), sampled
+        bilinearly (``grid_sample``, ``align_corners=False``: a pixel centre of the training
+        resolution reads that pixel; border padding) at ``xy`` [P, 2] in [-1, 1].
+        Returns [P, 3] in [0, 1].
+
+        Raises:
+            ValueError: the bank is empty (a torso stage never set it)."""
+        if len(self.bank_rgb) == 0:
+            raise ValueError("this torso retrieves training bodies (torso_retrieval) but holds no bank of training "
+                             "frames: train its torso stage first")
+        idx = nearest_bodies(self.bank_body, body.reshape(-1).to(self.bank_body), self.body_mean, self.body_std,
+                             self.retrieval_k, self.bank_ids, exclude, self.retrieval_window)
+        img = self.bank_rgb[idx].float().mean(0).permute(2, 0, 1)[None] / 255       # [1, 3, H, W]
+        out = torch.nn.functional.grid_sample(img, xy.reshape(1, 1, -1, 2).to(img), mode="bilinear",
+                                              padding_mode="border", align_corners=False)
+        return out[0, :, 0].t().to(xy)
 
     def pose_features(self, pose: torch.Tensor) -> torch.Tensor:
         """[12] c2w[:3,:4] -> [1, d_pose] encoded head pose (subclasses)."""
@@ -157,7 +265,13 @@ class DeformedTorso(nn.Module):
         z = xy - b.mean(0)
         return torch.stack([c * z[:, 0] - s * z[:, 1], s * z[:, 0] + c * z[:, 1]], -1) + q.mean(0)
 
-    def forward(self, xy: torch.Tensor, pose: torch.Tensor, body: torch.Tensor | None = None):
+    def forward(self, xy: torch.Tensor, pose: torch.Tensor, body: torch.Tensor | None = None,
+                exclude: int | None = None):
+        ref = None
+        if self.retrieval_k:
+            if body is None:
+                raise ValueError("this torso retrieves training bodies by the body input (torso_retrieval): body is None")
+            ref = self.retrieved_colour(xy, body, exclude) * 2 - 1
         if self.body_frame:
             if body is None:
                 raise ValueError("this torso draws the body in its frame (torso_body_frame): body is None")
@@ -172,7 +286,8 @@ class DeformedTorso(nn.Module):
         h = torch.cat([freq_encode(xy, self.xy_freqs), enc_p], -1)
         dxy = self.deform_net(h)
         warped = (xy + dxy).clamp(-1, 1)
-        out = self.net(torch.cat([self.grid((warped + 1) / 2), h], -1))
+        feats = [self.grid((warped + 1) / 2), h] + ([ref] if ref is not None else [])
+        out = self.net(torch.cat(feats, -1))
         return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3]), dxy
 
 

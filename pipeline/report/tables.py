@@ -46,7 +46,7 @@ from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD
+from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD, RETRIEVAL_TORSO
 from pipeline.report.aggregate import read_long
 from pipeline.report.presets import COLUMNS, Column, Preset, get_preset, short_backend
 
@@ -70,6 +70,11 @@ BODY_FLOW_NOTE = (f"Training '{BODY_FLOW_TORSO}': the torso also sees the body f
                   "validation frame itself in the self-driven test, the replayed training frame in cross-driven ones; "
                   "config torso_body_flow, on in the quick profile), which the RAD-NeRF and ER-NeRF torsos as "
                   "published do not (head pose only; docs/quality.md, cause 16).")
+#: footnote of a Training cell whose torso read the nearest training bodies
+RETRIEVAL_NOTE = (f"Training '{RETRIEVAL_TORSO}': the torso also reads, at each pixel, the mean colour of the training "
+                  "frames whose body input (shoulders and body flow of the frame whose head pose is rendered) is nearest "
+                  "(config torso_retrieval, off in every profile by default), an image-based input that the RAD-NeRF and "
+                  "ER-NeRF torsos as published do not have (docs/quality.md, cause 17).")
 #: footnote of a Training cell whose torso drew the body in its frame
 BODY_FRAME_NOTE = (f"Training '{BODY_FRAME_TORSO}': the torso drew the body in the shoulders' frame (each frame's image "
                    "mapped by the similarity that takes its shoulders onto their training mean; config torso_body_frame, "
@@ -309,7 +314,8 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
         msub = sub[sub["method"] == m]
         cells, vals = [_info(msub, k) for k, _ in INFO_COLUMNS], [(None, ())] * len(INFO_COLUMNS)
         notes = [n for key, n in ((HEAD_UP_HEAD, HEAD_UP_NOTE), (BODY_POSE_TORSO, BODY_POSE_NOTE),
-                                  (BODY_FLOW_TORSO, BODY_FLOW_NOTE), (BODY_FRAME_TORSO, BODY_FRAME_NOTE))
+                                  (BODY_FLOW_TORSO, BODY_FLOW_NOTE), (BODY_FRAME_TORSO, BODY_FRAME_NOTE),
+                                  (RETRIEVAL_TORSO, RETRIEVAL_NOTE))
                  if key in cells[TRAINING]]
         if notes:
             cells[TRAINING] += f" ({','.join(str(tab.note(n)) for n in notes)})"

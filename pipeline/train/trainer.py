@@ -134,6 +134,9 @@ class Stage:
                          "the body %s", body_frame["mode"], body_frame["sway"], body_frame["min_sway"],
                          "in its frame" if body_frame["on"] else "in image coordinates")
             self.model = build_model(cfg, meta).to(device)
+        if stage == "torso" and self.model.torso.retrieval_k:
+            tr = data.splits["train"]
+            self.model.set_torso_bank(tr.gt, tr.conds, tr.ids)
         self.model.train()
         self.total = stage_steps(cfg, stage)
         train_mods = [self.model.torso] if stage == "torso" else [self.model.audio, self.model.head]
@@ -209,7 +212,7 @@ class Stage:
             c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
             cond = {n: get_condition(n).encode_value(self.train.conds[n][k])
                     for n in self.model.torso_body_conditions()} or None
-            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond)
+            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond, exclude=int(self.train.ids[k]))
             pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
             mse = ((pred - gt) ** 2).mean()
             return mse + cfg.lambda_torso_alpha * ((t_a - torso[:, 3]) ** 2).mean(), mse.item(), pix.shape[0]
