@@ -60,6 +60,8 @@ def test_torso_reads_the_mean_of_the_nearest_frames(method):
     torch.testing.assert_close(got, want)
     got = torso.retrieved_colour(xy, torch.tensor([2.9, 0, 0, 0]), exclude=3)    # frame 3 left out: 2 and 1
     torch.testing.assert_close(got, (rgb[[2, 1]].float().mean(0) / 255)[[0, 3], [0, 2]])
+    got = torso.retrieved_colour(xy, torch.tensor([2.9, 0, 0, 0]), exclude=3, window=1)   # 2 and 3 left out
+    torch.testing.assert_close(got, (rgb[[1, 0]].float().mean(0) / 255)[[0, 3], [0, 2]])
     pose = torch.eye(4)[:3].reshape(-1)
     a = torso(xy, pose, torch.tensor([2.9, 0, 0, 0]))[0]
     b = torso(xy, pose, torch.tensor([2.9, 0, 0, 0]), exclude=3)[0]
@@ -70,6 +72,9 @@ def test_torso_reads_the_mean_of_the_nearest_frames(method):
         make_config(method, {**TINY, "torso_retrieval": 5})
     with pytest.raises(InputError, match="frame counts, at least 0"):
         make_config(method, {**TINY, "torso_body_pose": True, "torso_retrieval_exclude": -1})
+    with pytest.raises(InputError, match="torso_retrieval_exclude_max 3: a frame count at least"):
+        make_config(method, {**TINY, "torso_body_pose": True, "torso_retrieval_exclude": 5,
+                             "torso_retrieval_exclude_max": 3})
 
 
 def test_profiles_leave_the_retrieval_off():
@@ -108,6 +113,41 @@ def test_trained_torso_keeps_its_bank(tmp_path, dev_dataset):
     assert "torso_bank" not in head_ck["meta"]
 
 
+@pytest.mark.parametrize("exclude_max", [None, 1])
+def test_torso_stage_draws_the_exclusion_window(tmp_path, dev_dataset, exclude_max):
+    """Each torso step leaves out the fitted frame's neighbours within a window drawn uniformly
+    from [torso_retrieval_exclude, torso_retrieval_exclude_max] (None: the validation frames'
+    count); equal bounds give one fixed window."""
+    from pipeline.models.methods import model_conditions
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import Stage
+
+    cfg = resolve_config("rad_nerf", {"profile": "smoke", "overrides": {
+        "torso_body_pose": True, "torso_retrieval": 2, "torso_retrieval_exclude": 1,
+        "torso_retrieval_exclude_max": exclude_max}})
+    data = TalkingDataset(dev_dataset, cfg.resolution, cfg.audio_feature, ("train", "val"),
+                          conditions=model_conditions(cfg), method=cfg.method)
+    n_train, n_val = len(data.splits["train"]), len(data.splits["val"])
+    assert n_val >= 2
+    stage = Stage("torso", cfg, data, tmp_path / "m", None, None, torch.device("cpu"))
+    want_hi = n_val if exclude_max is None else exclude_max
+    assert stage.retrieval_windows == (1, want_hi)
+    seen = []
+    render = stage.model.render_torso_pix
+
+    def spy(*args, **kw):
+        seen.append((kw["exclude"], kw["window"]))
+        return render(*args, **kw)
+
+    stage.model.render_torso_pix = spy
+    gen = torch.Generator().manual_seed(0)
+    for step in range(24):
+        stage.loss_step(step % n_train, gen)
+    assert [e for e, _ in seen] == [int(stage.train.ids[step % n_train]) for step in range(24)]
+    assert {w for _, w in seen} == set(range(1, want_hi + 1))
+
+
 def test_tables_footnote_the_retrieval():
     """A Training cell naming the retrieval gets a footnote that says the published torsos lack it."""
     from pipeline.metrics import BODY_POSE_TORSO, RETRIEVAL_TORSO
@@ -117,3 +157,37 @@ def test_tables_footnote_the_retrieval():
     k = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{RETRIEVAL_TORSO}'"))
     assert tab.rows[0]["cells"][2].startswith(training + " (") and str(k) in tab.rows[0]["cells"][2]
     assert "cause 17" in tab.footnotes[k - 1] and "do not have" in tab.footnotes[k - 1]
+
+
+def test_torso_only_run_on_reused_head_and_lips(tmp_path, dev_dataset):
+    """The quality benchmark's ``--reuse-heads``: a run copies another run's head and lips and
+    trains only the torso; the torso stage, started from a checkpoint made without retrieval,
+    trains a fresh torso with it (the head weights untouched); another seed's models are refused."""
+    from pipeline.common.errors import InputError
+    from pipeline.models.registry import load_checkpoint
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.quality import train_and_score
+
+    import shutil
+
+    data = tmp_path / "data"                       # the benchmark reads the dataset's manifest
+    shutil.copytree(dev_dataset, data)
+    (data / "manifest.json").write_text('{"n_frames": 24}')
+    dev_dataset = data
+    base = {"torso_body_pose": True, "torso_body_flow": True, "val_frames": 2}
+    src = train_all_stages(resolve_config("rad_nerf", {"profile": "smoke", "overrides": base}), dev_dataset,
+                           tmp_path / "src")
+    rec = train_and_score("rad_nerf", dev_dataset, tmp_path / "ret",
+                          {"profile": "smoke", "overrides": {**base, "torso_retrieval": 2}}, reuse_dir=src)
+    assert rec["reused_heads"] == str(src) and np.isfinite(rec["psnr"])
+    lips, _ = load_checkpoint(src / "lips.pt")
+    model, ck = load_checkpoint(tmp_path / "ret" / "torso.pt")
+    assert model.torso.retrieval_k == 2 and len(model.torso.bank_rgb) == ck["meta"]["torso_bank"]["frames"] > 0
+    for name, p in lips.head.state_dict().items():
+        assert torch.equal(p, model.head.state_dict()[name]), name
+    assert (tmp_path / "ret" / "head.pt").read_bytes() == (src / "head.pt").read_bytes()
+    with pytest.raises(InputError, match="trained with seed 0, this run uses seed 1"):
+        train_and_score("rad_nerf", dev_dataset, tmp_path / "ret1",
+                        {"profile": "smoke", "seed": 1, "overrides": {**base, "torso_retrieval": 2}}, reuse_dir=src)
+    with pytest.raises(InputError, match="no lips checkpoint to reuse"):
+        train_and_score("rad_nerf", dev_dataset, tmp_path / "ret2", {"profile": "smoke"}, reuse_dir=tmp_path / "none")

@@ -105,12 +105,19 @@ class TrainConfig:
     the torso keeps those frames (gt_imgs at the training resolution, N x H x W x 3 bytes in its
     checkpoints). A torso field conditioned on a few numbers blends the training bodies, and does
     not draw arms and hands that only some frames show; the nearest frames show them where they are
-    (docs/quality.md, cause 17). 0: off (RAD-NeRF, ER-NeRF, the ``paper`` profile); the ``quick``
-    profile uses 5. Needs ``torso_body_pose``."""
+    (docs/quality.md, cause 17). 0: off (RAD-NeRF, ER-NeRF, every profile). Needs
+    ``torso_body_pose``."""
     torso_retrieval_exclude: int = 5
     """while the torso trains, a training frame's retrieval leaves out the training frames within
     this many frames of it (itself included), as a held-out frame has no copy of itself among the
-    training frames (frames, >= 0; 0 leaves out the frame itself)."""
+    training frames (frames, >= 0; 0 leaves out the frame itself). With
+    ``torso_retrieval_exclude_max`` this is the smallest window of the draw."""
+    torso_retrieval_exclude_max: int | None = None
+    """while the torso trains, each step draws its window uniformly from
+    [``torso_retrieval_exclude``, this] frames, so the torso learns from retrievals as far from the
+    frame as a held-out frame's are; None: the number of validation frames (the self-driven test's
+    held-out frames lie 1 .. n_val frames from the nearest training frame); equal to
+    ``torso_retrieval_exclude``: one fixed window (frames, >= ``torso_retrieval_exclude``)."""
     head_up: bool = False
     """condition the head field on the camera's up axis in head coordinates (the second column of
     the frame's camera-to-head rotation, i.e. the direction of gravity as the head tilts and
@@ -184,8 +191,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
             below 1 while the weight average is on; ``torso_body_frame`` not off/on/auto, or ``on``
             without ``torso_body_pose``; ``torso_body_flow`` without ``torso_body_pose``;
             ``torso_body_frame_min_sway`` below 0; ``torso_retrieval`` below 0 or without
-            ``torso_body_pose``; ``torso_retrieval_exclude`` below 0 (checked here, before
-            any data is read).
+            ``torso_body_pose``; ``torso_retrieval_exclude`` below 0, ``torso_retrieval_exclude_max``
+            below it (checked here, before any data is read).
     """
     from pipeline.models.methods import get_method
 
@@ -215,6 +222,11 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     if cfg.torso_retrieval < 0 or cfg.torso_retrieval_exclude < 0:
         raise InputError(source, f"training options torso_retrieval {cfg.torso_retrieval} / torso_retrieval_exclude "
                                  f"{cfg.torso_retrieval_exclude}: frame counts, at least 0")
+    hi = cfg.torso_retrieval_exclude_max
+    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < cfg.torso_retrieval_exclude):
+        raise InputError(source, f"training option torso_retrieval_exclude_max {hi!r}: a frame count at least "
+                                 f"torso_retrieval_exclude ({cfg.torso_retrieval_exclude}), or null for the number "
+                                 "of validation frames")
     if cfg.torso_retrieval and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_retrieval needs torso_body_pose (the body input it retrieves by)")
     return cfg

@@ -103,25 +103,7 @@ class TalkingHeadModel(nn.Module):
         self.conditions = model_conditions(cfg)
         self.audio = AudioEncoder(meta["audio_shape"][-1], cfg.audio_dim, cfg.audio_window)
         self.head = self.spec.field(cfg, cfg.audio_dim)
-        self.torso = self.spec.torso(cfg)
-        if self.torso.uses_body:
-            names = self.torso_body_conditions()
-            stats = [(meta.get("condition_values") or {}).get(n) for n in names]
-            for n, st in zip(names, stats):
-                if st is None:
-                    raise ValueError(f"the torso's {n} input needs meta['condition_values'][{n!r}] (training mean/std)")
-            self.torso.set_body_stats([v for st in stats for v in st["mean"]], [v for st in stats for v in st["std"]])
-        #: the torso draws the body in its frame (cfg.torso_body_frame, decided when the model was
-        #: first built: meta["body_frame"]["on"]; absent in older models: off)
-        if (meta.get("body_frame") or {}).get("on"):
-            if not self.torso.uses_body:
-                raise ValueError("meta['body_frame'] is on but the torso does not see the body pose (torso_body_pose)")
-            self.torso.body_frame = True
-        bank = meta.get("torso_bank")
-        if bank:
-            if not self.torso.retrieval_k:
-                raise ValueError("meta['torso_bank'] is set but the torso does not retrieve training bodies (torso_retrieval 0)")
-            self.torso.empty_bank(int(bank["frames"]), int(bank["H"]), int(bank["W"]))
+        self.build_torso(cfg)
         #: the head field reads the head-up input (fixed when it is built: a later stage's config
         #: does not change the field)
         self.head_up = bool(getattr(cfg, "head_up", False))
@@ -185,6 +167,35 @@ class TalkingHeadModel(nn.Module):
                            self.occ if occ else None, perturb=perturb,
                            tight_bounds=self.cfg.occ_tight_bounds, skip_empty=skip_empty)
 
+    def build_torso(self, cfg: TrainConfig) -> None:
+        """(Re)build the torso of ``cfg`` (fresh weights: the caller seeds) with what the meta
+        holds for it: the body input's training statistics (``condition_values``), the body frame
+        (``body_frame``) and an empty bank of ``torso_bank``'s shape.
+
+        Raises:
+            ValueError: the meta lacks the statistics the torso's body input needs, or holds a
+                body frame or bank the torso does not use."""
+        self.torso = self.spec.torso(cfg)
+        meta = self.meta
+        if self.torso.uses_body:
+            names = self.torso_body_conditions()
+            stats = [(meta.get("condition_values") or {}).get(n) for n in names]
+            for n, st in zip(names, stats):
+                if st is None:
+                    raise ValueError(f"the torso's {n} input needs meta['condition_values'][{n!r}] (training mean/std)")
+            self.torso.set_body_stats([v for st in stats for v in st["mean"]], [v for st in stats for v in st["std"]])
+        #: the torso draws the body in its frame (cfg.torso_body_frame, decided when the model was
+        #: first built: meta["body_frame"]["on"]; absent in older models: off)
+        if (meta.get("body_frame") or {}).get("on"):
+            if not self.torso.uses_body:
+                raise ValueError("meta['body_frame'] is on but the torso does not see the body pose (torso_body_pose)")
+            self.torso.body_frame = True
+        bank = meta.get("torso_bank")
+        if bank:
+            if not self.torso.retrieval_k:
+                raise ValueError("meta['torso_bank'] is set but the torso does not retrieve training bodies (torso_retrieval 0)")
+            self.torso.empty_bank(int(bank["frames"]), int(bank["H"]), int(bank["W"]))
+
     def set_torso_bank(self, rgb: torch.Tensor, conds: dict, ids) -> None:
         """Give a torso built with ``cfg.torso_retrieval`` the training frames it retrieves from
         (the torso stage; :meth:`pipeline.models.torso.DeformedTorso.set_bank`) and record their
@@ -208,14 +219,14 @@ class TalkingHeadModel(nn.Module):
         self.meta["torso_bank"] = {"frames": int(n), "H": int(rgb.shape[1]), "W": int(rgb.shape[2])}
 
     def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None,
-                         exclude: int | None = None):
+                         exclude: int | None = None, window: int | None = None):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
         pose ``c2w`` (scene units); ``cond`` the frame's condition record, read for its
         ``body_pose`` (and ``body_flow``) when the torso is conditioned on it (built with
         ``cfg.torso_body_pose``, ``cfg.torso_body_flow``; :meth:`torso_body_conditions`);
         ``exclude``: the ``img_id`` of the training frame being fitted, which a torso with
-        retrieval (``cfg.torso_retrieval``) leaves out of it with its neighbours in time (None at
-        render time).
+        retrieval (``cfg.torso_retrieval``) leaves out of it with its neighbours in time, ``window``
+        frames on either side (None: ``cfg.torso_retrieval_exclude``; both None at render time).
 
         Raises:
             ValueError: the torso needs ``body_pose`` or ``body_flow`` and ``cond`` has none."""
@@ -230,7 +241,7 @@ class TalkingHeadModel(nn.Module):
             if missing:
                 raise ValueError(f"this torso is conditioned on the body flow: the condition record has no {missing[0]!r}")
             body = torch.cat([cond[n].reshape(-1).to(xy.device) for n in names])
-        return self.torso(xy, c2w[:3, :4].reshape(-1), body, exclude)
+        return self.torso(xy, c2w[:3, :4].reshape(-1), body, exclude, window)
 
     def torso_body_conditions(self) -> tuple[str, ...]:
         """The conditions whose values, in this order, make the torso's body input: ``body_pose``

@@ -208,9 +208,11 @@ class DeformedTorso(nn.Module):
         self.bank_body = torch.zeros(frames, self.body_dim, device=dev)
         self.bank_ids = torch.zeros(frames, dtype=torch.long, device=dev)
 
-    def retrieved_colour(self, xy: torch.Tensor, body: torch.Tensor, exclude: int | None = None) -> torch.Tensor:
+    def retrieved_colour(self, xy: torch.Tensor, body: torch.Tensor, exclude: int | None = None,
+                         window: int | None = None) -> torch.Tensor:
         """The retrieval input: the mean of the :attr:`retrieval_k` bank frames nearest ``body``
-        (:func:`nearest_bodies`, leaving out ``exclude`` +- :attr:`retrieval_window`), sampled
+        (:func:`nearest_bodies`, leaving out ``exclude`` +- ``window`` frames, by default
+        :attr:`retrieval_window`), sampled
         bilinearly (``grid_sample``, ``align_corners=False``: a pixel centre of the training
         resolution reads that pixel; border padding) at ``xy`` [P, 2] in [-1, 1].
         Returns [P, 3] in [0, 1].
@@ -221,7 +223,8 @@ class DeformedTorso(nn.Module):
             raise ValueError("this torso retrieves training bodies (torso_retrieval) but holds no bank of training "
                              "frames: train its torso stage first")
         idx = nearest_bodies(self.bank_body, body.reshape(-1).to(self.bank_body), self.body_mean, self.body_std,
-                             self.retrieval_k, self.bank_ids, exclude, self.retrieval_window)
+                             self.retrieval_k, self.bank_ids, exclude,
+                             self.retrieval_window if window is None else int(window))
         img = self.bank_rgb[idx].float().mean(0).permute(2, 0, 1)[None] / 255       # [1, 3, H, W]
         out = torch.nn.functional.grid_sample(img, xy.reshape(1, 1, -1, 2).to(img), mode="bilinear",
                                               padding_mode="border", align_corners=False)
@@ -266,12 +269,12 @@ class DeformedTorso(nn.Module):
         return torch.stack([c * z[:, 0] - s * z[:, 1], s * z[:, 0] + c * z[:, 1]], -1) + q.mean(0)
 
     def forward(self, xy: torch.Tensor, pose: torch.Tensor, body: torch.Tensor | None = None,
-                exclude: int | None = None):
+                exclude: int | None = None, window: int | None = None):
         ref = None
         if self.retrieval_k:
             if body is None:
                 raise ValueError("this torso retrieves training bodies by the body input (torso_retrieval): body is None")
-            ref = self.retrieved_colour(xy, body, exclude) * 2 - 1
+            ref = self.retrieved_colour(xy, body, exclude, window) * 2 - 1
         if self.body_frame:
             if body is None:
                 raise ValueError("this torso draws the body in its frame (torso_body_frame): body is None")

@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path("results/quality"))
     ap.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
     ap.add_argument("--no-build", action="store_true", help="--quality: use the datasets already in --workdir")
+    ap.add_argument("--reuse-heads", default=None, metavar="LABEL",
+                    help="--quality: train only the torso stage, on the head and lips of LABEL's models in "
+                         "--workdir (same seed; a torso-only ablation)")
     ap.add_argument("--rescore", action="store_true",
                     help="--quality: score the models of --label already in --workdir again (no training)")
     ap.add_argument("--targets", nargs="+", default=None, metavar="LABEL",
@@ -130,7 +133,7 @@ def quality_main(a) -> int:
         return 0
     quality.run_quality(idents, a.methods, train_cfg, a.label, a.workdir.resolve(), doc,
                         doc.parent / "assets" / "quality" if doc else a.workdir / "montages", a.note,
-                        build=not a.no_build)
+                        build=not a.no_build, reuse_heads=a.reuse_heads)
     return 0
 
 

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -357,17 +358,40 @@ def diagnose(model_dir: Path, data_root: Path,
     return {"error_budget": error_budget(pred, gt, labels), "body_references": refs}
 
 
-def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict) -> dict:
+def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict,
+                    reuse_dir: Path | None = None) -> dict:
     """Train the three stages of ``method`` on ``data_root`` (as the ``train_*`` rules) into
-    ``model_dir`` and score the validation frames (:func:`score_panels`). Returns the run record."""
+    ``model_dir`` and score the validation frames (:func:`score_panels`). Returns the run record.
+
+    With ``reuse_dir`` (the model folder of another run of the same method, identity and seed)
+    its head and lips checkpoints and logs are copied and only the torso stage is trained: a
+    torso-only ablation at a quarter of the cost, valid where the options changed are torso
+    options only (the head and lips stages never read them; the torso stage starts from a fresh
+    torso, :meth:`pipeline.train.trainer.Stage.fresh_torso_if_changed`). The record names it
+    (``reused_heads``).
+
+    Raises:
+        InputError: ``reuse_dir`` lacks ``lips.pt``, or was trained with another seed."""
     from pipeline.train.profiles import resolve_config
     from pipeline.train.trainer import train_stage
 
     cfg = resolve_config(method, train_cfg)
     model_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    train_stage("head", cfg, data_root, model_dir, model_dir / "head.pt")
-    train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
+    if reuse_dir is not None:
+        lips = reuse_dir / "lips.pt"
+        if not lips.is_file():
+            raise InputError(lips, "no lips checkpoint to reuse (train that run first)")
+        man = read_json(reuse_dir / "train_manifest.json")
+        if (man.get("config") or {}).get("seed") != cfg.seed:
+            raise InputError(reuse_dir / "train_manifest.json", f"trained with seed {(man.get('config') or {}).get('seed')}, "
+                                                                f"this run uses seed {cfg.seed}")
+        for name in ("head.pt", "lips.pt", "train_log_head.csv", "train_log_lips.csv"):
+            if (reuse_dir / name).is_file():
+                shutil.copy2(reuse_dir / name, model_dir / name)
+    else:
+        train_stage("head", cfg, data_root, model_dir, model_dir / "head.pt")
+        train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
     info = train_stage("torso", cfg, data_root, model_dir, model_dir / "torso.pt", init=model_dir / "lips.pt")
     wall = time.perf_counter() - t0
     panels = read_panels(model_dir, data_root)
@@ -377,6 +401,7 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
             "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
             "wall_seconds": round(wall, 1), "val_psnr_trainer": info["val_psnr_db"],
             "baseline_psnr": info["baseline_mean_colour_psnr_db"], **scores,
+            **({"reused_heads": str(reuse_dir)} if reuse_dir is not None else {}),
             "dataset": {k: man.get(k) for k in ("n_frames", "focal_len", "reproj_error_px") if k in man}}
 
 
@@ -733,10 +758,12 @@ def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> l
 
 
 def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cfg: dict, label: str,
-                workdir: Path, doc: Path | None, assets: Path, note: str = "", build: bool = True) -> list[dict]:
+                workdir: Path, doc: Path | None, assets: Path, note: str = "", build: bool = True,
+                reuse_heads: str | None = None) -> list[dict]:
     """Build datasets (unless ``build`` is False: use those already in ``workdir``), train and
-    score every (identity, method); one failure leaves the others. Returns the run records (also
-    written as JSON per run)."""
+    score every (identity, method); one failure leaves the others. With ``reuse_heads`` (a label)
+    each run trains only its torso on that label's head and lips (:func:`train_and_score`).
+    Returns the run records (also written as JSON per run)."""
     from datetime import datetime, timezone
 
     failed = build_datasets(workdir, identities) if build else {
@@ -758,7 +785,8 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
             model_dir = workdir / "models" / label / method / ident
             log.info("%s/%s/%s: training", label, method, ident)
             try:
-                rec = train_and_score(method, data_root, model_dir, train_cfg)
+                rec = train_and_score(method, data_root, model_dir, train_cfg,
+                                      workdir / "models" / reuse_heads / method / ident if reuse_heads else None)
             except InputError as exc:
                 log.error("%s/%s: %s", method, ident, exc)
                 continue

@@ -115,6 +115,8 @@ class Stage:
             self.model, ck = load_checkpoint(init, device)
             # the stage's own config (steps, weights) may differ from the one that made `init`
             self.model.cfg = dataclasses.replace(cfg)
+            if stage == "torso":
+                self.fresh_torso_if_changed(ck.get("config") or {}, data, init)
             self.prev_stages = ck.get("stages", {})
             self.extra = {k: ck[k] for k in ("lips_lpips",) if k in ck}
         else:
@@ -137,6 +139,13 @@ class Stage:
         if stage == "torso" and self.model.torso.retrieval_k:
             tr = data.splits["train"]
             self.model.set_torso_bank(tr.gt, tr.conds, tr.ids)
+        # the retrieval's exclusion window, drawn per step from [lo, hi] (cfg.torso_retrieval_exclude*;
+        # hi None: the validation frames' count), at most what leaves K training frames to retrieve
+        lo, hi = cfg.torso_retrieval_exclude, cfg.torso_retrieval_exclude_max
+        if hi is None:
+            hi = len(data.splits["val"]) if "val" in data.splits else lo
+        n_train = len(data.splits["train"])
+        self.retrieval_windows = (lo, max(lo, min(hi, (n_train - max(1, cfg.torso_retrieval) - 1) // 2)))
         self.model.train()
         self.total = stage_steps(cfg, stage)
         train_mods = [self.model.torso] if stage == "torso" else [self.model.audio, self.model.head]
@@ -171,6 +180,37 @@ class Stage:
         self.bc = data.bc.to(device)
         self.gt = tr.gt
         self.train = tr
+
+    def fresh_torso_if_changed(self, init_cfg: dict, data: TalkingDataset, init: Path) -> None:
+        """The torso stage trains the torso of its own config: when the checkpoint it starts
+        from was made with other torso options (any ``torso_*`` field, e.g. a head and lips
+        reused for a torso-only ablation, ``python -m pipeline.train.benchmark --quality
+        --reuse-heads``), its torso is rebuilt from this config with fresh weights (seeded by
+        ``cfg.seed``; the body frame decided again from the training frames) and the change is
+        logged. The head, lips and audio weights are kept.
+
+        Raises:
+            ValueError: the checkpoint's meta lacks the statistics the new torso's body input
+                needs (its head stage had no such conditions)."""
+        cfg = self.cfg
+        # a checkpoint older than an option was made with the option's default
+        before = {f.name: init_cfg.get(f.name, f.default) for f in dataclasses.fields(cfg)
+                  if f.name.startswith("torso_") and f.default is not dataclasses.MISSING}
+        changed = sorted(n for n, v in before.items() if v != getattr(cfg, n))
+        if not changed:
+            return
+        log.info("%s: torso options %s differ from the checkpoint's: the torso stage starts from a fresh torso",
+                 init, ", ".join(f"{n} {before[n]!r} -> {getattr(cfg, n)!r}" for n in changed))
+        meta = self.model.meta
+        meta.pop("torso_bank", None)
+        meta.pop("body_frame", None)
+        if cfg.torso_body_pose:
+            body_frame = body_frame_meta(cfg, data.splits["train"].conds["body_pose"].numpy())
+            if body_frame is not None:
+                meta["body_frame"] = body_frame
+        seed_all(cfg.seed)
+        self.model.build_torso(cfg)
+        self.model.torso.to(self.device)
 
     # ------------------------------------------------------------------ helpers
     def frame_inputs(self, split: SplitData, k: int):
@@ -212,7 +252,11 @@ class Stage:
             c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
             cond = {n: get_condition(n).encode_value(self.train.conds[n][k])
                     for n in self.model.torso_body_conditions()} or None
-            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond, exclude=int(self.train.ids[k]))
+            window = None
+            if self.model.torso.retrieval_k:               # no draw otherwise: the generator's stream is kept
+                lo, hi = self.retrieval_windows
+                window = lo if hi == lo else int(torch.randint(lo, hi + 1, (1,), generator=gen))
+            t_rgb, t_a, _ = self.model.render_torso_pix(pix, c2w, cond, exclude=int(self.train.ids[k]), window=window)
             pred = t_rgb * t_a[:, None] + (1 - t_a[:, None]) * self.bc[pix[:, 0], pix[:, 1]]
             mse = ((pred - gt) ** 2).mean()
             return mse + cfg.lambda_torso_alpha * ((t_a - torso[:, 3]) ** 2).mean(), mse.item(), pix.shape[0]
