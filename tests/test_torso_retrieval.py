@@ -77,11 +77,17 @@ def test_torso_reads_the_mean_of_the_nearest_frames(method):
                              "torso_retrieval_exclude_max": 3})
 
 
-def test_profiles_leave_the_retrieval_off():
+def test_quick_profile_retrieves_five_bodies():
+    """quick: K = 5 with the default window (5 .. the validation frames' count; docs/quality.md
+    cause 17); paper (the anchors' set-up) and smoke leave it off; an override turns it off."""
     from pipeline.train.profiles import resolve_config
 
-    for profile in ("quick", "paper", "smoke"):
-        assert resolve_config("rad_nerf", {"profile": profile}).torso_retrieval == 0
+    for method in ("rad_nerf", "er_nerf"):
+        quick = resolve_config(method, {"profile": "quick"})
+        assert (quick.torso_retrieval, quick.torso_retrieval_exclude, quick.torso_retrieval_exclude_max) == (5, 5, None)
+        for profile in ("paper", "smoke"):
+            assert resolve_config(method, {"profile": profile}).torso_retrieval == 0
+        assert resolve_config(method, {"profile": "quick", "overrides": {"torso_retrieval": 0}}).torso_retrieval == 0
 
 
 def test_trained_torso_keeps_its_bank(tmp_path, dev_dataset):

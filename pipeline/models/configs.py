@@ -105,8 +105,8 @@ class TrainConfig:
     the torso keeps those frames (gt_imgs at the training resolution, N x H x W x 3 bytes in its
     checkpoints). A torso field conditioned on a few numbers blends the training bodies, and does
     not draw arms and hands that only some frames show; the nearest frames show them where they are
-    (docs/quality.md, cause 17). 0: off (RAD-NeRF, ER-NeRF, every profile). Needs
-    ``torso_body_pose``."""
+    (docs/quality.md, cause 17). 0: off (RAD-NeRF, ER-NeRF, the ``paper`` and ``smoke`` profiles);
+    the ``quick`` profile uses 5. Needs ``torso_body_pose``."""
     torso_retrieval_exclude: int = 5
     """while the torso trains, a training frame's retrieval leaves out the training frames within
     this many frames of it (itself included), as a held-out frame has no copy of itself among the

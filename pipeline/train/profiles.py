@@ -12,7 +12,8 @@
   at 128 px). The torso also sees the body pose (``torso_body_pose``, docs/quality.md cause 12)
   and the head the camera's up axis in head coordinates (``head_up``, cause 14); a torso whose
   body sways is drawn in the shoulders' frame (``torso_body_frame: auto``, cause 15), and the
-  torso also sees the body flow (``torso_body_flow``, cause 16); none of these is part of the papers, whose set-up the ``paper`` profile keeps.
+  torso also sees the body flow (``torso_body_flow``, cause 16) and reads the mean colour of the 5
+  training frames nearest its body input (``torso_retrieval``, cause 17); none of these is part of the papers, whose set-up the ``paper`` profile keeps.
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
@@ -28,7 +29,7 @@ PROFILES: dict[str, dict] = {
                   torso_resolution=256, rays_per_step=512, head_steps=2100, lips_steps=40, torso_steps=1500,
                   lips_patch=24, checkpoint_every=100, val_frames=0, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
                   lambda_head_alpha=0.05, torso_body_pose=True, torso_body_flow=True, torso_body_frame="auto",
-                  head_up=True,
+                  head_up=True, torso_retrieval=5,
                   ema_update_every=10),
     "paper": dict(resolution=512),
     "smoke": dict(resolution=64, levels=4, features=2, log2_hashmap=12, max_resolution=128, hidden=32,
