@@ -73,7 +73,7 @@ BODY_FLOW_NOTE = (f"Training '{BODY_FLOW_TORSO}': the torso also sees the body f
 #: footnote of a Training cell whose torso read the nearest training bodies
 RETRIEVAL_NOTE = (f"Training '{RETRIEVAL_TORSO}': the torso also reads, at each pixel, the mean colour of the training "
                   "frames whose body input (shoulders and body flow of the frame whose head pose is rendered) is nearest "
-                  "(config torso_retrieval, off in every profile by default), an image-based input that the RAD-NeRF and "
+                  "(config torso_retrieval, 5 in the quick profile), an image-based input that the RAD-NeRF and "
                   "ER-NeRF torsos as published do not have (docs/quality.md, cause 17).")
 #: footnote of a Training cell whose torso drew the body in its frame
 BODY_FRAME_NOTE = (f"Training '{BODY_FRAME_TORSO}': the torso drew the body in the shoulders' frame (each frame's image "
