@@ -197,3 +197,15 @@ def test_torso_only_run_on_reused_head_and_lips(tmp_path, dev_dataset):
                         {"profile": "smoke", "seed": 1, "overrides": {**base, "torso_retrieval": 2}}, reuse_dir=src)
     with pytest.raises(InputError, match="no lips checkpoint to reuse"):
         train_and_score("rad_nerf", dev_dataset, tmp_path / "ret2", {"profile": "smoke"}, reuse_dir=tmp_path / "none")
+
+
+def test_body_pose_off_takes_the_profiles_retrieval_and_flow_with_it():
+    """A face-only clip's advice (README, `train.overrides: {torso_body_pose: false}`) gives the
+    papers' torso at the quick profile; retrieval asked for explicitly without the pose is refused."""
+    from pipeline.common.errors import InputError
+    from pipeline.train.profiles import resolve_config
+
+    cfg = resolve_config("er_nerf", {"profile": "quick", "overrides": {"torso_body_pose": False}})
+    assert (cfg.torso_body_pose, cfg.torso_body_flow, cfg.torso_retrieval) == (False, False, 0)
+    with pytest.raises(InputError, match="torso_retrieval needs torso_body_pose"):
+        resolve_config("er_nerf", {"profile": "quick", "overrides": {"torso_body_pose": False, "torso_retrieval": 5}})

@@ -51,8 +51,12 @@ def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") ->
     """The config of ``method`` from the ``train`` section of config.yaml (``profile``,
     ``overrides``, ``seed``, ``device``, ``audio_feature``).
 
+    With ``torso_body_pose`` off the profile's body flow and retrieval (which read the body pose)
+    are off too, unless the overrides set them.
+
     Raises:
-        InputError: unknown method, profile or override key (naming ``source``).
+        InputError: unknown method, profile or override key, or an override that needs another
+            one off (naming ``source``; :func:`pipeline.models.configs.make_config`).
     """
     profile = train_cfg.get("profile", "quick")
     if profile not in PROFILES:
@@ -63,6 +67,13 @@ def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") ->
     for key in ("seed", "device", "audio_feature"):
         if key in train_cfg:
             values[key] = train_cfg[key]
-    values.update(train_cfg.get("overrides") or {})
+    overrides = train_cfg.get("overrides") or {}
+    values.update(overrides)
+    if not values.get("torso_body_pose", False):
+        # the profile's torso inputs that read the body pose follow it off (a face-only clip:
+        # `torso_body_pose: false` alone gives the papers' torso); set explicitly, they are refused
+        for key, off in (("torso_body_flow", False), ("torso_retrieval", 0)):
+            if key not in overrides:
+                values[key] = off
     values["profile"] = profile
     return make_config(method, values, source)
