@@ -36,6 +36,9 @@ def test_real_identity_beats_the_mean_colour_baseline(tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-9 and shares["head"] > 0.05
     refs = rec["body_references"]
     assert refs["pixels"] > 0 and all(np.isfinite(refs[k]) for k in ("model", "mean_train_frame", "nearest_pose_frame"))
+    heads = rec["head_references"]
+    assert heads["pixels"] > 0 and all(np.isfinite(heads[k]) for k in ("model", "nearest_head_frame",
+                                                                       "nearest_head_frames"))
 
     # --rescore: the same model scored again in a benchmark work folder gives the same scores and
     # keeps the record's own fields
@@ -169,6 +172,48 @@ def test_body_references_hand_computed():
         body_references(pred, gt, lab, np.zeros((1, 6)), train, poses, oracle_k=0)
 
 
+def test_head_references_hand_computed():
+    """Three 1x3 training frames; the head pixels' nearest one chosen with the ground truth."""
+    from pipeline.train.quality import head_references
+
+    lab = np.array([[[1, 1, 3]]], np.uint8)                 # two head pixels; the torso pixel does not count
+    gt = np.array([[[[0.6] * 3, [0.4] * 3, [0.0] * 3]]])
+    pred = np.array([[[[0.5] * 3, [0.4] * 3, [1.0] * 3]]])
+    train = np.array([[[[0.2] * 3, [0.2] * 3, [0.6] * 3]],      # head MSE (0.16 + 0.04) / 2 = 0.10
+                      [[[0.7] * 3, [0.4] * 3, [0.0] * 3]],      # (0.01 + 0) / 2 = 0.005: the nearest
+                      [[[0.9] * 3, [0.9] * 3, [0.6] * 3]]])     # (0.09 + 0.25) / 2 = 0.17
+    refs = head_references(pred, gt, lab, train, oracle_k=2)
+    assert refs["pixels"] == 2 and refs["oracle_k"] == 2
+    assert abs(refs["model"] - 0.005) < 1e-12                # ((0.5 - 0.6)^2 + 0) / 2
+    assert abs(refs["nearest_head_frame"] - 0.005) < 1e-12
+    # the mean of the two nearest (frames 1 and 0): 0.45 and 0.3 -> (0.0225 + 0.01) / 2
+    assert abs(refs["nearest_head_frames"] - 0.01625) < 1e-12
+    none = head_references(pred, gt, np.zeros_like(lab), train)
+    assert none["model"] is None and none["pixels"] == 0
+    with pytest.raises(ValueError, match="oracle_k"):
+        head_references(pred, gt, lab, train, oracle_k=0)
+
+
+def test_reach_hand_computed():
+    """The pooled PSNR with the sample's head and the oracle body, from the records' numbers."""
+    from pipeline.train.quality import reach
+
+    area = {"head": 0.3, "neck": 0.05, "torso": 0.15, "outline": 0.1, "background": 0.4}
+    rec = {"error_budget": {"area": area, "mse": {"head": 0.002, "neck": 0.005, "torso": 0.004,
+                                                   "outline": 0.003, "background": 0.0}},
+           "body_references": {"nearest_body_frames": 0.0015}}
+    sample = {"error_budget": {"mse": {"head": 0.0008}}}
+    out = reach(rec, sample)
+    rendered = 0.3 * 0.002 + 0.05 * 0.005 + 0.15 * 0.004 + 0.1 * 0.003          # 0.00175
+    assert abs(out["rendered"] + 10 * np.log10(rendered)) < 1e-9
+    head = rendered - 0.3 * 0.002 + 0.3 * 0.0008                                   # 0.00139
+    assert abs(out["sample_head"] + 10 * np.log10(head)) < 1e-9
+    both = 0.3 * 0.0008 + 0.2 * 0.0015 + 0.1 * 0.003                               # 0.00084
+    assert abs(out["sample_head_oracle_body"] + 10 * np.log10(both)) < 1e-9
+    assert reach(rec, None) == {"rendered": out["rendered"], "sample_head": None, "sample_head_oracle_body": None}
+    assert reach({"error_budget": {"share": {}}}, sample) is None          # a record from before the areas
+
+
 def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path):
     """The error-budget table of a label: a row per record that has one, rows of other work
     folders kept, and the scores table's rows untouched by it."""
@@ -203,6 +248,41 @@ def test_quality_page_error_budget_table_keeps_rows_measured_elsewhere(tmp_path)
     doc.write_text(old)
     write_doc(tmp_path / "a", doc, tmp_path / "assets")
     assert "| Trump | rad_nerf | 25 | 10 | 50 | 12 | 3 | 0.0085 / 0.0064 / 0.0066 / n/a | n/a |" in doc.read_text()
+
+
+def test_quality_page_head_references_table(tmp_path):
+    """The head-references table: each run's head MSEs and its pooled PSNR with the head of the
+    sample's run of the same method; a row measured in another work folder is kept."""
+    from pipeline.train.quality import SAMPLE, write_doc
+
+    doc = tmp_path / "quality.md"
+    area = {"head": 0.3, "neck": 0.05, "torso": 0.15, "outline": 0.1, "background": 0.4}
+
+    def record(head_mse):
+        return {"method": "rad_nerf", "profile": "quick", "overrides": {}, "resolution": [128, 128],
+                "steps": {"head": 1}, "note": "n", "psnr": 27.5, "ssim": 0.9, "psnr_head": 26.0, "ssim_head": 0.8,
+                "lmd": 2.0, "lmd_face": 2.5, "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}, "finished": "x",
+                "error_budget": {"share": dict.fromkeys(area, 0.2), "area": area,
+                                 "mse": {"head": head_mse, "neck": 0.005, "torso": 0.004, "outline": 0.003,
+                                         "background": 0.0}},
+                "body_references": {"model": 0.0042, "mean_train_frame": 0.006, "nearest_pose_frame": 0.0066,
+                                    "nearest_body_frames": 0.0015, "psnr_oracle_body": 29.3},
+                "head_references": {"model": head_mse, "nearest_head_frame": 0.0026, "nearest_head_frames": 0.0021,
+                                    "oracle_k": 5, "pixels": 100}}
+
+    for wd, ident, head_mse in (("a", SAMPLE[0], 0.0008), ("a", "longhair_pt", 0.002), ("b", "May", 0.001)):
+        run = tmp_path / wd / "runs" / "lab" / "rad_nerf" / f"{ident}.json"
+        run.parent.mkdir(parents=True, exist_ok=True)
+        run.write_text(json.dumps(record(head_mse)))
+    write_doc(tmp_path / "b", doc, tmp_path / "assets")   # May alone (0.00145 pooled): no sample in its folder
+    assert "| May | rad_nerf | 0.0010 / 0.0026 / 0.0021 | 28.39 | n/a | n/a |" in doc.read_text()
+    write_doc(tmp_path / "a", doc, tmp_path / "assets")
+    text = doc.read_text()
+    # 0.00175 as rendered (test_reach_hand_computed), 0.00139 with the sample's head, 0.00084 with the oracle body too
+    assert "| longhair_pt | rad_nerf | 0.0020 / 0.0026 / 0.0021 | 27.57 | 28.57 | 30.76 |" in text
+    assert f"| {SAMPLE[0]} | rad_nerf | 0.0008 / 0.0026 / 0.0021 |" in text
+    assert "| May | rad_nerf | 0.0010 / 0.0026 / 0.0021 | 28.39 | n/a | n/a |" in text   # kept from "b"
+    assert text.count("| identity | method | head MSE: render /") == 1
 
 
 def test_targets_table_from_the_page(tmp_path):
