@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import table_with_training, train_all_stages
+from tests.conftest import PROJECT_ROOT, table_with_training, train_all_stages
 from pipeline.common.errors import InputError
 from pipeline.models.configs import make_config
 from pipeline.models.torso import nearest_bodies
@@ -117,6 +117,23 @@ def test_trained_torso_keeps_its_bank(tmp_path, dev_dataset):
     assert int(idx[0]) == 5
     head_ck = load_checkpoint(model_dir / "head.pt")[1]
     assert "torso_bank" not in head_ck["meta"]
+
+    # scripts/analysis/body_composite.py (docs/quality.md) on the same model: its full-render body
+    # error is the quality benchmark's (body_references "model", from the saved 8-bit panels)
+    import importlib.util
+
+    from pipeline.train.quality import body_references, read_panels
+
+    spec = importlib.util.spec_from_file_location("body_composite", PROJECT_ROOT / "scripts" / "analysis" / "body_composite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    comp = mod.body_composite(model_dir, dev_dataset)
+    ids, pred, gt, labels = read_panels(model_dir, dev_dataset)
+    refs = body_references(pred / 255.0, gt / 255.0, labels, np.zeros((len(ids), 6)),
+                           tr.gt.numpy()[:1] / 255.0, np.zeros((1, 6)))
+    assert abs(comp["full"] - refs["model"]) < 2e-4, (comp, refs["model"])
+    assert 0 < comp["torso_over_bc"] < 0.2 and 0 < comp["retrieved"] < 0.2
+    assert 0 <= comp["head_covered"] <= 1 and 0 <= comp["head_covered_error"] <= 1
 
 
 @pytest.mark.parametrize("exclude_max", [None, 1])
