@@ -206,3 +206,38 @@ def test_long_hair_beside_the_face_is_head(t):
     below = LONGHAIR_POINTS[t]["head"][2:]
     assert len(below) == LONGHAIR_HAIR_BELOW_JAW
     assert sum(plain[y, x] == PARSING_CLASSES.index("torso") for x, y in below) >= 3
+
+
+# Hand-marked points on a frame of ../shared/data/identities/shoulderhair_garden_10s.mp4 (1080x1920,
+# t = 9.5 s: a woman with shoulder-length hair in a dark grey coat), (x, y) in source pixels: the
+# coat on both shoulders, which GrabCut's hair colour model took for hair, and her hair beside
+# the right cheek.
+SHOULDERHAIR_COAT = [(776, 934), (396, 975), (830, 1007)]
+SHOULDERHAIR_HAIR = [(692, 850)]
+
+
+def test_dark_coat_across_the_shoulders_is_not_hair():
+    """Hair hangs from the head: below the jaw line it reaches at most ``hair_spread`` face widths
+    beyond the head's extent on that line, so the coat across the shoulders stays torso while the
+    hair beside the face stays head; without the limit the same coat points were head."""
+    from pipeline.preprocess.backends.mediapipe_mesh import MeshDetector
+    from pipeline.preprocess.backends.selfie import PARSING_CLASSES, MeshSplitter, PersonSegmenter, SplitGeometry
+    from pipeline.preprocess.media import read_frames_at
+
+    video = require_shared("identities", "shoulderhair_garden_10s.mp4")
+    rgb = read_frames_at(video, [9.5])[0]
+    with MeshDetector(video_mode=False) as det:
+        mesh = det.detect(rgb, 0).mesh
+    with PersonSegmenter() as seg:
+        person = seg.confidence(rgb) > 0.5
+
+    def frac(labels, x, y, name):
+        return float((labels[y - 2:y + 3, x - 2:x + 3] == PARSING_CLASSES.index(name)).mean())
+
+    labels = MeshSplitter(SplitGeometry())(person, mesh, rgb)
+    for x, y in SHOULDERHAIR_COAT:
+        assert frac(labels, x, y, "torso") >= 0.8, f"coat ({x},{y}) should be torso"
+    for x, y in SHOULDERHAIR_HAIR:
+        assert frac(labels, x, y, "head") >= 0.8, f"hair ({x},{y}) should be head"
+    unlimited = MeshSplitter(SplitGeometry(hair_spread=-1))(person, mesh, rgb)
+    assert sum(frac(unlimited, x, y, "head") >= 0.8 for x, y in SHOULDERHAIR_COAT) == len(SHOULDERHAIR_COAT)

@@ -104,6 +104,10 @@ class SplitGeometry:
     """longer side (pixels) of the downscaled head region the hair segmentation runs on."""
     hair_iterations: int = 2
     """GrabCut iterations of the hair segmentation."""
+    hair_spread: float = 0.15
+    """below the jaw line, hair reaches at most this many face widths beyond the head's extent
+    on the jaw line (hair hangs from the head; dark clothes across the shoulders that GrabCut takes
+    for hair do not count); negative: no limit."""
 
 
 def hair_mask(rgb: np.ndarray, person: np.ndarray, mesh: np.ndarray, geom: SplitGeometry | None = None
@@ -185,7 +189,10 @@ class MeshSplitter:
       ``side_margin`` face widths on either side of the face; the jaw line is the lower part of the
       face oval (jaw angle 172 -> chin 152 -> jaw angle 397), continued horizontally from the jaw
       angles (so ears, hair and the ear lobes beside the jaw are head); plus, with ``hair``, the
-      hair below the jaw line found by :func:`hair_mask` (long hair beside the face and neck);
+      hair below the jaw line found by :func:`hair_mask` (long hair beside the face and neck),
+      except under the collar in the neck zone's columns (clothes: hair hangs beside the neck) and,
+      below the lower jaw angle, beyond ``hair_spread`` face widths of the head's extent on that
+      row (dark clothes across the shoulders taken for hair);
     * neck = person pixels below the jaw line, inside the zone bounded by the jaw, down to the collar:
       the first row below the chin whose zone pixels are mostly not skin-coloured (the face's own
       median chroma is the skin reference; the clothes' collar is where the skin ends), at most
@@ -266,16 +273,29 @@ class MeshSplitter:
         cv2.fillPoly(face, [np.round(cv2.convexHull(oval.astype(np.float32))).astype(np.int32)], 1)
         face = face > 0
         neck = person & (zones == NECK)
+        collar = None
         if rgb is not None and face.any():
             self._depths = (self._depths + [self._collar_depth(rgb, neck, face, chin_y, max_depth)])
             self._depths = self._depths[-max(g.smooth_frames, 1):]
-            neck[int(np.clip(chin_y + np.median(self._depths), 0, h)):] = False
+            collar = int(np.clip(chin_y + np.median(self._depths), 0, h))
+            neck[collar:] = False
 
         labels = np.where(person, TORSO, BACKGROUND).astype(np.uint8)
         labels[neck] = NECK
         labels[(person & (zones == HEAD)) | face] = HEAD
         if g.hair and rgb is not None:
-            labels[hair_mask(rgb, person, mesh, g)] = HEAD
+            hair = hair_mask(rgb, person, mesh, g)
+            jaw_y = int(np.clip(round(max(yr, yl)), 0, h - 1))
+            if collar is not None:
+                # under the collar, in the neck's columns, are clothes: hair hangs beside the neck
+                lo, hi = sorted((x_in_r, x_in_l))
+                hair[collar:, int(np.clip(np.floor(lo), 0, w)):int(np.clip(np.ceil(hi) + 1, 0, w))] = False
+            cols = np.flatnonzero((labels[jaw_y] == HEAD) | hair[jaw_y])
+            if g.hair_spread >= 0 and cols.size:
+                spread = g.hair_spread * fw
+                keep = (np.arange(w) >= cols[0] - spread) & (np.arange(w) <= cols[-1] + spread)
+                hair[jaw_y + 1:, ~keep] = False
+            labels[hair] = HEAD
         return labels
 
 
