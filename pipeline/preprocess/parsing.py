@@ -60,6 +60,10 @@ class ParsingConfig:
     """mediapipe backend: hair below the jaw line is head (:func:`pipeline.preprocess.backends.selfie.hair_mask`)."""
     hair_max_depth: float = 0.5
     """mediapipe backend: hair is head down to this many face heights below the chin."""
+    hair_spread: float = 0.15
+    """mediapipe backend: below the jaw line, hair reaches at most this many face widths beyond the
+    head's extent on the jaw line (dark clothes across the shoulders are not hair); negative: no
+    limit (:class:`pipeline.preprocess.backends.selfie.SplitGeometry`)."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ParsingConfig":
@@ -135,7 +139,8 @@ def _choose_backend(cfg: ParsingConfig, weights_dir: Path | None, report: dict):
     from pipeline.preprocess.backends.selfie import MeshSplitter, PersonSegmenter, SplitGeometry
 
     seg = PersonSegmenter()
-    split = MeshSplitter(SplitGeometry(hair=cfg.hair, hair_max_depth=cfg.hair_max_depth))
+    split = MeshSplitter(SplitGeometry(hair=cfg.hair, hair_max_depth=cfg.hair_max_depth,
+                                        hair_spread=cfg.hair_spread))
     return ("mediapipe", lambda rgb: seg.confidence(rgb) > 0.5,
             lambda person, rgb, mesh: split(person, mesh, rgb), seg.close)
 
