@@ -218,6 +218,13 @@ class TalkingHeadModel(nn.Module):
         self.torso.set_bank(rgb, body, ids)
         self.meta["torso_bank"] = {"frames": int(n), "H": int(rgb.shape[1]), "W": int(rgb.shape[2])}
 
+    def pixel_xy(self, pix: torch.Tensor) -> torch.Tensor:
+        """Pixel centres ``pix`` [R, 2] (row, col; integers of the training resolution ``meta["H"]``
+        x ``meta["W"]``) -> the torso's image coordinates [R, 2] (x, y) in [-1, 1]
+        (``grid_sample``'s ``align_corners=False`` convention)."""
+        H, W = self.meta["H"], self.meta["W"]
+        return torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
+
     def render_torso_pix(self, pix: torch.Tensor, c2w: torch.Tensor, cond: dict | None = None,
                          exclude: int | None = None, window: int | None = None):
         """Torso colour [R,3], alpha [R] and deformation [R,2] at pixels ``pix`` [R, 2] for head
@@ -230,8 +237,7 @@ class TalkingHeadModel(nn.Module):
 
         Raises:
             ValueError: the torso needs ``body_pose`` or ``body_flow`` and ``cond`` has none."""
-        H, W = self.meta["H"], self.meta["W"]
-        xy = torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
+        xy = self.pixel_xy(pix)
         body = None
         if self.torso.uses_body:
             if not cond or "body_pose" not in cond:

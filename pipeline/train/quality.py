@@ -252,6 +252,14 @@ def error_budget(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, outline_p
     return out
 
 
+def _nearest_by_truth(train_gt: np.ndarray, truth: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` training frames ``train_gt`` [M, H, W, 3] whose pixels under ``mask``
+    [H, W] bool are nearest ``truth`` [P, 3] (the ground truth's pixels there; MSE, ties by the
+    lower index), nearest first: the oracles of :func:`body_references` and :func:`head_references`."""
+    dist = ((train_gt[:, mask] - truth.astype(train_gt.dtype)[None]) ** 2).mean((1, 2))   # [M]
+    return np.argsort(dist, kind="stable")[:k]
+
+
 def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6: np.ndarray,
                     train_gt: np.ndarray, train_pose6: np.ndarray, oracle_k: int = 5) -> dict:
     """How predictable the body (neck + torso) of the validation frames is: the mean squared error
@@ -305,8 +313,7 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
         m = body[k]
         nearest = int(np.argmin(np.linalg.norm((train_pose6 - pose6[k]) / sd, axis=1)))
         if m.any():
-            dist = ((train_gt[:, m] - gt[k][m].astype(train_gt.dtype)[None]) ** 2).mean((1, 2))   # [M] body MSE
-            pick = np.argsort(dist, kind="stable")[:oracle_k]
+            pick = _nearest_by_truth(train_gt, gt[k][m], m, oracle_k)
             oracle = train_gt[pick][:, m].mean(0)                              # [P, 3]
         else:
             oracle = np.zeros((0, 3))
@@ -319,10 +326,6 @@ def body_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, pose6:
     n = int(body.sum())
     return {**{k: v / n for k, v in sums.items()}, "psnr_oracle_body": float(np.mean(oracle_psnr)),
             "oracle_k": oracle_k, "pixels": n}
-
-
-#: parsing label (:func:`pipeline.preprocess.parsing.read_parsing`) of the head (hair included)
-HEAD_LABEL = 1
 
 
 def head_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, train_gt: np.ndarray,
@@ -353,10 +356,12 @@ def head_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, train_
     Raises:
         ValueError: ``oracle_k`` < 1.
     """
+    from pipeline.preprocess.backends.selfie import HEAD
+
     if oracle_k < 1:
         raise ValueError(f"head_references: oracle_k must be >= 1, got {oracle_k}")
     names = ("model", "nearest_head_frame", "nearest_head_frames")
-    head = labels == HEAD_LABEL
+    head = labels == HEAD
     if not head.any():
         return {**{k: None for k in names}, "oracle_k": oracle_k, "pixels": 0}
     sums = dict.fromkeys(names, 0.0)
@@ -364,9 +369,7 @@ def head_references(pred: np.ndarray, gt: np.ndarray, labels: np.ndarray, train_
         m = head[k]
         if not m.any():
             continue
-        truth = gt[k][m].astype(train_gt.dtype)
-        dist = ((train_gt[:, m] - truth[None]) ** 2).mean((1, 2))             # [M] head MSE
-        pick = np.argsort(dist, kind="stable")[:oracle_k]
+        pick = _nearest_by_truth(train_gt, gt[k][m], m, oracle_k)
         for name, img in (("model", pred[k][m]), ("nearest_head_frame", train_gt[pick[0]][m]),
                           ("nearest_head_frames", train_gt[pick][:, m].mean(0))):
             sums[name] += float(((img - gt[k][m]) ** 2).mean(-1).sum())

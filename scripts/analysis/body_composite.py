@@ -44,7 +44,7 @@ def body_composite(model_dir: Path, data_root: Path) -> dict:
     val, H, W = data.splits["val"], data.H, data.W
     rr, cc = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     pix = torch.stack([rr, cc], -1).reshape(-1, 2)
-    xy = torch.stack([(pix[:, 1].float() + 0.5) / W * 2 - 1, (pix[:, 0].float() + 0.5) / H * 2 - 1], -1)
+    xy = model.pixel_xy(pix)
     sums = dict.fromkeys(("full", "torso_over_bc", "retrieved", "covered_error"), 0.0)
     n = covered = 0
     for k in range(len(val)):
