@@ -345,3 +345,82 @@ def test_targets_table_from_the_page(tmp_path):
     write_doc(tmp_path / "w", doc, tmp_path / "assets")
     with pytest.raises(ValueError, match="measured differently.*256x256"):
         write_targets(doc, ["s0", "r256"], sample="German")
+
+
+def _sample_frames(n: int = 3, side: int = 128) -> np.ndarray:
+    """``n`` real frames of the sample clip, 10 frames apart, at ``side`` px: [n, side, side, 3] in [0, 1]."""
+    import cv2
+
+    from tests.conftest import SAMPLE_VIDEO
+
+    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    out = []
+    for i in range(10 * n):
+        ok, img = cap.read()
+        assert ok, SAMPLE_VIDEO
+        if i % 10 == 0:
+            img = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (side, side), interpolation=cv2.INTER_AREA)
+            out.append(img.astype(np.float64) / 255)
+    cap.release()
+    return np.stack(out)
+
+
+def test_blur_equivalent_on_real_frames():
+    """The blur of the ground truth with the render's error: real frames of the sample; the
+    blurred ground truth's PSNR against scipy's Gaussian filter (the reference the scikit-image
+    filter wraps), a render that is the ground truth blurred by a known sigma found again, the
+    linear interpolation between two blurs by hand, and the edge cases."""
+    from scipy.ndimage import gaussian_filter
+
+    from pipeline.train.quality import blur_equivalent
+
+    gt = _sample_frames()
+    out = blur_equivalent(gt, gt)
+    assert out["sigma"] == 0.0 and out["psnr_rendered"] == float("inf") and not out["beyond"]
+    for s in (0.5, 1.0, 2.0):
+        ref = np.stack([gaussian_filter(g, sigma=(s, s, 0), mode="nearest", truncate=4.0) for g in gt])
+        assert abs(out["psnr_blurred"][f"{s:g}"] + 10 * np.log10(((ref - gt) ** 2).mean())) < 1e-6
+    # a stronger blur costs more: 0.5 px cost the sample's 128-px frames about 42 dB, 2 px under 30
+    p = out["psnr_blurred"]
+    assert p["0.5"] > p["1"] > p["2"] and p["0.5"] > 38 and p["2"] < 30
+    # a render that is the ground truth blurred by 1.25 px: found again between the grid's 1.2 and 1.3
+    render = np.stack([gaussian_filter(g, sigma=(1.25, 1.25, 0), mode="nearest", truncate=4.0) for g in gt])
+    assert abs(blur_equivalent(render, gt)["sigma"] - 1.25) < 0.02
+    # by hand: a render whose squared error lies halfway between those of the 1 and 2 px blurs is 1.5 px
+    e1, e2 = (10 ** (-p[k] / 10) for k in ("1", "2"))
+    half = blur_equivalent(gt + np.sqrt((e1 + e2) / 2), gt, sigmas=(1.0, 2.0))
+    assert abs(half["sigma"] - 1.5) < 1e-9
+    # an error beyond the largest blur has no equivalent, and says so
+    far = blur_equivalent(gt + 0.5, gt, sigmas=(1.0, 2.0))
+    assert far["sigma"] is None and far["beyond"]
+    with pytest.raises(ValueError, match="differ"):
+        blur_equivalent(gt[:, :64], gt)
+    with pytest.raises(ValueError, match="positive"):
+        blur_equivalent(gt, gt, sigmas=(0.0, 1.0))
+
+
+def test_quality_page_sharpness_table_and_targets_column(tmp_path):
+    """The sharpness table of a label (one row per record, `> max` where the render's error has no
+    equivalent) and the targets table's mean blur-equivalent sigma."""
+    from pipeline.train.quality import write_doc, write_targets
+
+    doc = tmp_path / "quality.md"
+    base = {"method": "rad_nerf", "profile": "quick", "overrides": {}, "resolution": [128, 128], "steps": {"head": 1},
+            "note": "n", "ssim": 0.9, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0, "lmd_face": 2.5,
+            "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}, "finished": "x"}
+    curve = {"0.5": 41.94, "1": 32.37, "2": 25.0, "4": 20.0}
+    for label, ident, psnr, sigma in (("s0", "German", 33.3, 0.9), ("s1", "German", 33.1, 1.1),
+                                      ("s0", "obama_dnc2020", 18.0, None)):
+        run = tmp_path / "w" / "runs" / label / "rad_nerf" / f"{ident}.json"
+        run.parent.mkdir(parents=True, exist_ok=True)
+        be = {"psnr_rendered": psnr - 0.2, "psnr_blurred": curve, "sigma": sigma, "beyond": sigma is None}
+        run.write_text(json.dumps({**base, "psnr": psnr, "blur_equivalent": be}))
+    write_doc(tmp_path / "w", doc, tmp_path / "assets")
+    text = doc.read_text()
+    assert "| German | rad_nerf | 41.94 | 32.37 | 25.00 | 33.10 | 0.90 |" in text
+    assert "| obama_dnc2020 | rad_nerf | 41.94 | 32.37 | 25.00 | 17.80 | > 4 |" in text
+    assert text.count("| identity | method | ground truth blurred 0.5 px |") == 2
+    write_targets(doc, ["s0", "s1"], sample="German")
+    text = doc.read_text()
+    assert "| German | rad_nerf | 33.30 | 33.10 | 33.20 | yes | (the sample) | n/a | 1.00 |" in text
+    assert "| obama_dnc2020 | rad_nerf | 18.00 | n/a | 18.00 (1 runs) | **no** | 15.20 **(more than 3)** | n/a | n/a |" in text

@@ -24,7 +24,9 @@ chosen profile, exactly as the ``train_*`` rules do, and its validation frames (
   and an oracle that chooses training bodies with the ground truth, with the full-frame PSNR the
   render would have with the oracle's body (:func:`body_references`); the head pixels' error of
   the render against the training heads nearest the ground truth (:func:`head_references`), and the
-  pooled full-frame PSNR with the sample's head error and the oracle body (:func:`reach`).
+  pooled full-frame PSNR with the sample's head error and the oracle body (:func:`reach`); how
+  sharp the render is in units the clip's content does not change: the Gaussian blur of the
+  ground truth that has the render's error (:func:`blur_equivalent`).
 
 ``--rescore`` scores the models of a label again without training (after a change of the scorer).
 
@@ -417,9 +419,68 @@ def reach(rec: dict, sample_rec: dict | None) -> dict | None:
     return out
 
 
+#: Gaussian blurs (standard deviation in pixels of the measured resolution) at which
+#: :func:`blur_equivalent` blurs the ground truth; the table shows the first three
+BLUR_SIGMAS = (0.5, 1.0, 2.0) + tuple(np.round(np.arange(0.1, 4.01, 0.1), 2))
+
+
+def blur_equivalent(pred: np.ndarray, gt: np.ndarray, sigmas: tuple[float, ...] = BLUR_SIGMAS) -> dict:
+    """How sharp a render is, in units that do not depend on the clip's content: the standard
+    deviation (pixels at the measured resolution) of the Gaussian blur that, applied to the ground
+    truth, gives the same pooled squared error as the render. PSNR punishes a blurred or slightly
+    misplaced edge by the contrast it crosses, so the same blur costs a clip of curly hair against
+    a bookshelf far more dB than an anchor in a suit against a plain wall; comparing the clips'
+    ``sigma`` compares the models, comparing their ``psnr_blurred`` compares the clips. A render's
+    error is not only blur (a wrong expression, a missing hand), so ``sigma`` is a summary, not a
+    model of the error. This project's diagnostic (docs/quality.md), not a paper's metric.
+
+    The blur is scikit-image's ``filters.gaussian`` (``mode="nearest"``, truncated at 4 standard
+    deviations) per frame and channel. The ground truth's squared error grows with the blur; the
+    render's ``sigma`` is interpolated linearly in squared error between the two blurs that
+    bracket it (blur 0 has error 0).
+
+    Args:
+        pred, gt: [N, H, W, 3] float in [0, 1] (validation renders and their ground truth).
+        sigmas: blurs to measure (> 0, pixels); the render's ``sigma`` is searched over all of them.
+    Returns:
+        ``{"psnr_rendered"}`` (pooled over all pixels, dB), ``{"psnr_blurred": {str(sigma): dB}}``
+        for every blur, ``"sigma"`` (pixels; None when the render's error exceeds that of the
+        largest blur, ``"beyond"`` then True).
+    Raises:
+        ValueError: shapes differ, or a sigma is not positive.
+    """
+    from skimage.filters import gaussian
+
+    if pred.shape != gt.shape:
+        raise ValueError(f"blur_equivalent: render {pred.shape} and ground truth {gt.shape} differ")
+    if not sigmas or min(sigmas) <= 0:
+        raise ValueError(f"blur_equivalent: blurs must be positive pixels, got {sigmas}")
+
+    def db(mse: float) -> float:
+        return float(-10 * np.log10(mse)) if mse > 0 else float("inf")
+
+    grid = sorted(set(float(s) for s in sigmas))
+    curve = {}
+    for s in grid:
+        blurred = np.stack([gaussian(g, sigma=s, channel_axis=-1, mode="nearest", truncate=4.0,
+                                     preserve_range=True) for g in gt])
+        curve[s] = float(((blurred - gt) ** 2).mean())
+    target = float(((pred - gt) ** 2).mean())
+    sigma, lo = (0.0 if target == 0 else None), (0.0, 0.0)
+    for s in grid if target > 0 else ():
+        if curve[s] >= target:
+            (s0, e0), (s1, e1) = lo, (s, curve[s])
+            sigma = s0 + (s1 - s0) * (target - e0) / (e1 - e0) if e1 > e0 else s1
+            break
+        lo = (s, curve[s])
+    return {"psnr_rendered": db(target), "psnr_blurred": {f"{s:g}": db(curve[s]) for s in grid},
+            "sigma": None if sigma is None else float(sigma), "beyond": sigma is None}
+
+
 def diagnose(model_dir: Path, data_root: Path,
              panels: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
-    """:func:`error_budget`, :func:`body_references` and :func:`head_references` of the validation
+    """:func:`error_budget`, :func:`body_references`, :func:`head_references` and
+    :func:`blur_equivalent` of the validation
     panels of ``model_dir`` (render | ground truth at the training resolution; ``panels``: the :func:`read_panels` result
     when the caller already has it), against the training frames of ``data_root`` loaded at the
     same resolution as the trainer loads them (:func:`pipeline.train.data.load_image`), with the
@@ -427,8 +488,8 @@ def diagnose(model_dir: Path, data_root: Path,
     not a metric of the papers.
 
     Returns:
-        ``{"error_budget": ..., "body_references": ..., "head_references": ...}`` (see those
-        functions).
+        ``{"error_budget": ..., "body_references": ..., "head_references": ...,
+        "blur_equivalent": ...}`` (see those functions).
     Raises:
         InputError: no panels, or a dataset file missing (named).
     """
@@ -455,7 +516,8 @@ def diagnose(model_dir: Path, data_root: Path,
     pose6 = np.stack([val[int(i)] for i in ids])
     refs = body_references(pred, gt, labels, pose6, train_gt, np.stack([train[i] for i in train_ids]))
     return {"error_budget": error_budget(pred, gt, labels), "body_references": refs,
-            "head_references": head_references(pred, gt, labels, train_gt)}
+            "head_references": head_references(pred, gt, labels, train_gt),
+            "blur_equivalent": blur_equivalent(pred, gt)}
 
 
 def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict,
@@ -562,7 +624,7 @@ def table_rows(section: str, n_cells: int = 10) -> dict[tuple[str, str], str]:
     """``(identity, method)`` -> the table row (one line) of a section written by
     :func:`_section_lines`: rows of ``n_cells`` cells (10: the scores table, 9 (8 before the oracle
     columns): the error-budget table of :func:`_budget_row`, 6: the head-references table of
-    :func:`_reach_row`)."""
+    :func:`_reach_row`, 7: the sharpness table of :func:`_blur_row`)."""
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -585,7 +647,8 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
     of the same code with different seeds, for example) and writes one row per (identity, method)
     of the first label: the val PSNR of each label, their mean, whether the mean reaches
     ``min_db``, how far (dB) it lies below the mean of ``sample`` with the same method (flagged
-    above ``max_below_db``) and the mean oracle-body PSNR. Pairs missing from a later label are
+    above ``max_below_db``), the mean oracle-body PSNR and the mean blur-equivalent sigma of the
+    sharpness tables (:func:`blur_equivalent`; n/a where no label's section has one). Pairs missing from a later label are
     averaged over the labels that hold them (the cell says how many). The labels must share the
     profile, resolution and steps of their sections' setup lines (:func:`_section_lines`; seeds
     and other overrides may differ), which the intro line states: runs measured differently are
@@ -629,6 +692,7 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
 
     psnr = {lab: {k: num(cells(v)[2]) for k, v in table_rows(sections[lab]).items()} for lab in labels}
     oracle = {lab: {k: num(cells(v)[-1]) for k, v in kept_budget_rows(sections[lab]).items()} for lab in labels}
+    sigma = {lab: {k: num(cells(v)[-1]) for k, v in table_rows(sections[lab], BLUR_CELLS).items()} for lab in labels}
     pairs = sorted(psnr[labels[0]], key=lambda k: (k[0] != sample, k))
     if not any(k[0] == sample for k in pairs):
         raise ValueError(f"targets: the sample {sample!r} has no row in section {labels[0]!r}")
@@ -643,14 +707,17 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
              f"runs {', '.join(f'`{lab}`' for lab in labels)}; at "
              f"least {min_db:g} dB on every identity, none more than {max_below_db:g} dB below the sample "
              f"`{sample}` with the same method; last column: the render with each held-out body replaced by "
-             "the oracle's, the mean of the 5 training bodies nearest its ground truth):", "",
+             "the oracle's, the mean of the 5 training bodies nearest its ground truth; blur-equivalent σ: the "
+             "Gaussian blur of the ground truth with the render's error, px, mean of the runs that have it, "
+             "`blur_equivalent`, a summary of the model's sharpness that the clip's content does not change):", "",
              "| identity | method | " + " | ".join(f"`{lab}`" for lab in labels) +
-             " | mean | at least %g dB | dB below the sample | PSNR, oracle body |" % min_db,
-             "|---|---|" + "---:|" * len(labels) + "---:|:---:|---:|---:|"]
+             " | mean | at least %g dB | dB below the sample | PSNR, oracle body | blur-equivalent σ (px) |" % min_db,
+             "|---|---|" + "---:|" * len(labels) + "---:|:---:|---:|---:|---:|"]
     for ident, method in pairs:
         k = (ident, method)
         m, n = mean(psnr, k)
         o, _ = mean(oracle, k)
+        sg, _ = mean(sigma, k)
         each = " | ".join(_fmt(psnr[lab].get(k)) for lab in labels)
         runs = "" if n == len(labels) else f" ({n} runs)"
         if m is None:
@@ -666,7 +733,7 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
                 below = f"{gap:.2f}" + (f" **(more than {max_below_db:g})**" if gap > max_below_db else "")
         # a mean that rounds up to the target but misses it shows its third decimal
         shown = _fmt(m, 3) if m is not None and m < min_db <= round(m, 2) else _fmt(m)
-        lines.append(f"| {ident} | {method} | {each} | {shown}{runs} | {ok} | {below} | {_fmt(o)} |")
+        lines.append(f"| {ident} | {method} | {each} | {shown}{runs} | {ok} | {below} | {_fmt(o)} | {_fmt(sg)} |")
     return lines
 
 
@@ -713,7 +780,8 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
     for label, recs in sorted(by_label.items(), key=lambda kv: min(r.get("finished", "") for r in kv[1])):
         old = sections.get(label, "")                  # rows measured elsewhere; recs replace theirs
         sections[label] = "\n".join(_section_lines(label, recs, doc, assets, table_rows(old),
-                                                     kept_budget_rows(old), table_rows(old, REACH_CELLS))) + "\n"
+                                                     kept_budget_rows(old), table_rows(old, REACH_CELLS),
+                                                     table_rows(old, BLUR_CELLS))) + "\n"
     lines = ["<!-- quality:begin (generated by python -m pipeline.train.benchmark --quality) -->", ""]
     lines += [sec for sec in sections.values()]
     lines.append("<!-- quality:end -->")
@@ -734,6 +802,8 @@ BUDGET_CELLS = 9
 BUDGET_CELLS_OLD = 8
 #: cells of a row of the head-references table (:func:`_reach_row`)
 REACH_CELLS = 6
+#: cells of a row of the sharpness table (:func:`_blur_row`)
+BLUR_CELLS = 7
 
 
 def _budget_row(rec: dict) -> str | None:
@@ -758,12 +828,37 @@ def _reach_row(rec: dict, sample_rec: dict | None) -> str | None:
             f"{_fmt(rc['sample_head'])} | {_fmt(rc['sample_head_oracle_body'])} |")
 
 
+def _blur_row(rec: dict) -> str | None:
+    """Row of the sharpness table of a run record (:func:`blur_equivalent`), None without one."""
+    be = rec.get("blur_equivalent")
+    if not be:
+        return None
+    curve = {k: float(v) for k, v in be["psnr_blurred"].items()}      # "inf" as JSON stores it: float("inf")
+    blurred = " | ".join(_fmt(curve.get(f"{s:g}")) for s in BLUR_SIGMAS[:3])
+    sigma = f"> {max(float(k) for k in curve):g}" if be["sigma"] is None else _fmt(be["sigma"])
+    return f"| {rec['identity']} | {rec['method']} | {blurred} | {_fmt(float(be['psnr_rendered']))} | {sigma} |"
+
+
 def kept_budget_rows(section: str) -> dict[tuple[str, str], str]:
     """The error-budget rows of a page section (:func:`table_rows`), rows of the older 8-cell
     layout (before the oracle columns) brought to the current one with ``n/a`` in the new cells."""
     rows = {k: v.rstrip().rstrip("|").rstrip() + " / n/a | n/a |"
             for k, v in table_rows(section, BUDGET_CELLS_OLD).items()}
     rows.update(table_rows(section, BUDGET_CELLS))
+    return rows
+
+
+def _merged_rows(kept: dict | None, recs: list[dict], row_of) -> dict[tuple[str, str], str]:
+    """The rows of one table of a section: ``kept`` (rows of the page, :func:`table_rows`) with each
+    record's row ``row_of(rec)`` in place of its pair's, or the pair's row dropped where the record
+    has none (a record measured here replaces what the page held)."""
+    rows = dict(kept or {})
+    for rec in recs:
+        row, key = row_of(rec), (rec["identity"], rec["method"])
+        if row:
+            rows[key] = row
+        else:
+            rows.pop(key, None)
     return rows
 
 
@@ -785,12 +880,13 @@ def _per_method(recs: list[dict], get) -> str:
 def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
                    kept_rows: dict[tuple[str, str], str] | None = None,
                    kept_budget: dict[tuple[str, str], str] | None = None,
-                   kept_reach: dict[tuple[str, str], str] | None = None) -> list[str]:
+                   kept_reach: dict[tuple[str, str], str] | None = None,
+                   kept_blur: dict[tuple[str, str], str] | None = None) -> list[str]:
     """Markdown lines of one run label: its table (the rows of ``recs``, and the ``kept_rows``
     (:func:`table_rows`) of the pairs ``recs`` does not hold, sorted by identity and method), the
     error-budget table when records carry one (:func:`diagnose`; ``kept_budget`` likewise), the
-    head-references table likewise (:func:`head_references`, :func:`reach`; ``kept_reach``),
-    parsing overlays and montages."""
+    head-references table likewise (:func:`head_references`, :func:`reach`; ``kept_reach``), the
+    sharpness table likewise (:func:`blur_equivalent`; ``kept_blur``), parsing overlays and montages."""
     lines: list[str] = []
     r0 = recs[0]
     overrides = _per_method(recs, lambda r: json.dumps(r["overrides"], sort_keys=True))
@@ -810,13 +906,7 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
             f"{_fmt(rec['lmd_face'])} | {_fmt(rec['baseline_psnr'])} | {rec['train_seconds']['total']:.0f} |")
     lines += [rows[k] for k in sorted(rows)]
     lines.append("")
-    budget = dict(kept_budget or {})
-    for rec in recs:                               # a record here replaces the page's row, or drops it
-        row = _budget_row(rec)
-        if row:
-            budget[(rec["identity"], rec["method"])] = row
-        else:
-            budget.pop((rec["identity"], rec["method"]), None)
+    budget = _merged_rows(kept_budget, recs, _budget_row)
     if budget:
         lines += ["Where the validation error lies (`diagnose`): share of the summed squared error (%) by region of "
                   "the ground truth's parsing (outline: background within 3 px of the person), and the mean squared "
@@ -831,13 +921,7 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
         lines += [budget[k] for k in sorted(budget)]
         lines.append("")
     samples = {r["method"]: r for r in recs if r["identity"] == SAMPLE[0]}
-    reach_rows = dict(kept_reach or {})
-    for rec in recs:
-        row = _reach_row(rec, samples.get(rec["method"]))
-        if row:
-            reach_rows[(rec["identity"], rec["method"])] = row
-        else:
-            reach_rows.pop((rec["identity"], rec["method"]), None)
+    reach_rows = _merged_rows(kept_reach, recs, lambda rec: _reach_row(rec, samples.get(rec["method"])))
     if reach_rows:
         lines += [f"How new the held-out heads are (`head_references`): the mean squared error of the head pixels "
                   f"(hair included) of the render and of two oracles that choose training frames with the ground "
@@ -851,6 +935,18 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
                   "PSNR pooled, rendered | with the sample's head MSE | and the oracle body |",
                   "|---|---|---|---:|---:|---:|"]
         lines += [reach_rows[k] for k in sorted(reach_rows)]
+        lines.append("")
+    blur_rows = _merged_rows(kept_blur, recs, _blur_row)
+    if blur_rows:
+        lines += ["How sharp the renders are (`blur_equivalent`): the full-frame PSNR, pooled over the validation "
+                  "pixels, of the ground truth blurred by a Gaussian of 0.5, 1 and 2 px (at the measured resolution: "
+                  "what a blur costs this clip's content), of the render, and the blur of the ground truth that has "
+                  "the render's error (px; compare it between clips: the model's sharpness without the content's "
+                  "contrast):", "",
+                  "| identity | method | ground truth blurred 0.5 px | 1 px | 2 px | PSNR pooled, rendered | "
+                  "blur-equivalent σ (px) |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [blur_rows[k] for k in sorted(blur_rows)]
         lines.append("")
     over = sorted((assets / label / "parsing").glob("*.png"))
     if over:
