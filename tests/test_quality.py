@@ -424,3 +424,70 @@ def test_quality_page_sharpness_table_and_targets_column(tmp_path):
     text = doc.read_text()
     assert "| German | rad_nerf | 33.30 | 33.10 | 33.20 | yes | (the sample) | n/a | 1.00 |" in text
     assert "| obama_dnc2020 | rad_nerf | 18.00 | n/a | 18.00 (1 runs) | **no** | 15.20 **(more than 3)** | n/a | n/a |" in text
+
+
+def test_benchmark_work_folder_config_paths_are_the_projects(tmp_path):
+    """Snakemake runs in the benchmark's work folder: the config's project-relative paths (the
+    weights folder, where the SFM files and network weights are looked up) must still name the
+    project's, or the work folder's datasets silently lack what the project has (a 3DMM fit)."""
+    import yaml
+
+    from pipeline.common.config import PROJECT_ROOT
+    from pipeline.train.quality import workdir_config
+
+    project = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    cfg = workdir_config(tmp_path / "w", [("May", "/videos/May_5s.mp4")])
+    assert cfg["weights_dir"] == str(PROJECT_ROOT / project["weights_dir"])
+    assert (tmp_path / "w" / "identities.tsv").read_text() == "id\tvideo\n" + "May\t/videos/May_5s.mp4\n"
+    assert cfg["identities"] == str(tmp_path / "w" / "identities.tsv")
+    assert all(v.startswith("/") for v in cfg["render"]["cross_driven"].values())
+    assert cfg["preprocess"]["threedmm"]["model_dir"] == project["preprocess"]["threedmm"]["model_dir"]  # null stays
+
+
+def test_benchmark_without_a_page(tmp_path):
+    """``--doc ''`` writes no page (parallel runs), and ``--targets`` then says it needs one."""
+    from pipeline.train.benchmark import main
+
+    (tmp_path / "runs").mkdir()
+    assert main(["--quality", "--rescore", "--label", "none", "--workdir", str(tmp_path), "--doc", ""]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    with pytest.raises(SystemExit, match="--doc"):
+        main(["--quality", "--targets", "x", "--workdir", str(tmp_path), "--doc", ""])
+
+
+def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monkeypatch):
+    """AED-NeRF refuses a clip without emotion labels: the benchmark goes on with the other runs,
+    the page shows the pair as not trained with the method's own reason, and the next run of the
+    label tries it again (here it trains: a stand-in record, no real numbers)."""
+    from pipeline.common.errors import InputError
+    from pipeline.train import quality
+
+    data = tmp_path / "w" / "results" / "data" / "May"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text("{}")
+    monkeypatch.setattr(quality, "parsing_overlay", lambda *a, **k: None)
+    monkeypatch.setattr(quality, "montage", lambda *a, **k: None)
+    trained = {"profile": "quick", "overrides": {}, "resolution": [128, 128], "steps": {"head": 1},
+               "ssim": 0.9, "psnr": 27.5, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0, "lmd_face": 2.5,
+               "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}}
+
+    def train(method, data_root, model_dir, cfg, reuse):
+        if method == "aed_nerf":
+            raise InputError(data_root / "emotion.npy", "no emotion labels (identities.tsv has no emotion column)")
+        return {**trained, "method": method}
+
+    monkeypatch.setattr(quality, "train_and_score", train)
+    doc = tmp_path / "quality.md"
+    recs = quality.run_quality([("May", tmp_path / "May.mp4")], ["aed_nerf", "rad_nerf"], {"profile": "quick"}, "lab",
+                               tmp_path / "w", doc, tmp_path / "assets", build=False)
+    assert [r["method"] for r in recs] == ["aed_nerf", "rad_nerf"] and "emotion.npy" in recs[0]["not_trained"]
+    text = doc.read_text()
+    assert "| May | aed_nerf | n/a (not trained) | n/a | n/a | n/a | n/a | n/a | n/a | n/a |" in text
+    assert "* aed_nerf on May: " in text and "no emotion labels" in text
+    assert "| May | rad_nerf | 27.50 |" in text and "profile `quick`, overrides `{}`, 128x128 px" in text
+    # the next run trains the refused pair again; the measured one is kept
+    monkeypatch.setattr(quality, "train_and_score", lambda method, *a: {**trained, "method": method, "psnr": 20.0})
+    recs = quality.run_quality([("May", tmp_path / "May.mp4")], ["aed_nerf", "rad_nerf"], {"profile": "quick"}, "lab",
+                               tmp_path / "w", doc, tmp_path / "assets", build=False)
+    assert [r["psnr"] for r in recs] == [20.0, 27.5]
+    assert "n/a (not trained)" not in doc.read_text()

@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--profile", default="quick", choices=("quick", "paper", "smoke"))
-    ap.add_argument("--methods", nargs="+", default=["rad_nerf", "er_nerf"])
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="methods to run (default: rad_nerf er_nerf; with --quality every registered method)")
     ap.add_argument("--steps", type=int, default=60, help="timed steps (after 10 warm-up steps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="current", help="--quality: name of this run in docs/quality.md")
     ap.add_argument("--note", default="", help="--quality: one line describing the variant")
     ap.add_argument("--workdir", type=Path, default=Path("results/quality"))
-    ap.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
+    ap.add_argument("--doc", default="docs/quality.md",
+                    help="--quality: the page to write ('' writes none: runs in parallel, write it after)")
     ap.add_argument("--no-build", action="store_true", help="--quality: use the datasets already in --workdir")
     ap.add_argument("--reuse-heads", default=None, metavar="LABEL",
                     help="--quality: train only the torso stage, on the head and lips of LABEL's models in "
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({a.threads} threads)"
     with tempfile.TemporaryDirectory() as tmp:
         data_root = a.data or cached(Path(tmp))
-        for method in a.methods:
+        for method in a.methods or ["rad_nerf", "er_nerf"]:
             cfg = resolve_config(method, {"profile": a.profile, "device": str(device),
                                           "overrides": {"head_steps": a.steps + 10, "checkpoint_every": 10 ** 9,
                                                         "occ_warmup": 5}})
@@ -122,16 +124,20 @@ def quality_main(a) -> int:
     if a.only:
         idents = [r for r in idents if r[0] in a.only]
     train_cfg = {"profile": a.profile, "device": a.device, "overrides": parse_cfg_arg(a.overrides, "--overrides")}
-    doc = a.doc if str(a.doc) else None
+    doc = Path(a.doc) if a.doc else None            # Path("") would be "." (the current folder)
     if a.targets:
-        quality.write_targets(a.doc, a.targets)
+        if doc is None:
+            raise SystemExit("--targets reads and writes the page: give --doc")
+        quality.write_targets(doc, a.targets)
         return 0
     if a.rescore:
         quality.rescore(a.workdir.resolve(), a.label, a.only)
         if doc is not None:
             quality.write_doc(a.workdir.resolve(), doc, doc.parent / "assets" / "quality")
         return 0
-    quality.run_quality(idents, a.methods, train_cfg, a.label, a.workdir.resolve(), doc,
+    from pipeline.models.methods import method_names
+
+    quality.run_quality(idents, a.methods or method_names(), train_cfg, a.label, a.workdir.resolve(), doc,
                         doc.parent / "assets" / "quality" if doc else a.workdir / "montages", a.note,
                         build=not a.no_build, reuse_heads=a.reuse_heads)
     return 0

@@ -90,12 +90,11 @@ def read_identities(path: Path) -> list[tuple[str, Path]]:
     return [(r["id"], Path(r["video"])) for r in load_identities(path)]
 
 
-def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int = 2) -> dict[str, str]:
-    """Build the datasets with the project's Snakemake rules in ``workdir`` (``--keep-going``: an
-    identity that fails is reported and left out). Returns {id: error} for the failed ones."""
-    import subprocess
-    import sys
-
+def workdir_config(workdir: Path, identities: list[tuple[str, Path]]) -> dict:
+    """The project's ``config.yaml`` for a benchmark work folder: its identities table
+    (``workdir/identities.tsv``, written here) and every path of the project's config that is
+    relative to the project (the weights folder, the SFM folder when set, the cross-driven audio,
+    the reported numbers) made absolute, as Snakemake runs in ``workdir``. Returns the config."""
     import yaml
 
     from pipeline.common.config import resolve_path
@@ -105,9 +104,26 @@ def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int
     tsv = workdir / "identities.tsv"
     tsv.write_text("id\tvideo\n" + "".join(f"{i}\t{resolve_path(v)}\n" for i, v in identities))
     cfg["identities"] = str(tsv)
+    cfg["weights_dir"] = str(resolve_path(cfg["weights_dir"]))
+    mm = cfg.get("preprocess", {}).get("threedmm", {})
+    if mm.get("model_dir"):
+        mm["model_dir"] = str(resolve_path(mm["model_dir"]))
     cfg["render"]["cross_driven"] = {k: str(resolve_path(v)) for k, v in cfg["render"]["cross_driven"].items()}
     if cfg.get("report", {}).get("reported_numbers"):
         cfg["report"]["reported_numbers"] = str(resolve_path(cfg["report"]["reported_numbers"]))
+    return cfg
+
+
+def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int = 2) -> dict[str, str]:
+    """Build the datasets with the project's Snakemake rules in ``workdir`` (``--keep-going``: an
+    identity that fails is reported and left out; config :func:`workdir_config`). Returns {id:
+    error} for the failed ones."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = workdir_config(workdir, identities)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     targets = [f"results/data/{i}/manifest.json" for i, _ in identities]
     cmd = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "-d", str(workdir),
@@ -888,17 +904,25 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
     head-references table likewise (:func:`head_references`, :func:`reach`; ``kept_reach``), the
     sharpness table likewise (:func:`blur_equivalent`; ``kept_blur``), parsing overlays and montages."""
     lines: list[str] = []
-    r0 = recs[0]
+    trained = [r for r in recs if not r.get("not_trained")]
     overrides = _per_method(recs, lambda r: json.dumps(r["overrides"], sort_keys=True))
     note = _per_method(recs, lambda r: r.get("note", ""))
-    lines += [f"### `{label}`", "",
-              f"profile `{r0['profile']}`, overrides `{overrides}`, "
-              f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; {note}", "",
+    if trained:
+        r0 = trained[0]
+        setup = (f"profile `{r0['profile']}`, overrides `{overrides}`, "
+                 f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; {note}")
+    else:
+        setup = f"overrides `{overrides}`, no run trained; {note}"
+    lines += [f"### `{label}`", "", setup, "",
               "| identity | method | val PSNR | SSIM | PSNR head box | SSIM head box | LMD (mouth) | LMD (face) |"
               " mean-colour PSNR | train s |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rows = dict(kept_rows or {})
     for rec in recs:
+        if rec.get("not_trained"):
+            rows[(rec["identity"], rec["method"])] = (f"| {rec['identity']} | {rec['method']} | n/a (not trained) |"
+                                                      + " n/a |" * 7)
+            continue
         miss = f" ({rec['lmd_missing']} no face)" if rec.get("lmd_missing") else ""
         rows[(rec["identity"], rec["method"])] = (
             f"| {rec['identity']} | {rec['method']} | {_fmt(rec['psnr'])} | {_fmt(rec['ssim'], 3)} | "
@@ -906,6 +930,12 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
             f"{_fmt(rec['lmd_face'])} | {_fmt(rec['baseline_psnr'])} | {rec['train_seconds']['total']:.0f} |")
     lines += [rows[k] for k in sorted(rows)]
     lines.append("")
+    refused = [r for r in recs if r.get("not_trained")]
+    if refused:
+        lines += ["Not trained (the method refused the dataset; the reason as it said it):", ""]
+        lines += [f"* {r['method']} on {r['identity']}: {r['not_trained']}"
+                  for r in sorted(refused, key=lambda r: (r["identity"], r["method"]))]
+        lines.append("")
     budget = _merged_rows(kept_budget, recs, _budget_row)
     if budget:
         lines += ["Where the validation error lies (`diagnose`): share of the summed squared error (%) by region of "
@@ -995,7 +1025,10 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
                 workdir: Path, doc: Path | None, assets: Path, note: str = "", build: bool = True,
                 reuse_heads: str | None = None) -> list[dict]:
     """Build datasets (unless ``build`` is False: use those already in ``workdir``), train and
-    score every (identity, method); one failure leaves the others. With ``reuse_heads`` (a label)
+    score every (identity, method); one failure leaves the others. A method that refuses a
+    dataset (:class:`InputError`: AED-NeRF without emotion labels, NeRF-3DTalker without a 3DMM
+    fit) gets a record ``{"method", "not_trained": reason, ...}`` that the page shows as a row of
+    n/a with the reason under the table, and is tried again by the next run of the label. With ``reuse_heads`` (a label)
     each run trains only its torso on that label's head and lips (:func:`train_and_score`).
     Returns the run records (also written as JSON per run)."""
     from datetime import datetime, timezone
@@ -1012,7 +1045,7 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
         parsing_overlay(data_root, assets / label / "parsing" / f"{ident}.png")
         for method in methods:
             out = workdir / "runs" / label / method / f"{ident}.json"
-            if out.is_file():
+            if out.is_file() and not read_json(out).get("not_trained"):
                 log.info("%s/%s/%s: already measured (%s)", label, method, ident, out)
                 records.append(read_json(out))
                 continue
@@ -1022,7 +1055,14 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
                 rec = train_and_score(method, data_root, model_dir, train_cfg,
                                       workdir / "models" / reuse_heads / method / ident if reuse_heads else None)
             except InputError as exc:
+                # the method cannot train on this dataset (AED-NeRF without emotion labels, a missing
+                # 3DMM fit): the table says so with the reason; a later run tries again
                 log.error("%s/%s: %s", method, ident, exc)
+                rec = {"method": method, "not_trained": str(exc), "note": note,
+                       "overrides": train_cfg.get("overrides") or {},
+                       "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                atomic_write_json(out, rec)
+                records.append(rec)
                 continue
             rec["note"] = note
             rec["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
