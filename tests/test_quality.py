@@ -491,3 +491,13 @@ def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monke
                                tmp_path / "w", doc, tmp_path / "assets", build=False)
     assert [r["psnr"] for r in recs] == [20.0, 27.5]
     assert "n/a (not trained)" not in doc.read_text()
+    # the targets table says the refused pair was not trained rather than giving it no runs
+    from pipeline.train.quality import write_targets
+
+    (tmp_path / "w" / "runs" / "lab" / "aed_nerf" / "May.json").write_text(json.dumps(
+        {"method": "aed_nerf", "not_trained": "no labels", "overrides": {}, "note": "", "finished": "y"}))
+    quality.write_doc(tmp_path / "w", doc, tmp_path / "assets")
+    with pytest.raises(ValueError, match="sample"):
+        write_targets(doc, ["lab"], sample="German")
+    write_targets(doc, ["lab"], sample="May")
+    assert "| May | aed_nerf | n/a | n/a (not trained: the reason is under the run's table) | n/a | n/a |" in doc.read_text()

@@ -707,6 +707,7 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
         return [c.strip() for c in line.strip().strip("|").split("|")]
 
     psnr = {lab: {k: num(cells(v)[2]) for k, v in table_rows(sections[lab]).items()} for lab in labels}
+    refused = {k for lab in labels for k, v in table_rows(sections[lab]).items() if "not trained" in cells(v)[2]}
     oracle = {lab: {k: num(cells(v)[-1]) for k, v in kept_budget_rows(sections[lab]).items()} for lab in labels}
     sigma = {lab: {k: num(cells(v)[-1]) for k, v in table_rows(sections[lab], BLUR_CELLS).items()} for lab in labels}
     pairs = sorted(psnr[labels[0]], key=lambda k: (k[0] != sample, k))
@@ -736,7 +737,9 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
         sg, _ = mean(sigma, k)
         each = " | ".join(_fmt(psnr[lab].get(k)) for lab in labels)
         runs = "" if n == len(labels) else f" ({n} runs)"
-        if m is None:
+        if m is None and k in refused:
+            runs, ok, below = " (not trained: the reason is under the run's table)", "n/a", "n/a"
+        elif m is None:
             ok, below = "n/a", "n/a"
         else:
             ok = "yes" if m >= min_db else "**no**"
