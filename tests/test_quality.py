@@ -424,6 +424,17 @@ def test_quality_page_sharpness_table_and_targets_column(tmp_path):
     text = doc.read_text()
     assert "| German | rad_nerf | 33.30 | 33.10 | 33.20 | yes | (the sample) | n/a | 1.00 |" in text
     assert "| obama_dnc2020 | rad_nerf | 18.00 | n/a | 18.00 (1 runs) | **no** | 15.20 **(more than 3)** | n/a | n/a |" in text
+    # the plot of the same records goes under the table, linked relative to the page
+    from PIL import Image
+
+    from pipeline.train.quality import TARGETS_END, blur_plot
+
+    plot = blur_plot(tmp_path / "w", ["s0", "s1"], tmp_path / "assets" / "targets_blur.png")
+    assert plot is not None and Image.open(plot).size == (880, 550)
+    write_targets(doc, ["s0", "s1"], sample="German", plot=plot)
+    text = doc.read_text()
+    assert "runs s0, s1](assets/targets_blur.png)\n\n" + TARGETS_END in text
+    assert blur_plot(tmp_path / "w", ["nope"], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def test_benchmark_work_folder_config_paths_are_the_projects(tmp_path):

@@ -215,6 +215,30 @@ def copy_val_frames(frames: list[str], media: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _quality_images(doc: Path, lines: list[str], media: Path, label: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split markdown ``lines`` of the quality page ``doc`` into text lines and image lines; each
+    image is copied to ``media/quality/{label}/`` (a parsing overlay as ``parsing__{name}``).
+    Returns ``(text lines, [(caption, path relative to media)])``; an image the page names but
+    that is missing is left out with a warning."""
+    import re
+
+    log = logging.getLogger("report.html")
+    text, images = [], []
+    for line in lines:
+        m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)\s*$", line.strip())
+        if m is None:
+            text.append(line)
+            continue
+        src = (doc.parent / m.group(2)).resolve()
+        if not src.is_file():
+            log.warning("%s: image %s not found; left out of the report", doc, m.group(2))
+            continue
+        rel = f"quality/{label}/{src.parent.name + '__' if src.parent.name == 'parsing' else ''}{src.name}"
+        _copy(src, media / rel)
+        images.append((m.group(1), rel))
+    return text, images
+
+
 def copy_quality(doc: Path, media: Path) -> list[dict]:
     """The measured runs of the quality benchmark page ``doc`` (docs/quality.md, written by
     ``python -m pipeline.train.benchmark --quality``), with their images copied into
@@ -224,54 +248,54 @@ def copy_quality(doc: Path, media: Path) -> list[dict]:
     without its image lines: the settings line and the table) and ``images`` ``[(caption, path
     relative to media)]`` (parsing overlays and validation montages, render | ground truth). An
     image the page names but that is missing is left out with a warning."""
-    import re
-
     from pipeline.train.quality import doc_sections
 
-    log = logging.getLogger("report.html")
     out = []
     for label, sec in doc_sections(doc.read_text()).items():
-        text, images = [], []
-        for line in sec.splitlines():
-            m = re.match(r"!\[([^\]]*)\]\(([^)]+)\)\s*$", line.strip())
-            if m is None:
-                if not line.startswith("### ") and not line.endswith("per identity:") and not line.endswith("per run:"):
-                    text.append(line)
-                continue
-            src = (doc.parent / m.group(2)).resolve()
-            if not src.is_file():
-                log.warning("%s: image %s not found; left out of the report", doc, m.group(2))
-                continue
-            rel = f"quality/{label}/{src.parent.name + '__' if src.parent.name == 'parsing' else ''}{src.name}"
-            _copy(src, media / rel)
-            images.append((m.group(1), rel))
+        text, images = _quality_images(doc, sec.splitlines(), media, label)
+        text = [t for t in text if not t.startswith("### ") and not t.endswith("per identity:")
+                and not t.endswith("per run:")]
         out.append({"label": label, "text": "\n".join(text).strip(), "images": images})
     return out
 
 
-def quality_targets(doc: Path) -> str:
+def quality_targets(doc: Path, media: Path | None = None) -> dict:
     """The targets block of the quality page ``doc`` (between
     :data:`pipeline.train.quality.TARGETS_BEGIN` and ``TARGETS_END``, written by ``python -m
-    pipeline.train.benchmark --quality --targets``) as markdown; "" when the page has none."""
+    pipeline.train.benchmark --quality --targets``): ``{"text": markdown without image lines,
+    "images": [(caption, path relative to media)]}`` (its blur plot, copied to
+    ``media/quality/targets/``; not copied and not listed without ``media``). Empty text and no
+    images when the page has no block."""
     from pipeline.train.quality import TARGETS_BEGIN, TARGETS_END
 
     text = doc.read_text()
     if TARGETS_BEGIN not in text or TARGETS_END not in text:
-        return ""
-    return text.split(TARGETS_BEGIN, 1)[1].split(TARGETS_END, 1)[0].strip()
+        return {"text": "", "images": []}
+    lines = text.split(TARGETS_BEGIN, 1)[1].split(TARGETS_END, 1)[0].strip().splitlines()
+    if media is None:
+        return {"text": "\n".join(ln for ln in lines if not ln.startswith("![")).strip(), "images": []}
+    body, images = _quality_images(doc, lines, media, "targets")
+    return {"text": "\n".join(body).strip(), "images": images}
+
+
+def _figures(images: list[tuple[str, str]], media_rel: str) -> list[str]:
+    """HTML figures (lazy images with captions) of ``[(caption, path relative to the media folder)]``."""
+    return [f"<figure><img loading='lazy' src='{media_rel}/{rel}' alt='{html.escape(cap)}'>"
+            f"<figcaption>{html.escape(cap)}</figcaption></figure>" for cap, rel in images]
 
 
 def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, media_rel: str,
                 methods: list[str], one_shot_md: str = "", one_shot_videos: list[tuple[str, str]] = (),
                 val_frames: list[tuple[str, str]] = (), free_view_md: str = "",
-                quality: list[dict] = (), quality_targets_md: str = "") -> str:
+                quality: list[dict] = (), quality_targets: dict | None = None) -> str:
     """The HTML text of the report page; with ``one_shot_md`` (the text of
     ``results/tables/one_shot.md``) and ``one_shot_videos`` (:func:`copy_one_shot`) a one-shot
     face-replacement section; with ``val_frames`` (:func:`copy_val_frames`) a section of validation
     panels (render | ground truth) per trained model; with ``free_view_md`` (the text of
     ``results/tables/free_view.md``, config ``render.free_view``) a free-view section; with
     ``quality`` (:func:`copy_quality`, config ``report.quality_doc``) the multi-identity quality
-    benchmark, one collapsed block per run (the last one open)."""
+    benchmark, one collapsed block per run (the last one open), opened by ``quality_targets``
+    (:func:`quality_targets`: the targets table and its plot) when given."""
     def order(items):
         rank = {m: k for k, m in enumerate(methods)}
         first = lambda it: it[2] == "audio" or it[0] == "ground truth"  # noqa: E731
@@ -350,15 +374,15 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                     "oracle that picks training bodies with the ground truth). "
                     "One block per run, in the order they were measured; "
                     "runs with other settings or code are not ranked against each other.</p>")
-        if quality_targets_md:
+        if quality_targets and quality_targets.get("text"):
             body.append("<details open><summary>targets (the same code over seeds)</summary>"
-                        f"<pre class='md'>{html.escape(quality_targets_md)}</pre></details>")
+                        f"<pre class='md'>{html.escape(quality_targets['text'])}</pre><div class='plots'>")
+            body += _figures(quality_targets.get("images", []), media_rel)
+            body.append("</div></details>")
         for k, q in enumerate(quality):
             body.append(f"<details{' open' if k == len(quality) - 1 else ''}><summary>{html.escape(q['label'])}"
                         f"</summary><pre class='md'>{html.escape(q['text'])}</pre><div class='plots'>")
-            for cap, rel in q["images"]:
-                body.append(f"<figure><img loading='lazy' src='{media_rel}/{rel}' alt='{html.escape(cap)}'>"
-                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+            body += _figures(q["images"], media_rel)
             body.append("</div></details>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
     for p in plots:
@@ -400,7 +424,9 @@ def main(argv=None) -> int:
     val_frames = copy_val_frames(args.val_frames, Path(args.media))
     free_md = "\n".join(Path(p).read_text() for p in args.free_view_table)
     quality = [q for doc in args.quality_doc for q in copy_quality(Path(doc), Path(args.media))]
-    targets = "\n\n".join(t for t in (quality_targets(Path(doc)) for doc in args.quality_doc) if t)
+    blocks = [quality_targets(Path(doc), Path(args.media)) for doc in args.quality_doc]
+    targets = {"text": "\n\n".join(b["text"] for b in blocks if b["text"]),
+               "images": [im for b in blocks for im in b["images"]]}
     page = render_page(tables, plots, rel(args.plots), groups, rel(args.media), args.methods, one_md, one_videos,
                        val_frames, free_md, quality, targets)
     with atomic_write(out, "w") as fh:

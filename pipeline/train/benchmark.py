@@ -128,7 +128,8 @@ def quality_main(a) -> int:
     if a.targets:
         if doc is None:
             raise SystemExit("--targets reads and writes the page: give --doc")
-        quality.write_targets(doc, a.targets)
+        plot = quality.blur_plot(a.workdir.resolve(), a.targets, doc.parent / "assets" / "quality" / "targets_blur.png")
+        quality.write_targets(doc, a.targets, plot=plot)
         return 0
     if a.rescore:
         quality.rescore(a.workdir.resolve(), a.label, a.only)

@@ -756,10 +756,65 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
     return lines
 
 
+def blur_plot(workdir: Path, labels: list[str], out: Path) -> Path | None:
+    """What a blur costs each clip, and where the renders lie on it: per identity a line, the
+    pooled PSNR of its validation frames' ground truth blurred by a Gaussian of sigma px
+    (:func:`blur_equivalent`, every sigma of :data:`BLUR_SIGMAS`), and each run of ``labels``
+    (records in ``workdir/runs/{label}/``) a point at its blur-equivalent sigma and pooled PSNR
+    (circles ``rad_nerf``, squares ``er_nerf``, triangles other methods). A clip whose line lies
+    lower loses more dB to the same blur; points at the same sigma are equally sharp renders.
+    Records scored before ``blur_equivalent`` existed are skipped. Written atomically to ``out``
+    (PNG, matplotlib's Agg backend).
+
+    Returns: ``out``, or None when no record of ``labels`` has the field (nothing written).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, points = {}, {}
+    for label in labels:
+        for path in sorted((workdir / "runs" / label).glob("*/*.json")):
+            be = read_json(path).get("blur_equivalent")
+            if not be:
+                continue
+            ident = path.stem
+            # blurs too small to change a pixel have no error ("inf" in the JSON): not drawn
+            curves[ident] = sorted((float(k), float(v)) for k, v in be["psnr_blurred"].items() if float(v) < 1e9)
+            if be["sigma"] is not None:
+                points.setdefault(ident, []).append((be["sigma"], float(be["psnr_rendered"]), path.parent.name))
+    if not curves:
+        return None
+    marker = {"rad_nerf": "o", "er_nerf": "s"}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    colours = plt.get_cmap("tab10")
+    for i, ident in enumerate(sorted(curves)):
+        sig, db = zip(*curves[ident])
+        ax.plot(sig, db, color=colours(i % 10), lw=1.5, label=ident)
+        for sigma, psnr, method in points.get(ident, []):
+            ax.plot(sigma, psnr, marker.get(method, "^"), color=colours(i % 10), ms=6, mec="black", mew=0.6)
+    ax.set_xlim(0.3, 3)
+    ax.set_ylim(20, 46)
+    ax.set_xlabel("Gaussian blur of the ground truth, sigma (px at the training resolution)")
+    ax.set_ylabel("full-frame PSNR of the validation frames, pooled (dB)")
+    ax.set_title("lines: the ground truth blurred; points: the renders (o rad_nerf, s er_nerf, ^ other), "
+                 f"runs {', '.join(labels)}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
 def write_targets(doc: Path, labels: list[str], sample: str = SAMPLE[0], min_db: float = 26.0,
-                  max_below_db: float = 3.0) -> None:
+                  max_below_db: float = 3.0, plot: Path | None = None) -> None:
     """Write :func:`targets_table` of ``doc`` into ``doc`` between :data:`TARGETS_BEGIN` and
-    :data:`TARGETS_END` (appended before the measured block when the markers are absent).
+    :data:`TARGETS_END` (appended before the measured block when the markers are absent), with
+    the image ``plot`` (:func:`blur_plot` of the same labels) after the table when given.
 
     Raises:
         InputError: ``doc`` missing. ValueError: see :func:`targets_table`.
@@ -767,8 +822,11 @@ def write_targets(doc: Path, labels: list[str], sample: str = SAMPLE[0], min_db:
     if not doc.is_file():
         raise InputError(doc, "no quality page to read the targets from (run the benchmark first)")
     text = doc.read_text()
+    image = [] if plot is None else [
+        "", f"![What a blur costs each clip (lines) and how sharp the renders are (points), runs "
+            f"{', '.join(labels)}]({os.path.relpath(plot, doc.parent)})"]
     block = "\n".join([TARGETS_BEGIN, ""] + targets_table(text, labels, sample, min_db, max_below_db)
-                      + ["", TARGETS_END])
+                      + image + ["", TARGETS_END])
     if TARGETS_BEGIN in text and TARGETS_END in text:
         head, rest = text.split(TARGETS_BEGIN, 1)
         text = head + block + rest.split(TARGETS_END, 1)[1]
