@@ -39,6 +39,15 @@ def test_real_identity_beats_the_mean_colour_baseline(tmp_path):
     heads = rec["head_references"]
     assert heads["pixels"] > 0 and all(np.isfinite(heads[k]) for k in ("model", "nearest_head_frame",
                                                                        "nearest_head_frames"))
+    # how sharp, at the smoke profile's 64 px: a blur of the ground truth between none and the largest
+    blur = rec["blur_equivalent"]
+    assert blur["sigma"] is not None and 0.3 < blur["sigma"] < 4.0, blur
+    curve = blur["psnr_blurred"]
+    assert curve["0.5"] > curve["1"] > curve["2"]
+    # its pooled PSNR is the error budget's, region by region weighted by area
+    eb = rec["error_budget"]
+    pooled = sum(eb["area"][k] * (eb["mse"][k] or 0.0) for k in eb["area"])
+    assert abs(blur["psnr_rendered"] + 10 * np.log10(pooled)) < 1e-6
 
     # --rescore: the same model scored again in a benchmark work folder gives the same scores and
     # keeps the record's own fields
