@@ -723,8 +723,8 @@ def targets_table(text: str, labels: list[str], sample: str, min_db: float = 26.
              f"training resolution {resolution} px, profile `{profile}`, steps {steps}; "
              f"runs {', '.join(f'`{lab}`' for lab in labels)}; at "
              f"least {min_db:g} dB on every identity, none more than {max_below_db:g} dB below the sample "
-             f"`{sample}` with the same method; last column: the render with each held-out body replaced by "
-             "the oracle's, the mean of the 5 training bodies nearest its ground truth; blur-equivalent σ: the "
+             f"`{sample}` with the same method; PSNR, oracle body: the render with each held-out body replaced "
+             "by the oracle's, the mean of the 5 training bodies nearest its ground truth; blur-equivalent σ: the "
              "Gaussian blur of the ground truth with the render's error, px, mean of the runs that have it, "
              "`blur_equivalent`, a summary of the model's sharpness that the clip's content does not change):", "",
              "| identity | method | " + " | ".join(f"`{lab}`" for lab in labels) +
