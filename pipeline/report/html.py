@@ -259,21 +259,18 @@ def copy_quality(doc: Path, media: Path) -> list[dict]:
     return out
 
 
-def quality_targets(doc: Path, media: Path | None = None) -> dict:
+def quality_targets(doc: Path, media: Path) -> dict:
     """The targets block of the quality page ``doc`` (between
     :data:`pipeline.train.quality.TARGETS_BEGIN` and ``TARGETS_END``, written by ``python -m
     pipeline.train.benchmark --quality --targets``): ``{"text": markdown without image lines,
     "images": [(caption, path relative to media)]}`` (its blur plot, copied to
-    ``media/quality/targets/``; not copied and not listed without ``media``). Empty text and no
-    images when the page has no block."""
+    ``media/quality/targets/``). Empty text and no images when the page has no block."""
     from pipeline.train.quality import TARGETS_BEGIN, TARGETS_END
 
     text = doc.read_text()
     if TARGETS_BEGIN not in text or TARGETS_END not in text:
         return {"text": "", "images": []}
     lines = text.split(TARGETS_BEGIN, 1)[1].split(TARGETS_END, 1)[0].strip().splitlines()
-    if media is None:
-        return {"text": "\n".join(ln for ln in lines if not ln.startswith("![")).strip(), "images": []}
     body, images = _quality_images(doc, lines, media, "targets")
     return {"text": "\n".join(body).strip(), "images": images}
 

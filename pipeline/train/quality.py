@@ -1030,10 +1030,11 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
     blur_rows = _merged_rows(kept_blur, recs, _blur_row)
     if blur_rows:
         lines += ["How sharp the renders are (`blur_equivalent`): the full-frame PSNR, pooled over the validation "
-                  "pixels, of the ground truth blurred by a Gaussian of 0.5, 1 and 2 px (at the measured resolution: "
-                  "what a blur costs this clip's content), of the render, and the blur of the ground truth that has "
-                  "the render's error (px; compare it between clips: the model's sharpness without the content's "
-                  "contrast):", "",
+                  "pixels, of the ground truth blurred by a Gaussian of 0.5, 1 and 2 px (scikit-image's "
+                  "`filters.gaussian`, edges repeated, at the measured resolution: what a blur costs this clip's "
+                  "content), of the render (head + torso over `bc.jpg`, as the val PSNR column), and the blur of the "
+                  "ground truth that has the render's error (px; compare it between clips: the model's sharpness "
+                  "without the content's contrast):", "",
                   "| identity | method | ground truth blurred 0.5 px | 1 px | 2 px | PSNR pooled, rendered | "
                   "blur-equivalent σ (px) |",
                   "|---|---|---:|---:|---:|---:|---:|"]
@@ -1106,9 +1107,10 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
         parsing_overlay(data_root, assets / label / "parsing" / f"{ident}.png")
         for method in methods:
             out = workdir / "runs" / label / method / f"{ident}.json"
-            if out.is_file() and not read_json(out).get("not_trained"):
+            done = read_json(out) if out.is_file() else None
+            if done and not done.get("not_trained"):
                 log.info("%s/%s/%s: already measured (%s)", label, method, ident, out)
-                records.append(read_json(out))
+                records.append(done)
                 continue
             model_dir = workdir / "models" / label / method / ident
             log.info("%s/%s/%s: training", label, method, ident)
