@@ -466,13 +466,19 @@ def test_benchmark_work_folder_config_paths_are_the_projects(tmp_path):
 
 def test_benchmark_without_a_page(tmp_path):
     """``--doc ''`` writes no page (parallel runs), and ``--targets`` then says it needs one."""
+    import torch
+
     from pipeline.train.benchmark import main
 
     (tmp_path / "runs").mkdir()
-    assert main(["--quality", "--rescore", "--label", "none", "--workdir", str(tmp_path), "--doc", ""]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
-    with pytest.raises(SystemExit, match="--doc"):
-        main(["--quality", "--targets", "x", "--workdir", str(tmp_path), "--doc", ""])
+    threads = torch.get_num_threads()       # main() sets torch's threads for the process: restored for later tests
+    try:
+        assert main(["--quality", "--rescore", "--label", "none", "--workdir", str(tmp_path), "--doc", ""]) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+        with pytest.raises(SystemExit, match="--doc"):
+            main(["--quality", "--targets", "x", "--workdir", str(tmp_path), "--doc", ""])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monkeypatch):
