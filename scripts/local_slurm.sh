@@ -78,6 +78,8 @@ write_conf() {
   if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
     cp -p "$CONF" "$DIR/slurm.conf.orig"
     log "saved the existing $CONF to $DIR/slurm.conf.orig (restored by stop)"
+  elif [ -e "$CONF" ] && [ "$(conf_state_dir)" != "$DIR" ]; then
+    log "replacing $CONF left by an earlier local cluster (state dir $(conf_state_dir)), removed by stop"
   fi
   cat >"$CONF.tmp.$$" <<EOF
 $MARK

@@ -32,6 +32,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 DATASET = "results/data/German/manifest.json"
 SMOKE_METHOD = "er_nerf"
 MODEL_DIR = f"results/models/{SMOKE_METHOD}/German"
+MARK = "# written by talking-nerf-pipeline scripts/local_slurm.sh"  # the script's first line of its config
 SENTINEL = "# a site's slurm.conf, planted by tests/test_slurm.py: 'local_slurm.sh stop' must restore it\n"
 
 
@@ -55,6 +56,25 @@ def _script(action: str, env: dict, timeout: int) -> subprocess.CompletedProcess
     return subprocess.run(["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _stale_conf_of_ours() -> str:
+    """The state dir named in a /etc/slurm/slurm.conf that scripts/local_slurm.sh wrote for a cluster
+    whose slurmctld no longer runs (a run killed before 'stop'); "" when there is no such file.
+
+    Raises AssertionError when that cluster still runs: the test must not take over someone's cluster.
+    """
+    if not CONF.exists() or MARK not in CONF.read_text(errors="replace"):
+        return ""
+    m = re.search(r"^# state dir: (.*) ; removed or restored", CONF.read_text(errors="replace"), re.M)
+    other = Path(m.group(1)) if m else Path("/nonexistent")
+    try:
+        pid = int((other / "slurmctld.pid").read_text().strip())
+    except (OSError, ValueError):
+        return str(other)
+    assert not _alive(pid, "slurmctld"), (f"a local cluster started with LOCAL_SLURM_DIR={other} is running: "
+                                          f"stop it with 'LOCAL_SLURM_DIR={other} scripts/local_slurm.sh stop'")
+    return str(other)
+
+
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory):
     if os.geteuid() != 0:
@@ -62,6 +82,10 @@ def local_slurm(tmp_path_factory):
                     "/etc/slurm/slurm.conf and runs slurmctld/slurmd as SlurmUser=root (CI runs as root)")
     state = tmp_path_factory.mktemp("slurm-state")
     env = {**os.environ, "LOCAL_SLURM_DIR": str(state)}
+    stale = _stale_conf_of_ours()
+    if stale:  # a killed earlier run left its config: ours to replace and remove, as 'start'/'stop' would
+        print(f"removed {CONF} left by a local cluster that no longer runs (state dir {stale})")
+        CONF.unlink()
     # stand in for a site's config when there is none, to check that stop restores it byte for byte
     planted = not CONF.exists()
     if planted:
@@ -86,7 +110,9 @@ def local_slurm(tmp_path_factory):
         assert stop.returncode == 0, f"local_slurm.sh stop failed:\n{stop.stderr[-3000:]}"
         assert not left, f"daemons still running after 'local_slurm.sh stop': {left}"
         assert not any(state.glob("*.pid")), "stop left PID files"
-        assert restored, f"{CONF} was not restored by 'local_slurm.sh stop'"
+        now = CONF.read_text(errors="replace")[:300] if CONF.exists() else "(absent)"
+        assert restored, (f"{CONF} was not restored by 'local_slurm.sh stop': before {before[:300]!r}, "
+                          f"now {now!r}; stop said: {stop.stderr[-1500:]}")
 
 
 def run_on_slurm(monkeypatch, workdir: Path, *targets: str, limit_s: int) -> tuple[subprocess.CompletedProcess, float]:
