@@ -4,9 +4,11 @@
 * ``quick``: CPU, reduced resolution (128 px) and steps; the sample identity trains in a few
   minutes per method including the torso. Learning rates 3x the anchors' (``lr_grid`` 3e-2,
   ``lr_net`` 3e-3): with a few hundred steps the anchors' rates left heads and torsos
-  under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md). 2100 head
-  steps: the heads of moving speakers still gain from steps, and the default job stays within its
-  20 minutes (README). Validation renders every frame of ``transforms_val.json`` (``val_frames``
+  under-fitted (+0.5 to +2.8 dB val PSNR on the moving speakers, docs/quality.md). 4200 head
+  steps (2100 until rows ``head4200*`` of docs/quality.md measured +0.17 / +0.07 dB mean over the
+  eight real clips, ``rad_nerf`` / ``er_nerf``, every clip but the sample at least as good): the
+  heads of moving speakers still gain from steps, and the default job stays well within its 20
+  minutes (README). Validation renders every frame of ``transforms_val.json`` (``val_frames``
   0, as the anchors' test): 6 frames spread over it measured the same ``rad_nerf`` models 0.26 dB
   above to 0.13 dB below the whole split (docs/quality.md row ``all_val``; about 0.3 s per frame
   at 128 px). The torso also sees the body pose (``torso_body_pose``, docs/quality.md cause 12)
@@ -26,7 +28,7 @@ from pipeline.models.configs import TrainConfig, make_config
 PROFILES: dict[str, dict] = {
     "quick": dict(resolution=128, levels=8, features=2, log2_hashmap=15, max_resolution=256, hidden=64,
                   n_samples=24, occ_resolution=32, occ_update_every=16, occ_warmup=64, torso_levels=8,
-                  torso_resolution=256, rays_per_step=512, head_steps=2100, lips_steps=40, torso_steps=1500,
+                  torso_resolution=256, rays_per_step=512, head_steps=4200, lips_steps=40, torso_steps=1500,
                   lips_patch=24, checkpoint_every=100, val_frames=0, lr_grid=3e-2, lr_net=3e-3, lr_final=0.2,
                   lambda_head_alpha=0.05, torso_body_pose=True, torso_body_flow=True, torso_body_frame="auto",
                   head_up=True, torso_retrieval=5,
