@@ -58,9 +58,12 @@ def _script(action: str, env: dict, timeout: int) -> subprocess.CompletedProcess
 
 def _stale_conf_of_ours() -> str:
     """The state dir named in a /etc/slurm/slurm.conf that scripts/local_slurm.sh wrote for a cluster
-    whose slurmctld no longer runs (a run killed before 'stop'); "" when there is no such file.
+    left by an earlier run killed before 'stop'; "" when there is no such file.
 
-    Raises AssertionError when that cluster still runs: the test must not take over someone's cluster.
+    A cluster of an earlier pytest run (its state dir under a ``pytest-of-*`` temp folder) whose
+    daemons still run is stopped with the script; any other running cluster is someone's.
+
+    Raises AssertionError when someone's cluster still runs: the test must not take it over.
     """
     if not CONF.exists() or MARK not in CONF.read_text(errors="replace"):
         return ""
@@ -70,9 +73,13 @@ def _stale_conf_of_ours() -> str:
         pid = int((other / "slurmctld.pid").read_text().strip())
     except (OSError, ValueError):
         return str(other)
+    if _alive(pid, "slurmctld") and "pytest-of-" in str(other):
+        print(f"stopping the local cluster an earlier test run left running (state dir {other})")
+        stop = _script("stop", {**os.environ, "LOCAL_SLURM_DIR": str(other)}, timeout=180)
+        assert stop.returncode == 0, f"could not stop the cluster an earlier test run left in {other}:\n{stop.stderr}"
     assert not _alive(pid, "slurmctld"), (f"a local cluster started with LOCAL_SLURM_DIR={other} is running: "
                                           f"stop it with 'LOCAL_SLURM_DIR={other} scripts/local_slurm.sh stop'")
-    return str(other)
+    return str(other) if CONF.exists() else ""
 
 
 @pytest.fixture(scope="module")
