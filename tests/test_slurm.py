@@ -33,6 +33,7 @@ DATASET = "results/data/German/manifest.json"
 SMOKE_METHOD = "er_nerf"
 MODEL_DIR = f"results/models/{SMOKE_METHOD}/German"
 MARK = "# written by talking-nerf-pipeline scripts/local_slurm.sh"  # the script's first line of its config
+ORPHAN_WAIT_S = 600  # how long a cluster of another pytest run may hold /etc/slurm/slurm.conf (_stale_conf_of_ours)
 SENTINEL = "# a site's slurm.conf, planted by tests/test_slurm.py: 'local_slurm.sh stop' must restore it\n"
 
 
@@ -60,8 +61,10 @@ def _stale_conf_of_ours() -> str:
     """The state dir named in a /etc/slurm/slurm.conf that scripts/local_slurm.sh wrote for a cluster
     left by an earlier run killed before 'stop'; "" when there is no such file.
 
-    A cluster of an earlier pytest run (its state dir under a ``pytest-of-*`` temp folder) whose
-    daemons still run is stopped with the script; any other running cluster is someone's.
+    A cluster of another pytest run (its state dir under a ``pytest-of-*`` temp folder) whose
+    daemons still run is waited for up to 10 minutes (a run beside this one stops its cluster within
+    that: the module's tests take about 5), then taken as orphaned by a killed run and stopped with the
+    script; any other running cluster is someone's.
 
     Raises AssertionError when someone's cluster still runs: the test must not take it over.
     """
@@ -73,13 +76,17 @@ def _stale_conf_of_ours() -> str:
         pid = int((other / "slurmctld.pid").read_text().strip())
     except (OSError, ValueError):
         return str(other)
+    end = time.monotonic() + ORPHAN_WAIT_S
+    while _alive(pid, "slurmctld") and "pytest-of-" in str(other) and time.monotonic() < end:
+        time.sleep(5)
     if _alive(pid, "slurmctld") and "pytest-of-" in str(other):
         print(f"stopping the local cluster an earlier test run left running (state dir {other})")
         stop = _script("stop", {**os.environ, "LOCAL_SLURM_DIR": str(other)}, timeout=180)
         assert stop.returncode == 0, f"could not stop the cluster an earlier test run left in {other}:\n{stop.stderr}"
     assert not _alive(pid, "slurmctld"), (f"a local cluster started with LOCAL_SLURM_DIR={other} is running: "
                                           f"stop it with 'LOCAL_SLURM_DIR={other} scripts/local_slurm.sh stop'")
-    return str(other) if CONF.exists() else ""
+    still_ours = CONF.exists() and MARK in CONF.read_text(errors="replace")
+    return str(other) if still_ours else ""
 
 
 @pytest.fixture(scope="module")
