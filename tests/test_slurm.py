@@ -32,8 +32,9 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 DATASET = "results/data/German/manifest.json"
 SMOKE_METHOD = "er_nerf"
 MODEL_DIR = f"results/models/{SMOKE_METHOD}/German"
-MARK = "# written by talking-nerf-pipeline scripts/local_slurm.sh"  # the script's first line of its config
-ORPHAN_WAIT_S = 600  # how long a cluster of another pytest run may hold /etc/slurm/slurm.conf (_stale_conf_of_ours)
+#: the first line of every config the script writes (its ``MARK``, read from the script itself)
+MARK = re.search(r'^MARK="(.*)"$', SCRIPT.read_text(), re.M).group(1)
+ORPHAN_WAIT_S = 600  # how long a cluster of another pytest run may hold /etc/slurm/slurm.conf (_clear_stale_cluster)
 SENTINEL = "# a site's slurm.conf, planted by tests/test_slurm.py: 'local_slurm.sh stop' must restore it\n"
 
 
@@ -57,36 +58,38 @@ def _script(action: str, env: dict, timeout: int) -> subprocess.CompletedProcess
     return subprocess.run(["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _stale_conf_of_ours() -> str:
-    """The state dir named in a /etc/slurm/slurm.conf that scripts/local_slurm.sh wrote for a cluster
-    left by an earlier run killed before 'stop'; "" when there is no such file.
+def _clear_stale_cluster() -> str:
+    """Stops, with the script's own ``stop``, a cluster whose /etc/slurm/slurm.conf
+    scripts/local_slurm.sh wrote in an earlier run that was killed before 'stop' (so ``stop`` removes
+    that config, or puts back the site's config that run had saved); returns its state dir, "" when
+    the config is not the script's or absent.
 
     A cluster of another pytest run (its state dir under a ``pytest-of-*`` temp folder) whose
-    daemons still run is waited for up to 10 minutes (a run beside this one stops its cluster within
-    that: the module's tests take about 5), then taken as orphaned by a killed run and stopped with the
-    script; any other running cluster is someone's.
+    daemons still run is waited for up to :data:`ORPHAN_WAIT_S` (a run beside this one stops its
+    cluster within that: the module's tests take about 5 minutes), then taken as orphaned.
 
-    Raises AssertionError when someone's cluster still runs: the test must not take it over.
+    Raises AssertionError when someone else's cluster runs (the test must not take it over) or
+    when ``stop`` fails.
     """
-    if not CONF.exists() or MARK not in CONF.read_text(errors="replace"):
+    text = CONF.read_text(errors="replace") if CONF.exists() else ""
+    if MARK not in text:
         return ""
-    m = re.search(r"^# state dir: (.*) ; removed or restored", CONF.read_text(errors="replace"), re.M)
+    m = re.search(r"^# state dir: (.*) ; removed or restored", text, re.M)
     other = Path(m.group(1)) if m else Path("/nonexistent")
     try:
         pid = int((other / "slurmctld.pid").read_text().strip())
     except (OSError, ValueError):
-        return str(other)
+        pid = -1
     end = time.monotonic() + ORPHAN_WAIT_S
     while _alive(pid, "slurmctld") and "pytest-of-" in str(other) and time.monotonic() < end:
         time.sleep(5)
-    if _alive(pid, "slurmctld") and "pytest-of-" in str(other):
-        print(f"stopping the local cluster an earlier test run left running (state dir {other})")
-        stop = _script("stop", {**os.environ, "LOCAL_SLURM_DIR": str(other)}, timeout=180)
-        assert stop.returncode == 0, f"could not stop the cluster an earlier test run left in {other}:\n{stop.stderr}"
-    assert not _alive(pid, "slurmctld"), (f"a local cluster started with LOCAL_SLURM_DIR={other} is running: "
-                                          f"stop it with 'LOCAL_SLURM_DIR={other} scripts/local_slurm.sh stop'")
-    still_ours = CONF.exists() and MARK in CONF.read_text(errors="replace")
-    return str(other) if still_ours else ""
+    assert not _alive(pid, "slurmctld") or "pytest-of-" in str(other), (
+        f"a local cluster started with LOCAL_SLURM_DIR={other} is running: "
+        f"stop it with 'LOCAL_SLURM_DIR={other} scripts/local_slurm.sh stop'")
+    stop = _script("stop", {**os.environ, "LOCAL_SLURM_DIR": str(other)}, timeout=180)
+    assert stop.returncode == 0, f"could not stop the cluster an earlier run left in {other}:\n{stop.stderr}"
+    print(f"stopped the local cluster an earlier run left (state dir {other}): {stop.stderr.strip()}")
+    return str(other)
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +99,7 @@ def local_slurm(tmp_path_factory):
                     "/etc/slurm/slurm.conf and runs slurmctld/slurmd as SlurmUser=root (CI runs as root)")
     state = tmp_path_factory.mktemp("slurm-state")
     env = {**os.environ, "LOCAL_SLURM_DIR": str(state)}
-    stale = _stale_conf_of_ours()
-    if stale:  # a killed earlier run left its config: ours to replace and remove, as 'start'/'stop' would
-        print(f"removed {CONF} left by a local cluster that no longer runs (state dir {stale})")
-        CONF.unlink()
+    _clear_stale_cluster()  # a killed earlier run's cluster and config, so the restore check below is ours
     # stand in for a site's config when there is none, to check that stop restores it byte for byte
     planted = not CONF.exists()
     if planted:
