@@ -58,11 +58,11 @@ def _script(action: str, env: dict, timeout: int) -> subprocess.CompletedProcess
     return subprocess.run(["bash", str(SCRIPT), action], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _clear_stale_cluster() -> str:
+def _clear_stale_cluster() -> None:
     """Stops, with the script's own ``stop``, a cluster whose /etc/slurm/slurm.conf
     scripts/local_slurm.sh wrote in an earlier run that was killed before 'stop' (so ``stop`` removes
-    that config, or puts back the site's config that run had saved); returns its state dir, "" when
-    the config is not the script's or absent.
+    that config, or puts back the site's config that run had saved); does nothing when the config is
+    not the script's or absent.
 
     A cluster of another pytest run (its state dir under a ``pytest-of-*`` temp folder) whose
     daemons still run is waited for up to :data:`ORPHAN_WAIT_S` (a run beside this one stops its
@@ -73,7 +73,7 @@ def _clear_stale_cluster() -> str:
     """
     text = CONF.read_text(errors="replace") if CONF.exists() else ""
     if MARK not in text:
-        return ""
+        return
     m = re.search(r"^# state dir: (.*) ; removed or restored", text, re.M)
     other = Path(m.group(1)) if m else Path("/nonexistent")
     try:
@@ -89,7 +89,6 @@ def _clear_stale_cluster() -> str:
     stop = _script("stop", {**os.environ, "LOCAL_SLURM_DIR": str(other)}, timeout=180)
     assert stop.returncode == 0, f"could not stop the cluster an earlier run left in {other}:\n{stop.stderr}"
     print(f"stopped the local cluster an earlier run left (state dir {other}): {stop.stderr.strip()}")
-    return str(other)
 
 
 @pytest.fixture(scope="module")
