@@ -128,11 +128,6 @@ class TrainConfig:
     static, it moves; the field gets no other input that says so. Not part of RAD-NeRF or ER-NeRF,
     whose heads see the audio and the blink only (False, the ``paper`` profile); the ``quick``
     profile turns it on (docs/quality.md, cause 14)."""
-    head_warp: float = 0.0
-    """> 0: with ``head_up``, the head field also moves each sample before its position encoding,
-    ``x + head_warp * tanh(MLP([x, sin/cos(2^k pi x), up]))`` (a D-NeRF-style deformation by the
-    head-up input; head-box units, [-1, 1]), so hair that swings as the head tilts can move
-    instead of being redrawn. 0: off (experimental; docs/quality.md)."""
     rays_per_step: int = 4096
     """rays per training step (one frame per step)."""
     lr_grid: float = 1e-2

@@ -55,32 +55,6 @@ def position_gated(value: torch.Tensor, ex: torch.Tensor, att: nn.Module) -> tor
     return value.reshape(1, -1).expand(ex.shape[0], -1) * torch.sigmoid(att(ex))
 
 
-class UpWarp(nn.Module):
-    """A deformation of the head's sample positions by a per-frame input (the head-up axis),
-    ``x' = clamp(x + scale * tanh(MLP([x, sin/cos(2^k pi x)_{k<F}, value])), -1, 1)`` as D-NeRF
-    (Pumarola et al. 2021) deforms by time; the MLP's last layer starts at zero (identity warp).
-
-    Args:
-        value_dim: width C of the per-frame input.
-        scale: largest displacement per axis (head-box units; the box is [-1, 1]).
-        n_freqs: frequencies F of the position encoding.
-    Call: ``warp(x [P, 3], value [C]) -> [P, 3]``.
-    """
-
-    def __init__(self, value_dim: int, scale: float, n_freqs: int = 4, hidden: int = 32):
-        super().__init__()
-        self.scale, self.n_freqs = float(scale), n_freqs
-        self.net = mlp(3 + 6 * n_freqs + value_dim, 3, hidden, 3)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    def forward(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        f = (2.0 ** torch.arange(self.n_freqs, device=x.device, dtype=x.dtype)) * torch.pi
-        xf = x[:, :, None] * f                                          # [P, 3, F]
-        enc = torch.cat([x, torch.sin(xf).flatten(1), torch.cos(xf).flatten(1)], -1)
-        return (x + self.scale * torch.tanh(mlp_const(self.net, enc, value.reshape(-1)))).clamp(-1.0, 1.0)
-
-
 def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
     """``layers`` linear layers with ReLU between (no output activation)."""
     mods: list[nn.Module] = []

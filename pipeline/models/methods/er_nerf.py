@@ -10,7 +10,7 @@ import torch
 
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import TriPlaneHashGrid
-from pipeline.models.fields import FieldOutput, HeadField, UpWarp, mlp, position_gated
+from pipeline.models.fields import FieldOutput, HeadField, mlp, position_gated
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.torso import AdaptivePoseTorso
 
@@ -52,7 +52,6 @@ class ERNeRFField(HeadField):
 
             self.up_dim = HEAD_UP_DIM
             self.up_att = mlp(self.grid.output_dim, HEAD_UP_DIM, 16, 2)
-        self.warp = UpWarp(self.up_dim, cfg.head_warp) if self.up_dim and getattr(cfg, "head_warp", 0.0) > 0 else None
         self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1 + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
 
@@ -65,9 +64,6 @@ class ERNeRFField(HeadField):
     def _hidden(self, x, cond, pos=None):
         """``(h [P, 1 + geo_dim], gated audio [P, A], gated eye [P, 1])``; ``pos`` the output of
         :meth:`_position` when already computed (:meth:`density_max`)."""
-        if self.warp is not None:
-            x = self.warp(x, cond["head_up"])
-            pos = None
         ex, ga, ge = self._position(x) if pos is None else pos
         a = cond["audio"].expand(x.shape[0], -1) * ga
         e = cond["eye"].expand(x.shape[0], 1) * ge
@@ -79,7 +75,7 @@ class ERNeRFField(HeadField):
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the encoding and attention gates computed once."""
-        pos = self._position(x) if self.warp is None else None
+        pos = self._position(x)
         out = None
         for c in conds:
             s = self._sigma(self._hidden(x, c, pos)[0])

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import make_hash_grid
-from pipeline.models.fields import FieldOutput, HeadField, UpWarp, mlp, mlp_const, position_gated
+from pipeline.models.fields import FieldOutput, HeadField, mlp, mlp_const, position_gated
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.torso import TorsoField
 
@@ -72,15 +72,11 @@ class RadNeRFField(HeadField):
                              + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
         if self.up_dim:
             self.up_att = mlp(self.grid.output_dim, self.up_dim, 16, 2)
-        self.warp = UpWarp(self.up_dim, cfg.head_warp) if self.up_dim and getattr(cfg, "head_warp", 0.0) > 0 else None
         self.lambda_amb = cfg.lambda_amb
 
     def _hidden(self, x, cond, ex=None):
         """``(h [P, 1 + geo_dim], audio coordinate [P, ambient_dim])``; ``ex`` the 3D grid
         encoding of x when already computed (:meth:`density_max`)."""
-        if self.warp is not None:
-            x = self.warp(x, cond["head_up"])
-            ex = None
         ex = self.grid((x + 1) / 2) if ex is None else ex
         # the frame's audio code, eye value and direct inputs are the same for every sample:
         # folded into the first layers' biases (mlp_const), inputs in the order [ex, audio] and
@@ -94,7 +90,7 @@ class RadNeRFField(HeadField):
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the 3D grid encoding of x computed once for all records."""
-        ex = self.grid((x + 1) / 2) if self.warp is None else None
+        ex = self.grid((x + 1) / 2)
         out = None
         for c in conds:
             s = self._sigma(self._hidden(x, c, ex)[0])
