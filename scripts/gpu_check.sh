@@ -8,7 +8,7 @@
 #   on the CUDA machine:          bash scripts/gpu_check.sh run      (carry results/gpu_check)
 #       prints the figures; writes $OUT/gpu_check.json when $OUT is set (else results/gpu_check/)
 #
-# The CUDA machine needs python3 with a CUDA build of torch, numpy and Pillow; tqdm and PyYAML
+# The CUDA machine needs python3 with a CUDA build of torch, numpy and Pillow; tqdm, PyYAML and torch_ema
 # (pure Python) travel in results/gpu_check/pylib; without jsonschema a stand-in that refuses any
 # use lets the dataset reader import. No package registry is used.
 set -euo pipefail
@@ -24,7 +24,7 @@ case "$mode" in
     "$py" - "$dir/pylib" <<'PY'
 import shutil, sys, pathlib, importlib
 dst = pathlib.Path(sys.argv[1])
-for name in ("tqdm", "yaml"):
+for name in ("tqdm", "yaml", "torch_ema"):
     src = pathlib.Path(importlib.import_module(name).__file__).parent
     shutil.rmtree(dst / name, ignore_errors=True)
     shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
@@ -37,7 +37,7 @@ PY
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}:$PWD/$dir/pylib"
     missing=$("$py" -c "
 import importlib.util as u
-print(' '.join(m for m in ('torch', 'numpy', 'PIL', 'tqdm', 'yaml') if u.find_spec(m) is None))")
+print(' '.join(m for m in ('torch', 'numpy', 'PIL', 'tqdm', 'yaml', 'torch_ema') if u.find_spec(m) is None))")
     [ -z "$missing" ] || { echo "gpu_check: python modules missing on this machine: $missing" >&2; exit 2; }
     if ! "$py" -c "import jsonschema" 2>/dev/null; then
       # pipeline.common.config imports jsonschema at module level (through the dataset reader);

@@ -237,3 +237,24 @@ def test_gpu_check_without_cuda_says_so(tmp_path):
         r = subprocess.run(["bash", "scripts/gpu_check.sh", "run"], cwd=root, capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 2 and "gpu_check.sh prepare" in r.stderr
+
+
+def test_gpu_check_quick_agreement_by_hand():
+    """Step 4 of the GPU check: a CUDA run is one more seed, compared with the CPU seeds' mean and
+    sample standard deviation. Values are the CPU seeds 0-2 of ``rad_nerf`` on the check's 100
+    sample frames and the H200 run of 2026-12-04 (docs/performance.md, GPU check); by hand: mean
+    (28.025 + 28.689 + 29.081) / 3 = 28.5983, squared deviations 0.3288, 0.0083, 0.2332, sum 0.5703,
+    sd sqrt(0.5703 / 2) = 0.5340, band 3 x 0.5340 = 1.602, diff 29.75 - 28.598 = 1.152."""
+    from pipeline.train.gpu_check import quick_agreement
+
+    r = quick_agreement(29.75, [28.025, 28.689, 29.081])
+    assert r["cpu_mean_db"] == pytest.approx(28.598, abs=1e-3)
+    assert r["cpu_sd_db"] == pytest.approx(0.534, abs=1e-3)
+    assert r["band_db"] == pytest.approx(1.602, abs=2e-3)
+    assert r["diff_db"] == pytest.approx(1.152, abs=1e-3) and r["ok"]
+    # outside the band below, and the floor of the band when the seeds agree to the digit
+    assert not quick_agreement(26.9, [28.025, 28.689, 29.081])["ok"]
+    tight = quick_agreement(30.3, [30.0, 30.0, 30.0])
+    assert tight["band_db"] == 0.25 and not tight["ok"]
+    with pytest.raises(ValueError, match="at least 2"):
+        quick_agreement(30.0, [30.0])

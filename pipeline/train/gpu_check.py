@@ -20,7 +20,14 @@ which reaches no package registry) then
    hash-grid backend (PyTorch; tinycudann when importable): steps/s, rays/s, peak GPU memory;
 3. renders ``--render-frames`` full frames at 512x512 (head + torso over the background, model time,
    CUDA synchronised) from the model of step 2, in float32 and under float16 autocast (with the
-   largest pixel difference between the two): frames per second and peak memory.
+   largest pixel difference between the two): frames per second and peak memory;
+4. trains the ``quick`` profile's three stages (head, lips, torso; seed 0), the default job's
+   training, on CUDA and compares the validation PSNR with the CPU runs of ``--quick-seeds`` seeds
+   that ``prepare`` recorded in ``cpu_quick.json`` (every condition, the torso's retrieval bank
+   and the weight average go through the CUDA path here, where steps 1-3 run the head stage
+   only). CUDA draws other random numbers than the CPU (ray batches, sample jitter), so a CUDA
+   run is one more seed: it agrees when it lies within :func:`quick_agreement`'s band around the
+   CPU seeds' mean.
 
 The model of step 3 has trained for a few hundred steps only: its occupancy grid prunes less than
 a fully trained model's, so the frame rate is a lower bound of a trained model's.
@@ -43,6 +50,11 @@ from pipeline.common.log import run_main, setup_logging
 METHODS = ("rad_nerf", "er_nerf")
 #: largest relative difference per step between the CUDA and the CPU loss of the first steps
 CURVE_RTOL = 1e-3
+#: the CUDA run of step 4 agrees when its val PSNR lies within this many standard deviations of
+#: the CPU seeds' val PSNR from their mean (:func:`quick_agreement`)
+QUICK_SIGMAS = 3.0
+#: the band of :func:`quick_agreement` is never narrower than this, dB (float rounding alone)
+QUICK_MIN_BAND_DB = 0.25
 
 
 def _sync(device) -> None:
@@ -102,6 +114,53 @@ def first_losses(method: str, data_root: Path, steps: int, device, resolution: i
         os.environ.pop("TALKING_NERF_HASH_BACKEND", None)
 
 
+def quick_agreement(device_db: float, cpu_dbs: list[float], sigmas: float = QUICK_SIGMAS,
+                    min_band_db: float = QUICK_MIN_BAND_DB) -> dict:
+    """Does one device run's val PSNR agree with CPU runs of other seeds?
+
+    Args:
+        device_db: val PSNR of the device run, dB.
+        cpu_dbs: val PSNR of the CPU runs (one per seed, at least 2), dB.
+    Returns:
+        ``cpu_mean_db``, ``cpu_sd_db`` (sample standard deviation, ddof 1), ``band_db`` =
+        max(``min_band_db``, ``sigmas`` x sd), ``diff_db`` = device - mean, ``ok`` = |diff| <= band.
+    Raises:
+        ValueError: fewer than 2 CPU runs (no spread to compare with).
+    """
+    import numpy as np
+
+    if len(cpu_dbs) < 2:
+        raise ValueError(f"quick_agreement needs at least 2 CPU seeds, got {len(cpu_dbs)}")
+    mean, sd = float(np.mean(cpu_dbs)), float(np.std(cpu_dbs, ddof=1))
+    band = max(min_band_db, sigmas * sd)
+    diff = device_db - mean
+    return {"cpu_mean_db": round(mean, 3), "cpu_sd_db": round(sd, 3), "band_db": round(band, 3),
+            "diff_db": round(diff, 3), "ok": abs(diff) <= band}
+
+
+def quick_training(method: str, data_root: Path, device, work: Path, seed: int = 0) -> dict:
+    """Train the ``quick`` profile's head, lips and torso stages of ``method`` (``seed``) on
+    ``data_root`` into ``work/{method}_seed{seed}`` on ``device``, as the ``train_*`` rules do.
+
+    Returns:
+        ``val_psnr_db`` and ``baseline_psnr_db`` (dB, head + torso over ``bc.jpg``, full frame, the
+        validation frames; :func:`pipeline.train.trainer.evaluate`), ``steps`` and ``seconds`` per
+        stage, ``resolution`` [H, W], ``val_frames``, ``val_render_seconds_per_frame``.
+    """
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import train_stage
+
+    cfg = resolve_config(method, {"profile": "quick", "seed": seed, "device": str(device)})
+    d = work / f"{method}_seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    train_stage("head", cfg, data_root, d, d / "head.pt")
+    train_stage("lips", cfg, data_root, d, d / "lips.pt", init=d / "head.pt")
+    info = train_stage("torso", cfg, data_root, d, d / "torso.pt", init=d / "lips.pt")
+    return {"val_psnr_db": info["val_psnr_db"], "baseline_psnr_db": info["baseline_mean_colour_psnr_db"],
+            "steps": info["steps"], "seconds": info["seconds"], "resolution": info["resolution"],
+            "val_frames": info["val_frames"], "val_render_seconds_per_frame": info["val_render_seconds_per_frame"]}
+
+
 def prepare(a) -> int:
     """Dataset + CPU loss curves into ``a.dir`` (see module docstring)."""
     import torch
@@ -110,6 +169,9 @@ def prepare(a) -> int:
     from pipeline.train.devdata import build
 
     log = setup_logging("pipeline.train.gpu_check")
+    if a.quick and a.quick_seeds < 2:
+        raise SystemExit(f"gpu_check prepare: --quick-seeds {a.quick_seeds}: the CUDA run is compared with the "
+                         "CPU seeds' spread, which needs at least 2 (or --no-quick)")
     data = a.dir / "data"
     if not (data / "devdata.json").is_file():
         build(a.video, data, a.frames, log)
@@ -123,6 +185,17 @@ def prepare(a) -> int:
     atomic_write_json(a.dir / "cpu_losses.json", {"steps": a.steps, "resolution": a.resolution,
                                                   "torch": torch.__version__, "host": platform.node(),
                                                   "losses": curves})
+    if a.quick:
+        quick = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for method in a.methods:
+                runs = quick[method] = {}
+                for seed in range(a.quick_seeds):
+                    runs[str(seed)] = quick_training(method, data, torch.device("cpu"), Path(tmp), seed)
+                    log.info("%s: quick profile on the CPU, seed %d: val PSNR %.2f dB (%.0f s of training)", method,
+                             seed, runs[str(seed)]["val_psnr_db"], runs[str(seed)]["seconds"]["total"])
+        atomic_write_json(a.dir / "cpu_quick.json", {"torch": torch.__version__, "host": platform.node(),
+                                                     "threads": a.threads, "seeds": a.quick_seeds, "methods": quick})
     return 0
 
 
@@ -235,7 +308,14 @@ def run(a) -> int:
     print(f"gpu_check: {name}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
           f"tinycudann {'importable' if report['tcnn'] else 'not importable'}", flush=True)
     ok = True
-    for method in a.methods:
+
+    def save() -> None:
+        # after every figure: a call stopped at its time limit still leaves what it measured
+        report["ok"] = ok
+        if a.json:
+            atomic_write_json(a.json, report)
+
+    for method in () if a.quick_only else a.methods:
         res = report["methods"][method] = {}
         cpu = ref["losses"][method][: a.steps]
         t0 = time.perf_counter()
@@ -247,6 +327,7 @@ def run(a) -> int:
         print(f"{method}: loss curve of the first {len(cpu)} steps, {device.type.upper()} vs CPU: "
               f"max relative difference {max(rel):.2e} ({'ok' if res['curve']['ok'] else 'DIFFERS'}, "
               f"tolerance {CURVE_RTOL:g})", flush=True)
+        save()
         with tempfile.TemporaryDirectory() as tmp:
             model = ds = None
             for backend in ("torch", "tcnn") if report["tcnn"] else ("torch",):
@@ -256,16 +337,38 @@ def run(a) -> int:
                 print(f"{method}: training {side}x{side} paper settings, {backend} hash grid: "
                       f"{tr['steps_per_s']:.2f} steps/s, {tr['rays_per_s']:.0f} rays/s ({tr['rays_per_step']} rays x "
                       f"{tr['n_samples']} samples), peak {tr['peak_memory_gib']} GiB", flush=True)
+                save()
                 rd = res[f"render_{backend}"] = time_render(model, ds, a.render_frames, device)
                 print(f"{method}: render {rd['size'][0]}x{rd['size'][1]} head+torso, {backend} hash grid: "
                       + "; ".join(_render_line(rd, mode) for mode in ("fp32", "fp16_autocast") if mode in rd),
                       flush=True)
+                save()
                 del model
                 torch.cuda.empty_cache()
-    report["ok"] = ok
-    if a.json:
-        atomic_write_json(a.json, report)
-    print(f"gpu_check: {'all loss curves agree' if ok else 'a loss curve DIFFERS'}", flush=True)
+    quick_ref = a.dir / "cpu_quick.json"
+    if a.quick and quick_ref.is_file():
+        cpu_quick = json.loads(quick_ref.read_text())["methods"]
+        report["quick"] = {"sigmas": QUICK_SIGMAS, "min_band_db": QUICK_MIN_BAND_DB}
+        for method in a.methods:
+            if method not in cpu_quick:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                q = quick_training(method, data, device, Path(tmp))
+            cpu = [r["val_psnr_db"] for r in cpu_quick[method].values()]
+            q.update(cpu_val_psnr_db=cpu, cpu_seconds=[r["seconds"]["total"] for r in cpu_quick[method].values()],
+                     **quick_agreement(q["val_psnr_db"], cpu))
+            report["quick"][method] = q
+            ok &= q["ok"]
+            print(f"{method}: quick profile (head, lips, torso) on {device.type.upper()}: val PSNR "
+                  f"{q['val_psnr_db']:.2f} dB against {q['cpu_mean_db']:.2f} +- {q['cpu_sd_db']:.2f} on the CPU "
+                  f"({len(cpu)} seeds; {'ok' if q['ok'] else 'DIFFERS'}, band +-{q['band_db']:.2f} dB); training "
+                  f"{q['seconds']['total']:.0f} s against {min(q['cpu_seconds']):.0f}-{max(q['cpu_seconds']):.0f} s",
+                  flush=True)
+            save()
+    elif a.quick:
+        print(f"gpu_check: {quick_ref} missing, the quick-profile training is not checked", flush=True)
+    save()
+    print(f"gpu_check: {'every comparison agrees' if ok else 'a comparison DIFFERS'}", flush=True)
     return 0 if ok else 1
 
 
@@ -290,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="run: write the figures here")
     ap.add_argument("--resolution", type=int, default=512,
                     help="prepare: image side (512: the paper profile's; smaller only to try the script)")
+    ap.add_argument("--no-quick", dest="quick", action="store_false",
+                    help="skip the quick profile's full training (prepare: on the CPU; run: on the device)")
+    ap.add_argument("--quick-only", action="store_true",
+                    help="run: step 4 alone (the whole check takes about 10 minutes on an H200; split it into "
+                         "'run --no-quick' and 'run --quick-only' where one call is limited to less)")
+    ap.add_argument("--quick-seeds", type=int, default=3,
+                    help="prepare: CPU seeds of the quick profile's training (at least 2)")
     ap.add_argument("--device", default="cuda", help="run: cuda (cpu only to try the script on a small set-up)")
     a = ap.parse_args(argv)
     return prepare(a) if a.mode == "prepare" else run(a)
