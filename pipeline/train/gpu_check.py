@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-quick", dest="quick", action="store_false",
                     help="skip the quick profile's full training (prepare: on the CPU; run: on the device)")
     ap.add_argument("--quick-only", action="store_true",
-                    help="run: step 4 alone (the whole check takes about 10 minutes on an H200; split it into "
+                    help="run: step 4 alone (the whole check takes about 10-12 minutes on an H200; split it into "
                          "'run --no-quick' and 'run --quick-only' where one call is limited to less)")
     ap.add_argument("--quick-seeds", type=int, default=3,
                     help="prepare: CPU seeds of the quick profile's training (at least 2)")
