@@ -124,13 +124,11 @@ def dev_dataset(tmp_path_factory):
 
 def train_all_stages(cfg, data_root: Path, model_dir: Path) -> Path:
     """Train the head, lips and torso stages of ``cfg`` on ``data_root`` into ``model_dir`` (each
-    stage starting from the previous one, as the ``train_*`` rules do); returns ``model_dir``."""
-    from pipeline.train.trainer import train_stage
+    stage starting from the previous one, as the ``train_*`` rules do; ``pipeline.train.trainer.train_stages``);
+    returns ``model_dir``."""
+    from pipeline.train.trainer import train_stages
 
-    prev = None
-    for stage in ("head", "lips", "torso"):
-        train_stage(stage, cfg, data_root, model_dir, model_dir / f"{stage}.pt", init=prev)
-        prev = model_dir / f"{stage}.pt"
+    train_stages(cfg, data_root, model_dir)
     return model_dir
 
 

@@ -325,3 +325,16 @@ def test_stage_ends_with_the_anchors_weight_average(dev_dataset, tmp_path):
             assert moved >= len(params) // 2             # the average is not the last step's weights
         else:
             assert moved == 0
+
+
+def test_train_stages_takes_only_a_tail_of_the_stage_chain(tmp_path):
+    """``train_stages`` chains head -> lips -> torso; a chain with a gap (lips without the torso
+    after it, torso before lips) is refused before anything trains."""
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import train_stages
+
+    cfg = resolve_config("rad_nerf", {"profile": "smoke"})
+    for bad in (("lips",), ("head", "torso"), ("torso", "lips"), ()):
+        with pytest.raises(ValueError, match="tail"):
+            train_stages(cfg, tmp_path, tmp_path, bad)
+    assert not any(tmp_path.iterdir())

@@ -145,17 +145,17 @@ def quick_training(method: str, data_root: Path, device, work: Path, seed: int =
     Returns:
         ``val_psnr_db`` and ``baseline_psnr_db`` (dB, head + torso over ``bc.jpg``, full frame, the
         validation frames; :func:`pipeline.train.trainer.evaluate`), ``steps`` and ``seconds`` per
-        stage, ``resolution`` [H, W], ``val_frames``, ``val_render_seconds_per_frame``.
+        stage, ``resolution`` [H, W], ``val_frames``, ``val_render_seconds_per_frame`` (s).
+    Raises:
+        InputError: as :func:`pipeline.train.trainer.train_stages` (a dataset file missing or malformed).
     """
     from pipeline.train.profiles import resolve_config
-    from pipeline.train.trainer import train_stage
+    from pipeline.train.trainer import train_stages
 
     cfg = resolve_config(method, {"profile": "quick", "seed": seed, "device": str(device)})
     d = work / f"{method}_seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
-    train_stage("head", cfg, data_root, d, d / "head.pt")
-    train_stage("lips", cfg, data_root, d, d / "lips.pt", init=d / "head.pt")
-    info = train_stage("torso", cfg, data_root, d, d / "torso.pt", init=d / "lips.pt")
+    info = train_stages(cfg, data_root, d)
     return {"val_psnr_db": info["val_psnr_db"], "baseline_psnr_db": info["baseline_mean_colour_psnr_db"],
             "steps": info["steps"], "seconds": info["seconds"], "resolution": info["resolution"],
             "val_frames": info["val_frames"], "val_render_seconds_per_frame": info["val_render_seconds_per_frame"]}

@@ -551,7 +551,7 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
     Raises:
         InputError: ``reuse_dir`` lacks ``lips.pt``, or was trained with another seed."""
     from pipeline.train.profiles import resolve_config
-    from pipeline.train.trainer import train_stage
+    from pipeline.train.trainer import STAGES, train_stages
 
     cfg = resolve_config(method, train_cfg)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -567,10 +567,7 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
         for name in ("head.pt", "lips.pt", "train_log_head.csv", "train_log_lips.csv"):
             if (reuse_dir / name).is_file():
                 shutil.copy2(reuse_dir / name, model_dir / name)
-    else:
-        train_stage("head", cfg, data_root, model_dir, model_dir / "head.pt")
-        train_stage("lips", cfg, data_root, model_dir, model_dir / "lips.pt", init=model_dir / "head.pt")
-    info = train_stage("torso", cfg, data_root, model_dir, model_dir / "torso.pt", init=model_dir / "lips.pt")
+    info = train_stages(cfg, data_root, model_dir, ("torso",) if reuse_dir is not None else STAGES)
     wall = time.perf_counter() - t0
     panels = read_panels(model_dir, data_root)
     scores = {**score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels)}

@@ -569,3 +569,25 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
         return info
     st.finish(payload, out)
     return info
+
+
+def train_stages(cfg: TrainConfig, data_root: Path, model_dir: Path, stages: tuple[str, ...] = STAGES) -> dict:
+    """Train ``stages`` (a tail of :data:`STAGES`, in order) into ``model_dir/{stage}.pt`` as the
+    ``train_*`` rules chain them: each stage after the head starts from the previous stage's
+    checkpoint in ``model_dir`` (which must exist for the first of ``stages`` unless it is the head).
+
+    Returns:
+        :func:`train_stage`'s info of the last stage (the torso's: its manifest, with
+        ``val_psnr_db``).
+    Raises:
+        ValueError: ``stages`` is not a tail of :data:`STAGES` (e.g. lips without torso after it).
+        InputError: as :func:`train_stage` (a missing or malformed dataset file, named).
+    """
+    if not stages or tuple(stages) != STAGES[STAGES.index(stages[0]):]:
+        raise ValueError(f"train_stages: {stages!r} is not a tail of {STAGES!r}")
+    info: dict = {}
+    for stage in stages:
+        k = STAGES.index(stage)
+        init = model_dir / f"{STAGES[k - 1]}.pt" if k else None
+        info = train_stage(stage, cfg, data_root, model_dir, model_dir / f"{stage}.pt", init=init)
+    return info
