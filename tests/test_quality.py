@@ -527,3 +527,46 @@ def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monke
         write_targets(doc, ["lab"], sample="German")
     write_targets(doc, ["lab"], sample="May")
     assert "| May | aed_nerf | n/a | n/a (not trained: the reason is under the run's table) | n/a | n/a |" in doc.read_text()
+
+
+def test_readme_status_table_matches_the_quality_page():
+    """The README's quality status table (hand-written, "Model quality on real identities") must
+    say what docs/quality.md measures: each cell equals the targets table that
+    :func:`pipeline.train.quality.targets_table` computes from the page's sections (rows
+    ``head4200*`` for rad_nerf / er_nerf, ``n3dt4200*`` for nerf3dtalker: mean of seeds 0-1, dB below
+    the sample, bold where more than 3 dB) and the ``before`` section's val PSNR. A rerun of the
+    benchmark that changes the page fails here until the README is updated."""
+    from pathlib import Path
+
+    from pipeline.train.quality import table_rows, targets_table, doc_sections
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "quality.md").read_text()
+    readme = (root / "README.md").read_text()
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    expected: dict[tuple[str, str], str] = {}
+    for labels in (["head4200", "head4200_seed1"], ["n3dt4200", "n3dt4200_seed1"]):
+        for line in targets_table(page, labels, "German"):
+            c = cells(line)
+            if line.startswith("| ") and c[0] not in ("identity",) and not c[0].startswith("---"):
+                mean, below = c[4], c[6]
+                if below == "(the sample)":
+                    expected[(c[0], c[1])] = mean
+                else:
+                    gap = below.split()[0]
+                    expected[(c[0], c[1])] = f"{mean} ({'**' + gap + '**' if 'more than' in below else gap})"
+    before = {k[0]: cells(v)[2] for k, v in table_rows(doc_sections(page)["before"]).items()
+              if k[1] == "rad_nerf"}
+
+    sec = readme.split("## Model quality on real identities", 1)[1].split("\n## ", 1)[0]
+    rows = [cells(l) for l in sec.splitlines() if l.startswith("| ") and not l.startswith("| identity")]
+    assert len(rows) == 8, "the README's status table lists the sample and the seven clips"
+    methods = ("rad_nerf", "er_nerf", "nerf3dtalker")
+    for row in rows:
+        ident = row[0].split(" (")[0]
+        for method, cell in zip(methods, row[1:4]):
+            assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
+        assert row[4] == before.get(ident, "n/a (not in that run)"), (ident, row[4])
