@@ -334,7 +334,7 @@ def test_train_stages_takes_only_a_tail_of_the_stage_chain(tmp_path):
     from pipeline.train.trainer import train_stages
 
     cfg = resolve_config("rad_nerf", {"profile": "smoke"})
-    for bad in (("lips",), ("head", "torso"), ("torso", "lips"), ()):
+    for bad in (("lips",), ("head", "torso"), ("torso", "lips"), (), ("body",)):
         with pytest.raises(ValueError, match="tail"):
             train_stages(cfg, tmp_path, tmp_path, bad)
     assert not any(tmp_path.iterdir())

@@ -580,10 +580,11 @@ def train_stages(cfg: TrainConfig, data_root: Path, model_dir: Path, stages: tup
         :func:`train_stage`'s info of the last stage (the torso's: its manifest, with
         ``val_psnr_db``).
     Raises:
-        ValueError: ``stages`` is not a tail of :data:`STAGES` (e.g. lips without torso after it).
+        ValueError: ``stages`` is not a tail of :data:`STAGES` (e.g. lips without torso after it, or
+            a name that is not a stage).
         InputError: as :func:`train_stage` (a missing or malformed dataset file, named).
     """
-    if not stages or tuple(stages) != STAGES[STAGES.index(stages[0]):]:
+    if not stages or stages[0] not in STAGES or tuple(stages) != STAGES[STAGES.index(stages[0]):]:
         raise ValueError(f"train_stages: {stages!r} is not a tail of {STAGES!r}")
     info: dict = {}
     for stage in stages:
