@@ -570,3 +570,72 @@ def test_readme_status_table_matches_the_quality_page():
         for method, cell in zip(methods, row[1:4]):
             assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
         assert row[4] == before.get(ident, "n/a (not in that run)"), (ident, row[4])
+
+
+def _same_dataset(a, b) -> None:
+    """Every tensor and intrinsic of two :class:`pipeline.train.data.TalkingDataset` loads is equal."""
+    import torch
+
+    assert (a.H, a.W, a.focal, a.cx, a.cy) == (b.H, b.W, b.focal, b.cx, b.cy) and torch.equal(a.bc, b.bc)
+    assert torch.equal(a.audio, b.audio) and a.splits.keys() == b.splits.keys()
+    for name, x in a.splits.items():
+        y = b.splits[name]
+        for field in x.__dataclass_fields__:
+            u, v = getattr(x, field), getattr(y, field)
+            if isinstance(u, dict):
+                assert u.keys() == v.keys() and all(torch.equal(u[k], v[k]) for k in u), (name, field)
+            elif isinstance(u, torch.Tensor):
+                assert torch.equal(u, v), (name, field)
+            else:
+                assert u == v, (name, field)
+
+
+def test_packed_dataset_loads_to_the_same_tensors(tmp_path, sample_workdir):
+    """``--pack`` (what travels to the GPU machine, scripts/gpu_quality.sh): the sample's real
+    dataset at the quick profile's 128 px is a fraction of its size and the trainer's provider
+    loads it to exactly the tensors it loads from the full dataset, every condition included."""
+    from pipeline.common.errors import InputError
+    from pipeline.models.conditions import CONDITIONS
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.quality import pack_dataset
+
+    src = sample_workdir / "results" / "data" / "German"
+    info = pack_dataset(src, tmp_path / "packed", 128)
+    full = sum(f.stat().st_size for f in src.rglob("*") if f.is_file())
+    assert info["bytes"] < 0.4 * full, (info, full)
+    assert not list((tmp_path / "packed" / "ori_imgs").glob("*.jpg"))
+    assert len(list((tmp_path / "packed" / "ori_imgs").glob("*.lms"))) == len(list((src / "ori_imgs").glob("*.lms")))
+    conds = tuple(c for c in CONDITIONS if c != "emotion")      # the sample has no emotion labels
+    _same_dataset(TalkingDataset(src, 128, conditions=conds), TalkingDataset(tmp_path / "packed", 128, conditions=conds))
+    with pytest.raises(InputError, match="bc.jpg"):
+        pack_dataset(src / "parsing", tmp_path / "bad", 128)
+
+
+def test_train_only_runs_are_scored_later(tmp_path, sample_workdir):
+    """``--train-only`` (the GPU machine, which lacks the scorer's libraries): the run is trained and
+    recorded ``unscored`` with its device, kept off the page, and the next run of the label here
+    scores the same panels (real smoke-scale training of the sample); the scores are the
+    scorer's on those panels, near the trainer's own val PSNR of the same frames."""
+    from pathlib import Path
+
+    from pipeline.train import quality
+
+    wd = tmp_path / "w"
+    (wd / "results" / "data").mkdir(parents=True)
+    (wd / "results" / "data" / "German").symlink_to(sample_workdir / "results" / "data" / "German")
+    cfg = {"profile": "smoke", "overrides": {"val_frames": 2}}
+    args = ([("German", Path("unused.mp4"))], ["rad_nerf"], cfg, "lab", wd)
+    (rec,) = quality.run_quality(*args, None, tmp_path / "assets", build=False, score=False)
+    assert rec["unscored"] is True and "psnr" not in rec and rec["device"] == "cpu"
+    assert (tmp_path / "assets" / "lab" / "German__rad_nerf.png").is_file()
+    doc = tmp_path / "quality.md"
+    quality.write_doc(wd, doc, tmp_path / "assets")
+    assert "### `lab`" not in doc.read_text()
+    (scored,) = quality.run_quality(*args, doc, tmp_path / "assets", build=False)
+    assert "unscored" not in scored and scored["train_seconds"] == rec["train_seconds"]
+    model_dir = wd / "models" / "lab" / "rad_nerf" / "German"
+    direct = quality.score_panels(model_dir, wd / "results" / "data" / "German")
+    assert scored["psnr"] == direct["psnr"] and scored["frames"] == 2
+    assert abs(scored["psnr"] - rec["val_psnr_trainer"]) < 0.3, (scored["psnr"], rec["val_psnr_trainer"])
+    assert json.loads((wd / "runs" / "lab" / "rad_nerf" / "German.json").read_text())["psnr"] == scored["psnr"]
+    assert "### `lab`" in doc.read_text() and "trained on" not in doc.read_text()

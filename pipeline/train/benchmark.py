@@ -49,6 +49,14 @@ def main(argv=None) -> int:
                          "--workdir (same seed; a torso-only ablation)")
     ap.add_argument("--rescore", action="store_true",
                     help="--quality: score the models of --label already in --workdir again (no training)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="--quality: train and keep the validation panels, no scores or page (a machine without "
+                         "the scoring libraries, e.g. the GPU machine of scripts/gpu_quality.sh); --rescore "
+                         "--label L scores them later")
+    ap.add_argument("--pack", type=Path, default=None, metavar="DIR",
+                    help="--quality: write the datasets of --workdir (--only: those) as the trainer loads them "
+                         "at the profile's resolution into DIR/results/data/ (a few MB each, to carry to a GPU "
+                         "machine; pipeline.train.quality.pack_dataset); no training")
     ap.add_argument("--targets", nargs="+", default=None, metavar="LABEL",
                     help="--quality: write the issue's targets table (26 dB, within 3 dB of the sample) of these "
                          "labels' rows of --doc into --doc (no training)")
@@ -131,6 +139,22 @@ def quality_main(a) -> int:
         plot = quality.blur_plot(a.workdir.resolve(), a.targets, doc.parent / "assets" / "quality" / "targets_blur.png")
         quality.write_targets(doc, a.targets, plot=plot)
         return 0
+    if a.pack:
+        import logging
+
+        from pipeline.train.profiles import resolve_config
+
+        log = logging.getLogger("pipeline.train.benchmark")
+        res = resolve_config((a.methods or ["rad_nerf"])[0], train_cfg).resolution
+        for ident, _ in idents:
+            src = a.workdir / "results" / "data" / ident
+            if not (src / "manifest.json").is_file():
+                log.error("%s: no built dataset in %s (build it with --quality first), not packed", ident, src)
+                continue
+            info = quality.pack_dataset(src, a.pack / "results" / "data" / ident, res)
+            log.info("%s: packed at %d px into %s (%d files, %.1f MB)", ident, res, a.pack / "results" / "data" / ident,
+                     info["files"], info["bytes"] / 1e6)
+        return 0
     if a.rescore:
         quality.rescore(a.workdir.resolve(), a.label, a.only)
         if doc is not None:
@@ -140,7 +164,7 @@ def quality_main(a) -> int:
 
     quality.run_quality(idents, a.methods or method_names(), train_cfg, a.label, a.workdir.resolve(), doc,
                         doc.parent / "assets" / "quality" if doc else a.workdir / "montages", a.note,
-                        build=not a.no_build, reuse_heads=a.reuse_heads)
+                        build=not a.no_build, reuse_heads=a.reuse_heads, score=not a.train_only)
     return 0
 
 

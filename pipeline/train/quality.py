@@ -30,6 +30,12 @@ chosen profile, exactly as the ``train_*`` rules do, and its validation frames (
 
 ``--rescore`` scores the models of a label again without training (after a change of the scorer).
 
+On a machine without the scoring libraries (the GPU machine of ``scripts/gpu_quality.sh``, which
+has no package registry): ``--pack DIR`` writes the datasets as the trainer loads them at the
+profile's resolution (:func:`pack_dataset`, a few MB per identity), ``--train-only`` there trains
+and keeps the validation panels with records marked ``unscored``, and ``--rescore`` here scores
+them against the full datasets.
+
 Each run writes ``{workdir}/runs/{label}/{method}/{identity}.json``; the tables of every label
 present (one row per identity x method, the ``before`` / ablation labels beside the current one)
 and a montage of validation frames per identity and method (``docs/assets/quality/{label}/``) go
@@ -140,6 +146,60 @@ def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int
                     tail = text[-1]
             failed[i] = tail or f"dataset not built (snakemake exit {proc.returncode})"
     return failed
+
+
+#: dataset folders of frame images that :func:`pack_dataset` writes at the training resolution
+#: (folder, PIL mode, resample filter: the trainer's, :class:`pipeline.train.data.Dataset`)
+PACKED_IMAGES = (("gt_imgs", "RGB", "bilinear"), ("torso_imgs", "RGBA", "bilinear"), ("parsing", "RGB", "nearest"))
+
+
+def pack_dataset(data_root: Path, dst: Path, resolution: int) -> dict:
+    """A compact copy of a built dataset that the trainer loads to the same tensors at
+    ``resolution``: every top-level file but the video, the ``.lms`` landmark files of
+    ``ori_imgs/`` (not its frames, which training does not read), and the frames of
+    :data:`PACKED_IMAGES` resized as :class:`pipeline.train.data.Dataset` resizes them (bilinear,
+    antialiased, for the images; nearest for the parsing colours, as for its labels) and written
+    losslessly (PNG data under the dataset's own file names; PIL and OpenCV read by content), so
+    that no pixel changes. ``bc.jpg`` keeps its size: the trainer's intrinsics scale by it. For a
+    machine the 512-px dataset does not fit onto (``scripts/gpu_quality.sh``; 72 MB against 6 MB
+    for the sample at 128 px). Written into a temporary folder and renamed into place.
+
+    Returns:
+        ``{"files": n, "bytes": total}`` of ``dst``.
+    Raises:
+        InputError: ``data_root`` has no ``bc.jpg`` or ``manifest.json`` (not a built dataset).
+    """
+    from PIL import Image
+
+    for name in ("bc.jpg", "manifest.json"):
+        if not (data_root / name).is_file():
+            raise InputError(data_root / name, "file not found (not a built dataset; build it first)")
+    with Image.open(data_root / "bc.jpg") as im:
+        w0, h0 = im.size
+    s = resolution / max(h0, w0)
+    size = (int(round(w0 * s)), int(round(h0 * s)))               # PIL order (W, H), as the trainer's
+    filters = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in data_root.iterdir():
+        if f.is_file() and f.suffix != ".mp4":
+            shutil.copy2(f, tmp / f.name)
+    (tmp / "ori_imgs").mkdir()
+    for f in (data_root / "ori_imgs").glob("*.lms"):
+        shutil.copy2(f, tmp / "ori_imgs" / f.name)
+    for folder, mode, resample in PACKED_IMAGES:
+        (tmp / folder).mkdir()
+        for f in sorted(p for p in (data_root / folder).iterdir() if p.suffix in (".jpg", ".png")):
+            with Image.open(f) as im:
+                im = im.convert(mode)
+                if im.size != size:
+                    im = im.resize(size, filters[resample])
+                im.save(tmp / folder / f.name, format="PNG")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    files = [f for f in dst.rglob("*") if f.is_file()]
+    return {"files": len(files), "bytes": sum(f.stat().st_size for f in files)}
 
 
 def head_box(labels: np.ndarray, margin: float = 0.1) -> tuple[int, int, int, int] | None:
@@ -537,7 +597,7 @@ def diagnose(model_dir: Path, data_root: Path,
 
 
 def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: dict,
-                    reuse_dir: Path | None = None) -> dict:
+                    reuse_dir: Path | None = None, score: bool = True) -> dict:
     """Train the three stages of ``method`` on ``data_root`` (as the ``train_*`` rules) into
     ``model_dir`` and score the validation frames (:func:`score_panels`). Returns the run record.
 
@@ -547,6 +607,9 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
     options only (the head and lips stages never read them; the torso stage starts from a fresh
     torso, :meth:`pipeline.train.trainer.Stage.fresh_torso_if_changed`). The record names it
     (``reused_heads``).
+
+    With ``score`` False the record holds the training fields only and ``unscored: True`` (a
+    machine without the scoring libraries; :func:`score_record` completes it where they are).
 
     Raises:
         InputError: ``reuse_dir`` lacks ``lips.pt``, or was trained with another seed."""
@@ -569,15 +632,37 @@ def train_and_score(method: str, data_root: Path, model_dir: Path, train_cfg: di
                 shutil.copy2(reuse_dir / name, model_dir / name)
     info = train_stages(cfg, data_root, model_dir, ("torso",) if reuse_dir is not None else STAGES)
     wall = time.perf_counter() - t0
-    panels = read_panels(model_dir, data_root)
-    scores = {**score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels)}
     man = read_json(data_root / "manifest.json")
-    return {"method": method, "profile": cfg.profile, "overrides": train_cfg.get("overrides") or {},
-            "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
-            "wall_seconds": round(wall, 1), "val_psnr_trainer": info["val_psnr_db"],
-            "baseline_psnr": info["baseline_mean_colour_psnr_db"], **scores,
-            **({"reused_heads": str(reuse_dir)} if reuse_dir is not None else {}),
-            "dataset": {k: man.get(k) for k in ("n_frames", "focal_len", "reproj_error_px") if k in man}}
+    rec = {"method": method, "profile": cfg.profile, "overrides": train_cfg.get("overrides") or {},
+           "resolution": info["resolution"], "steps": info["steps"], "train_seconds": info["seconds"],
+           "wall_seconds": round(wall, 1), "val_psnr_trainer": info["val_psnr_db"],
+           "baseline_psnr": info["baseline_mean_colour_psnr_db"], "device": device_name(cfg.device),
+           **({"reused_heads": str(reuse_dir)} if reuse_dir is not None else {}),
+           "dataset": {k: man.get(k) for k in ("n_frames", "focal_len", "reproj_error_px") if k in man}}
+    return score_record(rec, model_dir, data_root) if score else {**rec, "unscored": True}
+
+
+def device_name(device: str) -> str:
+    """``cpu`` or the CUDA device's name (e.g. ``NVIDIA H200``) of a config's ``device`` (``auto``
+    resolved as the trainer resolves it, :func:`pipeline.models.registry.resolve_device`)."""
+    import torch
+
+    from pipeline.models.registry import resolve_device
+
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
+def score_record(rec: dict, model_dir: Path, data_root: Path) -> dict:
+    """``rec`` with the scores of the validation panels of ``model_dir`` (:func:`score_panels`,
+    :func:`diagnose`) against the dataset ``data_root``; ``unscored`` removed.
+
+    Raises:
+        InputError: no panels in ``model_dir/val``, or a dataset file missing (named)."""
+    panels = read_panels(model_dir, data_root)
+    out = {k: v for k, v in rec.items() if k != "unscored"}
+    out.update(score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels))
+    return out
 
 
 def montage(model_dir: Path, out: Path, n: int = 3, title: str = "") -> None:
@@ -847,6 +932,10 @@ def write_doc(workdir: Path, doc: Path, assets: Path) -> None:
     by_label: dict[str, list[dict]] = {}
     for r in runs:
         rec = read_json(r)
+        if rec.get("unscored"):
+            log.warning("%s: trained but not scored yet (--rescore --label %s), left off the page", r,
+                        r.parent.parent.name)
+            continue
         rec["label"], rec["identity"] = r.parent.parent.name, r.stem
         by_label.setdefault(rec["label"], []).append(rec)
     text = doc.read_text() if doc.is_file() else "# Model quality on real identities\n\n"
@@ -967,8 +1056,10 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
     note = _per_method(recs, lambda r: r.get("note", ""))
     if trained:
         r0 = trained[0]
+        devices = sorted({r.get("device") or "cpu" for r in trained})
+        where = "" if devices == ["cpu"] else f", trained on {' and '.join(devices)}"
         setup = (f"profile `{r0['profile']}`, overrides `{overrides}`, "
-                 f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}; {note}")
+                 f"{r0['resolution'][0]}x{r0['resolution'][1]} px, steps {r0['steps']}{where}; {note}")
     else:
         setup = f"overrides `{overrides}`, no run trained; {note}"
     lines += [f"### `{label}`", "", setup, "",
@@ -1055,8 +1146,9 @@ def _section_lines(label: str, recs: list[dict], doc: Path, assets: Path,
 def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> list[dict]:
     """Score the existing models of run ``label`` in ``workdir`` again (:func:`score_panels`,
     :func:`diagnose`) without training: the records keep their training fields and note, the scores
-    are replaced. ``identities``: only these ids (None: all). A record whose model folder is gone is
-    left as it is, with a warning. Returns the updated records (also written back).
+    are replaced (records of ``--train-only`` runs, ``unscored``, get their scores). ``identities``:
+    only these ids (None: all). A record whose model folder is gone is left as it is, with a
+    warning. Returns the updated records (also written back).
 
     Raises:
         InputError: a model's panels or its dataset's files missing (named).
@@ -1071,9 +1163,7 @@ def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> l
         if not (model_dir / "val").is_dir():
             log.warning("%s/%s/%s: no model folder %s, not rescored", label, method, ident, model_dir)
             continue
-        rec = read_json(path)
-        panels = read_panels(model_dir, data_root)
-        rec.update(score_panels(model_dir, data_root, panels), **diagnose(model_dir, data_root, panels))
+        rec = score_record(read_json(path), model_dir, data_root)
         atomic_write_json(path, rec)
         log.info("%s/%s/%s: rescored (val PSNR %.2f dB)", label, method, ident, rec["psnr"])
         out.append(rec)
@@ -1082,13 +1172,15 @@ def rescore(workdir: Path, label: str, identities: list[str] | None = None) -> l
 
 def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cfg: dict, label: str,
                 workdir: Path, doc: Path | None, assets: Path, note: str = "", build: bool = True,
-                reuse_heads: str | None = None) -> list[dict]:
+                reuse_heads: str | None = None, score: bool = True) -> list[dict]:
     """Build datasets (unless ``build`` is False: use those already in ``workdir``), train and
     score every (identity, method); one failure leaves the others. A method that refuses a
     dataset (:class:`InputError`: AED-NeRF without emotion labels, NeRF-3DTalker without a 3DMM
     fit) gets a record ``{"method", "not_trained": reason, ...}`` that the page shows as a row of
     n/a with the reason under the table, and is tried again by the next run of the label. With ``reuse_heads`` (a label)
-    each run trains only its torso on that label's head and lips (:func:`train_and_score`).
+    each run trains only its torso on that label's head and lips (:func:`train_and_score`). With
+    ``score`` False (``--train-only``) the runs are trained and recorded ``unscored``, without
+    parsing overlays or a page; a later run with ``score`` (or :func:`rescore`) scores them.
     Returns the run records (also written as JSON per run)."""
     from datetime import datetime, timezone
 
@@ -1101,19 +1193,28 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
         if ident in failed:
             continue
         data_root = workdir / "results" / "data" / ident
-        parsing_overlay(data_root, assets / label / "parsing" / f"{ident}.png")
+        if score:
+            parsing_overlay(data_root, assets / label / "parsing" / f"{ident}.png")
         for method in methods:
             out = workdir / "runs" / label / method / f"{ident}.json"
             done = read_json(out) if out.is_file() else None
+            model_dir = workdir / "models" / label / method / ident
             if done and not done.get("not_trained"):
-                log.info("%s/%s/%s: already measured (%s)", label, method, ident, out)
+                if done.get("unscored") and score:
+                    done = score_record(done, model_dir, data_root)
+                    atomic_write_json(out, done)
+                    log.info("%s/%s/%s: trained elsewhere, scored now (val PSNR %.2f dB)", label, method, ident,
+                             done["psnr"])
+                else:
+                    log.info("%s/%s/%s: already %s (%s)", label, method, ident,
+                             "trained" if done.get("unscored") else "measured", out)
                 records.append(done)
                 continue
-            model_dir = workdir / "models" / label / method / ident
             log.info("%s/%s/%s: training", label, method, ident)
             try:
                 rec = train_and_score(method, data_root, model_dir, train_cfg,
-                                      workdir / "models" / reuse_heads / method / ident if reuse_heads else None)
+                                      workdir / "models" / reuse_heads / method / ident if reuse_heads else None,
+                                      score=score)
             except InputError as exc:
                 # the method cannot train on this dataset (AED-NeRF without emotion labels, a missing
                 # 3DMM fit): the table says so with the reason; a later run tries again
@@ -1128,8 +1229,12 @@ def run_quality(identities: list[tuple[str, Path]], methods: list[str], train_cf
             rec["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             atomic_write_json(out, rec)
             montage(model_dir, assets / label / f"{ident}__{method}.png")
-            log.info("%s/%s/%s: val PSNR %.2f dB (head box %.2f), baseline %.2f", label, method, ident,
-                     rec["psnr"], rec["psnr_head"] or float("nan"), rec["baseline_psnr"])
+            if score:
+                log.info("%s/%s/%s: val PSNR %.2f dB (head box %.2f), baseline %.2f", label, method, ident,
+                         rec["psnr"], rec["psnr_head"] or float("nan"), rec["baseline_psnr"])
+            else:
+                log.info("%s/%s/%s: trained, unscored (the trainer's val PSNR %.2f dB)", label, method, ident,
+                         rec["val_psnr_trainer"])
             records.append(rec)
     if doc is not None:
         write_doc(workdir, doc, assets)
