@@ -27,6 +27,14 @@ STEPS = dict(head_steps=12, lips_steps=3, torso_steps=4, occ_warmup=4, occ_updat
              resolution=32, device="cpu", checkpoint_every=1000)
 
 
+#: relative tolerance of the checkpoints' parameter sums. Another CPU's float32 reductions move
+#: them: 1.0e-5 relative (rad_nerf's signed sum, 219.18075 against 219.18302) on a second 2-core
+#: AMD EPYC machine with the same torch 2.13.0, where every logged loss was equal to its 6
+#: decimals; a 0.1 % change of one learning rate (``lr_net``) moves them by 4.2e-4 (the smallest,
+#: rad_nerf's sum of squares) to 0.23 relative. Losses keep 1e-6.
+PARAMS_REL = 1e-4
+
+
 def smoke_losses(dev_dataset: Path, work: Path, method: str) -> dict[str, list[float]]:
     """Per-step losses {stage: [loss, ...]} of a tiny three-stage run of ``method``, plus
     ``{stage}_params``: [sum, sum of squares] (float64) over the stage checkpoint's parameters and
@@ -68,8 +76,8 @@ def test_smoke_losses_unchanged_by_refactor(dev_dataset, tmp_path, method):
     for key in ref:
         if key.endswith("_sha256"):
             continue        # bit-identical on the machine that wrote the reference only
-        # 1e-6 relative leaves room for other CPUs' float reductions, far below any change of code
-        assert got[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-7), key
+        assert got[key] == pytest.approx(ref[key], rel=PARAMS_REL if key.endswith("_params") else 1e-6,
+                                         abs=1e-7), key
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
