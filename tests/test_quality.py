@@ -354,6 +354,18 @@ def test_targets_table_from_the_page(tmp_path):
     write_doc(tmp_path / "w", doc, tmp_path / "assets")
     with pytest.raises(ValueError, match="measured differently.*256x256"):
         write_targets(doc, ["s0", "r256"], sample="German")
+    # nor one trained on another device (scripts/gpu_quality.sh); its own table says where, and its
+    # overrides besides the seed
+    run = tmp_path / "w" / "runs" / "gpu" / "rad_nerf" / "German.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({**base, **body, "method": "rad_nerf", "psnr": 31.5, "body_references": refs,
+                               "device": "NVIDIA H200", "overrides": {"rays_per_step": 4096, "seed": 1}}))
+    write_doc(tmp_path / "w", doc, tmp_path / "assets")
+    with pytest.raises(ValueError, match="measured differently.*s0: .* trained on cpu; gpu: .* trained on NVIDIA H200"):
+        write_targets(doc, ["s0", "gpu"], sample="German")
+    write_targets(doc, ["gpu"], sample="German")
+    assert ("steps {'head': 1}, overrides besides the seed `{\"rays_per_step\": 4096}`, trained on NVIDIA H200; "
+            "runs `gpu`;") in doc.read_text()
 
 
 def _sample_frames(n: int = 3, side: int = 128) -> np.ndarray:
@@ -497,7 +509,7 @@ def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monke
                "ssim": 0.9, "psnr": 27.5, "psnr_head": 26.0, "ssim_head": 0.8, "lmd": 2.0, "lmd_face": 2.5,
                "baseline_psnr": 12.0, "train_seconds": {"total": 61.0}}
 
-    def train(method, data_root, model_dir, cfg, reuse):
+    def train(method, data_root, model_dir, cfg, reuse, score=True):
         if method == "aed_nerf":
             raise InputError(data_root / "emotion.npy", "no emotion labels (identities.tsv has no emotion column)")
         return {**trained, "method": method}
@@ -512,7 +524,7 @@ def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monke
     assert "* aed_nerf on May: " in text and "no emotion labels" in text
     assert "| May | rad_nerf | 27.50 |" in text and "profile `quick`, overrides `{}`, 128x128 px" in text
     # the next run trains the refused pair again; the measured one is kept
-    monkeypatch.setattr(quality, "train_and_score", lambda method, *a: {**trained, "method": method, "psnr": 20.0})
+    monkeypatch.setattr(quality, "train_and_score", lambda method, *a, **k: {**trained, "method": method, "psnr": 20.0})
     recs = quality.run_quality([("May", tmp_path / "May.mp4")], ["aed_nerf", "rad_nerf"], {"profile": "quick"}, "lab",
                                tmp_path / "w", doc, tmp_path / "assets", build=False)
     assert [r["psnr"] for r in recs] == [20.0, 27.5]
