@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Quality-benchmark runs trained on a CUDA machine and scored here (docs/quality.md, "Trained on a
-# GPU"): the machine lent for a few minutes has no package registry and takes a small working
+# Quality-benchmark runs trained on a CUDA machine and scored here (docs/quality.md, "Does a
+# larger training budget close it?"): the machine lent for a few minutes has no package registry and takes a small working
 # tree, so the datasets travel packed at the training resolution and the scoring (dlib, scikit-image)
 # stays on this machine.
 #

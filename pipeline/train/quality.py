@@ -149,7 +149,7 @@ def build_datasets(workdir: Path, identities: list[tuple[str, Path]], cores: int
 
 
 #: dataset folders of frame images that :func:`pack_dataset` writes at the training resolution
-#: (folder, PIL mode, resample filter: the trainer's, :class:`pipeline.train.data.Dataset`)
+#: (folder, PIL mode, resample filter: the trainer's, :class:`pipeline.train.data.TalkingDataset`)
 PACKED_IMAGES = (("gt_imgs", "RGB", "bilinear"), ("torso_imgs", "RGBA", "bilinear"), ("parsing", "RGB", "nearest"))
 
 
@@ -157,11 +157,11 @@ def pack_dataset(data_root: Path, dst: Path, resolution: int) -> dict:
     """A compact copy of a built dataset that the trainer loads to the same tensors at
     ``resolution``: every top-level file but the video, the ``.lms`` landmark files of
     ``ori_imgs/`` (not its frames, which training does not read), and the frames of
-    :data:`PACKED_IMAGES` resized as :class:`pipeline.train.data.Dataset` resizes them (bilinear,
+    :data:`PACKED_IMAGES` resized by the trainer's own :func:`pipeline.train.data.load_image` (bilinear,
     antialiased, for the images; nearest for the parsing colours, as for its labels) and written
     losslessly (PNG data under the dataset's own file names; PIL and OpenCV read by content), so
     that no pixel changes. ``bc.jpg`` keeps its size: the trainer's intrinsics scale by it. For a
-    machine the 512-px dataset does not fit onto (``scripts/gpu_quality.sh``; 72 MB against 6 MB
+    machine the 512-px dataset does not fit onto (``scripts/gpu_quality.sh``; 72 MB against 14 MB
     for the sample at 128 px). Written into a temporary folder and renamed into place.
 
     Returns:
@@ -171,13 +171,15 @@ def pack_dataset(data_root: Path, dst: Path, resolution: int) -> dict:
     """
     from PIL import Image
 
+    from pipeline.train.data import load_image
+
     for name in ("bc.jpg", "manifest.json"):
         if not (data_root / name).is_file():
             raise InputError(data_root / name, "file not found (not a built dataset; build it first)")
     with Image.open(data_root / "bc.jpg") as im:
         w0, h0 = im.size
     s = resolution / max(h0, w0)
-    size = (int(round(w0 * s)), int(round(h0 * s)))               # PIL order (W, H), as the trainer's
+    size = (int(round(h0 * s)), int(round(w0 * s)))               # (H, W), as the trainer's
     filters = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -191,11 +193,7 @@ def pack_dataset(data_root: Path, dst: Path, resolution: int) -> dict:
     for folder, mode, resample in PACKED_IMAGES:
         (tmp / folder).mkdir()
         for f in sorted(p for p in (data_root / folder).iterdir() if p.suffix in (".jpg", ".png")):
-            with Image.open(f) as im:
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size, filters[resample])
-                im.save(tmp / folder / f.name, format="PNG")
+            Image.fromarray(load_image(f, size, mode, filters[resample])).save(tmp / folder / f.name, format="PNG")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     files = [f for f in dst.rglob("*") if f.is_file()]
