@@ -24,8 +24,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 #: test files that run longest, started first: CI runs the suite on two pytest-xdist workers
-#: (``-n 2 --dist loadfile``, .ci/run), which hand out whole files in collection order, so a long
-#: file collected last would run alone at the end. The SLURM file spends most of its time waiting
+#: (``-n 2 --dist loadfile``, .ci/run), which hand out whole files in collection order (with
+#: xdist's reordering by test count off, :func:`pytest_configure`), so a long file collected last
+#: would run alone at the end. The SLURM file spends most of its time waiting
 #: for the executor plugin's status polls, which the other worker's tests fill.
 LONG_FILES = ("test_slurm.py", "test_dataset.py", "test_nerf3dtalker.py", "test_aed_nerf.py",
               "test_render_e2e.py", "test_metrics_pipeline.py", "test_report_workflow.py")
@@ -41,6 +42,17 @@ def _autograd_left_on():
     if torch is not None and not torch.is_grad_enabled():
         torch.set_grad_enabled(True)
         pytest.fail("the test left torch's grad mode disabled (use torch.no_grad() as a context or decorator)")
+
+
+def pytest_configure(config):
+    """Keeps :data:`LONG_FILES` first under pytest-xdist. ``--dist loadfile`` hands out the files
+    sorted by their number of tests unless ``--no-loadscope-reorder`` is given (pytest-xdist 3.8,
+    installed here, reorders by default), which had put the SLURM file, the longest, last and
+    the end-to-end render file after it: they ran alone at the end of the suite, while the sum of
+    all test durations split over the two workers was 100 s shorter (fresh clone of dd2681a:
+    1307 s of tests against 2415 s / 2). The option exists only where xdist is loaded."""
+    if getattr(config.option, "loadscopereorder", None) is not None:
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
