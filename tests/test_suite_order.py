@@ -10,19 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
-
-import pytest
 
 from tests.conftest import PROJECT_ROOT
 
 
 def test_long_files_are_handed_out_first(tmp_path):
-    pytest.importorskip("xdist")  # the suite's own dependency (pyproject `test` extra)
+    import xdist  # noqa: F401  (the suite's own dependency, pyproject `test` extra: .ci/run needs it)
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "conftest.py").write_text(
-        "from tests.conftest import LONG_FILES, pytest_collection_modifyitems, pytest_configure\n")
+        "from tests.conftest import pytest_collection_modifyitems, pytest_configure\n")
     # test_slurm.py is LONG_FILES[0]: one test, where four files with six tests each come first by count
     (suite / "test_slurm.py").write_text("def test_first():\n    pass\n")
     for name in "abcd":
