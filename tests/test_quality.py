@@ -368,6 +368,20 @@ def test_targets_table_from_the_page(tmp_path):
             "runs `gpu`;") in doc.read_text()
 
 
+def test_targets_caption_drops_the_seed_from_every_override_set():
+    """The caption's overrides (a section's setup line, :func:`_per_method`'s format) lose the
+    ``seed`` key in a plain JSON, in each method's part and in each of a method's sets joined by
+    `` / ``; sets equal without it are written once; text that is not JSON is kept as it is."""
+    from pipeline.train.quality import _without_seed
+
+    assert _without_seed('{"head_steps": 4200, "seed": 1}') == '{"head_steps": 4200}'
+    assert _without_seed('{"seed": 1}') == "{}"
+    assert (_without_seed('er_nerf: {"seed": 1}; rad_nerf: {"rays_per_step": 4096, "seed": 1} / {"seed": 2}')
+            == 'er_nerf: {}; rad_nerf: {"rays_per_step": 4096} / {}')
+    assert _without_seed('rad_nerf: {"seed": 1} / {"seed": 2}') == "rad_nerf: {}"
+    assert _without_seed("rad_nerf: not json") == "rad_nerf: not json"
+
+
 def _sample_frames(n: int = 3, side: int = 128) -> np.ndarray:
     """``n`` real frames of the sample clip, 10 frames apart, at ``side`` px: [n, side, side, 3] in [0, 1]."""
     import cv2

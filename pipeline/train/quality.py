@@ -735,14 +735,21 @@ TARGETS_END = "<!-- targets:end -->"
 
 
 def _without_seed(overrides: str) -> str:
-    """A section's overrides text (JSON, or ``method: JSON; ...`` per method) without the ``seed``
-    key, for the targets table's caption; text that does not parse is returned as it is."""
+    """A section's overrides text (JSON, or ``method: JSON; ...`` per method, a method's distinct
+    JSONs joined by `` / ``, :func:`_per_method`) without the ``seed`` key, for the targets table's
+    caption; sets that become equal once the seed is gone are written once. Text that does not
+    parse is returned as it is."""
     def one(js: str) -> str:
-        try:
-            d = json.loads(js)
-        except ValueError:
-            return js
-        return json.dumps({k: v for k, v in d.items() if k != "seed"}, sort_keys=True)
+        texts = []
+        for part in js.split(" / "):
+            try:
+                d = json.loads(part)
+            except ValueError:
+                return js
+            t = json.dumps({k: v for k, v in d.items() if k != "seed"}, sort_keys=True)
+            if t not in texts:
+                texts.append(t)
+        return " / ".join(texts)
 
     if overrides.startswith("{"):
         return one(overrides)
