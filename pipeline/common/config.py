@@ -10,8 +10,9 @@ import csv
 import hashlib
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jsonschema
 import yaml
@@ -149,3 +150,17 @@ def parse_cfg_arg(text: str, option: str = "--cfg") -> dict:
     if not isinstance(value, dict):
         raise InputError(option, "must be a JSON object")
     return value
+
+
+class StageConfig:
+    """Base of a preprocessing stage's dataclass config (``@dataclass class CropConfig(StageConfig)``):
+    builds it from its section of ``config.yaml`` as the rule passes it (``--cfg`` JSON,
+    :func:`parse_cfg_arg`), already checked against the schema by :func:`validate_config`."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Self:
+        """The config with the fields ``d`` gives and the defaults for the others; keys that are
+        not fields are ignored (the schema, not this, refuses unknown keys). A subclass that
+        converts a field (a JSON list to a tuple) does it in ``__post_init__``."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})

@@ -239,6 +239,8 @@ class AUCollector:
                 for k in names}
 
     def close(self) -> None:
+        """Frees what the collector holds: the temporary folder of the OpenFace and pyfaceau modes, or the
+        MediaPipe detector of the estimate mode."""
         if self.mode != "estimate":
             self._tmp.cleanup()
         elif not self.error:

@@ -38,12 +38,12 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, read_json
 from pipeline.common.layout import AUDIO_FEATURE_FILES
@@ -66,7 +66,7 @@ ANCHOR_CHANNELS = {"wav2vec2": 44, "hubert": 1024, "deepspeech": 29}
 
 
 @dataclass
-class AudioConfig:
+class AudioConfig(StageConfig):
     """Config ``preprocess.audio``."""
 
     features: tuple = ("mel",)
@@ -78,12 +78,8 @@ class AudioConfig:
     deepspeech: str | None = None
     """DeepSpeech 0.1 graph (AD-NeRF); not supported in this build."""
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "AudioConfig":
-        names = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in (d or {}).items() if k in names})
-        cfg.features = tuple(cfg.features)
-        return cfg
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)  # a JSON list in the config
 
 
 def load_audio_16k_mono(path: str | Path) -> np.ndarray:

@@ -24,12 +24,12 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -45,7 +45,7 @@ MAX_STACK_BYTES = 1 << 30
 
 
 @dataclass
-class BackgroundConfig:
+class BackgroundConfig(StageConfig):
     """Config ``preprocess.background``."""
 
     min_frames: int = 5
@@ -56,12 +56,6 @@ class BackgroundConfig:
     exceed :data:`MAX_STACK_BYTES`)."""
     margin: int = 6
     """background pixels closer than this to the person (pixels) are not used for the median."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "BackgroundConfig":
-        """Build from a config dict (``--cfg`` JSON); unknown keys are ignored, missing ones default."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def _load_pair(frame: Path, parsing: Path) -> tuple[np.ndarray, np.ndarray]:

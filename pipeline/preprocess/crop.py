@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -62,7 +62,7 @@ GLIDE_S = 0.25
 
 
 @dataclass
-class CropConfig:
+class CropConfig(StageConfig):
     """Config ``preprocess.crop``."""
 
     size: int = 512
@@ -104,11 +104,6 @@ class CropConfig:
     background's similarity transform, pixels of the 360-px tracking frame;
     :mod:`pipeline.preprocess.camera`) above which the camera moved. Static shots of the real clips:
     at most 0.32 px per step; the broadcast's push-in: 1.6-4.3 px. 0 turns the check off."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "CropConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def track_faces(video: str | Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray, list, CameraMotion]:

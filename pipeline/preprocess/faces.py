@@ -91,6 +91,7 @@ class FaceDetector:
         self.max_side = max_side
 
     def close(self) -> None:
+        """Releases the MediaPipe face detector."""
         self._fd.close()
 
     def __enter__(self) -> "FaceDetector":

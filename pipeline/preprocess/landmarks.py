@@ -36,12 +36,12 @@ import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -53,7 +53,7 @@ POSE_FILE = "face_pose_mp.npy"
 
 
 @dataclass
-class LandmarksConfig:
+class LandmarksConfig(StageConfig):
     """Config ``preprocess.landmarks``."""
 
     backend: str = "auto"
@@ -69,12 +69,6 @@ class LandmarksConfig:
     max_faceless_fraction: float = 0.5
     """refuse the identity when face-less stretches (runs longer than ``max_gap``) cover more than
     this fraction of the frames."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "LandmarksConfig":
-        """Build from a config dict (``--cfg`` JSON); unknown keys are ignored, missing ones default."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 # --------------------------------------------------------------------------------------------------

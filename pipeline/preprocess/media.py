@@ -94,6 +94,7 @@ class MediaInfo:
         return abs(self.avg_fps - self.r_fps) > 0.01 * self.r_fps
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict, with the derived ``variable_frame_rate`` (bool) added."""
         d = asdict(self)
         d["variable_frame_rate"] = self.variable_frame_rate
         return d
@@ -296,6 +297,11 @@ class VideoWriter:
         self.n += 1
 
     def close(self) -> None:
+        """Finishes the file: closes ffmpeg's input and waits for it.
+
+        Raises:
+            RuntimeError: ffmpeg exited with an error (its last 500 characters of stderr).
+        """
         self.proc.stdin.close()
         err = self.proc.stderr.read().decode("utf-8", "replace")
         if self.proc.wait() != 0:

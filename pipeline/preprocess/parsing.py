@@ -27,12 +27,12 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_write_json
 from pipeline.common.layout import PARSING_COLORS
@@ -51,7 +51,7 @@ if ER_NERF_CHANNEL_ORDER:
 
 
 @dataclass
-class ParsingConfig:
+class ParsingConfig(StageConfig):
     """Config ``preprocess.parsing``."""
 
     backend: str = "auto"
@@ -64,12 +64,6 @@ class ParsingConfig:
     """mediapipe backend: below the jaw line, hair reaches at most this many face widths beyond the
     head's extent on the jaw line (dark clothes across the shoulders are not hair); negative: no
     limit (:class:`pipeline.preprocess.backends.selfie.SplitGeometry`)."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ParsingConfig":
-        """Build from a config dict (``--cfg`` JSON); unknown keys are ignored, missing ones default."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def write_parsing(path: str | Path, labels: np.ndarray) -> None:

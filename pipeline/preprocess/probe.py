@@ -15,10 +15,10 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -27,7 +27,7 @@ from pipeline.preprocess.media import probe_talking_video, read_frames_at
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(StageConfig):
     """Config ``preprocess.probe``."""
 
     min_duration_s: float = 4.0
@@ -38,11 +38,6 @@ class ProbeConfig:
     """Refuse a video where more than one person's face is visible."""
     max_av_diff_s: float = 1.0
     """Refuse a video whose audio and video streams differ in duration by more than this (s)."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ProbeConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def sample_times(duration: float, n: int) -> list[float]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -59,7 +59,7 @@ INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 3
 
 
 @dataclass
-class TeethConfig:
+class TeethConfig(StageConfig):
     """Config ``preprocess.teeth_mask``."""
 
     enabled: bool = False
@@ -69,11 +69,6 @@ class TeethConfig:
     """Teeth pixels have CIE L* at least this fraction of the face's median L*."""
     max_chroma: float = 22.0
     """Teeth pixels have a*b* chroma at most this (OpenCV 8-bit Lab units)."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "TeethConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def mouth_opening(mesh_xy: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
@@ -72,7 +72,7 @@ LANDMARK_VAR = 3.0
 
 
 @dataclass
-class ThreeDMMConfig:
+class ThreeDMMConfig(StageConfig):
     """Config ``preprocess.threedmm``."""
 
     enabled: bool = True
@@ -87,11 +87,6 @@ class ThreeDMMConfig:
     """Prior weight on the 63 shape coefficients (eos default)."""
     lambda_expressions: float = 30.0
     """Prior weight on the 6 expression weights (eos default)."""
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ThreeDMMConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 @dataclass

@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve  # loaded before threadpool limits apply
 
-from pipeline.common.config import PROJECT_ROOT, parse_cfg_arg
+from pipeline.common.config import PROJECT_ROOT, StageConfig, parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
@@ -90,7 +90,7 @@ CONVENTION = {
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(StageConfig):
     """Configuration of the tracking stage (config ``preprocess.tracking``)."""
 
     focal_search: tuple[float, float, float] = (600.0, 2400.0, 100.0)
@@ -110,11 +110,8 @@ class TrackingConfig:
     """The search curve is flat when ``(max - min) / max(min, 0.1 px)`` of its mean reprojection
     errors is below this (real clips with an interior minimum: 0.018-0.07)."""
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrackingConfig":
-        cfg = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-        cfg.focal_search = tuple(float(x) for x in cfg.focal_search)
-        return cfg
+    def __post_init__(self) -> None:
+        self.focal_search = tuple(float(x) for x in self.focal_search)  # a JSON list in the config
 
     def focals(self) -> np.ndarray:
         """The candidate focal lengths (pixels); raises ValueError on an empty range."""

@@ -309,6 +309,7 @@ class RunningNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
+        """Adds one sample ``x`` (any shape, flattened to ``dim`` values) to the running sums."""
         x = x.detach().double().reshape(-1)
         self.count += 1
         self.total += x
