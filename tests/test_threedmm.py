@@ -39,7 +39,8 @@ def test_shared_sfm_files_are_the_weights_manifest_files():
     assert "non-commercial" in entries["sfm_shape_3448"].licence
 
 
-def test_missing_model_files_give_na_with_fetch_command(tmp_path):
+def test_missing_model_files_give_na_with_fetch_command(tmp_path, monkeypatch):
+    monkeypatch.delenv("TALKING_NERF_WEIGHTS", raising=False)
     frames = tmp_path / "ori_imgs"
     frames.mkdir()
     rc = M.main(["--frames", str(frames), "--out", str(tmp_path / "t.npz"), "--report", str(tmp_path / "t.json"),
@@ -55,6 +56,26 @@ def test_missing_model_files_give_na_with_fetch_command(tmp_path):
     with pytest.raises(InputError, match="no 3DMM fit .*Surrey Face Model files not found"):
         M.adnerf_fields(tmp_path / "t.npz", 0)
     assert M.read_status(tmp_path / "t.npz")[0] == "n/a"
+
+
+def test_weights_dir_as_the_rule_passes_it(tmp_path, monkeypatch):
+    """The rule passes config ``weights_dir`` as written (``weights_cache``, relative): the stage
+    takes it from the project root, not from the folder Snakemake runs in (``snakemake -d``), and
+    ``$TALKING_NERF_WEIGHTS`` overrides it, as config.yaml says (the trainer and the metrics do the
+    same, :func:`pipeline.common.config.weights_dir`)."""
+    from tests.conftest import PROJECT_ROOT
+
+    (tmp_path / "ori_imgs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TALKING_NERF_WEIGHTS", raising=False)
+    args = ["--frames", "ori_imgs", "--out", "t.npz", "--report", "t.json", "--cfg", json.dumps({"enabled": True})]
+    sfm_here = (PROJECT_ROOT / "weights_cache" / "sfm" / "sfm_shape_3448.bin").is_file()
+    if not sfm_here:  # the usual case (CI, a fresh clone): n/a naming the project's folder
+        assert M.main([*args, "--weights-dir", "weights_cache"]) == 0
+        assert f"not found in {PROJECT_ROOT / 'weights_cache' / 'sfm'} (" in json.loads(Path("t.json").read_text())["reason"]
+    monkeypatch.setenv("TALKING_NERF_WEIGHTS", str(tmp_path / "elsewhere"))
+    assert M.main([*args, "--weights-dir", "weights_cache"]) == 0
+    assert f"not found in {tmp_path / 'elsewhere' / 'sfm'} (" in json.loads(Path("t.json").read_text())["reason"]
 
 
 def _landmarks(tmp_path: Path, video: Path, n: int) -> Path:

@@ -132,6 +132,15 @@ def weights_dir(config: dict | None = None) -> Path:
     return resolve_path((config or {}).get("weights_dir", "weights_cache"))
 
 
+def stage_weights_dir(arg: str | Path | None) -> Path:
+    """The weights folder of a stage whose rule passes config ``weights_dir`` as it is written
+    (``--weights-dir``; kept relative in the rule's params so that moving the project does not
+    rerun it): ``$TALKING_NERF_WEIGHTS`` when set, as the config documents, else ``arg`` (default
+    ``weights_cache``), a relative path taken from the project root like :func:`weights_dir`, not
+    from the directory Snakemake runs in (``snakemake -d``)."""
+    return weights_dir({"weights_dir": str(arg or "weights_cache")})
+
+
 def parse_cfg_arg(text: str, option: str = "--cfg") -> dict:
     """Parse a stage's ``--cfg`` JSON (a config sub-tree passed by the rule, see common.smk
     ``cfg_arg``).

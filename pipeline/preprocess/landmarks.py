@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import StageConfig, parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg, stage_weights_dir
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
@@ -359,12 +359,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out-blendshapes", required=True, type=Path)
     ap.add_argument("--out-pose", type=Path, default=None, help=f"default: {POSE_FILE} next to --out-mesh")
     ap.add_argument("--out-report", required=True, type=Path)
-    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--weights-dir", type=Path, default=None,
+                    help="weights folder (default weights_cache; relative to the project root; $TALKING_NERF_WEIGHTS overrides it)")
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.landmarks")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.landmarks")
     cfg = LandmarksConfig.from_dict(parse_cfg_arg(args.cfg))
-    run(args.frames, args.out_mesh, args.out_blendshapes, args.out_report, cfg, args.weights_dir, args.out_pose)
+    run(args.frames, args.out_mesh, args.out_blendshapes, args.out_report, cfg, stage_weights_dir(args.weights_dir),
+        args.out_pose)
     return 0
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import StageConfig, parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg, stage_weights_dir
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_dir, atomic_write_json
 from pipeline.common.layout import PARSING_COLORS
@@ -211,12 +211,13 @@ def main(argv=None) -> int:
     ap.add_argument("--mesh", required=True, type=Path, help="face_mesh.npy of the landmarks stage")
     ap.add_argument("--out", required=True, type=Path, help="parsing folder to write")
     ap.add_argument("--report", type=Path, default=None, help="parsing.json to write")
-    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--weights-dir", type=Path, default=None,
+                    help="weights folder (default weights_cache; relative to the project root; $TALKING_NERF_WEIGHTS overrides it)")
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.parsing")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.parsing")
     cfg = ParsingConfig.from_dict(parse_cfg_arg(args.cfg))
-    run(args.frames, args.mesh, args.out, cfg, args.weights_dir, args.report)
+    run(args.frames, args.mesh, args.out, cfg, stage_weights_dir(args.weights_dir), args.report)
     return 0
 
 

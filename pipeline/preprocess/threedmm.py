@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common.config import StageConfig, parse_cfg_arg
+from pipeline.common.config import StageConfig, parse_cfg_arg, stage_weights_dir
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_path, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
@@ -398,12 +398,13 @@ def main(argv=None) -> int:
     ap.add_argument("--landmarks", type=Path, help="landmarks.json (failed_frames)")
     ap.add_argument("--out", required=True, type=Path, help="threedmm.npz")
     ap.add_argument("--report", required=True, type=Path, help="threedmm.json")
-    ap.add_argument("--weights-dir", type=Path, default=None)
+    ap.add_argument("--weights-dir", type=Path, default=None,
+                    help="weights folder (default weights_cache; relative to the project root; $TALKING_NERF_WEIGHTS overrides it)")
     ap.add_argument("--cfg", default="{}", help="JSON of config preprocess.threedmm")
     args = ap.parse_args(argv)
     setup_logging("pipeline.preprocess.threedmm")
     cfg = ThreeDMMConfig.from_dict(parse_cfg_arg(args.cfg))
-    folder, reason = sfm_dir(cfg, args.weights_dir) if cfg.enabled else (None, "disabled (preprocess.threedmm.enabled: false)")
+    folder, reason = sfm_dir(cfg, stage_weights_dir(args.weights_dir)) if cfg.enabled else (None, "disabled (preprocess.threedmm.enabled: false)")
     config = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     if folder is None:
         log.warning("3DMM: n/a: %s", reason)

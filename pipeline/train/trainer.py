@@ -452,12 +452,11 @@ def load_lpips(weights_dir: Path | None, device: torch.device):
 
     Returns ``(module or None, status)``; status is ``"used"`` or ``"skipped: <reason>"``.
     """
-    from pipeline.common.config import weights_dir as configured_weights_dir
+    from pipeline.common.config import stage_weights_dir
     from pipeline.weights import WeightsMissing, require
 
     try:
-        # $TALKING_NERF_WEIGHTS overrides, relative paths are taken from the project root
-        path = require("lpips_alexnet", configured_weights_dir({"weights_dir": str(weights_dir or "weights_cache")}))
+        path = require("lpips_alexnet", stage_weights_dir(weights_dir))
     except (WeightsMissing, KeyError) as exc:
         reason = exc.reason if isinstance(exc, WeightsMissing) else "no 'lpips_alexnet' entry in the weights manifest"
         log.warning("lips LPIPS term skipped: %s", reason)
