@@ -156,7 +156,16 @@ def test_built_sample_dataset_as_er_nerf_and_talkinggaussian_read_it(sample_data
     assert len(blink) == n and [f["img_id"] for f in train["frames"] + val["frames"]] == list(range(n))
     manifest = json.loads(ds.manifest.read_text())
     assert manifest["av_durations"]["status"] == "ok"
-    assert manifest["threedmm"]["status"] in ("ok", "n/a")
+    assert manifest["threedmm"]["status"] == _expected_threedmm_status()
+
+
+def _expected_threedmm_status() -> str:
+    """The sample's 3DMM fit: ``ok`` where the Surrey Face Model files are in the weights folder
+    the workflow uses (config ``weights_dir`` from the project root, or ``$TALKING_NERF_WEIGHTS``),
+    else ``n/a`` (a fresh clone, CI: the files are fetched, not shipped)."""
+    from pipeline.common.config import weights_dir
+
+    return "ok" if (weights_dir() / "sfm" / "sfm_shape_3448.bin").is_file() else "n/a"
 
 
 def _polygon_area(x, y):
@@ -201,9 +210,12 @@ def test_built_sample_dataset_as_rad_nerf_reads_it_parsing_and_track_params(samp
     assert 0.05 < np.mean(areas) < 2.0  # percent of the image, both eyes of a 512 px head-and-shoulders crop
     params = torch.load(ds.track_params)
     assert_track_params_recreate_transforms(params, train, val, h, w)
-    assert params["threedmm"] in ("ok",) or params["threedmm"].startswith("n/a: ")
+    if _expected_threedmm_status() == "ok":
+        assert params["threedmm"] == "ok"
+    else:
+        assert params["threedmm"].startswith("n/a: Surrey Face Model files not found"), params["threedmm"]
     man = json.loads(ds.manifest.read_text())
-    assert man["focal_source"] in ("search", "prior") and man["excluded_frames"] == []
+    assert man["focal_source"] == "search" and man["excluded_frames"] == []  # the sample's curve has a minimum
     assert man["train_val_frames"] == [len(train["frames"]), len(val["frames"])]
 
 
@@ -238,7 +250,12 @@ def test_talkinggaussian_extras_on_the_built_sample(sample_dataset, tmp_path):
             ys, xs = np.nonzero(mouth)
             assert lms[48, 0] - 2 <= xs.min() and xs.max() <= lms[54, 0] + 2
             assert lms[50:53, 1].min() - 3 <= ys.min() and ys.max() <= lms[56:59, 1].max() + 3
-        assert not (teeth & ~mouth_mask).any()
+        # the teeth lie in the inner-mouth label and off the face label (BiSeNet's mouth class holds
+        # the teeth too), so face ^ teeth (202) is the face plus the teeth and mouth + teeth (204)
+        # adds nothing outside the mouth
+        assert not (teeth & ~mouth).any() and not (teeth & face).any()
+        np.testing.assert_array_equal(face_mask, face | teeth)
+        np.testing.assert_array_equal(mouth_mask, mouth)
         mouths.append(int(mouth.sum()))
         hair_fraction.append(hair.sum() / head.sum())
     assert sum(m > 0 for m in mouths) >= 3        # she talks: the mouth is open in several frames

@@ -121,6 +121,7 @@ def test_triplane_concatenates_three_planes():
     x = torch.rand(17, 3)
     y = tri(x)
     assert y.shape == (17, 24) and tri.output_dim == 24
+    torch.testing.assert_close(y[:, :8], tri.grids[0](x[:, [0, 1]]))
     torch.testing.assert_close(y[:, 8:16], tri.grids[1](x[:, [1, 2]]))
     torch.testing.assert_close(y[:, 16:], tri.grids[2](x[:, [0, 2]]))
 

@@ -273,6 +273,20 @@ def test_lse_offset_search_finds_known_shift():
     r = lse_from_distances(dist)
     assert r["offset"] == 3
     assert r["lse_d"] < 0.5 < r["lse_c"]
+    # against the reference: syncnet_python's calc_pdist and SyncNetInstance.evaluate's offset,
+    # confidence (LSE-C) and minimum distance (LSE-D)
+    from pipeline.common.tvcompat import import_torchvision
+
+    import_torchvision()
+    from syncnet_python.SyncNetInstance import calc_pdist
+
+    a[-3:] = torch.from_numpy(rng.normal(size=(3, 16)))
+    ref = calc_pdist(v, a, vshift=15)
+    torch.testing.assert_close(offset_distances(v, a, vshift=15), torch.stack(ref), rtol=0, atol=1e-12)
+    mdist = torch.mean(torch.stack(ref, 1), 1)
+    minval, minidx = torch.min(mdist, 0)
+    assert lse_from_distances(offset_distances(v, a, vshift=15)) == pytest.approx(
+        {"lse_d": float(minval), "lse_c": float(torch.median(mdist) - minval), "offset": int(15 - minidx)}, abs=1e-12)
 
 
 def test_syncnet_loading_code_with_standin_weights(tmp_path):
@@ -400,15 +414,24 @@ def test_arcface_loading_code_with_standin_weights(tmp_path, frames):
 
 
 @pytest.mark.slow
-def test_lse_pipeline_glue_with_standin_weights(tmp_path):
+def test_lse_pipeline_glue_with_standin_weights(tmp_path, monkeypatch):
     """Face track -> crops -> MFCC -> SyncNet windows -> offset search on a real 4.2 s clip, with
-    stand-in SyncNet/S3FD weights and a fixed face box (checks the plumbing, not the values)."""
+    stand-in SyncNet/S3FD weights and a fixed face box (checks the plumbing, not the values of a
+    trained SyncNet): a feature pair per 5-frame window, and LSE-D, LSE-C and the offset are what
+    syncnet_python's ``evaluate`` computes from the same features."""
     import subprocess
 
     from syncnet_python.detectors.s3fd.nets import S3FDNet
     from syncnet_python.SyncNetModel import S
 
+    from syncnet_python.SyncNetInstance import calc_pdist
+
+    from pipeline.metrics import sync
     from pipeline.metrics.sync import LSE, VSHIFT
+
+    feats = []
+    search = sync.offset_distances
+    monkeypatch.setattr(sync, "offset_distances", lambda vf, af, *a: (feats.append((vf, af)), search(vf, af, *a))[1])
 
     torch.manual_seed(0)
     torch.save(S().state_dict(), tmp_path / "syncnet_v2.model")
@@ -421,7 +444,13 @@ def test_lse_pipeline_glue_with_standin_weights(tmp_path):
     lse.det.detect_faces = lambda img, conf_th, scales: (boxes.append(img.shape), np.array([[150, 90, 370, 380, 0.99]]))[1]
     r = lse(clip)
     assert r["n_frames"] >= 100 and len(boxes) == r["n_frames"]
-    assert np.isfinite(r["lse_d"]) and r["lse_c"] >= 0 and -VSHIFT <= r["offset"] <= VSHIFT
+    (vf, af), = feats
+    assert len(vf) == len(af) and r["n_frames"] - 10 <= len(vf) <= r["n_frames"] - 5  # M = min(N, T // 4) - 5
+    mdist = torch.mean(torch.stack(calc_pdist(vf, af, vshift=VSHIFT), 1), 1)  # SyncNetInstance.evaluate
+    minval, minidx = torch.min(mdist, 0)
+    assert r["lse_d"] == pytest.approx(float(minval), rel=1e-6)  # ours averages in float64, the reference in float32
+    assert r["lse_c"] == pytest.approx(float(torch.median(mdist) - minval), rel=1e-5, abs=1e-6)
+    assert r["offset"] == VSHIFT - int(minidx)
 
 
 def test_lse_short_clip_option(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -108,7 +109,9 @@ def local_slurm(tmp_path_factory):
     pids: dict[str, int] = {}
     try:
         start = _script("start", env, timeout=900)
-        if start.returncode == 3:
+        if start.returncode == 3 and (shutil.which("apt-get") is None or os.geteuid() != 0):
+            # no apt, or no root to run it: SLURM cannot be installed on this machine. As root with
+            # apt (CI) a failed install is a failure, not a skip.
             pytest.skip(f"SLURM cannot be installed with apt here: {start.stderr.strip()[-500:]}")
         assert start.returncode == 0, f"local_slurm.sh start failed:\n{start.stderr[-3000:]}"
         pids = {d: int((state / f"{d}.pid").read_text().strip()) for d in DAEMONS}

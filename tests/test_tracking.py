@@ -254,10 +254,17 @@ def test_cli_on_sample_mediapipe_mesh(mp_sample, tmp_path):
     assert params["exp"].shape == (N_SAMPLE, 52) and params["focal"].shape == (1,)
     assert (params["trans"][:, 2] < 0).all()  # in front of the OpenGL camera (decimetres)
     rep = json.loads((out / "tracking.json").read_text())
-    assert 600 <= rep["focal_len"] <= 2400
+    # the focal comes from the search, at an interior minimum of its curve (not the prior, not an end)
+    assert rep["focal_source"] == "search" and not rep["focal_search"]["at_grid_border"]
     assert rep["reproj_error_px"]["mean"] < 3.0
     train = json.loads((out / "transforms_train.json").read_text())
-    assert 0 <= train["frames"][0]["eye"] <= 1 and train["focal_len"] == rep["focal_len"]
+    assert train["focal_len"] == rep["focal_len"]
+    # eye: the mean of MediaPipe's eyeBlinkLeft and eyeBlinkRight of that frame
+    bs = np.load(mp_sample / "blendshapes.npy")
+    names = json.loads((mp_sample / "landmarks.json").read_text())["blendshape_names"]
+    left, right = names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")
+    for f in train["frames"][::7]:
+        assert f["eye"] == pytest.approx(0.5 * (bs[f["img_id"], left] + bs[f["img_id"], right]), abs=1e-6)
     # bad input: mesh rows do not match the frames
     np.save(tmp_path / "short.npy", np.load(mp_sample / "face_mesh.npy")[:10])
     with pytest.raises(InputError, match="blendshapes.npy: 60 rows but face_mesh.npy has 10 frames"):
