@@ -34,7 +34,8 @@ def _touched_workdir(tmp_path, methods, targets):
     weights.mkdir()
     wd = make_workdir(tmp_path / "wd", {"weights_dir": str(weights), "train": {"methods": methods}})
     dry = run_snakemake(wd, *targets, args=("-n",))
-    outs = {o.strip() for line in dry.stdout.splitlines() if line.strip().startswith("output:")
+    # outputs, and the benchmark files (the dataset manifest reads the stages' timings from them)
+    outs = {o.strip() for line in dry.stdout.splitlines() if line.strip().startswith(("output:", "benchmark:"))
             for o in line.split(":", 1)[1].split(",")}
     for o in outs:
         p = wd / o
@@ -64,6 +65,21 @@ def test_removing_a_method_leaves_the_other_models_untouched(tmp_path):
     assert set(jobs) >= {"train_head", "train_lips", "train_torso"}
 
 
+def test_a_later_stages_override_retrains_from_that_stage(tmp_path):
+    """train.overrides torso_steps is read by the torso stage only: it retrains the torso, not the
+    head or the lips (pipeline.train.profiles.LATER_STAGE_KEYS); lips_steps retrains lips and torso."""
+    target = "results/models/rad_nerf/German/train_manifest.json"
+    wd, _ = _touched_workdir(tmp_path, ["rad_nerf"], [target])
+    cfg_path = wd / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"]["overrides"] = {"torso_steps": 7}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert set(_jobs(run_snakemake(wd, target, args=("-n",)))) == {"train_torso"}
+    cfg["train"]["overrides"] = {"lips_steps": 7}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert set(_jobs(run_snakemake(wd, target, args=("-n",)))) == {"train_lips", "train_torso"}
+
+
 def test_fetching_a_weight_file_reruns_exactly_the_metrics_that_use_it(tmp_path):
     """LPIPS's backbone is used by the self-driven metrics only; SyncNet's by every test
     (config metrics: self_driven has lpips and lse, cross_driven has lse); replacing a file reruns
@@ -91,6 +107,50 @@ def test_fetching_a_weight_file_reruns_exactly_the_metrics_that_use_it(tmp_path)
     jobs = _jobs(run_snakemake(wd, *targets, args=("-n",)))
     assert list(jobs) == ["metrics"] and len(jobs["metrics"]) == 1
     assert "static_frame/German/self.json" in jobs["metrics"][0]
+
+
+def test_changing_one_protocols_metric_list_reruns_only_its_metrics(tmp_path):
+    """The metrics job gets only its own protocol's list (common.smk ``metrics_cfg``): adding FID to
+    ``metrics.cross_driven`` reruns the cross-driven metrics, not the self-driven ones."""
+    targets = ["results/metrics/static_frame/German/self.json", "results/metrics/static_frame/German/jfk.json"]
+    wd, _ = _touched_workdir(tmp_path, ["rad_nerf"], targets)
+    cfg_path = wd / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["metrics"]["cross_driven"] = [*cfg["metrics"]["cross_driven"], "fid"]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    jobs = _jobs(run_snakemake(wd, *targets, args=("-n",)))
+    assert list(jobs) == ["metrics"] and len(jobs["metrics"]) == 1
+    assert "static_frame/German/jfk.json" in jobs["metrics"][0]
+
+
+def test_fetching_a_stage_weight_file_reruns_that_stage(tmp_path):
+    """Landmarks use FAN, the lips stage LPIPS's AlexNet and the 3DMM fit the Surrey Face Model when
+    present (weights manifest ``stages``): fetching one reruns its stage and what depends on it,
+    nothing upstream."""
+    from pipeline.weights import load_manifest
+
+    target = "results/models/rad_nerf/German/train_manifest.json"
+    wd, weights = _touched_workdir(tmp_path, ["rad_nerf"], [target])
+    manifest = load_manifest()
+
+    def fetch(*names):
+        """The jobs a dry run lists with these files fetched; removed again afterwards."""
+        paths = [manifest[name].path(weights) for name in names]
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"fetched")
+        jobs = _jobs(run_snakemake(wd, target, args=("-n",)))
+        for path in paths:
+            path.unlink()
+        return jobs
+
+    jobs = fetch("lpips_alexnet")
+    assert set(jobs) == {"train_lips", "train_torso"}
+    jobs = fetch(*[n for n, e in manifest.items() if "preprocess.threedmm" in e.stages])
+    assert set(jobs) == {"threedmm", "tracking", "dataset_manifest", "train_head", "train_lips", "train_torso"}
+    jobs = fetch("fan_2dfan4")
+    assert {"landmarks", "parsing", "threedmm", "train_head"} <= set(jobs) and {"probe", "frames"}.isdisjoint(jobs)
+    assert "Nothing to be done" in run_snakemake(wd, target, args=("-n",)).stdout
 
 
 def test_installing_pyfaceau_models_reruns_the_au_stage_with_them(tmp_path):

@@ -353,3 +353,33 @@ def test_train_stages_takes_only_a_tail_of_the_stage_chain(tmp_path):
         with pytest.raises(ValueError, match="tail"):
             train_stages(cfg, tmp_path, tmp_path, bad)
     assert not any(tmp_path.iterdir())
+
+
+def test_earlier_stages_do_not_read_the_later_stages_keys(dev_dataset, tmp_path):
+    """The keys of LATER_STAGE_KEYS change nothing in the stages before the one that reads them:
+    the head trained with other lips / torso / validation settings has the same weights, bit for
+    bit, so the rules may leave them out of its --cfg (stage_train_cfg)."""
+    import torch
+
+    from pipeline.train.profiles import LATER_STAGE_KEYS, stage_train_cfg
+    from pipeline.train.trainer import train_stage
+
+    section = {"methods": ["rad_nerf"], "profile": "smoke", "seed": 0,
+               "overrides": {"head_steps": 12, "lips_steps": 6, "torso_steps": 10, "lips_patch": 16,
+                             "lambda_lpips": 0.01, "val_frames": 2}}
+    assert stage_train_cfg(section, "head") == {"profile": "smoke", "seed": 0, "overrides": {"head_steps": 12}}
+    assert stage_train_cfg(section, "lips")["overrides"] == {
+        "head_steps": 12, "lips_steps": 6, "lips_patch": 16, "lambda_lpips": 0.01}
+    assert stage_train_cfg(section, "torso") == {k: v for k, v in section.items() if k != "methods"}
+    other = {**section["overrides"], "lips_steps": 3, "torso_steps": 4, "lips_patch": 8, "lambda_lpips": 0.5,
+             "val_frames": 1}
+    weights = []
+    for i, overrides in enumerate((section["overrides"], other)):
+        cfg = resolve_config("rad_nerf", {**section, "overrides": overrides})
+        train_stage("head", cfg, dev_dataset, tmp_path / str(i), tmp_path / str(i) / "head.pt")
+        weights.append(torch.load(tmp_path / str(i) / "head.pt", weights_only=False)["model"])
+    assert set(LATER_STAGE_KEYS["head"]) == set(other) - {"head_steps"}
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pipeline.common.config import resolve_path, weights_dir
 from pipeline.oneshot import BACKEND_METHODS, BOUND_METHODS, FLIPPED_SUFFIX
@@ -137,6 +136,9 @@ class OneshotPlan:
         return f"--reported {shlex.quote(input.reported[0])}" if input.reported else ""
 
     def reported_files(self) -> list[str]:
-        """The configured reported-numbers file (config ``report.reported_numbers``), or none."""
+        """The configured reported-numbers file (config ``report.reported_numbers``) and the
+        sources file beside it (:func:`pipeline.report.tables.reported_files`), or none."""
+        from pipeline.report.tables import reported_files
+
         p = self.config.get("report", {}).get("reported_numbers")
-        return [str(resolve_path(p))] if p else []
+        return reported_files(resolve_path(p) if p else None)

@@ -161,6 +161,16 @@ def read_sources(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def reported_files(path: str | Path | None) -> list[str]:
+    """The files :func:`read_reported` reads for a configured reported-numbers ``path`` (the rules'
+    inputs, so that editing either reruns the tables): ``[path]`` plus ``reported_sources.csv``
+    beside it when present; ``[]`` when none is configured."""
+    if not path:
+        return []
+    src = Path(path).with_name(SOURCES_NAME)
+    return [str(path), *([str(src)] if src.is_file() else [])]
+
+
 def read_reported(path: str | Path | None) -> pd.DataFrame:
     """Published numbers (``method, source, table, metric, value, notes``; values kept as text),
     joined with their table's ``setup``, ``resolution`` and ``id`` from ``reported_sources.csv``

@@ -41,6 +41,31 @@ PROFILES: dict[str, dict] = {
 }
 
 
+#: override keys that only a later training stage reads (pipeline/train/trainer.py: the lips patch,
+#: steps and LPIPS weight in the lips stage, the torso steps and the validation frames in the torso
+#: stage). The rules leave them out of an earlier stage's ``--cfg`` (:func:`stage_train_cfg`), so
+#: that changing one retrains that stage and the ones after it, not the head before it.
+LATER_STAGE_KEYS: dict[str, tuple[str, ...]] = {
+    "head": ("lips_steps", "lips_patch", "lambda_lpips", "torso_steps", "val_frames"),
+    "lips": ("torso_steps", "val_frames"),
+    "torso": (),
+}
+
+
+def stage_train_cfg(train_cfg: dict, stage: str) -> dict:
+    """The ``train`` section of config.yaml as stage ``stage`` (head, lips or torso) gets it: without
+    ``methods`` (one job trains one method) and without the overrides of :data:`LATER_STAGE_KEYS`.
+
+    Raises:
+        KeyError: an unknown stage.
+    """
+    drop = LATER_STAGE_KEYS[stage]
+    out = {k: v for k, v in train_cfg.items() if k != "methods"}
+    if out.get("overrides"):
+        out["overrides"] = {k: v for k, v in out["overrides"].items() if k not in drop}
+    return out
+
+
 def paper_steps(method: str, source: str = "config.yaml") -> dict[str, int]:
     """The papers' step counts of ``method`` (``paper`` profile), declared by its module
     (:attr:`pipeline.models.methods.MethodSpec.paper_steps`)."""

@@ -61,6 +61,15 @@ def cfg_arg(*keys, drop=()):
     return shlex.quote(json.dumps(node, sort_keys=True))
 
 
+def train_cfg(stage):
+    """Shell-quoted JSON of the ``train`` section for one training stage's --cfg (params): without
+    ``methods`` and the overrides only later stages read (``pipeline.train.profiles.stage_train_cfg``),
+    so that e.g. a torso_steps override retrains the torsos, not the heads."""
+    from pipeline.train.profiles import stage_train_cfg
+
+    return shlex.quote(json.dumps(stage_train_cfg(config["train"], stage), sort_keys=True))
+
+
 def identity_video(wildcards):
     """Absolute path of an identity's raw video (from the identities table)."""
     return str(resolve_path(IDENTITIES[wildcards.identity]["video"]))
@@ -73,6 +82,15 @@ def teeth_mask_report(wildcards):
     return f"{DATA}/teeth_mask.json".format(identity=wildcards.identity)
 
 
+def metrics_cfg(wildcards):
+    """The metrics job's --cfg: config ``metrics`` with only the metric list of the job's protocol
+    (``self_driven`` for the self-driven test, else ``cross_driven``), so that changing one
+    protocol's list reruns only that protocol's metrics."""
+    key = "self_driven" if wildcards.test == SELF_DRIVEN_TEST else "cross_driven"
+    node = {k: v for k, v in config["metrics"].items() if k not in ("self_driven", "cross_driven") or k == key}
+    return shlex.quote(json.dumps(node, sort_keys=True))
+
+
 def metric_weight_files(wildcards):
     """The present pretrained files the metrics job of ``wildcards.test`` uses (its protocol's
     config metric groups, manifest ``stages: metrics.<group>``): inputs of the metrics rule, so
@@ -82,6 +100,28 @@ def metric_weight_files(wildcards):
 
     key = "self_driven" if wildcards.test == SELF_DRIVEN_TEST else "cross_driven"
     return [str(p) for p in present_files([f"metrics.{g}" for g in config["metrics"].get(key, [])], weights_dir(config))]
+
+
+def stage_weight_files(*stages):
+    """An input function: the present pretrained files of the weights-manifest ``stages`` (entries
+    tagged e.g. ``preprocess.landmarks``), so that fetching or replacing one reruns the rule that
+    uses it, as :func:`metric_weight_files` does for the metrics. For ``preprocess.threedmm`` with
+    ``preprocess.threedmm.model_dir`` set, the Surrey Face Model files there instead."""
+
+    def weight_files(wildcards):
+        from pipeline.common.config import weights_dir
+        from pipeline.preprocess.threedmm import SFM_FILES
+        from pipeline.weights import present_files
+
+        files = [str(p) for p in present_files(list(stages), weights_dir(config))]
+        model_dir = config["preprocess"]["threedmm"].get("model_dir")
+        if "preprocess.threedmm" in stages and model_dir:
+            sfm = [resolve_path(model_dir) / f for f in SFM_FILES.values()]
+            files = [str(p) for p in sfm if p.is_file()]
+        return files
+
+    weight_files.__name__ = "weight_files_" + "_".join(s.replace(".", "_") for s in stages)
+    return weight_files
 
 
 def aus_weight_files(wildcards):
@@ -180,6 +220,15 @@ def driving_arg(wildcards, input):
 def external_video(wildcards):
     """The video of config baselines.external for (method, identity, test)."""
     return str(resolve_path(EXTERNAL_RUNS[(wildcards.method, wildcards.identity, wildcards.test)]))
+
+
+def reported_inputs(wildcards):
+    """The reported-numbers file (config ``report.reported_numbers``) and the sources file beside
+    it, which the tables read too (``pipeline.report.tables.reported_files``); none when unset."""
+    from pipeline.report.tables import reported_files
+
+    path = config["report"].get("reported_numbers")
+    return reported_files(resolve_path(path) if path else None)
 
 
 def reported_arg(wildcards, input):

@@ -41,12 +41,13 @@ rule render_freeview:
     shell:
         "python -m pipeline.render.freeview --model {params.model:q} --data {params.data:q}"
         " --method {wildcards.method} --identity {wildcards.identity} --out {params.out:q} --cfg {params.cfg}"
-        " --device {params.device} --threads {threads} 2> {log:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule freeview_metrics:
     input:
         index="results/renders/{method}/{identity}/freeview/manifest.json",
+        weights=stage_weight_files("metrics.csim"),  # ArcFace and FAN, when present
     output:
         json=FREEVIEW_METRICS,
     wildcard_constraints:
@@ -66,12 +67,12 @@ rule freeview_metrics:
         runtime=30,
     shell:
         "python -m pipeline.metrics.freeview metrics --renders {params.renders:q} --out {output.json:q}"
-        " --weights-dir {params.weights:q} 2> {log:q}"
+        " --weights-dir {params.weights:q} > {log:q} 2>&1"
 
 
 rule freeview_table:
     input:
-        expand(FREEVIEW_METRICS, method=FREEVIEW_METHODS, identity=IDENTITIES),
+        metrics=expand(FREEVIEW_METRICS, method=FREEVIEW_METHODS, identity=IDENTITIES),
     output:
         md="results/tables/free_view.md",
         csv="results/tables/free_view.csv",
@@ -89,8 +90,8 @@ rule freeview_table:
         runtime=5,
     shell:
         "python -m pipeline.metrics.freeview table --out-md {output.md:q} --out-csv {output.csv:q}"
-        " --not-rendered {params.na} {input:q}"
-        " 2> {log:q}"
+        " --not-rendered {params.na} {input.metrics:q}"
+        " > {log:q} 2>&1"
 
 
 if FREEVIEW_METHODS:

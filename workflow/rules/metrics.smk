@@ -43,7 +43,7 @@ rule metrics:
         method="[A-Za-z0-9_-]+",
         test="[A-Za-z0-9_-]+",
     params:
-        cfg=cfg_arg("metrics"),
+        cfg=metrics_cfg,
         weights=str(_weights_dir(config)),
         openface=(
             f"--openface-bin {shlex.quote(str(resolve_path(config['preprocess']['aus']['openface_bin'])))}"
@@ -66,7 +66,7 @@ rule metrics:
     shell:
         "python -m pipeline.metrics --render {params.render:q} --data {params.data:q} {params.model}"
         " --out {output.json:q} --out-frames {output.frames:q} --cfg {params.cfg}"
-        " --weights-dir {params.weights:q} {params.openface} --threads {threads} 2> {log:q}"
+        " --weights-dir {params.weights:q} {params.openface} --threads {threads} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(METRICS_TARGETS)
@@ -78,6 +78,7 @@ rule metrics_emotion_expr:
     input:
         edit="results/renders/{method}/{identity}/emotion_edit",
         data=f"{DATA}/manifest.json",
+        weights=stage_weight_files("metrics.emotion_expr"),  # the Surrey Face Model files, when present
     output:
         json="results/metrics/{method}/{identity}/emotion_edit/sfm_expression.json",
     wildcard_constraints:
@@ -97,7 +98,7 @@ rule metrics_emotion_expr:
         runtime=30,
     shell:
         "python -m pipeline.metrics.emotion_expr --edit {input.edit:q} --data {params.data:q}"
-        " --weights-dir {params.weights:q} --out {output.json:q} 2> {log:q}"
+        " --weights-dir {params.weights:q} --out {output.json:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

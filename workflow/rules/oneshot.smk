@@ -50,7 +50,7 @@ if ONESHOT_PLAN.runs:
             "python -m pipeline.oneshot --reference {wildcards.reference} --photo {input.photo:q}"
             " --driving {params.driving} --test {wildcards.test} --backend {params.backend}"
             " --method {wildcards.method} --weights-dir {params.weights:q} {params.size} {params.anchor}"
-            " {params.flip} --threads {threads} --out {params.out:q} 2> {log:q}"
+            " {params.flip} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
 
     rule oneshot_bound:
         input:
@@ -80,7 +80,7 @@ if ONESHOT_PLAN.runs:
         shell:
             "python -m pipeline.oneshot.bounds --kind {wildcards.method} --reference {wildcards.reference}"
             " --photo {input.photo:q} --driving {params.driving} --test {wildcards.test} {params.size}"
-            " --out {params.out:q} 2> {log:q}"
+            " --out {params.out:q} > {log:q} 2>&1"
 
     rule oneshot_metrics:
         input:
@@ -115,7 +115,7 @@ if ONESHOT_PLAN.runs:
             "python -m pipeline.oneshot.metrics --render {params.render:q}"
             " --out {output.json:q} --out-frames {output.frames:q} --weights-dir {params.weights:q}"
             " --stride {params.stride} {params.identity}"
-            " --threads {threads} 2> {log:q}"
+            " --threads {threads} > {log:q} 2>&1"
 
     rule oneshot_tables:
         input:
@@ -141,7 +141,7 @@ if ONESHOT_PLAN.runs:
         shell:
             "python -m pipeline.oneshot.table --metrics {input.metrics:q} {params.reported}"
             " --methods {params.methods} --out-md {output.md:q} --out-csv {output.csv:q}"
-            " --out-internal {output.internal:q} 2> {log:q}"
+            " --out-internal {output.internal:q} > {log:q} 2>&1"
 
     rule oneshot_sidebyside:
         input:
@@ -164,7 +164,7 @@ if ONESHOT_PLAN.runs:
             mem_mb=2000,
             runtime=10,
         shell:
-            "python -m pipeline.oneshot.sidebyside {params.renders} --out {output.video:q} 2> {log:q}"
+            "python -m pipeline.oneshot.sidebyside {params.renders} --out {output.video:q} > {log:q} 2>&1"
 
     ALL_TARGETS.extend(ONESHOT_PLAN.metric_jsons)
     ALL_TARGETS.extend(ONESHOT_PLAN.sidebyside_videos)

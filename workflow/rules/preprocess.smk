@@ -22,7 +22,7 @@ rule probe:
         runtime=10,
     shell:
         "python -m pipeline.preprocess.probe --video {input.video:q} --out {output.probe:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule crop:
@@ -48,7 +48,7 @@ rule crop:
     shell:
         "python -m pipeline.preprocess.crop --video {input.video:q} --probe {input.probe:q}"
         " --out-video {output.video:q} --out-audio {output.audio:q} --out-track {output.track:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule frames:
@@ -67,13 +67,15 @@ rule frames:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m pipeline.preprocess.frames --video {input.video:q} --out {output.frames:q} 2> {log:q}"
+        "python -m pipeline.preprocess.frames --video {input.video:q} --out {output.frames:q} > {log:q} 2>&1"
 
 
 # Writes ori_imgs/{i}.lms next to the frames (ER-NeRF layout) before its declared outputs.
 rule landmarks:
     input:
         frames=rules.frames.output.frames,
+        # the present pretrained files of the stage (FAN); fetching one reruns it (stage_weight_files)
+        weights=stage_weight_files("preprocess.landmarks"),
     output:
         mesh=f"{DATA}/face_mesh.npy",
         blendshapes=f"{DATA}/blendshapes.npy",
@@ -95,13 +97,14 @@ rule landmarks:
     shell:
         "python -m pipeline.preprocess.landmarks --frames {input.frames:q} --out-mesh {output.mesh:q}"
         " --out-blendshapes {output.blendshapes:q} --out-pose {output.pose:q} --out-report {output.report:q}"
-        " --weights-dir {params.weights:q} --cfg {params.cfg} 2> {log:q}"
+        " --weights-dir {params.weights:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule parsing:
     input:
         frames=rules.frames.output.frames,
         mesh=rules.landmarks.output.mesh,
+        weights=stage_weight_files("preprocess.parsing"),  # BiSeNet, when present
     output:
         parsing=directory(f"{DATA}/parsing"),
         report=f"{DATA}/parsing.json",
@@ -121,7 +124,7 @@ rule parsing:
     shell:
         "python -m pipeline.preprocess.parsing --frames {input.frames:q} --mesh {input.mesh:q}"
         " --out {output.parsing:q} --report {output.report:q} --weights-dir {params.weights:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule background:
@@ -148,7 +151,7 @@ rule background:
     shell:
         "python -m pipeline.preprocess.background --frames {input.frames:q} --parsing {input.parsing:q}"
         " --out-bc {output.bc:q} --out-gt {output.gt:q} --out-torso {output.torso:q}"
-        " --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
+        " --report {output.report:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 # Per-frame emotion labels from the identities table (AED-NeRF); unlabelled identities get zeros.
@@ -175,7 +178,7 @@ rule emotion:
     shell:
         "python -m pipeline.preprocess.emotion --frames {input.frames:q} --label={params.label:q}"
         " --source {params.source:q} --fps {params.fps} --out-npy {output.codes:q} --out-json {output.labels:q}"
-        " 2> {log:q}"
+        " > {log:q} 2>&1"
 
 
 rule tracking:
@@ -209,13 +212,14 @@ rule tracking:
         " --blendshapes {input.blendshapes:q} --landmarks {input.landmarks:q} --au {input.au:q}"
         " --out-params {output.params:q}"
         " --out-train {output.train:q} --out-val {output.val:q} --out-report {output.report:q}"
-        " --emotion {input.emotion:q} --threedmm {input.threedmm:q} --cfg {params.cfg} 2> {log:q}"
+        " --emotion {input.emotion:q} --threedmm {input.threedmm:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule threedmm:
     input:
         frames=rules.frames.output.frames,
         landmarks=rules.landmarks.output.report,
+        weights=stage_weight_files("preprocess.threedmm"),  # the Surrey Face Model files, when present
     output:
         params=f"{DATA}/threedmm.npz",
         report=f"{DATA}/threedmm.json",
@@ -235,7 +239,7 @@ rule threedmm:
     shell:
         "python -m pipeline.preprocess.threedmm --frames {input.frames:q} --landmarks {input.landmarks:q}"
         " --out {output.params:q} --report {output.report:q} --weights-dir {params.weights:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule teeth_mask:
@@ -262,7 +266,7 @@ rule teeth_mask:
     shell:
         "python -m pipeline.preprocess.teeth --frames {input.frames:q} --mesh {input.mesh:q}"
         " --parsing {input.parsing:q} --out-parsing {output.parsing_tg:q}"
-        " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} 2> {log:q}"
+        " --out {output.masks:q} --report {output.report:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule aus:
@@ -290,7 +294,7 @@ rule aus:
     shell:
         "python -m pipeline.preprocess.aus --video {input.video:q} --blendshapes {input.blendshapes:q}"
         " --landmarks {input.landmarks:q} --out {output.au:q} --out-report {output.report:q}"
-        " --cfg {params.cfg} 2> {log:q}"
+        " --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule body_pose:
@@ -311,7 +315,7 @@ rule body_pose:
         runtime=30,
     shell:
         "python -m pipeline.preprocess.body_pose --frames {input.frames:q} --out {output.landmarks:q}"
-        " --report {output.report:q} 2> {log:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
 
 
 rule body_flow:
@@ -334,7 +338,7 @@ rule body_flow:
         runtime=30,
     shell:
         "python -m pipeline.preprocess.body_flow --frames {input.frames:q} --parsing {input.parsing:q}"
-        " --body-pose {input.body_pose:q} --out {output.flow:q} --report {output.report:q} 2> {log:q}"
+        " --body-pose {input.body_pose:q} --out {output.flow:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule audio_features:
@@ -361,7 +365,7 @@ rule audio_features:
         runtime=60,
     shell:
         "python -m pipeline.preprocess.audio_features --audio {input.audio:q} --track {input.track:q}"
-        " --out-dir {params.out_dir:q} --cfg {params.cfg} 2> {log:q}"
+        " --out-dir {params.out_dir:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 rule dataset_manifest:
@@ -404,7 +408,7 @@ rule dataset_manifest:
         runtime=10,
     shell:
         "python -m pipeline.preprocess.manifest --data {params.data:q} --identity {wildcards.identity}"
-        " --bench {input.benchmarks:q} --out {output.manifest:q} --cfg {params.cfg} 2> {log:q}"
+        " --bench {input.benchmarks:q} --out {output.manifest:q} --cfg {params.cfg} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(expand(f"{DATA}/manifest.json", identity=IDENTITIES))

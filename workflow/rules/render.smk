@@ -46,7 +46,7 @@ rule render:
         "python -m pipeline.render --model {params.model:q} --data {params.data:q}"
         " --method {wildcards.method} --identity {wildcards.identity} --test {wildcards.test}"
         " {params.audio} --out {params.out:q} --cfg {params.cfg} --audio-cfg {params.audio_cfg}"
-        " --device {params.device} --threads {threads} 2> {log:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(
@@ -85,7 +85,7 @@ rule render_emotion_edit:
     shell:
         "python -m pipeline.render.emotion_edit --model {params.model:q} --data {params.data:q}"
         " --method {wildcards.method} --identity {wildcards.identity} --out {output.out:q} --cfg {params.cfg}"
-        " --device {params.device} --threads {threads} 2> {log:q}"
+        " --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

@@ -44,17 +44,13 @@ rule aggregate:
         runtime=10,
     shell:
         "python -m pipeline.report.aggregate --metrics {input.metrics:q} --out-csv {output.csv:q}"
-        " --out-parquet {output.parquet:q} 2> {log:q}"
+        " --out-parquet {output.parquet:q} > {log:q} 2>&1"
 
 
 rule tables:
     input:
         long=rules.aggregate.output.parquet,
-        reported=(
-            [str(resolve_path(config["report"]["reported_numbers"]))]
-            if config["report"].get("reported_numbers")
-            else []
-        ),
+        reported=reported_inputs,
     output:
         **{
             f"{protocol}_{ext}": f"{REPORT_TABLES}/{protocol}.{ext}"
@@ -81,7 +77,7 @@ rule tables:
         runtime=10,
     shell:
         "python -m pipeline.report.tables --long {input.long:q} {params.reported} --cfg {params.cfg}"
-        " --methods {params.methods} --out-dir {params.out:q} 2> {log:q}"
+        " --methods {params.methods} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -104,7 +100,7 @@ rule plots:
         runtime=10,
     shell:
         "python -m pipeline.report.plots --long {input.long:q} --methods {params.methods}"
-        " --out-dir {output.plots:q} 2> {log:q}"
+        " --out-dir {output.plots:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -150,7 +146,7 @@ rule report:
         " --methods {params.methods} --edits {input.edits:q} --one-shot-table {input.oneshot_table:q}"
         " --one-shot-videos {input.oneshot_videos:q} --val-frames {input.val_frames:q}"
         " --free-view-table {input.free_view_table:q} --quality-doc {input.quality_doc:q}"
-        " --media {output.media:q} --out {output.html:q} 2> {log:q}"
+        " --media {output.media:q} --out {output.html:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

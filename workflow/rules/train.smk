@@ -30,7 +30,7 @@ rule train_head:
         ckpt=f"{MODEL}/head.pt",
         log=f"{MODEL}/train_log_head.csv",
     params:
-        cfg=cfg_arg("train", drop=("methods",)),
+        cfg=train_cfg("head"),
         data=input_dir("manifest"),
         model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
@@ -48,7 +48,7 @@ rule train_head:
     shell:
         "python -m pipeline.train --stage head --method {wildcards.method} --data {params.data:q}"
         " --model-dir {params.model_dir:q} --out {output.ckpt:q} --cfg {params.cfg}"
-        " --weights-dir {params.weights:q} --threads {threads} 2> {log:q}"
+        " --weights-dir {params.weights:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_lips:
@@ -56,11 +56,12 @@ rule train_lips:
         manifest=f"{DATA}/manifest.json",
         audio=f"{DATA}/{_TRAIN_AUDIO}",
         init=rules.train_head.output.ckpt,
+        weights=stage_weight_files("train.lips"),  # LPIPS's AlexNet, when present
     output:
         ckpt=f"{MODEL}/lips.pt",
         log=f"{MODEL}/train_log_lips.csv",
     params:
-        cfg=cfg_arg("train", drop=("methods",)),
+        cfg=train_cfg("lips"),
         data=input_dir("manifest"),
         model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
@@ -78,7 +79,7 @@ rule train_lips:
     shell:
         "python -m pipeline.train --stage lips --method {wildcards.method} --data {params.data:q}"
         " --model-dir {params.model_dir:q} --init {input.init:q} --out {output.ckpt:q} --cfg {params.cfg}"
-        " --weights-dir {params.weights:q} --threads {threads} 2> {log:q}"
+        " --weights-dir {params.weights:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_torso:
@@ -94,7 +95,7 @@ rule train_torso:
         val_frame=f"{MODEL}/val_frame.png",
         manifest=f"{MODEL}/train_manifest.json",
     params:
-        cfg=cfg_arg("train", drop=("methods",)),
+        cfg=train_cfg("torso"),
         data=input_dir("manifest"),
         model_dir=output_dir("ckpt"),
         weights=config["weights_dir"],
@@ -112,7 +113,7 @@ rule train_torso:
     shell:
         "python -m pipeline.train --stage torso --method {wildcards.method} --data {params.data:q}"
         " --model-dir {params.model_dir:q} --init {input.init:q} --out {output.ckpt:q} --cfg {params.cfg}"
-        " --weights-dir {params.weights:q} --threads {threads} 2> {log:q}"
+        " --weights-dir {params.weights:q} --threads {threads} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(

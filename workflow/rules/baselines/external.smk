@@ -40,6 +40,6 @@ if EXTERNAL_RUNS:
         shell:
             "python -m pipeline.baselines.external --video {input.video:q} --method {wildcards.method}"
             " --identity {wildcards.identity} --test {wildcards.test} --data {params.data:q}"
-            " {params.audio} --out {params.out:q} 2> {log:q}"
+            " {params.audio} --out {params.out:q} > {log:q} 2>&1"
 
     BASELINE_RUNS.extend(EXTERNAL_RUNS)

@@ -33,7 +33,7 @@ if config.get("baselines", {}).get("static_frame", True):
             runtime=15,
         shell:
             "python -m pipeline.baselines.static_frame --data {params.data:q} --identity {wildcards.identity}"
-            " --test {wildcards.test} {params.audio} --out {params.out:q} 2> {log:q}"
+            " --test {wildcards.test} {params.audio} --out {params.out:q} > {log:q} 2>&1"
 
     BASELINE_RUNS.extend(
         ("static_frame", identity, test)
