@@ -95,7 +95,11 @@ def test_counts_match_everywhere(sample_dataset):
 def test_manifest_fields(sample_dataset, sample_workdir):
     man = json.loads(sample_dataset.manifest.read_text())
     cfg = load_config(sample_workdir / "config.yaml")
-    assert man["config_hash"] == config_hash(cfg["preprocess"])
+    from pipeline.preprocess.manifest import manifest_config
+
+    assert man["config_hash"] == config_hash(manifest_config(cfg["preprocess"]))
+    assert not cfg["preprocess"]["teeth_mask"]["enabled"]  # so the hash leaves its thresholds out
+    assert config_hash(manifest_config(cfg["preprocess"])) != config_hash(cfg["preprocess"])
     assert man["focal_len"] == json.loads(sample_dataset.transforms_train.read_text())["focal_len"]
     assert 0 < man["reproj_error_px"] < 3.0
     assert man["crop"]["first_window"] is not None and man["fps"] == 25 and man["size"] == 512

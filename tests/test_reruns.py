@@ -80,6 +80,22 @@ def test_a_later_stages_override_retrains_from_that_stage(tmp_path):
     assert set(_jobs(run_snakemake(wd, target, args=("-n",)))) == {"train_lips", "train_torso"}
 
 
+def test_settings_of_a_switched_off_stage_rerun_nothing(tmp_path):
+    """preprocess.teeth_mask is off by default and its rule not run: its thresholds change nothing
+    (the dataset manifest's --cfg leaves them out); switching it on builds the teeth masks and the
+    manifest again."""
+    target = "results/data/German/manifest.json"
+    wd, _ = _touched_workdir(tmp_path, ["rad_nerf"], [target])
+    cfg_path = wd / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["preprocess"]["teeth_mask"]["max_chroma"] = 30.0
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert "Nothing to be done" in run_snakemake(wd, target, args=("-n",)).stdout
+    cfg["preprocess"]["teeth_mask"]["enabled"] = True
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert set(_jobs(run_snakemake(wd, target, args=("-n",)))) == {"teeth_mask", "dataset_manifest"}
+
+
 def test_fetching_a_weight_file_reruns_exactly_the_metrics_that_use_it(tmp_path):
     """LPIPS's backbone is used by the self-driven metrics only; SyncNet's by every test
     (config metrics: self_driven has lpips and lse, cross_driven has lse); replacing a file reruns

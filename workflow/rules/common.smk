@@ -61,6 +61,14 @@ def cfg_arg(*keys, drop=()):
     return shlex.quote(json.dumps(node, sort_keys=True))
 
 
+def manifest_cfg():
+    """Shell-quoted JSON of the ``preprocess`` section for the dataset manifest's --cfg (params),
+    without the settings of a switched-off stage (``pipeline.preprocess.manifest.manifest_config``)."""
+    from pipeline.preprocess.manifest import manifest_config
+
+    return shlex.quote(json.dumps(manifest_config(config["preprocess"]), sort_keys=True))
+
+
 def train_cfg(stage):
     """Shell-quoted JSON of the ``train`` section for one training stage's --cfg (params): without
     ``methods`` and the overrides only later stages read (``pipeline.train.profiles.stage_train_cfg``),

@@ -394,7 +394,7 @@ rule dataset_manifest:
     output:
         manifest=f"{DATA}/manifest.json",
     params:
-        cfg=cfg_arg("preprocess"),
+        cfg=manifest_cfg(),
         data=output_dir("manifest"),
     conda:
         "../../envs/preprocess.yaml"
