@@ -97,3 +97,20 @@ def test_wildcard_constraints_come_from_the_table(tmp_path):
 def test_lint_is_clean():
     proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert "Congratulations" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+
+
+def test_configs_without_settings_no_job_reads():
+    """audio_config_for keeps the listed features' model folders only; manifest_config also reduces
+    a switched-off teeth_mask to its flag (hand-made sections)."""
+    from pipeline.common.config import audio_config_for, manifest_config
+
+    audio = {"features": ["mel", "hubert"], "hubert": "/m/hubert", "wav2vec2": "/m/w2v", "deepspeech": None}
+    assert audio_config_for(audio, ["mel", "hubert"]) == {"features": ["mel", "hubert"], "hubert": "/m/hubert"}
+    assert audio_config_for(audio, ["wav2vec2"]) == {"features": ["wav2vec2"], "wav2vec2": "/m/w2v"}
+    section = {"audio": audio, "crop": {"size": 512},
+               "teeth_mask": {"enabled": False, "min_lightness": 0.85, "max_chroma": 22.0}}
+    assert manifest_config(section) == {"audio": {"features": ["mel", "hubert"], "hubert": "/m/hubert"},
+                                        "crop": {"size": 512}, "teeth_mask": {"enabled": False}}
+    section["teeth_mask"]["enabled"] = True
+    assert manifest_config(section)["teeth_mask"] == section["teeth_mask"]
+    assert section["audio"] is audio and len(audio) == 4  # the config itself is left as it was

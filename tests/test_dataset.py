@@ -95,7 +95,7 @@ def test_counts_match_everywhere(sample_dataset):
 def test_manifest_fields(sample_dataset, sample_workdir):
     man = json.loads(sample_dataset.manifest.read_text())
     cfg = load_config(sample_workdir / "config.yaml")
-    from pipeline.preprocess.manifest import manifest_config
+    from pipeline.common.config import manifest_config
 
     assert man["config_hash"] == config_hash(manifest_config(cfg["preprocess"]))
     assert not cfg["preprocess"]["teeth_mask"]["enabled"]  # so the hash leaves its thresholds out

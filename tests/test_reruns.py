@@ -96,6 +96,20 @@ def test_settings_of_a_switched_off_stage_rerun_nothing(tmp_path):
     assert set(_jobs(run_snakemake(wd, target, args=("-n",)))) == {"teeth_mask", "dataset_manifest"}
 
 
+def test_the_model_folder_of_an_unused_audio_feature_reruns_nothing(tmp_path):
+    """With ``features: [mel]`` and the models trained on mel, a HuBERT model folder in config
+    ``preprocess.audio`` is read by no job (audio_config_for): neither the audio features nor the
+    renders rerun."""
+    targets = ["results/renders/rad_nerf/German/self/manifest.json", "results/renders/rad_nerf/German/jfk/manifest.json"]
+    wd, _ = _touched_workdir(tmp_path, ["rad_nerf"], targets)
+    cfg_path = wd / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert cfg["preprocess"]["audio"]["features"] == ["mel"] and cfg["train"]["audio_feature"] == "mel"
+    cfg["preprocess"]["audio"]["hubert"] = str(tmp_path / "hubert-large-ls960-ft")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert "Nothing to be done" in run_snakemake(wd, *targets, args=("-n",)).stdout
+
+
 def test_fetching_a_weight_file_reruns_exactly_the_metrics_that_use_it(tmp_path):
     """LPIPS's backbone is used by the self-driven metrics only; SyncNet's by every test
     (config metrics: self_driven has lpips and lse, cross_driven has lse); replacing a file reruns

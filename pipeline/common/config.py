@@ -173,3 +173,26 @@ class StageConfig:
         converts a field (a JSON list to a tuple) does it in ``__post_init__``."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+def audio_config_for(section: dict, features: list[str] | tuple[str, ...]) -> dict:
+    """Config ``preprocess.audio`` as a job that computes ``features`` needs it: ``features`` and
+    the model folders of those features only (``{"features": [...], "hubert": ...}``), so that the
+    folder of a feature nobody computes does not rerun the job (the audio-features, render and
+    dataset-manifest rules, workflow/rules/common.smk)."""
+    return {"features": list(features), **{k: v for k, v in section.items() if k in features}}
+
+
+def manifest_config(preprocess: dict) -> dict:
+    """The ``preprocess`` section as the dataset manifest gets and records it (``--cfg``,
+    ``config_hash``): without settings that no job of the dataset reads, so that changing them
+    reruns neither the manifest nor the trainings that read it: those of a stage that is switched
+    off and so not run (``teeth_mask`` with ``enabled: false`` keeps only that flag) and the model
+    folders of audio features not computed (:func:`audio_config_for`)."""
+    out = dict(preprocess)
+    if isinstance(out.get("audio"), dict):
+        out["audio"] = audio_config_for(out["audio"], out["audio"].get("features", ["mel"]))
+    teeth = out.get("teeth_mask")
+    if isinstance(teeth, dict) and not teeth.get("enabled", False):
+        out["teeth_mask"] = {"enabled": False}
+    return out

@@ -196,18 +196,6 @@ def threedmm_summary(path: Path) -> dict | None:
     return out
 
 
-def manifest_config(preprocess: dict) -> dict:
-    """The ``preprocess`` section as the dataset manifest gets and records it (``--cfg``,
-    ``config_hash``): without the settings of a stage that is switched off and so not run
-    (``teeth_mask`` with ``enabled: false`` keeps only that flag), so that changing them reruns
-    neither the manifest nor the trainings that read it."""
-    out = dict(preprocess)
-    teeth = out.get("teeth_mask")
-    if isinstance(teeth, dict) and not teeth.get("enabled", False):
-        out["teeth_mask"] = {"enabled": False}
-    return out
-
-
 def build_manifest(layout: DatasetLayout, cfg: dict, bench: list[Path]) -> dict:
     """Collect and check everything ``manifest.json`` records (module docstring).
 

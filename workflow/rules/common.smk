@@ -61,10 +61,31 @@ def cfg_arg(*keys, drop=()):
     return shlex.quote(json.dumps(node, sort_keys=True))
 
 
+def audio_features_cfg():
+    """Shell-quoted JSON of ``preprocess.audio`` for the audio-features stage: its features and
+    their model folders only (``pipeline.common.config.audio_config_for``)."""
+    from pipeline.common.config import audio_config_for
+
+    section = config["preprocess"]["audio"]
+    return shlex.quote(json.dumps(audio_config_for(section, section["features"]), sort_keys=True))
+
+
+def render_audio_cfg(wildcards):
+    """The render job's --audio-cfg: for a cross-driven test, ``preprocess.audio`` with the model
+    folder of the feature the models are trained on (``train.audio_feature``), the one extracted
+    from the driving audio; nothing for the self-driven test, which reads the dataset's features."""
+    from pipeline.common.config import audio_config_for
+
+    if wildcards.test == SELF_DRIVEN_TEST:
+        return shlex.quote("{}")
+    node = audio_config_for(config["preprocess"]["audio"], [config["train"]["audio_feature"]])
+    return shlex.quote(json.dumps(node, sort_keys=True))
+
+
 def manifest_cfg():
     """Shell-quoted JSON of the ``preprocess`` section for the dataset manifest's --cfg (params),
-    without the settings of a switched-off stage (``pipeline.preprocess.manifest.manifest_config``)."""
-    from pipeline.preprocess.manifest import manifest_config
+    without the settings of a switched-off stage (``pipeline.common.config.manifest_config``)."""
+    from pipeline.common.config import manifest_config
 
     return shlex.quote(json.dumps(manifest_config(config["preprocess"]), sort_keys=True))
 

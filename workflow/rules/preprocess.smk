@@ -351,7 +351,7 @@ rule audio_features:
             for name in config["preprocess"]["audio"]["features"]
         ],
     params:
-        cfg=cfg_arg("preprocess", "audio"),
+        cfg=audio_features_cfg(),
         out_dir=output_dir("features"),
     conda:
         "../../envs/preprocess.yaml"

@@ -25,7 +25,7 @@ rule render:
         test=_alternation(RENDER_TESTS),
     params:
         cfg=RENDER_CFG,
-        audio_cfg=cfg_arg("preprocess", "audio"),
+        audio_cfg=render_audio_cfg,
         device=config["train"]["device"],
         audio=audio_arg,
         model=input_dir("model"),
