@@ -133,33 +133,22 @@ def metric_weight_files(wildcards):
 
 def stage_weight_files(*stages):
     """An input function: the present pretrained files of the weights-manifest ``stages`` (entries
-    tagged e.g. ``preprocess.landmarks``), so that fetching or replacing one reruns the rule that
-    uses it, as :func:`metric_weight_files` does for the metrics. For ``preprocess.threedmm`` with
-    ``preprocess.threedmm.model_dir`` set, the Surrey Face Model files there instead."""
+    tagged e.g. ``preprocess.landmarks``; ``preprocess.aus``: pyfaceau's OpenFace model stamp), so
+    that fetching or replacing one reruns the jobs that use it, as :func:`metric_weight_files` does
+    for the metrics. For ``preprocess.threedmm`` the Surrey Face Model files of the folder the stage
+    itself uses (``pipeline.preprocess.threedmm.sfm_dir``: ``model_dir`` when set)."""
 
     def weight_files(wildcards):
         from pipeline.common.config import weights_dir
-        from pipeline.preprocess.threedmm import SFM_FILES
+        from pipeline.preprocess.threedmm import SFM_FILES, ThreeDMMConfig, sfm_dir
         from pipeline.weights import present_files
 
-        files = [str(p) for p in present_files(list(stages), weights_dir(config))]
-        model_dir = config["preprocess"]["threedmm"].get("model_dir")
-        if "preprocess.threedmm" in stages and model_dir:
-            sfm = [resolve_path(model_dir) / f for f in SFM_FILES.values()]
-            files = [str(p) for p in sfm if p.is_file()]
-        return files
+        if "preprocess.threedmm" in stages and config["preprocess"]["threedmm"].get("model_dir"):
+            folder, _ = sfm_dir(ThreeDMMConfig.from_dict(config["preprocess"]["threedmm"]), weights_dir(config))
+            return [str(folder / f) for f in SFM_FILES.values()] if folder else []
+        return [str(p) for p in present_files(list(stages), weights_dir(config))]
 
-    weight_files.__name__ = "weight_files_" + "_".join(s.replace(".", "_") for s in stages)
     return weight_files
-
-
-def aus_weight_files(wildcards):
-    """The present pretrained files of the AU stage (manifest ``stages: preprocess.aus``: pyfaceau's
-    OpenFace model stamp): inputs of the AU rule, so that installing them reruns it."""
-    from pipeline.common.config import weights_dir
-    from pipeline.weights import present_files
-
-    return [str(p) for p in present_files(["preprocess.aus"], weights_dir(config))]
 
 
 def aus_cfg(wildcards, input):

@@ -275,7 +275,7 @@ rule aus:
         blendshapes=rules.landmarks.output.blendshapes,
         landmarks=rules.landmarks.output.report,
         # pyfaceau's OpenFace model stamp when installed (then AUs by pyfaceau; see aus_cfg)
-        weights=aus_weight_files,
+        weights=stage_weight_files("preprocess.aus"),
     output:
         au=f"{DATA}/au.csv",
         report=f"{DATA}/aus.json",
