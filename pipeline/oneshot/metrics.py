@@ -38,6 +38,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,6 +47,9 @@ from pipeline.common.io import atomic_write, atomic_write_json, read_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.metrics import MetricValue
 from pipeline.weights import WeightsMissing, require
+
+if TYPE_CHECKING:  # only for annotations: the face toolkit loads MediaPipe
+    from pipeline.oneshot.face import FaceTrack
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ ONESHOT_METRICS = ("csim", "cpbd", "lse_c", "lse_d", "fid", "expr_l1", "pose_err
 MOTION_BACKEND = "MediaPipe Face Landmarker (resources/models/face_landmarker.task), IMAGE mode per frame"
 
 
-def motion_fidelity(out: "FaceTrack", drv: "FaceTrack", anchor: int) -> tuple[dict[str, MetricValue], dict]:
+def motion_fidelity(out: FaceTrack, drv: FaceTrack, anchor: int) -> tuple[dict[str, MetricValue], dict]:
     """Expression error, pose error and mouth-opening correlation of an output against its driver.
 
     Args:

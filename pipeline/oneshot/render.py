@@ -89,7 +89,7 @@ def render_oneshot(reference: str, photo: str | Path, driving: str | Path, test:
     from pipeline.oneshot.backends import resolve_backend
     from pipeline.oneshot.driving import load_driving
     from pipeline.oneshot.face import anchor_record, choose_anchor, photo_face, track_frames
-    from pipeline.render.contract import sha256_file, write_contract
+    from pipeline.render.contract import write_contract
 
     timings = {}
     chosen, reason = resolve_backend(backend, weights_dir)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from pipeline.common.emotion import CODE_DIM
 from pipeline.models.methods import MethodSpec, register
 from pipeline.models.methods.rad_nerf import RadNeRFConfig, RadNeRFField
