@@ -412,9 +412,10 @@ def test_fid_against_identity_frames_needs_weights(tmp_path):
 
 
 def test_tables_from_hand_made_metric_files(tmp_path):
-    """The one-shot table (means, bold best, n/a footnotes, classical label), the internal
-    differences (flipped - input) and the preset's reported tables, from metric JSONs with hand
-    values and a reported-numbers file naming NeRFFaceSpeech's Table 1."""
+    """The one-shot table (resolution, means, bold best among methods with the bounds never ranked,
+    n/a footnotes, classical label), the internal differences (Δ = input - flipped, as
+    NeRFFaceSpeech Table 2) and the preset's reported tables (each the file lacks is named), from
+    metric JSONs with hand values and a reported-numbers file naming NeRFFaceSpeech's Table 1."""
     from pipeline.common.io import atomic_write_json
     from pipeline.oneshot.metrics import ONESHOT_METRICS
     from pipeline.oneshot.table import write_oneshot_tables
@@ -426,27 +427,40 @@ def test_tables_from_hand_made_metric_files(tmp_path):
                    for k in ONESHOT_METRICS}
         p = tmp_path / "m" / method / ref / f"{test}.json"
         atomic_write_json(p, {"method": method, "identity": ref, "test": test, "protocol": "one_shot",
-                              "n_frames": 3, "flipped": flipped, "metrics": metrics})
+                              "n_frames": 3, "flipped": flipped, "metrics": metrics,
+                              "reference": {"name": ref, "size": [128, 128]}})
         return p
 
     files = [js("oneshot_meshwarp", "Macron", "a", False, {"csim": 0.9, "mouth_corr": 0.8}),
              js("oneshot_meshwarp", "Macron", "b", False, {"csim": 0.7, "mouth_corr": 0.9}),
              js("oneshot_meshwarp", "Macron-flipped", "a", True, {"csim": 0.6, "mouth_corr": 0.7}),
+             js("oneshot_liveportrait", "Macron", "a", False, {"csim": 0.6, "mouth_corr": 0.4}),
              js("driving_video", "Macron", "a", False, {"csim": 0.5, "mouth_corr": 1.0})]
     rep = tmp_path / "reported.csv"
     rep.write_text("method,source,table,metric,value,notes\n"
-                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim@HDTF,0.777,read from the paper\n')
+                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim@HDTF,0.777,read from the paper\n'
+                   f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,cpbd@HDTF,0.225,\n')
     tab, internal = write_oneshot_tables(files, rep, ["oneshot_meshwarp"], tmp_path / "t.md", tmp_path / "t.csv",
                                          tmp_path / "i.csv")
     rows = {r["method"]: r for r in tab.rows}
     mw, dv = rows["oneshot_meshwarp (classical)"], rows["driving_video (bound: driver's identity)"]
     c, m = tab.columns.index("csim"), tab.columns.index("mouth_corr")
-    assert mw["cells"][c] == "0.800" and mw["bold"][c] and not dv["bold"][c]     # mean of 0.9, 0.7: best
-    assert mw["cells"][m] == "0.850" and dv["cells"][m] == "1.000" and dv["bold"][m]
+    lp = rows["oneshot_liveportrait"]
+    assert tab.headers[0] == "Resolution" and mw["cells"][0] == lp["cells"][0] == dv["cells"][0] == "128x128"
+    assert mw["cells"][c] == "0.800" and mw["bold"][c] and not lp["bold"][c]     # mean of 0.9, 0.7: best
+    # the driver's own mouth (1.000) is a bound, not a rival: the best method is bold, the bound never
+    assert mw["cells"][m] == "0.850" and dv["cells"][m] == "1.000" and mw["bold"][m] and not dv["bold"][m]
+    assert not any(dv["bold"]) and any("the bounds are not ranked" in f for f in tab.footnotes)
     mw = mw["cells"]
     assert mw[tab.columns.index("fid")].startswith("n/a (")
     cells = dict(zip(internal.columns, internal.rows[0]["cells"]))
-    assert (cells["csim:input"], cells["csim:flipped"], cells["csim:diff"]) == ("0.900", "0.600", "-0.300")
+    assert (cells["csim:input"], cells["csim:flipped"], cells["csim:diff"]) == ("0.900", "0.600", "0.300")
+    assert "CSIM Δ (input - flipped)" in internal.headers
     md = (tmp_path / "t.md").read_text()
-    assert "Table 1 of NeRFFaceSpeech (Kim et al., arXiv 2405.05749)" in md and "0.777" in md
+    # the cell's note of the reported-numbers file is a footnote on that cell; the other cell is bare
+    assert "Table 1 of NeRFFaceSpeech (Kim et al., arXiv 2405.05749)" in md and "| 0.777 (1) |" in md
+    assert "| 0.225 |" in md and "NeRFFaceSpeech Table 1, NeRFFaceSpeech, HDTF: CSIM↑: read from the paper" in md
+    # the preset's other tables, absent from that file, are named, not silently dropped
+    for table in ("LiveNeRF Table II", "LiveNeRF Table III", "NeRFFaceSpeech Table 2"):
+        assert f"{table}: listed by the column preset, but the reported-numbers file has no rows of it" in md
     assert "fid missing here" in md

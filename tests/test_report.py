@@ -241,6 +241,28 @@ def test_er_nerf_preset_shows_both_papers_tables_apart(metrics_dir, tmp_path):
     assert [r["method"] for r in extra[0].rows] == ["Ground Truth", "RAD-NeRF† (AU45, LPIPS finetune)", "ER-NeRF"]
 
 
+def test_reported_cell_notes_and_missing_tables_are_footnotes(metrics_dir, tmp_path):
+    """A reported cell keeps its CSV value and gets the CSV's note on that cell as a footnote (what
+    the paper printed, an OCR reading); a table the preset lists but the CSV lacks is named."""
+    df = _long(metrics_dir, tmp_path)
+    rep = tables.read_reported(REPORTED)
+    tab = tables.build_table(df, get_preset("rad_nerf"), "self_driven", ["rad_nerf", "er_nerf"], rep)
+    col = {k: i for i, k in enumerate(tab.columns)}
+    ad = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "AD-NeRF")
+    cell = ad["cells"][col["training_time_h"]]
+    k = int(re.search(r"^18 \((\d+)\)$", cell).group(1))
+    assert tab.footnotes[k - 1] == "ER-NeRF Table 1, AD-NeRF, Training time (h): printed '18h'"
+    assert ad["cells"][col["psnr"]] == "30.75"  # a cell without a note stays bare
+    assert ("RAD-NeRF Table 1: listed by the column preset, but the reported-numbers file has no rows of it, "
+            "so it is not shown") in tab.footnotes
+    # the per-test-set tables: NeRF-3DTalker Table I's OCR readings
+    t1 = tables.build_reported_tables(get_preset("nerf3dtalker_table1"), rep, "self_driven")[0]
+    gf = next(r for r in t1.rows if r["method"] == "GeneFace 2023")
+    cell = gf["cells"][t1.columns.index("lmd79@Test A")]
+    k = int(re.search(r"^2\.815 \((\d+)\)$", cell).group(1))
+    assert t1.footnotes[k - 1].endswith("OCR reading: printed '2815'")
+
+
 def test_plots_are_written(metrics_dir, tmp_path):
     df = _long(metrics_dir, tmp_path)
     frames = metrics_dir / "er_nerf" / "German" / "self.frames.csv"
@@ -285,18 +307,23 @@ def test_latex_compiles_with_booktabs_when_pdflatex_is_installed(metrics_dir, tm
 def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_like(tmp_path):
     """A cell measured by another backend than the papers' (LMD by dlib-68, not FAN) says so in a
     footnote and in the header; resolution and compositing are columns; bold compares only rows
-    over the same identities with the same backend; reported rows carry their paper's resolution."""
+    over the same identities with the same backend, render resolution and compositing mode;
+    reported rows carry their paper's resolution."""
     root = tmp_path / "metrics"
     dlib = "dlib-68 (face_recognition_models shape_predictor_68_face_landmarks); FAN unavailable (no weights)"
     fan = "FAN 2DFAN4 (face_alignment)"
     for ident in ("German", "May"):
-        write_metric_json(root, "rad_nerf", ident, "self", {"lmd": 2.0, "psnr": 28.0}, backends={"lmd": fan})
-        # a 128 px render: its LMD was rescaled (a detail of the backend string), still ranked with FAN rows
+        write_metric_json(root, "rad_nerf", ident, "self", {"lmd": 2.0, "psnr": 30.0}, backends={"lmd": fan})
+        write_metric_json(root, "external_a", ident, "self", {"lmd": 2.5, "psnr": 25.0}, backends={"lmd": fan})
+        # a 128 px render (its LMD rescaled to 512 px, a detail of the backend string): better PSNR
+        # than external_a and worse LMD than rad_nerf, but ranked with neither of the 512 px rows
         write_metric_json(root, "er_nerf", ident, "self", {"lmd": 3.0, "psnr": 29.0},
                           backends={"lmd": fan + "; pixels at 512 px height (scaled from 128 px)"}, resolution=[128, 128])
-        # the best LMD, but by another detector: not bold against the FAN rows
+        # the best LMD, but by another detector: not bold against the FAN row of its resolution
         write_metric_json(root, "static_frame", ident, "self", {"lmd": 1.0, "psnr": 20.0},
                           backends={"lmd": dlib}, resolution=[128, 128])
+        # the best PSNR at 512 px, but composited otherwise: not ranked with the full-frame rows
+        write_metric_json(root, "head_only", ident, "self", {"psnr": 40.0}, compositing="head")
     # a method measured on one identity only is not ranked with the two-identity rows
     write_metric_json(root, "other", "German", "self", {"lmd": 0.5, "psnr": 35.0}, backends={"lmd": fan})
     df = aggregate.aggregate(sorted(root.rglob("*.json")))
@@ -307,15 +334,23 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     assert tab.headers[:3] == ["Resolution", "Compositing", "Training"]
     assert tab.headers[col["lmd"]] == "LMD (px @512)↓ [dlib-68]"
     assert rows["static_frame"]["cells"][:2] == ["128x128", "full"] and rows["rad_nerf"]["cells"][0] == "512x512"
-    assert rows["er_nerf"]["cells"][0] == "128x128"
+    assert rows["er_nerf"]["cells"][0] == "128x128" and rows["head_only"]["cells"][:2] == ["512x512", "head"]
     st = rows["static_frame"]["cells"][col["lmd"]]
     k = int(re.search(r"\((\d+)\)$", st).group(1))
     assert st.startswith("1.000") and "measured with dlib-68" in tab.footnotes[k - 1] and "not FAN" in tab.footnotes[k - 1]
     assert rows["rad_nerf"]["cells"][col["lmd"]] == "2.000"  # the reference backend: no mark
-    assert rows["rad_nerf"]["bold"][col["lmd"]] and not rows["static_frame"]["bold"][col["lmd"]]
-    assert not rows["er_nerf"]["bold"][col["lmd"]]  # ranked with rad_nerf (same detector), and worse
-    assert not rows["other"]["bold"][col["psnr"]] and rows["er_nerf"]["bold"][col["psnr"]]
-    assert any(f.startswith("Bold: best among measured rows over the same identities") for f in tab.footnotes)
+    bold = {m: (r["bold"][col["lmd"]], r["bold"][col["psnr"]]) for m, r in rows.items()}
+    # LMD: rad_nerf beats external_a (512 px, FAN); er_nerf (128 px, FAN) and static_frame (128 px,
+    # dlib-68) each stand alone. PSNR: the best of each group (512 px full frame: rad_nerf; 128 px:
+    # er_nerf); head_only and the one-identity row stand alone.
+    assert bold == {"rad_nerf": (True, True), "external_a": (False, False), "er_nerf": (False, True),
+                    "static_frame": (False, False), "head_only": (False, False), "other": (False, False)}
+    # the one-identity row's mean is marked as such (the table's mean runs over two identities)
+    oth = rows["other"]["cells"][col["psnr"]]
+    k = int(re.search(r"\((\d+)\)$", oth).group(1))
+    assert oth.startswith("35.00 (") and tab.footnotes[k - 1].startswith("PSNR: mean over 1 of 2 identities")
+    assert any(f.startswith("Bold: best among measured rows over the same identities with the same backend, "
+                            "render resolution and compositing") for f in tab.footnotes)
     er = next(r for r in tab.rows if r["kind"] == "reported" and r["method"] == "ER-NeRF")
     assert er["cells"][:2] == ["450x450 (FPS measurement)", tables.NOT_REPORTED]
     assert any("set-up: four videos" in f for f in tab.footnotes)
@@ -330,6 +365,11 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
         assert "128x128" in text and "measured with dlib-68, not FAN" in text
     assert "<th>Resolution</th><th>Compositing</th><th>Training</th>" in page
     assert "| static_frame | 128x128 | full |" in md
+    # the README's trimmed table keeps the note on how bold ranks (no cell refers to it)
+    from pipeline.report.readme_assets import trimmed_table
+
+    short = trimmed_table(asdict(tab), max_reported=0)
+    assert sum(f.startswith("Bold: best among measured rows") for f in short.footnotes) == 1
 
 
 def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):

@@ -37,7 +37,8 @@ def make_tiny_dataset(root: Path, identity: str = "German", seconds: float = 2.2
 
 def write_metric_json(root: Path, method: str, identity: str, test: str, values: dict[str, float | None],
                       reasons: dict[str, str] | None = None, n_frames: int = 10,
-                      backends: dict[str, str] | None = None, resolution: list[int] | None = None) -> Path:
+                      backends: dict[str, str] | None = None, resolution: list[int] | None = None,
+                      compositing: str = "full") -> Path:
     """Write ``root/{method}/{identity}/{test}.json`` (protocol from the test name; every metric's
     backend ``"test"`` unless ``backends`` names it; ``resolution`` [W, H], default 512x512)."""
     reasons = reasons or {}
@@ -47,7 +48,7 @@ def write_metric_json(root: Path, method: str, identity: str, test: str, values:
     path.write_text(json.dumps({
         "method": method, "identity": identity, "test": test,
         "protocol": "self_driven" if test == "self" else "cross_driven", "n_frames": n_frames,
-        "compositing": "full", "resolution": resolution or [512, 512],
+        "compositing": compositing, "resolution": resolution or [512, 512],
         "metrics": {k: {"value": v, "backend": backends.get(k, "test"), "weights_sha256": None,
                         "na_reason": reasons.get(k) if v is None else None, "n_frames": n_frames}
                     for k, v in values.items()}}))

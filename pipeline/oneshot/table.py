@@ -2,13 +2,15 @@
 
 ``results/tables/one_shot.md`` / ``.csv``: one row per method (the one-shot backend, labelled
 classical for ``meshwarp``, and the two bounds), the mean over references (photos as given) and
-driving clips; n/a cells carry their reason as footnotes; the best measured value is bold; the
-reported tables of the preset (LiveNeRF Tables II/III, NeRFFaceSpeech Tables 1/2, from
-``resources/reported_numbers.csv`` when present) follow, each with its paper's own columns.
+driving clips, after the output's resolution; n/a cells carry their reason as footnotes; the best
+value among the methods is bold (the bounds are never ranked); the reported tables of the preset
+(LiveNeRF Tables II/III, NeRFFaceSpeech Tables 1/2, from ``resources/reported_numbers.csv`` when
+present) follow, each with its paper's own columns.
 
 ``results/tables/one_shot_internal_differences.csv`` (and a section of the Markdown): after
 NeRFFaceSpeech Table 2, every one-shot method on the reference as given ("input") and on the
-mirrored reference ("flipped"), and their difference (flipped - input), per metric.
+mirrored reference ("flipped"), and their difference Δ = input - flipped (the sign of
+NeRFFaceSpeech Table 2), per metric.
 
 Usage::
 
@@ -31,7 +33,7 @@ from pipeline.common.io import atomic_write, read_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.oneshot import BOUND_METHODS, FLIPPED_SUFFIX, PROTOCOL
 from pipeline.report.presets import COLUMNS, ONE_SHOT_COLUMNS, get_preset
-from pipeline.report.tables import (NA, Table, _cell, _mark_best, build_reported_tables, fmt, method_order,
+from pipeline.report.tables import (NA, Table, _cell, _info, _mark_best, build_reported_tables, fmt, method_order,
                                     read_reported, to_csv_rows, to_markdown)
 
 #: metrics of the internal-differences table
@@ -45,7 +47,8 @@ LABELS = {"oneshot_meshwarp": "oneshot_meshwarp (classical)", "still_photo": "st
 def tidy(paths: list[str | Path]) -> pd.DataFrame:
     """One row per (method, reference, test, metric) of one-shot metric JSONs: columns ``method,
     identity`` (the reference name without the flip suffix), ``test, flipped, metric, value,
-    na_reason``.
+    na_reason, backend, note`` and ``resolution`` (``WxH`` of the output, the reference's working
+    size, None when the JSON does not say).
 
     Raises:
         InputError: a JSON that is not of protocol one_shot.
@@ -56,53 +59,61 @@ def tidy(paths: list[str | Path]) -> pd.DataFrame:
         if d.get("protocol") != PROTOCOL:
             raise InputError(p, f"protocol {d.get('protocol')!r} is not {PROTOCOL}")
         ref = str(d["identity"])
+        size = (d.get("reference") or {}).get("size")
+        res = f"{int(size[0])}x{int(size[1])}" if size else None
         for name, m in d["metrics"].items():
             v = m.get("value")
             v = float(v) if v is not None else math.nan
             rows.append({"method": d["method"], "identity": ref.removesuffix(FLIPPED_SUFFIX), "test": d["test"],
                          "flipped": bool(d.get("flipped")), "protocol": PROTOCOL, "metric": name,
                          "value": None if math.isnan(v) else v, "na_reason": m.get("na_reason"),
-                         "backend": m.get("backend"), "note": m.get("note")})
+                         "backend": m.get("backend"), "note": m.get("note"), "resolution": res})
     return pd.DataFrame(rows, columns=["method", "identity", "test", "flipped", "protocol", "metric", "value",
-                                       "na_reason", "backend", "note"])
+                                       "na_reason", "backend", "note", "resolution"])
 
 
 def build_oneshot_table(df: pd.DataFrame, methods: list[str], columns: tuple[str, ...] = ONE_SHOT_COLUMNS) -> Table:
-    """The measured one-shot table (references as given; flipped runs are in the internal table)."""
+    """The measured one-shot table (references as given; flipped runs are in the internal table).
+
+    The first column is the output's resolution (:func:`tidy`); bold marks the best value among the
+    methods over the same references with the same backend and resolution (``_mark_best``); the
+    bounds (:data:`BOUND_METHODS`) are shown for reference and never ranked.
+    """
     sub = df[~df["flipped"]]
     cols = [COLUMNS[k] for k in columns]
     tab = Table(PROTOCOL, "One-shot face replacement - mean over references and driving clips",
-                [c.key for c in cols], [f"{c.label}{c.arrow}" for c in cols])
+                ["resolution", *(c.key for c in cols)], ["Resolution", *(f"{c.label}{c.arrow}" for c in cols)])
     values = []
     for m in method_order(sub, methods):
         msub = sub[sub["method"] == m]
-        cells, vals = [], []
+        cells, vals = [_info(msub, "resolution")], [(None, ())]
         for c in cols:
             text, v, group = _cell(tab, msub, c, msub["identity"].nunique())
             cells.append(text)
-            vals.append((v, group))
+            vals.append((None, ()) if m in BOUND_METHODS else (v, group))
         tab.rows.append({"kind": "measured", "method": LABELS.get(m, m), "source": "measured here", "table": "",
                          "identity": f"mean of {msub['identity'].nunique()}", "cells": cells,
                          "bold": [False] * len(cells)})
         values.append(vals)
-    _mark_best(tab, cols, values)
+    _mark_best(tab, [None, *cols], values)
     if any(m in BOUND_METHODS for m in sub["method"]):
         tab.note("bounds: still_photo repeats the photo (perfect identity, no motion); driving_video is the "
                  "driver itself (perfect motion, another identity). A method should beat each on the "
-                 "other's weakness.")
+                 "other's weakness; the bounds are not ranked (never bold).")
     if not tab.rows:
         tab.note("no one-shot metric files")
     return tab
 
 
 def internal_differences(df: pd.DataFrame, methods: list[str], metrics: tuple[str, ...] = INTERNAL) -> Table:
-    """Input / flipped / difference (flipped - input) per metric and one-shot method (bounds excluded),
-    means over the (reference, driver) pairs that were run on both the photo and its mirror image."""
+    """Input / flipped / difference Δ = input - flipped (the sign of NeRFFaceSpeech Table 2's Δ, e.g.
+    PC-AVS FID 50.223 - 58.850 = -8.627) per metric and one-shot method (bounds excluded), means over
+    the (reference, driver) pairs that were run on both the photo and its mirror image."""
     heads, keys = [], []
     for k in metrics:
         c = COLUMNS[k]
         keys += [f"{k}:input", f"{k}:flipped", f"{k}:diff"]
-        heads += [f"{c.label}{c.arrow} input", f"{c.label} flipped", f"{c.label} diff"]
+        heads += [f"{c.label}{c.arrow} input", f"{c.label} flipped", f"{c.label} Δ (input - flipped)"]
     tab = Table(PROTOCOL, "Internal differences (NeRFFaceSpeech Table 2): reference as given vs mirrored",
                 keys, heads)
     for m in method_order(df, methods):
@@ -121,7 +132,7 @@ def internal_differences(df: pd.DataFrame, methods: list[str], metrics: tuple[st
             a, ta = _mean(keep[~keep["flipped"]], k)
             b, tb = _mean(keep[keep["flipped"]], k)
             cells += [ta if a is None else fmt(a, c.digits), tb if b is None else fmt(b, c.digits),
-                      NA if a is None or b is None else fmt(b - a, c.digits)]
+                      NA if a is None or b is None else fmt(a - b, c.digits)]
         tab.rows.append({"kind": "measured", "method": LABELS.get(m, m), "source": "measured here", "table": "",
                          "identity": f"{len(pairs)} reference x driver pairs", "cells": cells,
                          "bold": [False] * len(cells)})
@@ -146,7 +157,8 @@ def write_oneshot_tables(paths: list[str | Path], reported_path: str | Path | No
     df = tidy(paths)
     main_tab = build_oneshot_table(df, methods, preset.one_shot or ONE_SHOT_COLUMNS)
     internal = internal_differences(df, methods)
-    reported = build_reported_tables(preset, read_reported(reported_path), PROTOCOL) if reported_path else []
+    reported = (build_reported_tables(preset, read_reported(reported_path), PROTOCOL, every_table=True)
+                if reported_path else [])
     md = ["# One-shot face replacement (protocol one_shot)", "",
           f"Columns: preset `{preset.name}` ({preset.title}). Photos are driven by the listed driving clips; "
           "no training on the photographed person.", "", to_markdown(main_tab), to_markdown(internal)]

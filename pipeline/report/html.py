@@ -306,7 +306,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
             "gives its render resolution, compositing mode and training set-up; a header in brackets and a footnote name a "
             "backend other than the papers' (LMD: FAN, AUE: OpenFace, CSIM: ArcFace), whose cells are not "
             "comparable with the reported ones; LMD is in pixels at 512 px height; bold ranks only rows "
-            "measured over the same identities with the same backend.</p>",
+            "measured over the same identities with the same backend, resolution and compositing.</p>",
             "<nav><a href='#tables'>Tables</a> · <a href='#videos'>Videos</a> · <a href='#validation'>Validation frames</a> · "
             "<a href='#one-shot'>One-shot</a> · "
             + ("<a href='#free-view'>Free view</a> · " if free_view_md else "")

@@ -27,13 +27,14 @@ log = logging.getLogger(__name__)
 
 def trimmed_table(tab: dict, max_reported: int = 3) -> Table:
     """A copy of a ``tables.json`` table keeping every measured row, the last ``max_reported``
-    reported rows, and the footnotes those rows (and the notes naming their papers) still use,
-    renumbered."""
+    reported rows, and the footnotes those rows (and the notes naming their papers) still use, and
+    the note on how bold ranks (``Bold: ...``), renumbered."""
     measured = [r for r in tab["rows"] if r["kind"] == "measured"]
     reported = [r for r in tab["rows"] if r["kind"] == "reported"][-max_reported:] if max_reported else []
     rows = measured + reported
     used = sorted({int(n) for r in rows for c in r["cells"] for group in re.findall(r"\(([\d,]+)\)$", c)
                    for n in group.split(",")})
+    used += [i + 1 for i, t in enumerate(tab["footnotes"]) if t.startswith("Bold:")]
     if reported:
         kept = {f"reported rows '{reported_tag(r)}':" for r in reported}
         used += [i + 1 for i, t in enumerate(tab["footnotes"]) if t.startswith(("–:", *kept))]

@@ -14,13 +14,15 @@ For each protocol (self-driven, cross-driven) and the column preset of config ``
   ArcFace) carries a footnote naming its backend, and the header names the backend in brackets
   (``LMD (px @512) [dlib-68]``); pixel metrics are in pixels at the 512 px reference height;
 - the best measured value of each column is bold, compared only among rows measured over the same
-  identities with the same backend (ties on the printed value are all bold; a group needs two
-  measured values to have a best);
+  identities with the same backend, render resolution and compositing mode (ties on the printed
+  value are all bold; a group needs two measured values to have a best);
 - n/a cells carry a footnote number; the footnotes list the reasons (from the metric JSONs'
   ``na_reason``, or why the column is not measured), and a metric's ``note`` (frames left out);
 - reported rows (``resources/reported_numbers.csv``) follow under a separator, marked "reported",
   printed exactly as in the CSV and never ranked with the measured rows; a footnote names their
-  paper, table and set-up (``reported_sources.csv``). A reported table whose columns are per test
+  paper, table and set-up (``reported_sources.csv``), and a cell's own ``notes`` (an OCR reading,
+  what the paper printed) is a footnote on that cell; a table the preset lists but the CSV lacks
+  is named in a footnote. A reported table whose columns are per test
   set (``metric@test``) is printed as its own table with the paper's columns.
 
 Outputs in ``--out-dir`` (``results/tables``): ``{protocol}.md``, ``{protocol}.csv``,
@@ -213,7 +215,9 @@ def method_order(df: pd.DataFrame, methods: list[str]) -> list[str]:
 def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
           where: str = "") -> tuple[str, float | None, tuple]:
     """Printed cell, its numeric value (None for n/a) and its comparison group (the identities
-    with a value and the backends) of one method x column. ``where`` prefixes per-run notes."""
+    with a value, the backends, and the runs' resolution and compositing) of one method x column.
+    ``n_identities``: the identities of the whole table, so that a mean over fewer is marked.
+    ``where`` prefixes per-run notes."""
     if col.metric is None:
         return f"{NA} ({tab.note(f'{col.label}: {col.unmeasured_reason}')})", None, ()
     sub = sub[sub["metric"] == col.metric]
@@ -230,7 +234,7 @@ def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
     marks = []
     n_with = has["identity"].nunique()
     if n_with < n_identities:
-        marks.append(tab.note(f"{col.label}: mean over {n_with} of {n_identities} identities (others n/a)"))
+        marks.append(tab.note(f"{col.label}: mean over {n_with} of {n_identities} identities (others n/a or not run)"))
     for b in backends:
         if col.off_reference(b):
             marks.append(tab.note(f"{col.label}: measured with {short_backend(b)}, not {col.reference} as in the "
@@ -242,14 +246,18 @@ def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
         marks.append(tab.note(f"{col.label}, {run}: {r.note}"))
     if marks:
         text += f" ({','.join(str(k) for k in dict.fromkeys(marks))})"
-    # comparison group: the identities and the backends by name (not their details, e.g. the
-    # resolution an LMD was rescaled from)
-    return text, value, (tuple(sorted(has["identity"].unique())), tuple(sorted({short_backend(b) for b in backends})))
+    # comparison group: the identities, the backends by name (not their details) and the runs' render
+    # resolution and compositing mode (tables without those columns, e.g. the one-shot one, leave them
+    # out): rows measured otherwise are never ranked together
+    how = tuple(tuple(sorted({str(v) for v in has[k].dropna()})) if k in has else () for k, _ in INFO_COLUMNS[:2])
+    return text, value, (tuple(sorted(has["identity"].unique())), tuple(sorted({short_backend(b) for b in backends})),
+                         *how)
 
 
 def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[float | None, tuple]]]) -> None:
     """Bold the best measured value per column (on the printed precision, ties all bold), ranked
-    only among rows with the same comparison group (identities and backend)."""
+    only among rows with the same comparison group (:func:`_cell`: identities, backend, render
+    resolution and compositing mode)."""
     measured = [r for r in tab.rows if r["kind"] == "measured"]
     for j, col in enumerate(cols):
         if col is None:
@@ -259,8 +267,8 @@ def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[fl
             if v[j][0] is not None and not math.isnan(v[j][0]):
                 groups.setdefault(v[j][1], []).append((i, round(v[j][0], col.digits)))
         if len(groups) > 1:
-            tab.note("Bold: best among measured rows over the same identities with the same backend; rows "
-                     "measured otherwise are not ranked together.")
+            tab.note("Bold: best among measured rows over the same identities with the same backend, render "
+                     "resolution and compositing; rows measured otherwise are not ranked together.")
         for cand in groups.values():
             if len(cand) < 2:
                 continue
@@ -331,7 +339,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
             cells[TRAINING] += f" ({','.join(str(tab.note(n)) for n in notes)})"
         for t, c in cols:
             text, v, group = _cell(tab, msub if t is None else msub[msub["test"] == t], c,
-                                   msub["identity"].nunique() if identity is None else 1, m)
+                                   n_ident if identity is None else 1, m)
             cells.append(text)
             vals.append((v, group))
         tab.rows.append({"kind": "measured", "method": m, "source": "measured here", "table": "",
@@ -343,12 +351,13 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
     if identity is None:
         for source, table in preset.reported.get(protocol, ()):
             rep = reported[(reported["source"] == source) & (reported["table"] == table)]
+            if rep.empty:
+                _missing_reported(tab, source, table)
             if rep.empty or _per_test(rep):
                 continue
             for m in dict.fromkeys(rep["method"]):
                 mrep = rep[rep["method"] == m]
-                by_metric = dict(zip(mrep["metric"], mrep["value"]))
-                cells = [by_metric.get(c.key, NOT_REPORTED) for _, c in cols]
+                cells = [_reported_cell(tab, mrep, c.key, c.label) for _, c in cols]
                 if all(x == NOT_REPORTED for x in cells):
                     continue
                 res = mrep["resolution"].iloc[0] if "resolution" in mrep and mrep["resolution"].iloc[0] else NOT_REPORTED
@@ -359,6 +368,27 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
     if not tab.rows:
         tab.note(f"no {protocol.replace('_', '-')} metric files")
     return tab
+
+
+def _reported_cell(tab: Table, mrep: pd.DataFrame, key: str, label: str) -> str:
+    """The printed cell of one reported method x metric key: the value exactly as in the CSV,
+    :data:`NOT_REPORTED` when absent, and the CSV's ``notes`` of that cell (an OCR reading, what the
+    paper printed) as a footnote naming the paper, table, method and column."""
+    hit = mrep[mrep["metric"] == key]
+    if hit.empty:
+        return NOT_REPORTED
+    r = hit.iloc[0]
+    note = str(r.get("notes", "") or "").strip()
+    if not note:
+        return str(r["value"])
+    where = f"{reported_tag({'source': r['source'], 'table': r['table']})}, {r['method']}, {label}"
+    return f"{r['value']} ({tab.note(f'{where}: {note}')})"
+
+
+def _missing_reported(tab: Table, source: str, table: str) -> None:
+    """Footnote for a (paper, table) the column preset lists but the reported-numbers file lacks."""
+    tab.note(f"{reported_tag({'source': source, 'table': table})}: listed by the column preset, but the "
+             "reported-numbers file has no rows of it, so it is not shown")
 
 
 def _header(col: Column) -> str:
@@ -377,14 +407,23 @@ def _mark_backends(tab: Table, cols: list[tuple[str | None, Column]], values: li
             tab.headers[off + j] += f" [{', '.join(names)}]"
 
 
-def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str) -> list[Table]:
+def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str,
+                          every_table: bool = False) -> list[Table]:
     """Reported tables that do not align with the measured columns (per-test-set columns
     ``metric@test``, e.g. cross-driven tables, whose test sets differ from ours), each printed with
-    the paper's own metric columns; the first column is the resolution the paper states."""
+    the paper's own metric columns; the first column is the resolution the paper states. With
+    ``every_table`` (the one-shot page, whose measured columns are not the papers') every table the
+    preset lists for ``protocol`` is printed so, and one the reported-numbers file lacks is named
+    in a table of its own that says so."""
     out = []
     for source, table in preset.reported.get(protocol, ()):
         rep = reported[(reported["source"] == source) & (reported["table"] == table)]
-        if rep.empty or not _per_test(rep):
+        if rep.empty and every_table:
+            tab = Table(protocol, f"{table} of {source} (reported)", [], [])
+            _missing_reported(tab, source, table)
+            out.append(tab)
+            continue
+        if rep.empty or not (every_table or _per_test(rep)):
             continue
         # the paper's column order: that of its fullest row (a ground-truth row may lack columns)
         fullest = rep["method"].value_counts(sort=True).index[0]
@@ -398,10 +437,10 @@ def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str)
         tab = Table(protocol, f"{table} of {source} (reported; their test sets)", ["resolution", *metrics], headers)
         res = rep["resolution"].iloc[0] if "resolution" in rep and rep["resolution"].iloc[0] else NOT_REPORTED
         for m in dict.fromkeys(rep["method"]):
-            by_metric = dict(zip(rep.loc[rep["method"] == m, "metric"], rep.loc[rep["method"] == m, "value"]))
+            mrep = rep[rep["method"] == m]
+            cells = [_reported_cell(tab, mrep, k, h) for k, h in zip(metrics, headers[1:])]
             tab.rows.append({"kind": "reported", "method": m, "source": source, "table": table,
-                             "identity": "", "cells": [res] + [by_metric.get(k, NOT_REPORTED) for k in metrics],
-                             "bold": [False] * (len(metrics) + 1)})
+                             "identity": "", "cells": [res] + cells, "bold": [False] * (len(metrics) + 1)})
         _reported_footnotes(tab, reported)
         out.append(tab)
     return out
