@@ -261,6 +261,9 @@ def test_reported_cell_notes_and_missing_tables_are_footnotes(metrics_dir, tmp_p
     cell = gf["cells"][t1.columns.index("lmd79@Test A")]
     k = int(re.search(r"^2\.815 \((\d+)\)$", cell).group(1))
     assert t1.footnotes[k - 1].endswith("OCR reading: printed '2815'")
+    # and the table's own notes from reported_sources.csv (how it was copied)
+    head = next(f for f in t1.footnotes if f.startswith("reported rows 'NeRF-3DTalker Table I'"))
+    assert "; as copied: columns SSIM, LPIPS, AU Acc (%)" in head and "SyncNet' column is stored as Sync-C" in head
 
 
 def test_plots_are_written(metrics_dir, tmp_path):

@@ -175,14 +175,15 @@ def reported_files(path: str | Path | None) -> list[str]:
 
 def read_reported(path: str | Path | None) -> pd.DataFrame:
     """Published numbers (``method, source, table, metric, value, notes``; values kept as text),
-    joined with their table's ``setup``, ``resolution`` and ``id`` from ``reported_sources.csv``
-    next to ``path`` (empty when that file is absent).
+    joined with their table's ``setup``, ``resolution``, ``id`` and ``table_notes`` (the sources
+    file's ``notes``: what was left out or kept as printed) from ``reported_sources.csv`` next to
+    ``path`` (empty when that file is absent).
 
     Raises:
         InputError: missing file, missing columns, a value that is not a number (a trailing ``%``
             is allowed), or a (source, table) that the sources file does not list.
     """
-    extra = ["id", "setup", "resolution"]
+    extra = ["id", "setup", "resolution", "table_notes"]
     if path is None:
         return pd.DataFrame(columns=REPORTED_FIELDS + extra)
     path = Path(path)
@@ -197,7 +198,7 @@ def read_reported(path: str | Path | None) -> pd.DataFrame:
     src_path = path.with_name(SOURCES_NAME)
     if not src_path.is_file():
         return df.assign(**{k: "" for k in extra})
-    src = read_sources(src_path)
+    src = read_sources(src_path).rename(columns={"notes": "table_notes"})
     out = df.merge(src[["source", "table", *extra]], on=["source", "table"], how="left", indicator=True)
     lost = out[out["_merge"] != "both"]
     if len(lost):
@@ -291,12 +292,14 @@ def _per_test(rep: pd.DataFrame) -> bool:
 
 
 def _reported_footnotes(tab: Table, reported: pd.DataFrame) -> None:
-    """Footnotes naming each reported table's paper, table and set-up, and the dash's meaning."""
+    """Footnotes naming each reported table's paper, table, set-up and how it was copied (the
+    sources file's ``notes``), and the dash's meaning."""
     for source, table in dict.fromkeys((r["source"], r["table"]) for r in tab.rows if r["kind"] == "reported"):
         src = reported[(reported["source"] == source) & (reported["table"] == table)]
-        setup = src["setup"].iloc[0] if len(src) and "setup" in src and src["setup"].iloc[0] else ""
+        setup, how = ((src[k].iloc[0] if len(src) and k in src and src[k].iloc[0] else "")
+                      for k in ("setup", "table_notes"))
         tab.note(f"reported rows '{reported_tag({'source': source, 'table': table})}': {table} of {source}"
-                 + (f"; set-up: {setup}" if setup else ""))
+                 + (f"; set-up: {setup}" if setup else "") + (f"; as copied: {how}" if how else ""))
     if any(r["kind"] == "reported" for r in tab.rows):
         tab.note(f"{NOT_REPORTED}: not reported in that paper's table. Reported rows are copied "
                  "from the papers (resources/reported_numbers.csv) and were not measured here.")
