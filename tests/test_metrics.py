@@ -306,6 +306,21 @@ def test_syncnet_loading_code_with_standin_weights(tmp_path):
     crops = np.random.default_rng(0).integers(0, 255, size=(7, 224, 224, 3), dtype=np.uint8)
     vf, af = syncnet_features(net, crops, np.zeros((13, 28)))
     assert vf.shape == (2, 1024) and af.shape == (2, 1024)
+    # audio of exactly 7 frames (4480 samples) has 27 MFCC columns; the reference still counts
+    # floor(4480 / 640) = 7 frames, so 2 windows, not T // 4 - 5 = 1
+    from pipeline.metrics.sync import mfcc
+
+    assert mfcc(np.zeros(7 * 640)).shape == (13, 27)
+    # on the wav's own int16 samples, as the reference reads them: bit-equal MFCC
+    import python_speech_features
+
+    pcm = np.random.default_rng(0).integers(-32768, 32768, size=8000).astype(np.int16)
+    np.testing.assert_array_equal(mfcc(pcm.astype(np.float32) / 32768.0),
+                                  python_speech_features.mfcc(pcm, 16000).T)
+    assert syncnet_features(net, crops, np.zeros((13, 27)))[0].shape == (1, 1024)
+    assert syncnet_features(net, crops, np.zeros((13, 27)), audio_frames=7)[0].shape == (2, 1024)
+    with pytest.raises(ValueError, match="MFCC columns"):
+        syncnet_features(net, crops, np.zeros((13, 20)), audio_frames=7)
     # S3FD stand-in, then a clip of exactly 100 frames is refused clearly: the reference keeps a
     # face track only when len(track) > --min_track (100)
     from syncnet_python.detectors.s3fd.nets import S3FDNet
@@ -445,7 +460,8 @@ def test_lse_pipeline_glue_with_standin_weights(tmp_path, monkeypatch):
     r = lse(clip)
     assert r["n_frames"] >= 100 and len(boxes) == r["n_frames"]
     (vf, af), = feats
-    assert len(vf) == len(af) and r["n_frames"] - 10 <= len(vf) <= r["n_frames"] - 5  # M = min(N, T // 4) - 5
+    # SyncNetInstance.evaluate: lastframe = min(N, floor(samples / 640)) - 5 windows
+    assert len(vf) == len(af) == r["n_frames"] - 5
     mdist = torch.mean(torch.stack(calc_pdist(vf, af, vshift=VSHIFT), 1), 1)  # SyncNetInstance.evaluate
     minval, minidx = torch.min(mdist, 0)
     assert r["lse_d"] == pytest.approx(float(minval), rel=1e-6)  # ours averages in float64, the reference in float32

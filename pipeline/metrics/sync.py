@@ -203,24 +203,31 @@ def mfcc(audio_16k: np.ndarray) -> np.ndarray:
     scale as syncnet_python (which reads the PCM wav with scipy)."""
     import python_speech_features
 
-    pcm = np.round(np.clip(np.asarray(audio_16k, np.float64), -1, 1) * 32767.0)
+    # the inverse of read_audio_16k's int16 / 32768: the wav's own int16 samples, as the reference reads them
+    pcm = np.clip(np.round(np.asarray(audio_16k, np.float64) * 32768.0), -32768, 32767)
     return np.asarray(python_speech_features.mfcc(pcm, SR), np.float64).T
 
 
 @torch.no_grad()
-def syncnet_features(net, crops_bgr: np.ndarray, mfcc_13xT: np.ndarray, batch: int = 20):
+def syncnet_features(net, crops_bgr: np.ndarray, mfcc_13xT: np.ndarray, batch: int = 20,
+                     audio_frames: int | None = None):
     """Lip and audio features of every 5-frame window.
 
     Args:
         net: SyncNet (``forward_lip`` / ``forward_aud``).
         crops_bgr: [N, 224, 224, 3] uint8 BGR crops (fed as 0..255 floats, as the reference).
         mfcc_13xT: [13, T] MFCC, 4 columns per video frame.
+        audio_frames: video frames the audio covers, ``floor(samples / 640)`` at 16 kHz and 25 fps
+            (syncnet_python's ``SyncNetInstance.evaluate``: ``min_length``); None: ``T // 4``, one
+            fewer than that when the audio is exactly n frames long (its MFCC has 4n - 1 columns).
     Returns:
-        (video [M, 1024], audio [M, 1024]) with M = min(N, T // 4) - 5 windows.
+        (video [M, 1024], audio [M, 1024]) with M = min(N, audio_frames) - 5 windows.
     Raises:
-        ValueError: fewer than 6 frames.
+        ValueError: fewer than 6 frames, or ``audio_frames`` beyond the MFCC's columns.
     """
-    n = min(len(crops_bgr), mfcc_13xT.shape[1] // 4)
+    n = min(len(crops_bgr), mfcc_13xT.shape[1] // 4 if audio_frames is None else audio_frames)
+    if 4 * (n - WINDOW - 1) + 20 > mfcc_13xT.shape[1]:
+        raise ValueError(f"{n} frames need {4 * (n - WINDOW - 1) + 20} MFCC columns, got {mfcc_13xT.shape[1]}")
     last = n - WINDOW
     if last < 1:
         raise ValueError(f"{n} frames: SyncNet needs at least {WINDOW + 1}")
@@ -293,7 +300,7 @@ class LSE:
         boxes = [self.det.detect_faces(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), conf_th=CONF_TH,
                                        scales=[FACEDET_SCALE]) for f in frames]
         crops = crop_track(frames, face_track(boxes))
-        vf, af = syncnet_features(self.net, crops, mfcc(audio[: int(n * SR / FPS)]))
+        vf, af = syncnet_features(self.net, crops, mfcc(audio[: int(n * SR / FPS)]), audio_frames=n)
         out = lse_from_distances(offset_distances(vf, af))
         out["n_frames"] = n
         return out
