@@ -51,8 +51,9 @@ def test_expression_distance_definition():
 
 
 def test_emotion_edit_evaluation_on_real_frames(fitter, tmp_path, tmp_path_factory):
-    """Renders replaced by the real frames of each label: every frame is fitted, the distance is
-    finite and small against the same label's frames."""
+    """Renders replaced by the real frames of each label: every frame is fitted, and since both
+    sides are landmarked by the same detector, the same frames give distance 0 and four of a
+    label's frames a small one."""
     from pipeline.metrics.landmarks import make_landmarker
     from pipeline.preprocess.emotion import build
     from pipeline.train.devdata import cached
@@ -65,7 +66,7 @@ def test_emotion_edit_evaluation_on_real_frames(fitter, tmp_path, tmp_path_facto
     folders = {"happy:3": "happy-3", "sad:1": "sad-1"}
     for label, folder in folders.items():
         (edit / folder / "frames").mkdir(parents=True)
-        for n, i in enumerate([i for i, lab in enumerate(info["labels"]) if lab == label][:4]):
+        for n, i in enumerate([i for i, lab in enumerate(info["labels"]) if lab == label][:4 if label == "sad:1" else None]):
             import cv2
 
             cv2.imwrite(str(edit / folder / "frames" / f"{n}.png"), cv2.imread(str(ds / "ori_imgs" / f"{i}.jpg")))
@@ -73,12 +74,16 @@ def test_emotion_edit_evaluation_on_real_frames(fitter, tmp_path, tmp_path_facto
     landmarker, _ = make_landmarker(tmp_path / "no_weights")
     res = evaluate_edit(edit, ds, fitter, landmarker)
     assert set(res) == {"happy:3", "sad:1"}
-    for label, r in res.items():
-        assert r["gt_frames"] == 12 and r["render_frames"] + r["render_no_face"] == 4
-        assert r["render_frames"] >= 3, r
-        assert np.isfinite(r["sfm_expression_distance"]), r
-        # the same frames, landmarks by dlib (renders) vs the dataset's .lms (ground truth): measured 0.18-0.25
-        assert r["sfm_expression_distance"] < 0.5, r
+    # every frame of the label as its "renders": the same landmarks on both sides, distance 0
+    happy = res["happy:3"]
+    assert happy["gt_frames"] + happy["gt_no_face"] == 12 and happy["gt_frames"] >= 10, happy
+    assert happy["render_frames"] == happy["gt_frames"] and happy["render_no_face"] == happy["gt_no_face"]
+    assert happy["sfm_expression_distance"] == pytest.approx(0.0, abs=1e-9)
+    # four of the label's twelve frames: finite and small (the mean of a subset)
+    sad = res["sad:1"]
+    assert sad["gt_frames"] + sad["gt_no_face"] == 12 and sad["render_frames"] + sad["render_no_face"] == 4
+    assert sad["render_frames"] >= 3, sad
+    assert 0 < sad["sfm_expression_distance"] < 0.5, sad
 
 
 def test_missing_sfm_files_give_n_a_with_the_fetch_command(tmp_path):

@@ -87,42 +87,45 @@ def evaluate_edit(edit_dir: str | Path, data_root: str | Path, fitter: SFMExpres
     (:mod:`pipeline.render.emotion_edit`).
 
     Renders: 68 landmarks found by ``landmarker`` (:class:`pipeline.metrics.landmarks.Landmarker`)
-    on ``{label folder}/frames/{i}.png``; ground truth: every dataset frame whose label
-    (``emotion.json``) is that label, with its landmarks ``ori_imgs/{i}.lms`` in the frame's pixels.
+    on ``{label folder}/frames/{i}.png``; ground truth: every dataset frame ``ori_imgs/{i}.jpg``
+    whose label (``emotion.json``) is that label, landmarked by the same ``landmarker`` (a bias
+    between two detectors would not cancel in a distance of means, unlike in LMD, and the
+    dataset's own ``.lms`` come from another pipeline: mesh-boxed FAN or dlib).
 
     Returns ``{label: {"sfm_expression_distance", "render_frames", "gt_frames", "render_mean",
-    "gt_mean", "render_no_face"}}`` (means in :data:`EXPRESSIONS` order).
+    "gt_mean", "render_no_face", "gt_no_face"}}`` (means in :data:`EXPRESSIONS` order).
     Raises:
-        InputError: a missing ``index.json`` / ``emotion.json`` / landmarks file.
+        InputError: a missing ``index.json`` / ``emotion.json`` / dataset frame.
     """
     import cv2
 
     from pipeline.common.io import read_json
-    from pipeline.render.controls import read_lms
 
     edit_dir, data_root = Path(edit_dir), Path(data_root)
     index = read_json(edit_dir / "index.json")
     labels = read_json(data_root / "emotion.json")["labels"]
-    first = cv2.imread(str(data_root / "ori_imgs" / "0.jpg"))
-    if first is None:
-        raise InputError(data_root / "ori_imgs" / "0.jpg", "not found (frame size of the landmarks)")
-    gh, gw = first.shape[:2]
-    out = {}
-    for label, folder in index["folders"].items():
-        gt = [fitter.weights(read_lms(data_root / "ori_imgs" / f"{i}.lms"), gw, gh)
-              for i, lab in enumerate(labels) if lab == label]
-        rend, misses = [], 0
-        frames = sorted((edit_dir / folder / "frames").glob("*.png"), key=lambda p: int(p.stem))
-        for p in frames:
-            rgb = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
+    def fit_frames(paths: list[Path]) -> tuple[list[np.ndarray], int]:
+        weights, misses = [], 0
+        for p in paths:
+            bgr = cv2.imread(str(p))
+            if bgr is None:
+                raise InputError(p, "not found or not an image")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             lms = landmarker.landmarks(rgb)
             if lms is None:
                 misses += 1
                 continue
-            rend.append(fitter.weights(lms, rgb.shape[1], rgb.shape[0]))
+            weights.append(fitter.weights(lms, rgb.shape[1], rgb.shape[0]))
+        return weights, misses
+
+    out = {}
+    for label, folder in index["folders"].items():
+        gt, gt_misses = fit_frames([data_root / "ori_imgs" / f"{i}.jpg" for i, lab in enumerate(labels) if lab == label])
+        rend, misses = fit_frames(sorted((edit_dir / folder / "frames").glob("*.png"), key=lambda p: int(p.stem)))
         rend_a, gt_a = np.asarray(rend).reshape(-1, 6), np.asarray(gt).reshape(-1, 6)
         out[label] = {"sfm_expression_distance": expression_distance(rend_a, gt_a),
                       "render_frames": len(rend), "gt_frames": len(gt), "render_no_face": misses,
+                      "gt_no_face": gt_misses,
                       "render_mean": rend_a.mean(0).tolist() if len(rend) else None,
                       "gt_mean": gt_a.mean(0).tolist() if len(gt) else None}
     return out
