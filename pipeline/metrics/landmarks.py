@@ -125,7 +125,9 @@ def lmd_note(status: list[str]) -> str | None:
 
 
 DLIB_NAME = "dlib-68 (face_recognition_models shape_predictor_68_face_landmarks)"
-FAN_NAME = "FAN 2DFAN4 (face_alignment)"
+#: the face box comes from dlib's HOG detector (:class:`Landmarker`), whose boxes are tighter
+#: than the S3FD boxes face_alignment's crop (scale (w + h) / 195) is tuned for; the name says so
+FAN_NAME = "FAN 2DFAN4 (face_alignment; face boxes from dlib's HOG detector, not face_alignment's S3FD)"
 
 
 def make_landmarker(weights_dir, detect_scale: float = 0.5) -> tuple[Landmarker, str | None]:
