@@ -34,7 +34,7 @@ from pipeline.common.log import run_main, setup_logging
 from pipeline.oneshot import BOUND_METHODS, FLIPPED_SUFFIX, PROTOCOL
 from pipeline.report.presets import COLUMNS, ONE_SHOT_COLUMNS, get_preset
 from pipeline.report.tables import (NA, Table, _cell, _info, _mark_best, build_reported_tables, fmt, method_order,
-                                    read_reported, to_csv_rows, to_markdown)
+                                    missing_reported, read_reported, to_csv_rows, to_markdown)
 
 #: metrics of the internal-differences table
 INTERNAL = ("csim", "cpbd", "expr_l1", "pose_err_deg", "mouth_corr")
@@ -163,10 +163,8 @@ def write_oneshot_tables(paths: list[str | Path], reported_path: str | Path | No
           f"Columns: preset `{preset.name}` ({preset.title}). Photos are driven by the listed driving clips; "
           "no training on the photographed person.", "", to_markdown(main_tab), to_markdown(internal)]
     md += [to_markdown(t) for t in reported]
-    if not reported:
-        md.append("Reported rows: none of " + ", ".join(f"{s.split(' (')[0]} {t}" for s, t in
-                                                       preset.reported.get(PROTOCOL, ()))
-                  + " is in the reported-numbers file yet.\n")
+    shown = {(t.rows[0]["source"], t.rows[0]["table"]) for t in reported}
+    md += [missing_reported(s, t) + ".\n" for s, t in preset.reported.get(PROTOCOL, ()) if (s, t) not in shown]
     with atomic_write(out_md, "w") as fh:
         fh.write("\n".join(md))
     with atomic_write(out_csv, "w") as fh:

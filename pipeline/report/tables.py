@@ -355,7 +355,7 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
         for source, table in preset.reported.get(protocol, ()):
             rep = reported[(reported["source"] == source) & (reported["table"] == table)]
             if rep.empty:
-                _missing_reported(tab, source, table)
+                tab.note(missing_reported(source, table))
             if rep.empty or _per_test(rep):
                 continue
             for m in dict.fromkeys(rep["method"]):
@@ -388,10 +388,10 @@ def _reported_cell(tab: Table, mrep: pd.DataFrame, key: str, label: str) -> str:
     return f"{r['value']} ({tab.note(f'{where}: {note}')})"
 
 
-def _missing_reported(tab: Table, source: str, table: str) -> None:
-    """Footnote for a (paper, table) the column preset lists but the reported-numbers file lacks."""
-    tab.note(f"{reported_tag({'source': source, 'table': table})}: listed by the column preset, but the "
-             "reported-numbers file has no rows of it, so it is not shown")
+def missing_reported(source: str, table: str) -> str:
+    """The note for a (paper, table) the column preset lists but the reported-numbers file lacks."""
+    return (f"{reported_tag({'source': source, 'table': table})}: listed by the column preset, but the "
+            "reported-numbers file has no rows of it, so it is not shown")
 
 
 def _header(col: Column) -> str:
@@ -416,16 +416,11 @@ def build_reported_tables(preset: Preset, reported: pd.DataFrame, protocol: str,
     ``metric@test``, e.g. cross-driven tables, whose test sets differ from ours), each printed with
     the paper's own metric columns; the first column is the resolution the paper states. With
     ``every_table`` (the one-shot page, whose measured columns are not the papers') every table the
-    preset lists for ``protocol`` is printed so, and one the reported-numbers file lacks is named
-    in a table of its own that says so."""
+    preset lists for ``protocol`` that the reported-numbers file holds is printed so (those it
+    lacks: :func:`missing_reported`)."""
     out = []
     for source, table in preset.reported.get(protocol, ()):
         rep = reported[(reported["source"] == source) & (reported["table"] == table)]
-        if rep.empty and every_table:
-            tab = Table(protocol, f"{table} of {source} (reported)", [], [])
-            _missing_reported(tab, source, table)
-            out.append(tab)
-            continue
         if rep.empty or not (every_table or _per_test(rep)):
             continue
         # the paper's column order: that of its fullest row (a ground-truth row may lack columns)
