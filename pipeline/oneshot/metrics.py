@@ -194,7 +194,7 @@ def evaluate_oneshot(render_dir: str | Path, weights_dir: str | Path, lse_min_fr
 
     stride = max(1, int(stride))
     picked = frames[::stride]
-    note = f"; every {stride}th frame" if stride > 1 else ""
+    note = f"; one frame in {stride} (frames 0, {stride}, {2 * stride}, ...)" if stride > 1 else ""
     results["csim"], csim = _identity(picked, ref, Path(weights_dir))
     if note and results["csim"].available:
         results["csim"].backend += note
