@@ -8,8 +8,9 @@
 #       builds the datasets of the identities (default: German longhair_pt shoulderhair_garden) in
 #       results/quality with the project's rules (if not built) and packs them into
 #       results/gpu_quality/ (pipeline.train.quality.pack_dataset: ~15 MB each at 128 px)
-#   on the CUDA machine (carry results/gpu_quality; the device tool takes a 64 MiB working tree, so move
-#   the git-tracked docs/assets/quality, 66 MB, aside for the call and back after it):
+#   on the CUDA machine (carry results/gpu_quality; the device tool takes a 64 MiB working tree: the
+#   git-tracked files are 23 MB, 15 MB of them the JPEGs of docs/assets/quality, and three packed
+#   clips 48 MB, so move docs/assets/quality aside for the call and back after it, or pack two clips):
 #                      bash scripts/gpu_quality.sh run LABEL=OVERRIDES_JSON [LABEL=OVERRIDES_JSON ...]
 #       trains rad_nerf (METHOD) with the quick profile and each label's overrides on every packed
 #       identity on DEVICE (default cuda), all runs at once (one process each; SECONDS_LEFT, default

@@ -667,7 +667,7 @@ def test_train_only_runs_are_scored_later(tmp_path, sample_workdir):
     args = ([("German", Path("unused.mp4"))], ["rad_nerf"], cfg, "lab", wd)
     (rec,) = quality.run_quality(*args, None, tmp_path / "assets", build=False, score=False)
     assert rec["unscored"] is True and "psnr" not in rec and rec["device"] == "cpu"
-    assert (tmp_path / "assets" / "lab" / "German__rad_nerf.png").is_file()
+    assert (tmp_path / "assets" / "lab" / "German__rad_nerf.jpg").is_file()
     doc = tmp_path / "quality.md"
     quality.write_doc(wd, doc, tmp_path / "assets")
     assert "### `lab`" not in doc.read_text()
@@ -679,3 +679,48 @@ def test_train_only_runs_are_scored_later(tmp_path, sample_workdir):
     assert abs(scored["psnr"] - rec["val_psnr_trainer"]) < 0.3, (scored["psnr"], rec["val_psnr_trainer"])
     assert json.loads((wd / "runs" / "lab" / "rad_nerf" / "German.json").read_text())["psnr"] == scored["psnr"]
     assert "### `lab`" in doc.read_text() and "trained on" not in doc.read_text()
+
+
+def test_montage_and_overlay_are_jpegs_of_the_panels(tmp_path, sample_workdir):
+    """The docs' pictures are JPEGs (docs/assets/quality held 72 MB of PNG photographs): the montage
+    stacks the first, middle and last validation panels, pixel for pixel within JPEG's error; the
+    parsing overlay of the sample's dataset has three tiles; a JPEG replaces a PNG of the same name
+    on the page, and the page links the JPEGs."""
+    from PIL import Image
+
+    from pipeline.train import quality
+
+    rng = np.random.default_rng(0)
+    val = tmp_path / "model" / "val"
+    val.mkdir(parents=True)
+    panels = []
+    for i in range(5):
+        # smooth images (a ramp plus a per-panel shade), as renders are; JPEG error stays small
+        ramp = np.linspace(0, 200, 64)[None, :, None] + np.linspace(0, 40, 32)[:, None, None]
+        img = np.clip(ramp + 10 * i + rng.normal(0, 1, (32, 64, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(val / f"{i * 7}.png")
+        panels.append(img)
+    out = tmp_path / "assets" / "run" / "May__rad_nerf.jpg"
+    quality.montage(tmp_path / "model", out)
+    got = np.asarray(Image.open(out))
+    assert Image.open(out).format == "JPEG" and got.shape == (96, 64, 3)
+    want = np.concatenate([panels[0], panels[2], panels[4]], 0).astype(float)
+    assert np.abs(got - want).mean() < 2.0                      # 0-255 scale
+    assert np.abs(got - np.concatenate([panels[1]] * 3, 0)).mean() > 5.0   # not any other panels
+
+    over = tmp_path / "assets" / "run" / "parsing" / "German.jpg"
+    quality.parsing_overlay(sample_workdir / "results" / "data" / "German", over, side=96)
+    assert Image.open(over).format == "JPEG" and Image.open(over).size == (3 * 96, 96)
+
+    Image.fromarray(panels[0]).save(tmp_path / "assets" / "run" / "May__rad_nerf.png")      # an older PNG
+    Image.fromarray(panels[0]).save(tmp_path / "assets" / "run" / "Trump__rad_nerf.png")
+    assert [p.name for p in quality._pictures(tmp_path / "assets" / "run")] == ["May__rad_nerf.jpg",
+                                                                                  "Trump__rad_nerf.png"]
+    import re
+
+    from pipeline.common.config import PROJECT_ROOT
+
+    doc = PROJECT_ROOT / "docs" / "quality.md"
+    links = re.findall(r"\]\((assets/quality/[^)/]+/[^)]+)\)", doc.read_text())
+    assert len(links) > 400 and all(link.endswith(".jpg") for link in links)
+    assert all((doc.parent / link).is_file() for link in links)

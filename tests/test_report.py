@@ -483,5 +483,5 @@ def test_report_shows_the_quality_benchmark_with_its_montages(tmp_path):
     bare = tmp_path / "bare.md"
     bare.write_text("# Model quality\n\nno targets yet\n")
     assert quality_targets(bare, media) == {"text": "", "images": []}
-    assert "src='media/quality/final2/longhair_pt__rad_nerf.png'" in page
+    assert "src='media/quality/final2/longhair_pt__rad_nerf.jpg'" in page
     assert "id='quality'" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])
