@@ -336,19 +336,90 @@ def test_syncnet_loading_code_with_standin_weights(tmp_path):
         lse(return_video)
 
 
-def test_face_track_and_crop():
-    from pipeline.metrics.sync import crop_track, face_track
+def _box(x, y=100, size=200, conf=0.99):
+    return np.array([x, y, x + size, y + size, conf], np.float64)
 
-    box = np.array([[150, 120, 350, 360, 0.99]])
-    boxes = [box if i % 4 else np.empty((0, 5)) for i in range(20)]
-    tr = face_track(boxes)
-    assert tr.shape == (20, 4) and np.allclose(tr, box[0, :4])
-    crops = crop_track([np.zeros((512, 512, 3), np.uint8)] * 20, tr)
-    assert crops.shape == (20, 224, 224, 3)
-    with pytest.raises(ValueError, match="lost"):
-        face_track([box] + [np.empty((0, 5))] * 30 + [box])
-    with pytest.raises(ValueError, match="size"):
-        face_track([np.array([[10, 10, 60, 60, 0.9]])] * 5)
+
+def test_face_tracks_follow_track_shot():
+    """syncnet_python's ``track_shot`` rules on hand-made detections, each expectation worked out
+    by hand: IoU over 0.5 continues a track, a jump starts another, a gap of more than 25 frames
+    ends one, missed frames are interpolated between detections only, the detector's order picks
+    the face a track starts from, tracks of 100 detections or fewer and small faces are dropped."""
+    from pipeline.metrics.sync import face_tracks, no_track_reason
+
+    empty = np.empty((0, 5))
+    # one face over 120 frames, missed at 30-39; a second face (left, listed first) in 0-50
+    a = [np.stack([_box(300.0)]) if not 30 <= i < 40 else empty for i in range(120)]
+    both = [np.stack([_box(0.0), *a[i]]) if i <= 50 else a[i] for i in range(120)]
+    (first, bb), = face_tracks(both)                      # the left face's 51 detections: dropped
+    assert first == 0 and bb.shape == (120, 4) and np.allclose(bb, _box(300.0)[:4])
+    assert [(f, len(b)) for f, b in face_tracks(both, min_track=50)] == [(0, 51), (0, 120)]   # listed first
+    # a linear move with missed frames: interpolated between the detections at 10 and 20
+    moving = [np.stack([_box(100.0 + 3 * i)]) if not 10 < i < 20 else empty for i in range(110)]
+    (first, bb), = face_tracks(moving)
+    assert np.allclose(bb[15, :4], [145, 100, 345, 300])
+    # a jump to IoU 0 at frame 60 starts a second track; a gap of 30 frames ends one
+    jump = [np.stack([_box(0.0 if i < 60 else 300.0)]) for i in range(120)]
+    assert [(f, len(b)) for f, b in face_tracks(jump, min_track=20)] == [(0, 60), (60, 60)]
+    gap = [np.stack([_box(0.0)]) if not 40 <= i < 70 else empty for i in range(120)]
+    assert [(f, len(b)) for f, b in face_tracks(gap, min_track=20)] == [(0, 40), (70, 50)]
+    # a gap of exactly 25 frames is bridged (frame 65 is 25 after 40... 39 + 26 = 65: not bridged)
+    bridged = [np.stack([_box(0.0)]) if not 40 <= i < 64 else empty for i in range(120)]
+    assert [(f, len(b)) for f, b in face_tracks(bridged, min_track=20)] == [(0, 120)]
+    # IoU of a 200-px box shifted by 67 px is 133/267 = 0.498: not over 0.5, a new track
+    drift = [np.stack([_box(67.0 * (i >= 60))]) for i in range(120)]
+    assert len(face_tracks(drift, min_track=20)) == 2
+    assert len(face_tracks([np.stack([_box(66.0 * (i >= 60))]) for i in range(120)], min_track=20)) == 1
+    # the reasons
+    assert face_tracks([empty] * 120) == [] and no_track_reason([empty] * 120) == "no face found by S3FD"
+    assert "no face track over 100 frames (the longest spans 60" in no_track_reason(jump)
+    small = [np.stack([_box(0.0, size=90)]) for _ in range(120)]
+    assert face_tracks(small) == [] and "mean size 100 px or less" in no_track_reason(small)
+
+
+def test_crop_track_box_and_padding():
+    """``crop_video``'s crop on a hand-made frame: a box of half-size s centred at (cx, cy) takes
+    rows cy - s .. cy + 1.8 s and columns cx - 1.4 s .. cx + 1.4 s (crop scale 0.4), grey 110
+    outside the frame."""
+    from pipeline.metrics.sync import crop_track
+
+    img = np.zeros((400, 400, 3), np.uint8)
+    img[100:300, 100:300] = 255                          # the face box itself, white
+    crops = crop_track([img] * 13, np.tile([100.0, 100.0, 300.0, 300.0], (13, 1)))
+    assert crops.shape == (13, 224, 224, 3)
+    # s = 100: rows 0 .. 280 of the frame, columns 60 .. 340, resized 280 -> 224 (x0.8)
+    c = crops[6].astype(int)
+    assert c[100, 112].tolist() == [255, 255, 255]                     # frame (225, 200): the box
+    assert c[100, 20].tolist() == [0, 0, 0]                            # frame (225, 85): black frame
+    edge = crop_track([img] * 13, np.tile([0.0, 0.0, 200.0, 200.0], (13, 1)))[6].astype(int)
+    assert edge[40, 20].tolist() == [110, 110, 110]                     # left of the frame: padding
+
+
+def test_reference_decode_and_xvid_roundtrip(tmp_path):
+    """The reference's lossy chain on a real 2 s clip: 50 frames (25 fps) of the clip's size and
+    32000 audio samples; frames near OpenCV's own decode (the -qscale 2 re-encodes cost little),
+    crops through XVID + JPEG changed but near the input."""
+    import subprocess
+
+    from pipeline.metrics.sync import crop_track, read_audio_16k, read_video_bgr, reference_decode, xvid_roundtrip
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "2", str(clip)], check=True)
+    frames, audio = reference_decode(clip, tmp_path / "dec")
+    direct = read_video_bgr(clip)
+    assert len(frames) == len(direct) == 50 and frames[0].shape == direct[0].shape
+    assert abs(len(audio) - 32000) <= 640 and abs(len(audio) - len(read_audio_16k(clip))) <= 640
+    diff = np.mean([np.abs(f.astype(int) - d.astype(int)).mean() for f, d in zip(frames, direct)])
+    assert 0.1 < diff < 3.0, diff
+    h, w = frames[0].shape[:2]
+    crops = crop_track(frames, np.tile([w * 0.3, h * 0.2, w * 0.7, h * 0.6], (50, 1)))
+    back = xvid_roundtrip(crops, tmp_path / "xvid")
+    assert back.shape == crops.shape
+    err = np.abs(back.astype(int) - crops.astype(int)).mean()
+    assert 0.2 < err < 6.0, err
+    with pytest.raises(ValueError, match="clip.txt"):
+        (tmp_path / "clip.txt").write_text("not a video")
+        reference_decode(tmp_path / "clip.txt", tmp_path / "bad")
 
 
 # ---------------------------------------------------------------- CPBD / CSIM
@@ -466,7 +537,19 @@ def test_lse_pipeline_glue_with_standin_weights(tmp_path, monkeypatch):
     minval, minidx = torch.min(mdist, 0)
     assert r["lse_d"] == pytest.approx(float(minval), rel=1e-6)  # ours averages in float64, the reference in float32
     assert r["lse_c"] == pytest.approx(float(torch.median(mdist) - minval), rel=1e-5, abs=1e-6)
-    assert r["offset"] == VSHIFT - int(minidx)
+    assert r["offset"] == VSHIFT - int(minidx) and r["tracks"] == 1
+    # the face jumps (IoU 0) at frame 50: two tracks, each scored on its own frames and audio
+    # slice, the clip's LSE the mean of the two (Wav2Lip's one line per track)
+    feats.clear()
+    lse.min_frames = 20
+    jump = iter(range(10 ** 6))
+    lse.det.detect_faces = lambda img, conf_th, scales: (
+        np.array([[150, 90, 370, 380, 0.99]]) if next(jump) < 50 else np.array([[0, 0, 140, 300, 0.99]]))
+    r2 = lse(clip)
+    assert r2["tracks"] == 2 and [len(v) for v, _ in feats] == [45, r["n_frames"] - 50 - 5]
+    per = [sync.lse_from_distances(search(v, a)) for v, a in feats]
+    assert r2["lse_d"] == pytest.approx(np.mean([p["lse_d"] for p in per]), rel=1e-12)
+    assert r2["lse_c"] == pytest.approx(np.mean([p["lse_c"] for p in per]), rel=1e-12)
 
 
 def test_lse_short_clip_option(tmp_path, monkeypatch):

@@ -3,17 +3,26 @@
 
 Pipeline (``run_pipeline.py`` then ``SyncNetInstance.evaluate``), re-implemented here:
 
-1. face track: S3FD (``sfd_face.pth``) on every frame at scale 0.25, confidence 0.9; one track
-   (the face overlapping the previous box best), gaps up to 25 frames interpolated, mean face
-   size over 100 px; the box centre and size are median-filtered (13 frames) and the frame is
-   cropped with crop scale 0.4 (padded with grey 110) and resized to 224x224 (BGR);
-2. audio: 16 kHz mono PCM, MFCC (``python_speech_features.mfcc``, 13 coefficients, 100 per s)
-   on the int16 sample scale;
-3. SyncNet v2 (``syncnet_v2.model``): a 1024-d lip feature for each 5-frame window and an audio
+1. decode (:func:`reference_decode`): the clip re-encoded by ffmpeg to an MPEG-4 AVI at 25 fps
+   (``-qscale:v 2``), its frames as JPEGs (``-qscale:v 2``), its audio as 16 kHz mono PCM;
+2. face tracks (:func:`face_tracks`, ``track_shot``): S3FD (``sfd_face.pth``) on every frame at
+   scale 0.25, confidence 0.9; greedy tracks whose consecutive detections overlap by IoU over 0.5
+   and are at most 25 frames apart, interpolated between their first and last detection, kept
+   when they hold more than 100 detections and their mean face size is over 100 px;
+3. crops (:func:`crop_track`, ``crop_video``): the box centre and size median-filtered (13
+   frames), the frame cropped with crop scale 0.4 (padded with grey 110) and resized to 224x224
+   (BGR), written to an XVID AVI and read back as JPEGs (:func:`xvid_roundtrip`);
+4. audio: the track's slice of the PCM, MFCC (``python_speech_features.mfcc``, 13 coefficients,
+   100 per s) on the int16 sample scale;
+5. SyncNet v2 (``syncnet_v2.model``): a 1024-d lip feature for each 5-frame window and an audio
    feature for the matching 20 MFCC columns (0.2 s);
-4. offset search (:func:`offset_distances`, :func:`lse_from_distances`): for offsets -15..15
+6. offset search (:func:`offset_distances`, :func:`lse_from_distances`): for offsets -15..15
    frames, the mean over windows of the feature distance; LSE-D = the minimum over offsets,
-   LSE-C = median over offsets minus that minimum; the AV offset is the arg-min.
+   LSE-C = median over offsets minus that minimum; the AV offset is the arg-min. A clip with
+   several tracks gets the mean of its tracks' scores (Wav2Lip prints one line per track).
+
+Not done: ``run_pipeline.py``'s shot detection (PySceneDetect's ``ContentDetector``), which splits
+the tracks at cuts: rendered talking-head clips and their ground truth are one shot.
 
 Clips of :data:`MIN_FRAMES` frames or fewer are refused with that reason: the reference pipeline
 (``run_pipeline.py``, ``track_shot``) keeps a face track only when ``len(track) > opt.min_track``
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +53,7 @@ MAX_GAP = 25         #: run_pipeline.py --num_failed_det
 MIN_FACE = 100       #: run_pipeline.py --min_face_size (pixels)
 SMOOTH = 13          #: median filter of the track (frames)
 WINDOW = 5           #: SyncNet video window (frames)
+IOU_TH = 0.5         #: run_pipeline.py track_shot iouThres: a detection continues a track above it
 
 
 def offset_distances(video_feats: torch.Tensor, audio_feats: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
@@ -128,46 +139,62 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def face_track(boxes: list[np.ndarray]) -> np.ndarray:
-    """One face track from per-frame detections.
+def face_tracks(boxes: list[np.ndarray], min_track: int = MIN_FRAMES, max_gap: int = MAX_GAP,
+                min_face: float = MIN_FACE, iou_th: float = IOU_TH) -> list[tuple[int, np.ndarray]]:
+    """The face tracks of a shot from per-frame detections, as syncnet_python's ``track_shot``
+    (``run_pipeline.py``) builds them.
+
+    Greedy, one track at a time: a track starts at the first detection left (the earliest frame,
+    the detector's order within it: S3FD's, by confidence); each later frame within ``max_gap``
+    frames of the track's last detection adds its first detection left whose IoU with that one is
+    over ``iou_th``; a gap of more than ``max_gap`` frames ends the track. The detections a track
+    took are removed and the next track is built from the rest, until none is left. A track is kept
+    when it holds more than ``min_track`` detections and, its boxes interpolated linearly over the
+    frames between its first and last detection (none before or after), their mean width or height
+    is over ``min_face`` pixels.
 
     Args:
         boxes: per frame, [K, >=4] detections (x1, y1, x2, y2, ...) in pixels (K may be 0).
     Returns:
-        [N, 4] boxes, gaps interpolated linearly.
-    Raises:
-        ValueError: no face, a gap longer than :data:`MAX_GAP` frames, or faces smaller than
-            :data:`MIN_FACE` pixels (the reference pipeline drops such tracks).
+        ``[(first frame, [M, 4] boxes of frames first .. first + M - 1)]`` in the order built.
     """
-    n = len(boxes)
-    track = np.full((n, 4), np.nan)
-    prev = None
-    for i, det in enumerate(boxes):
+    left = []
+    for det in boxes:
         det = np.asarray(det, np.float64)
-        if det.size == 0:
-            continue
-        det = det.reshape(1, -1) if det.ndim == 1 else det
-        if prev is None:
-            j = int(np.argmax((det[:, 2] - det[:, 0]) * (det[:, 3] - det[:, 1])))
-        else:
-            j = int(np.argmax([_iou(prev, d) for d in det]))
-        track[i] = prev = det[j, :4]
-    found = ~np.isnan(track[:, 0])
-    if not found.any():
-        raise ValueError("no face found by S3FD")
-    run = gap = 0
-    for f in found:
-        run = 0 if f else run + 1
-        gap = max(gap, run)
-    if gap > MAX_GAP:
-        raise ValueError(f"face lost for {gap} consecutive frames (more than {MAX_GAP})")
-    idx = np.arange(n)
-    for c in range(4):
-        track[:, c] = np.interp(idx, idx[found], track[found, c])
-    size = max(np.mean(track[:, 2] - track[:, 0]), np.mean(track[:, 3] - track[:, 1]))
-    if size <= MIN_FACE:
-        raise ValueError(f"face track of mean size {size:.0f} px, the reference needs over {MIN_FACE} px")
-    return track
+        left.append([] if det.size == 0 else [d[:4] for d in det.reshape(-1, det.shape[-1])])
+    tracks = []
+    while True:
+        frames, track = [], []
+        for f, faces in enumerate(left):
+            if not track:
+                if faces:
+                    frames.append(f)
+                    track.append(faces.pop(0))
+                continue
+            if f - frames[-1] > max_gap:
+                break
+            k = next((k for k, d in enumerate(faces) if _iou(d, track[-1]) > iou_th), None)
+            if k is not None:
+                frames.append(f)
+                track.append(faces.pop(k))
+        if not track:
+            return tracks
+        if len(track) > min_track:
+            idx = np.arange(frames[0], frames[-1] + 1)
+            bb = np.stack([np.interp(idx, frames, np.asarray(track)[:, c]) for c in range(4)], 1)
+            if max(np.mean(bb[:, 2] - bb[:, 0]), np.mean(bb[:, 3] - bb[:, 1])) > min_face:
+                tracks.append((frames[0], bb))
+
+
+def no_track_reason(boxes: list[np.ndarray], min_track: int = MIN_FRAMES) -> str:
+    """Why :func:`face_tracks` kept no track of these detections (one line for the n/a reason)."""
+    if not any(np.asarray(b).size for b in boxes):
+        return "no face found by S3FD"
+    longest = max((len(b) for _, b in face_tracks(boxes, 0, min_face=0)), default=0)
+    if longest <= min_track:
+        return (f"no face track over {min_track} frames (the longest spans {longest}: a face lost for more than "
+                f"{MAX_GAP} frames or moved to IoU {IOU_TH} or less between detections; run_pipeline.py --min_track)")
+    return f"face tracks of mean size {MIN_FACE} px or less (run_pipeline.py --min_face_size)"
 
 
 def crop_track(frames_bgr: list[np.ndarray], track: np.ndarray) -> np.ndarray:
@@ -241,6 +268,81 @@ def syncnet_features(net, crops_bgr: np.ndarray, mfcc_13xT: np.ndarray, batch: i
     return torch.cat(vf, 0), torch.cat(af, 0)
 
 
+def _read_jpegs(folder) -> list[np.ndarray]:
+    import cv2
+
+    return [cv2.imread(str(f)) for f in sorted(Path(folder).glob("*.jpg"))]
+
+
+def reference_decode(video, tmp) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames and audio of ``video`` as syncnet_python's ``run_pipeline.py`` gets them: ffmpeg
+    re-encodes the clip to an AVI (MPEG-4 part 2, ``-qscale:v 2 -r 25``) and writes its frames as
+    JPEGs (``-qscale:v 2``), which the detector and the crops read; the audio is 16 kHz mono PCM.
+
+    One difference, for frame-exact timing: the AVI is written without audio and the PCM is taken
+    from ``video`` itself. The reference muxes the audio into the AVI (MP3, ffmpeg's default for
+    AVI) and extracts it from there; ffmpeg 5.1 then delays every video frame after the first by
+    one frame slot to cover the MP3 encoder's delay, and the JPEG step repeats the first frame:
+    a shift of the video against the audio that depends on the ffmpeg version and moves the AV
+    offset, not the lip-sync the metric is for. (``-async 1`` is left out with the audio.)
+
+    Args:
+        video: a media file with a video and an audio stream.
+        tmp: an empty folder for the intermediate files.
+    Returns:
+        (frames [H, W, 3] uint8 BGR, [T] float32 audio in [-1, 1] at 16 kHz).
+    Raises:
+        ValueError: ffmpeg cannot read ``video`` (its last error line).
+    """
+    import ffmpeg
+
+    tmp = Path(tmp)
+    avi, jpg = tmp / "video.avi", tmp / "frames"
+    jpg.mkdir(parents=True)
+    try:
+        ffmpeg.input(str(video)).output(str(avi), an=None, **{"qscale:v": 2, "r": FPS}).run(
+            quiet=True, overwrite_output=True)
+        ffmpeg.input(str(avi)).output(str(jpg / "%06d.jpg"), **{"qscale:v": 2, "threads": 1, "f": "image2"}).run(
+            quiet=True, overwrite_output=True)
+        audio = read_audio_16k(video)
+    except ffmpeg.Error as exc:
+        lines = exc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"]
+        raise ValueError(f"{video}: {lines[-1]}") from None
+    return _read_jpegs(jpg), audio
+
+
+def xvid_roundtrip(crops_bgr: np.ndarray, tmp) -> np.ndarray:
+    """The crops as SyncNet sees them in the reference: ``crop_video`` writes them to an XVID AVI
+    (OpenCV's writer, 25 fps) and ``SyncNetInstance.evaluate`` reads that back as JPEG frames
+    (ffmpeg ``-f image2``, its default quality).
+
+    Args:
+        crops_bgr: [N, 224, 224, 3] uint8 BGR.
+        tmp: an empty folder for the intermediate files.
+    Returns:
+        [N, 224, 224, 3] uint8 BGR after the two lossy codecs.
+    Raises:
+        RuntimeError: OpenCV has no XVID writer, or the round trip lost frames.
+    """
+    import cv2
+    import ffmpeg
+
+    tmp = Path(tmp)
+    avi, jpg = tmp / "crop.avi", tmp / "crop"
+    jpg.mkdir(parents=True)
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"XVID"), FPS, (CROP, CROP))
+    if not writer.isOpened():
+        raise RuntimeError("OpenCV cannot write XVID (an OpenCV build without FFmpeg)")
+    for c in crops_bgr:
+        writer.write(np.ascontiguousarray(c))
+    writer.release()
+    ffmpeg.input(str(avi)).output(str(jpg / "%06d.jpg"), threads=1, f="image2").run(quiet=True, overwrite_output=True)
+    out = _read_jpegs(jpg)
+    if len(out) != len(crops_bgr):
+        raise RuntimeError(f"XVID round trip gave {len(out)} of {len(crops_bgr)} frames")
+    return np.stack(out)
+
+
 def read_video_bgr(path) -> list[np.ndarray]:
     """All frames of a video as [H, W, 3] uint8 BGR (OpenCV decode)."""
     import cv2
@@ -283,24 +385,44 @@ class LSE:
         self.min_frames = min_frames
 
     def __call__(self, video) -> dict[str, float]:
-        """``{"lse_c", "lse_d", "offset", "n_frames"}`` of ``video`` (25 fps, audio muxed).
+        """LSE of ``video`` (25 fps, audio muxed) as syncnet_python scores it: frames and audio
+        through :func:`reference_decode`, S3FD on every frame, :func:`face_tracks`, each track
+        cropped (:func:`crop_track`) through :func:`xvid_roundtrip` with its slice of the audio,
+        and scored (:func:`offset_distances`, :func:`lse_from_distances`). Wav2Lip's
+        ``calculate_scores_real_videos.sh`` prints one line per track; a clip's LSE-C and LSE-D
+        are the mean over its tracks (one track on a talking-head clip).
 
+        Returns:
+            ``{"lse_c", "lse_d", "offset" (of the first track, frames), "n_frames" (frames in the
+            tracks), "tracks"}``.
         Raises:
-            ValueError: too short (``min_frames`` frames or fewer), no usable face track.
+            ValueError: too short (``min_frames`` frames or fewer), no usable face track (the
+                reason), or a file ffmpeg cannot read.
         """
+        import tempfile
+
         import cv2
 
-        frames = read_video_bgr(video)
-        audio = read_audio_16k(video)
-        n = min(len(frames), int(math.floor(len(audio) / (SR / FPS))))
-        if n <= self.min_frames:
-            raise ValueError(f"{n} frames with audio: the reference SyncNet pipeline needs more than "
-                             f"{self.min_frames} (run_pipeline.py --min_track)")
-        frames = frames[:n]
-        boxes = [self.det.detect_faces(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), conf_th=CONF_TH,
-                                       scales=[FACEDET_SCALE]) for f in frames]
-        crops = crop_track(frames, face_track(boxes))
-        vf, af = syncnet_features(self.net, crops, mfcc(audio[: int(n * SR / FPS)]), audio_frames=n)
-        out = lse_from_distances(offset_distances(vf, af))
-        out["n_frames"] = n
-        return out
+        with tempfile.TemporaryDirectory(prefix="lse_") as tmp:
+            frames, audio = reference_decode(video, tmp)
+            n = min(len(frames), int(math.floor(len(audio) / (SR / FPS))))
+            if n <= self.min_frames:
+                raise ValueError(f"{n} frames with audio: the reference SyncNet pipeline needs more than "
+                                 f"{self.min_frames} (run_pipeline.py --min_track)")
+            frames = frames[:n]
+            boxes = [self.det.detect_faces(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), conf_th=CONF_TH,
+                                           scales=[FACEDET_SCALE]) for f in frames]
+            tracks = face_tracks(boxes, self.min_frames)
+            if not tracks:
+                raise ValueError(no_track_reason(boxes, self.min_frames))
+            scores = []
+            hop = SR // FPS
+            for t, (first, track) in enumerate(tracks):
+                crops = xvid_roundtrip(crop_track(frames[first:first + len(track)], track), Path(tmp) / f"t{t}")
+                clip = audio[first * hop:(first + len(track)) * hop]
+                vf, af = syncnet_features(self.net, crops, mfcc(clip), audio_frames=len(clip) // hop)
+                scores.append(lse_from_distances(offset_distances(vf, af)))
+        return {"lse_c": float(np.mean([r["lse_c"] for r in scores])),
+                "lse_d": float(np.mean([r["lse_d"] for r in scores])),
+                "offset": scores[0]["offset"], "n_frames": int(sum(len(b) for _, b in tracks)),
+                "tracks": len(tracks)}
