@@ -405,7 +405,8 @@ def test_reference_decode_and_xvid_roundtrip(tmp_path):
 
     clip = tmp_path / "clip.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "2", str(clip)], check=True)
-    frames, audio = reference_decode(clip, tmp_path / "dec")
+    frames, audio, avi = reference_decode(clip, tmp_path / "dec")
+    assert avi.suffix == ".avi" and avi.is_file()
     direct = read_video_bgr(clip)
     assert len(frames) == len(direct) == 50 and frames[0].shape == direct[0].shape
     assert abs(len(audio) - 32000) <= 640 and abs(len(audio) - len(read_audio_16k(clip))) <= 640
@@ -420,6 +421,23 @@ def test_reference_decode_and_xvid_roundtrip(tmp_path):
     with pytest.raises(ValueError, match="clip.txt"):
         (tmp_path / "clip.txt").write_text("not a video")
         reference_decode(tmp_path / "clip.txt", tmp_path / "bad")
+
+
+def test_shots_split_a_clip_at_a_cut(tmp_path):
+    """``scene_detect``'s shots on real frames: 2 s of the sample followed by the same 2 s with
+    their colours inverted is two shots cut at frame 50; the sample alone is one shot."""
+    import subprocess
+
+    from pipeline.metrics.sync import shots
+
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-filter_complex",
+                    "[0:v]trim=duration=2,setpts=PTS-STARTPTS,split[a][b];[b]negate[n];[a][n]concat=n=2:v=1[v]",
+                    "-map", "[v]", str(cut)], check=True)
+    assert shots(cut, 100) == [(0, 50), (50, 100)]
+    one = tmp_path / "one.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-t", "4", str(one)], check=True)
+    assert shots(one, 100) == [(0, 100)]
 
 
 # ---------------------------------------------------------------- CPBD / CSIM

@@ -5,7 +5,9 @@ Pipeline (``run_pipeline.py`` then ``SyncNetInstance.evaluate``), re-implemented
 
 1. decode (:func:`reference_decode`): the clip re-encoded by ffmpeg to an MPEG-4 AVI at 25 fps
    (``-qscale:v 2``), its frames as JPEGs (``-qscale:v 2``), its audio as 16 kHz mono PCM;
-2. face tracks (:func:`face_tracks`, ``track_shot``): S3FD (``sfd_face.pth``) on every frame at
+2. shots (:func:`shots`, ``scene_detect``): PySceneDetect's ContentDetector at scenedetect 0.5.1's
+   defaults; face tracks within each shot of at least 100 frames (:func:`face_tracks`,
+   ``track_shot``): S3FD (``sfd_face.pth``) on every frame at
    scale 0.25, confidence 0.9; greedy tracks whose consecutive detections overlap by IoU over 0.5
    and are at most 25 frames apart, interpolated between their first and last detection, kept
    when they hold more than 100 detections and their mean face size is over 100 px;
@@ -21,8 +23,8 @@ Pipeline (``run_pipeline.py`` then ``SyncNetInstance.evaluate``), re-implemented
    LSE-C = median over offsets minus that minimum; the AV offset is the arg-min. A clip with
    several tracks gets the mean of its tracks' scores (Wav2Lip prints one line per track).
 
-Not done: ``run_pipeline.py``'s shot detection (PySceneDetect's ``ContentDetector``), which splits
-the tracks at cuts: rendered talking-head clips and their ground truth are one shot.
+One difference, for frame-exact timing (:func:`reference_decode`): the audio is read from the clip,
+not from the intermediate AVI, whose MP3 makes ffmpeg 5.1 shift the video by one frame.
 
 Clips of :data:`MIN_FRAMES` frames or fewer are refused with that reason: the reference pipeline
 (``run_pipeline.py``, ``track_shot``) keeps a face track only when ``len(track) > opt.min_track``
@@ -54,6 +56,10 @@ MIN_FACE = 100       #: run_pipeline.py --min_face_size (pixels)
 SMOOTH = 13          #: median filter of the track (frames)
 WINDOW = 5           #: SyncNet video window (frames)
 IOU_TH = 0.5         #: run_pipeline.py track_shot iouThres: a detection continues a track above it
+SHOT_THRESHOLD = 30.0   #: ContentDetector threshold of scenedetect 0.5.1, which syncnet_python pins
+SHOT_MIN_LEN = 15       #: ContentDetector min_scene_len (frames) of scenedetect 0.5.1
+#: scenedetect 0.5.1's automatic downscale factor by frame width (``DEFAULT_DOWNSCALE_FACTORS``)
+SHOT_DOWNSCALE = {3200: 12, 2100: 8, 1700: 6, 1200: 5, 900: 4, 600: 3, 400: 2}
 
 
 def offset_distances(video_feats: torch.Tensor, audio_feats: torch.Tensor, vshift: int = VSHIFT) -> torch.Tensor:
@@ -290,7 +296,7 @@ def reference_decode(video, tmp) -> tuple[list[np.ndarray], np.ndarray]:
         video: a media file with a video and an audio stream.
         tmp: an empty folder for the intermediate files.
     Returns:
-        (frames [H, W, 3] uint8 BGR, [T] float32 audio in [-1, 1] at 16 kHz).
+        (frames [H, W, 3] uint8 BGR, [T] float32 audio in [-1, 1] at 16 kHz, the AVI's path).
     Raises:
         ValueError: ffmpeg cannot read ``video`` (its last error line).
     """
@@ -308,7 +314,33 @@ def reference_decode(video, tmp) -> tuple[list[np.ndarray], np.ndarray]:
     except ffmpeg.Error as exc:
         lines = exc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"]
         raise ValueError(f"{video}: {lines[-1]}") from None
-    return _read_jpegs(jpg), audio
+    return _read_jpegs(jpg), audio, avi
+
+
+def shots(video, n_frames: int) -> list[tuple[int, int]]:
+    """The shots of ``video`` as ``run_pipeline.py``'s ``scene_detect`` finds them: PySceneDetect's
+    ``ContentDetector`` (mean HSV change between frames) with the defaults of scenedetect 0.5.1,
+    which syncnet_python pins (threshold 30, shots of at least 15 frames, consecutive cuts
+    suppressed, frames subsampled by 0.5.1's factor for the width), run by the installed 0.6.
+
+    Args:
+        video: the clip (the reference runs it on its intermediate AVI).
+        n_frames: frames of the clip, the end of the last shot.
+    Returns:
+        ``[(first frame, end frame exclusive)]``; the whole clip when no cut is found.
+    """
+    from scenedetect import ContentDetector, SceneManager, open_video
+    from scenedetect.scene_detector import FlashFilter
+
+    stream = open_video(str(video), backend="opencv")
+    manager = SceneManager()
+    manager.auto_downscale = False
+    manager.downscale = next((f for w, f in sorted(SHOT_DOWNSCALE.items(), reverse=True) if stream.frame_size[0] >= w), 1)
+    manager.add_detector(ContentDetector(threshold=SHOT_THRESHOLD, min_scene_len=SHOT_MIN_LEN,
+                                         filter_mode=FlashFilter.Mode.SUPPRESS))
+    manager.detect_scenes(video=stream)
+    cuts = [(a.get_frames(), min(b.get_frames(), n_frames)) for a, b in manager.get_scene_list()]
+    return [(a, b) for a, b in cuts if b > a] or [(0, n_frames)]
 
 
 def xvid_roundtrip(crops_bgr: np.ndarray, tmp) -> np.ndarray:
@@ -386,7 +418,8 @@ class LSE:
 
     def __call__(self, video) -> dict[str, float]:
         """LSE of ``video`` (25 fps, audio muxed) as syncnet_python scores it: frames and audio
-        through :func:`reference_decode`, S3FD on every frame, :func:`face_tracks`, each track
+        through :func:`reference_decode`, S3FD on every frame, :func:`shots`, :func:`face_tracks`
+        within each shot of more than ``min_frames`` frames, each track
         cropped (:func:`crop_track`) through :func:`xvid_roundtrip` with its slice of the audio,
         and scored (:func:`offset_distances`, :func:`lse_from_distances`). Wav2Lip's
         ``calculate_scores_real_videos.sh`` prints one line per track; a clip's LSE-C and LSE-D
@@ -404,7 +437,7 @@ class LSE:
         import cv2
 
         with tempfile.TemporaryDirectory(prefix="lse_") as tmp:
-            frames, audio = reference_decode(video, tmp)
+            frames, audio, avi = reference_decode(video, tmp)
             n = min(len(frames), int(math.floor(len(audio) / (SR / FPS))))
             if n <= self.min_frames:
                 raise ValueError(f"{n} frames with audio: the reference SyncNet pipeline needs more than "
@@ -412,7 +445,10 @@ class LSE:
             frames = frames[:n]
             boxes = [self.det.detect_faces(cv2.cvtColor(f, cv2.COLOR_BGR2RGB), conf_th=CONF_TH,
                                            scales=[FACEDET_SCALE]) for f in frames]
-            tracks = face_tracks(boxes, self.min_frames)
+            tracks = []
+            for start, end in shots(avi, n):     # run_pipeline.py: tracks within shots of min_track frames
+                if end - start >= self.min_frames:
+                    tracks += [(start + first, bb) for first, bb in face_tracks(boxes[start:end], self.min_frames)]
             if not tracks:
                 raise ValueError(no_track_reason(boxes, self.min_frames))
             scores = []
