@@ -363,7 +363,7 @@ def test_face_tracks_follow_track_shot():
     assert [(f, len(b)) for f, b in face_tracks(jump, min_track=20)] == [(0, 60), (60, 60)]
     gap = [np.stack([_box(0.0)]) if not 40 <= i < 70 else empty for i in range(120)]
     assert [(f, len(b)) for f, b in face_tracks(gap, min_track=20)] == [(0, 40), (70, 50)]
-    # a gap of exactly 25 frames is bridged (frame 65 is 25 after 40... 39 + 26 = 65: not bridged)
+    # detections at frames 39 and 64, 25 apart (24 missed): bridged, one track
     bridged = [np.stack([_box(0.0)]) if not 40 <= i < 64 else empty for i in range(120)]
     assert [(f, len(b)) for f, b in face_tracks(bridged, min_track=20)] == [(0, 120)]
     # IoU of a 200-px box shifted by 67 px is 133/267 = 0.498: not over 0.5, a new track
