@@ -418,8 +418,8 @@ def test_reference_decode_and_xvid_roundtrip(tmp_path):
     assert back.shape == crops.shape
     err = np.abs(back.astype(int) - crops.astype(int)).mean()
     assert 0.2 < err < 6.0, err
+    (tmp_path / "clip.txt").write_text("not a video")
     with pytest.raises(ValueError, match="clip.txt"):
-        (tmp_path / "clip.txt").write_text("not a video")
         reference_decode(tmp_path / "clip.txt", tmp_path / "bad")
 
 

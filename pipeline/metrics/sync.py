@@ -302,6 +302,8 @@ def reference_decode(video, tmp) -> tuple[list[np.ndarray], np.ndarray]:
     """
     import ffmpeg
 
+    from pipeline.preprocess.media import _ffmpeg_msg
+
     tmp = Path(tmp)
     avi, jpg = tmp / "video.avi", tmp / "frames"
     jpg.mkdir(parents=True)
@@ -312,8 +314,7 @@ def reference_decode(video, tmp) -> tuple[list[np.ndarray], np.ndarray]:
             quiet=True, overwrite_output=True)
         audio = read_audio_16k(video)
     except ffmpeg.Error as exc:
-        lines = exc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"]
-        raise ValueError(f"{video}: {lines[-1]}") from None
+        raise ValueError(f"{video}: {_ffmpeg_msg(exc, video)}") from None
     return _read_jpegs(jpg), audio, avi
 
 
