@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -105,6 +106,10 @@ def test_self_driven_identical_render(sample):
     assert len(m["lmd"]["weights_sha256"]) == 64 and len(m["csim"]["weights_sha256"]) == 64
     assert m["aue"]["value"] == pytest.approx(0.0, abs=1e-9)
     assert m["csim"]["value"] > 0.95 and m["csim"]["backend"]
+    # the identity reference is named in the backend, and the tables read it from there for the header
+    from pipeline.report.presets import compared_against
+
+    assert re.fullmatch(r"mean embedding of (\d+) training frames", compared_against(m["csim"]["backend"]))
     assert 0 < m["cpbd"]["value"] < 1
     assert m["fps"]["value"] == N / 2.0
     for name in ("fid", "lse_c", "lse_d"):   # no real weights in the test's folder

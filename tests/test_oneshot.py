@@ -422,7 +422,8 @@ def test_tables_from_hand_made_metric_files(tmp_path):
     from pipeline.report.presets import NERFFACESPEECH
 
     def js(method, ref, test, flipped, vals):
-        metrics = {k: {"value": vals.get(k), "backend": "ArcFace (hand-made test value)", "weights_sha256": None,
+        metrics = {k: {"value": vals.get(k), "weights_sha256": None,
+                       "backend": "ArcFace (hand-made test value)" + ("; vs the reference photo" if k == "csim" else ""),
                        "na_reason": None if k in vals else f"{k} missing here", "n_frames": 3}
                    for k in ONESHOT_METRICS}
         p = tmp_path / "m" / method / ref / f"{test}.json"
@@ -448,6 +449,8 @@ def test_tables_from_hand_made_metric_files(tmp_path):
     lp = rows["oneshot_liveportrait"]
     assert tab.headers[0] == "Resolution" and mw["cells"][0] == lp["cells"][0] == dv["cells"][0] == "128x128"
     assert mw["cells"][c] == "0.800" and mw["bold"][c] and not lp["bold"][c]     # mean of 0.9, 0.7: best
+    # what CSIM compared with is in its header (metric JSON backend "...; vs the reference photo")
+    assert tab.headers[c] == "CSIM↑ (vs the reference photo)" and tab.headers[m] == "Mouth-opening corr.↑"
     # the driver's own mouth (1.000) is a bound, not a rival: the best method is bold, the bound never
     assert mw["cells"][m] == "0.850" and dv["cells"][m] == "1.000" and mw["bold"][m] and not dv["bold"][m]
     assert not any(dv["bold"]) and any("the bounds are not ranked" in f for f in tab.footnotes)

@@ -307,6 +307,54 @@ def test_latex_compiles_with_booktabs_when_pdflatex_is_installed(metrics_dir, tm
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
+def test_compared_against_reads_what_a_metric_compared_with():
+    """The part of a metric JSON's backend that names what each frame was compared with, as the
+    metric stages write it (CSIM: pipeline.metrics.compute with identity.reference_note; one-shot
+    CSIM and FID: pipeline.oneshot.metrics); nothing for a metric against the ground truth."""
+    from pipeline.metrics.identity import DlibEmbedder, reference_note
+    from pipeline.report.presets import compared_against
+
+    assert compared_against(DlibEmbedder.backend + reference_note(16)) == "mean embedding of 16 training frames"
+    assert compared_against("ArcFace iresnet100 (insightface arcface_torch); vs the reference photo") == \
+        "the reference photo"
+    assert compared_against("pytorch-fid InceptionV3 pool3; vs 250 frames of data/May/ori_imgs") == \
+        "250 frames of data/May/ori_imgs"
+    assert compared_against("FAN 2DFAN4 (face_alignment); pixels at 512 px height (scaled from 128 px)") == ""
+    assert compared_against(DlibEmbedder.backend) == ""
+
+
+def test_csim_header_names_its_identity_reference_and_ranks_like_with_like(tmp_path):
+    """CSIM compares every frame with an identity reference, not with the ground truth: the header
+    names it (one reference: in the header; several: a footnote listing them), and rows whose
+    references differ are not ranked together."""
+    from pipeline.metrics.identity import DlibEmbedder, reference_note
+
+    root = tmp_path / "metrics"
+    ref16, ref12 = DlibEmbedder.backend + reference_note(16), DlibEmbedder.backend + reference_note(12)
+    for ident in ("German", "May"):
+        write_metric_json(root, "rad_nerf", ident, "self", {"csim": 0.90, "psnr": 30.0}, backends={"csim": ref16})
+        write_metric_json(root, "er_nerf", ident, "self", {"csim": 0.80, "psnr": 29.0}, backends={"csim": ref16})
+    df = aggregate.aggregate(sorted(root.rglob("*.json")))
+    reported = tables.read_reported(REPORTED)
+    tab = tables.build_table(df, get_preset("all"), "self_driven", ["rad_nerf", "er_nerf"], reported)
+    c = tab.columns.index("csim")
+    assert tab.headers[c] == "CSIM↑ (vs mean embedding of 16 training frames) [dlib 128-d face descriptor]"
+    assert tab.headers[tab.columns.index("psnr")] == "PSNR↑"   # against the ground truth: nothing added
+    rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
+    assert rows["rad_nerf"]["bold"][c] and not rows["er_nerf"]["bold"][c]
+    # a third method whose reference held 12 frames: the header lists both, and it is ranked alone
+    for ident in ("German", "May"):
+        write_metric_json(root, "other", ident, "self", {"csim": 0.95}, backends={"csim": ref12})
+    df = aggregate.aggregate(sorted(root.rglob("*.json")))
+    tab = tables.build_table(df, get_preset("all"), "self_driven", ["rad_nerf", "er_nerf"], reported)
+    head = tab.headers[c]
+    k = int(re.fullmatch(r"CSIM↑ \(vs each run's reference, (\d+)\) \[dlib 128-d face descriptor\]", head).group(1))
+    assert tab.footnotes[k - 1] == ("CSIM: each run's frames were compared with its own reference: mean embedding "
+                                    "of 12 training frames; mean embedding of 16 training frames")
+    rows = {r["method"]: r for r in tab.rows if r["kind"] == "measured"}
+    assert rows["rad_nerf"]["bold"][c] and not rows["other"]["bold"][c]   # 0.95, but another reference
+
+
 def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_like(tmp_path):
     """A cell measured by another backend than the papers' (LMD by dlib-68, not FAN) says so in a
     footnote and in the header; resolution and compositing are columns; bold compares only rows

@@ -371,7 +371,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
         except WeightsMissing as exc:
             log.info("CSIM: dlib descriptor (%s)", exc.reason)
             emb = DlibEmbedder(lmk)
-        from pipeline.metrics.identity import identity_reference, reference_images
+        from pipeline.metrics.identity import identity_reference, reference_images, reference_note
 
         ref_paths = reference_images(Path(data_dir)) if data_dir else []
         ref_emb, n_ref = identity_reference(emb, [read_rgb(q) for q in ref_paths])
@@ -380,8 +380,7 @@ def evaluate_render(render_dir: Path, data_dir: Path | None, model_dir: Path | N
                    "no identity reference frames (transforms_train.json beyond its first frame) in the dataset")
             results["csim"] = MetricValue.na(why, emb.backend)
             emb = None
-        csim_ref = (f"; reference: mean embedding of {n_ref} training frames (not the first, which "
-                    "baselines copy)")
+        csim_ref = reference_note(n_ref)
 
     from pipeline.metrics.image import psnr, ssim
     from pipeline.metrics.landmarks import REFERENCE_HEIGHT, frame_lmd, lmd_note, make_landmarker

@@ -65,6 +65,13 @@ def identity_reference(embed, images: list[np.ndarray]) -> tuple[np.ndarray | No
     return m / np.linalg.norm(m), len(embs)
 
 
+def reference_note(n_ref: int) -> str:
+    """The suffix of the CSIM backend string that names the identity reference (``n_ref`` frames
+    with a face, :func:`identity_reference`); the report's tables print its ``reference:`` part in
+    the column header (``pipeline.report.presets.compared_against``)."""
+    return f"; reference: mean embedding of {n_ref} training frames (not the first, which baselines copy)"
+
+
 def five_points(lms68: np.ndarray) -> np.ndarray:
     """[5, 2] eye centres, nose tip and mouth corners from [68, 2] iBUG landmarks."""
     l = np.asarray(lms68, np.float64)

@@ -33,8 +33,8 @@ from pipeline.common.io import atomic_write, read_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.oneshot import BOUND_METHODS, FLIPPED_SUFFIX, PROTOCOL
 from pipeline.report.presets import COLUMNS, ONE_SHOT_COLUMNS, get_preset
-from pipeline.report.tables import (NA, Table, _cell, _info, _mark_best, build_reported_tables, fmt, method_order,
-                                    missing_reported, read_reported, to_csv_rows, to_markdown)
+from pipeline.report.tables import (NA, Table, _cell, _info, _mark_backends, _mark_best, build_reported_tables, fmt,
+                                    method_order, missing_reported, read_reported, to_csv_rows, to_markdown)
 
 #: metrics of the internal-differences table
 INTERNAL = ("csim", "cpbd", "expr_l1", "pose_err_deg", "mouth_corr")
@@ -96,6 +96,7 @@ def build_oneshot_table(df: pd.DataFrame, methods: list[str], columns: tuple[str
                          "bold": [False] * len(cells)})
         values.append(vals)
     _mark_best(tab, [None, *cols], values)
+    _mark_backends(tab, [(None, c) for c in cols], values, off=1)
     if any(m in BOUND_METHODS for m in sub["method"]):
         tab.note("bounds: still_photo repeats the photo (perfect identity, no motion); driving_video is the "
                  "driver itself (perfect motion, another identity). A method should beat each on the "

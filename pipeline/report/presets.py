@@ -30,6 +30,8 @@ the seed papers' tables:
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 from pipeline.common.errors import InputError
@@ -39,6 +41,21 @@ def short_backend(backend: str) -> str:
     """Short name of a metric JSON's backend: the text before its first ``" ("`` or ``";"``
     (``"dlib-68 (face_recognition_models ...); FAN unavailable"`` -> ``"dlib-68"``)."""
     return backend.split(";")[0].split(" (")[0].strip()
+
+
+def compared_against(backend: str) -> str:
+    """What a metric compared each frame with, from a metric JSON's backend: the text of its
+    ``"; reference: X"`` or ``"; vs X"`` part, without a trailing parenthesis. CSIM of the self- and
+    cross-driven protocols (``pipeline.metrics.compute``): ``"mean embedding of 16 training
+    frames"``; one-shot CSIM / FID (``pipeline.oneshot.metrics``): ``"the reference photo"``,
+    ``"16 frames of May"``. ``""`` when the backend names none (the metric compares with the
+    ground-truth frames)."""
+    for part in backend.split(";")[1:]:
+        part = part.strip()
+        for prefix in ("reference: ", "vs "):
+            if part.startswith(prefix):
+                return re.sub(r"\s*\([^()]*\)$", "", part[len(prefix):]).strip()
+    return ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ For each protocol (self-driven, cross-driven) and the column preset of config ``
   states, from ``resources/reported_sources.csv``);
 - a measured cell whose backend is not the column's reference (LMD: FAN, AUE: OpenFace, CSIM:
   ArcFace) carries a footnote naming its backend, and the header names the backend in brackets
-  (``LMD (px @512) [dlib-68]``); pixel metrics are in pixels at the 512 px reference height;
+  (``LMD (px @512) [dlib-68]``); pixel metrics are in pixels at the 512 px reference height; a
+  metric that compares with something other than the ground truth names it in the header (CSIM:
+  ``CSIM↑ (vs mean embedding of 16 training frames)``);
 - the best measured value of each column is bold, compared only among rows measured over the same
   identities with the same backend, render resolution and compositing mode (ties on the printed
   value are all bold; a group needs two measured values to have a best);
@@ -50,7 +52,7 @@ from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
 from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD, RETRIEVAL_TORSO
 from pipeline.report.aggregate import read_long
-from pipeline.report.presets import COLUMNS, Column, Preset, get_preset, short_backend
+from pipeline.report.presets import COLUMNS, Column, Preset, compared_against, get_preset, short_backend
 
 PROTOCOLS = ("self_driven", "cross_driven")
 PROTOCOL_TITLES = {"self_driven": "Self-driven (validation split, ground truth available)",
@@ -247,18 +249,19 @@ def _cell(tab: Table, sub: pd.DataFrame, col: Column, n_identities: int,
         marks.append(tab.note(f"{col.label}, {run}: {r.note}"))
     if marks:
         text += f" ({','.join(str(k) for k in dict.fromkeys(marks))})"
-    # comparison group: the identities, the backends by name (not their details) and the runs' render
+    # comparison group: the identities, the backends by name (not their details), the runs' render
     # resolution and compositing mode (tables without those columns, e.g. the one-shot one, leave them
-    # out): rows measured otherwise are never ranked together
+    # out) and what the metric compared with (CSIM's identity reference): rows measured otherwise are
+    # never ranked together
     how = tuple(tuple(sorted({str(v) for v in has[k].dropna()})) if k in has else () for k, _ in INFO_COLUMNS[:2])
     return text, value, (tuple(sorted(has["identity"].unique())), tuple(sorted({short_backend(b) for b in backends})),
-                         *how)
+                         *how, tuple(sorted({compared_against(b) for b in backends} - {""})))
 
 
 def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[float | None, tuple]]]) -> None:
     """Bold the best measured value per column (on the printed precision, ties all bold), ranked
     only among rows with the same comparison group (:func:`_cell`: identities, backend, render
-    resolution and compositing mode)."""
+    resolution, compositing mode and what the metric compared with)."""
     measured = [r for r in tab.rows if r["kind"] == "measured"]
     for j, col in enumerate(cols):
         if col is None:
@@ -269,7 +272,8 @@ def _mark_best(tab: Table, cols: list[Column | None], values: list[list[tuple[fl
                 groups.setdefault(v[j][1], []).append((i, round(v[j][0], col.digits)))
         if len(groups) > 1:
             tab.note("Bold: best among measured rows over the same identities with the same backend, render "
-                     "resolution and compositing; rows measured otherwise are not ranked together.")
+                     "resolution and compositing (and, where the header names one, the same reference); rows "
+                     "measured otherwise are not ranked together.")
         for cand in groups.values():
             if len(cand) < 2:
                 continue
@@ -399,13 +403,23 @@ def _header(col: Column) -> str:
     return f"{col.label} ({col.unit}){col.arrow}" if col.unit else f"{col.label}{col.arrow}"
 
 
-def _mark_backends(tab: Table, cols: list[tuple[str | None, Column]], values: list) -> None:
-    """Name the off-reference backends of a column in its header (``LMD (px @512)↓ [dlib-68]``),
-    so that mixing is visible at a glance."""
-    off = len(INFO_COLUMNS)
+def _mark_backends(tab: Table, cols: list[tuple[str | None, Column]], values: list,
+                   off: int = len(INFO_COLUMNS)) -> None:
+    """Name in a column's header what its frames were compared with, where that is not the ground
+    truth (:func:`compared_against`: ``CSIM↑ (vs mean embedding of 16 training frames)``; several
+    references: ``(vs each run's reference, N)`` with footnote N listing them), and its
+    off-reference backends (``LMD (px @512)↓ [dlib-68]``), so that both are visible at a glance.
+    ``values``: per row, the ``(value, group)`` of every column (:func:`_cell`); ``off``: the
+    leading columns that are not metrics."""
     for j, (_, col) in enumerate(cols):
-        backends = {b for row in values if row[off + j][1] for b in row[off + j][1][1]}
-        names = sorted(b for b in backends if col.off_reference(b))
+        groups = [row[off + j][1] for row in values if row[off + j][1]]
+        against = sorted({a for g in groups for a in g[-1]})
+        if len(against) == 1:
+            tab.headers[off + j] += f" (vs {against[0]})"
+        elif against:
+            k = tab.note(f"{col.label}: each run's frames were compared with its own reference: " + "; ".join(against))
+            tab.headers[off + j] += f" (vs each run's reference, {k})"
+        names = sorted(b for b in {b for g in groups for b in g[1]} if col.off_reference(b))
         if names:
             tab.headers[off + j] += f" [{', '.join(names)}]"
 
