@@ -31,7 +31,6 @@ the seed papers' tables:
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 
 from pipeline.common.errors import InputError
@@ -48,7 +47,7 @@ def compared_against(backend: str) -> str:
     ``"; reference: X"`` or ``"; vs X"`` part, without a trailing parenthesis. CSIM of the self- and
     cross-driven protocols (``pipeline.metrics.compute``): ``"mean embedding of 16 training
     frames"``; one-shot CSIM / FID (``pipeline.oneshot.metrics``): ``"the reference photo"``,
-    ``"16 frames of May"``. ``""`` when the backend names none (the metric compares with the
+    ``"16 frames of results/data/May/gt_imgs"``. ``""`` when the backend names none (the metric compares with the
     ground-truth frames)."""
     for part in backend.split(";")[1:]:
         part = part.strip()

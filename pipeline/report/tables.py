@@ -16,8 +16,8 @@ For each protocol (self-driven, cross-driven) and the column preset of config ``
   metric that compares with something other than the ground truth names it in the header (CSIM:
   ``CSIM↑ (vs mean embedding of 16 training frames)``);
 - the best measured value of each column is bold, compared only among rows measured over the same
-  identities with the same backend, render resolution and compositing mode (ties on the printed
-  value are all bold; a group needs two measured values to have a best);
+  identities with the same backend, render resolution, compositing mode and reference (ties on the
+  printed value are all bold; a group needs two measured values to have a best);
 - n/a cells carry a footnote number; the footnotes list the reasons (from the metric JSONs'
   ``na_reason``, or why the column is not measured), and a metric's ``note`` (frames left out);
 - reported rows (``resources/reported_numbers.csv``) follow under a separator, marked "reported",
