@@ -287,8 +287,8 @@ def test_fan_heatmap_decoding_hand_computed():
 
 
 def test_fan_matches_face_alignment_reference(fan_standin):
-    """Same weights through face_alignment's own FAN give the same heatmaps (runs where the
-    face_alignment package is installed: `pip install --no-deps face-alignment`)."""
+    """Same weights through face_alignment's own FAN give the same heatmaps (face_alignment is
+    installed by scripts/bootstrap.sh, ``--no-deps``)."""
     fa_models = pytest.importorskip("face_alignment.models")
     import torch
 
@@ -298,6 +298,31 @@ def test_fan_matches_face_alignment_reference(fan_standin):
     x = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         torch.testing.assert_close(net(x)[-1], ref(x)[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_fan_crop_and_decoding_match_face_alignment(face_frames):
+    """The input crop and the heatmap decoding against face_alignment's own ``utils.crop`` and
+    ``utils.get_preds_fromhm`` (installed by scripts/bootstrap.sh, ``--no-deps``): on a real frame
+    the crops differ by about 2 grey levels on average (one affine warp against an integer box
+    and a resize), and the decoded points are face_alignment's before its truncation to integers."""
+    fa_utils = pytest.importorskip("face_alignment.utils")
+    from pipeline.preprocess.backends.fan import crop_face, crop_transform, decode_heatmaps
+
+    rgb = cv2.imread(str(face_frames / "0.jpg"))[..., ::-1]
+    # the face, a larger box off the pixel grid, and one that leaves the image on the left
+    for box in [(170.0, 200.0, 390.0, 410.0), (150.3, 180.7, 400.2, 430.9), (-20.0, 300.0, 250.0, 560.0)]:
+        center, side = crop_transform(box)
+        ours, ref = crop_face(rgb, center, side), fa_utils.crop(rgb, center, side / 200.0)
+        assert ours.shape == ref.shape == (256, 256, 3) and ours.dtype == np.uint8
+        assert np.abs(ours.astype(float) - ref).mean() < 3.0, box
+
+    hm = np.random.default_rng(0).random((68, 64, 64)).astype(np.float32)
+    hm[0] = 0.0
+    hm[0, 0, 5] = 1.0                      # a peak on the border: no quarter-pixel shift
+    center, side = crop_transform((170.0, 200.0, 390.0, 410.0))
+    ours = decode_heatmaps(hm, center, side)
+    _, ref, _ = fa_utils.get_preds_fromhm(hm[None], center, side / 200.0)
+    np.testing.assert_array_equal(np.trunc(ours), ref[0])
 
 
 @pytest.mark.slow

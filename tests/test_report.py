@@ -137,11 +137,10 @@ def _parse_latex_rows(tex: str) -> list[list[str]]:
 
 
 def _untex(s: str) -> str:
-    s = re.sub(r"\\textbf\{(.*)\}", r"\1", s)
-    for a, b in ((r"\_", "_"), (r"\&", "&"), (r"\%", "%"), ("--", "–"), (r"$\uparrow$", "↑"),
-                 (r"$\downarrow$", "↓")):
-        s = s.replace(a, b)
-    return s
+    """LaTeX back to text by pylatexenc's own decoder (``\\textbf`` dropped, escapes undone)."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    return LatexNodes2Text().latex_to_text(s)
 
 
 def _balanced(tex: str) -> bool:
@@ -284,27 +283,56 @@ def test_plots_are_written(metrics_dir, tmp_path):
     assert json.loads((out / "plots.json").read_text()) == entries
 
 
-def test_latex_compiles_with_booktabs_when_pdflatex_is_installed(metrics_dir, tmp_path):
-    """Optional (pdflatex is not part of bootstrap): the written .tex compiles in a standalone
-    article with booktabs."""
+def test_tex_escape_is_ascii_and_decodes_back_to_every_shipped_text():
+    """Every header, row label and reported cell or note the tables can print (the shipped
+    reported numbers and sources, every column's label and notes, the titles) goes to ASCII LaTeX that pylatexenc's
+    decoder reads back as the same text; the characters that broke pdfLaTeX before (∞, †, Δ, σ)
+    become commands, and an unknown character is named by its code point."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    texts = {t for c in COLUMNS.values() for t in (c.label, c.unmeasured_reason, c.measured_note) if t}
+    texts |= {*tables.PROTOCOL_TITLES.values(), tables.REPORTED_BANNER}
+    for df in (tables.read_reported(REPORTED), tables.read_sources(PROJECT_ROOT / "resources" / "reported_sources.csv")):
+        texts |= {str(v) for v in df.to_numpy().ravel() if isinstance(v, str) and v}
+    assert {"∞", "†", "Δ"} <= set("".join(texts))            # the file does hold them
+    decode = LatexNodes2Text().latex_to_text
+    for t in sorted(texts):
+        tex = tables.tex_escape(t)
+        assert tex.isascii(), (t, tex)
+        assert decode(tex) == t, (t, tex)
+    assert tables.tex_escape("σ 5% a_b ↑ ∞") == r"\ensuremath{\sigma} 5\% a\_b $\uparrow$ \ensuremath{\infty}"
+    assert "U+4E2D" in tables.tex_escape("中")
+
+
+def test_latex_of_every_preset_compiles_with_pdflatex(metrics_dir, tmp_path):
+    """Each preset's written ``.tex`` (measured rows, footnotes, every paper's reported rows)
+    compiles in a bare article with booktabs, no inputenc or fontenc (the output is ASCII).
+    pdflatex comes with scripts/bootstrap.sh (texlive-latex-base, texlive-latex-recommended)."""
     import shutil
     import subprocess
 
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+        pytest.skip("pdflatex not installed: run scripts/bootstrap.sh "
+                    "(apt-get install texlive-latex-base texlive-latex-recommended)")
     long = tmp_path / "long.parquet"
     aggregate.aggregate(sorted(metrics_dir.rglob("*.json"))).to_parquet(long)
-    out = tmp_path / "tables"
-    tables.main(["--long", str(long), "--reported", str(REPORTED), "--out-dir", str(out)])
+    inputs = []
+    for name in sorted(PRESETS):
+        out = tmp_path / "tables" / name
+        assert tables.main(["--long", str(long), "--reported", str(REPORTED), "--cfg", json.dumps({"preset": name}),
+                            "--methods", "rad_nerf", "er_nerf", "--out-dir", str(out)]) == 0
+        inputs += [out / f"{p}.tex" for p in tables.PROTOCOLS]
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n\\usepackage[T1]{fontenc}\n"
-                   "\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n\\begin{document}\n"
-                   + "".join(f"\\input{{{out / p}.tex}}\n" for p in ("self_driven", "cross_driven"))
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
+                   "\\begin{document}\n" + "".join(f"\\input{{{p}}}\n\\clearpage\n" for p in inputs)
                    + "\\end{document}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:]
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert "Missing character" not in log and "Undefined control sequence" not in log
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert len(inputs) == 2 * len(PRESETS)
 
 
 def test_compared_against_reads_what_a_metric_compared_with():

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from pylatexenc.latexencode import RULE_DICT, UnicodeToLatexConversionRule, UnicodeToLatexEncoder
 
 from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
@@ -501,14 +502,29 @@ def to_csv_rows(tab: Table, with_identity: bool = False) -> list[list[str]]:
     return out
 
 
-_TEX_ESC = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-            "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--"}
+#: plain text -> LaTeX by pylatexenc (its defaults: the specials ``& % $ # _ { } ~ ^ \\`` escaped,
+#: every non-ASCII character it knows written as a LaTeX command, e.g. ``∞`` ->
+#: ``\ensuremath{\infty}``, ``†`` -> ``{\textdagger}``, ``Δ`` -> ``\ensuremath{\Delta}``), with the
+#: metric arrows as papers print them in math mode; a character it does not know is written as its
+#: code point (``U+4E2D``), never passed through raw.
+_TEX_ENCODER = UnicodeToLatexEncoder(
+    conversion_rules=[UnicodeToLatexConversionRule(RULE_DICT, {ord("↑"): r"$\uparrow$", ord("↓"): r"$\downarrow$"}),
+                      "defaults"],
+    non_ascii_only=False, unknown_char_policy="unihex", unknown_char_warning=False)
 
 
 def tex_escape(s: str) -> str:
-    """Escape LaTeX specials (and arrows / en dash) in plain text."""
-    return "".join(_TEX_ESC.get(ch, ch) for ch in str(s))
+    """Plain text as LaTeX that compiles with pdfLaTeX and no package beyond the kernel (ASCII out).
+
+    Args:
+        s: any text (converted with ``str``): a header, cell, row label, caption or footnote.
+    Returns:
+        The text with LaTeX's specials escaped and every non-ASCII character written as a LaTeX
+        command (pylatexenc ``UnicodeToLatexEncoder``: ``"Δ 5%"`` -> ``"\\ensuremath{\\Delta} 5\\%"``;
+        ``↑`` / ``↓`` -> ``$\\uparrow$`` / ``$\\downarrow$``; unknown characters as ``U+XXXX``).
+        Never raises.
+    """
+    return _TEX_ENCODER.unicode_to_latex(str(s))
 
 
 def to_latex(tab: Table) -> str:

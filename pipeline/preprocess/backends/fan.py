@@ -184,6 +184,27 @@ def crop_transform(box: tuple[float, float, float, float]) -> tuple[np.ndarray, 
     return center, 200.0 * (x1 - x0 + y1 - y0) / REFERENCE_SCALE
 
 
+def crop_face(rgb: np.ndarray, center: np.ndarray, side: float) -> np.ndarray:
+    """The network's input: the square of ``side`` pixels around ``center``, resized to 256x256.
+
+    One affine warp (bilinear, black outside the image) where face_alignment's ``utils.crop`` cuts
+    an integer box and then resizes it; the -0.5 matches that box's 1-based corners. Checked against
+    face_alignment's ``crop`` on real frames in ``tests/test_landmarks.py``.
+
+    Args:
+        rgb: uint8 [H, W, 3] image.
+        center, side: from :func:`crop_transform` (pixels).
+    Returns:
+        uint8 [256, 256, 3] crop.
+    """
+    import cv2
+
+    s = CROP / side
+    m = np.array([[s, 0, CROP / 2 - s * center[0] - 0.5], [0, s, CROP / 2 - s * center[1] - 0.5]], np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(rgb), m, (CROP, CROP), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def decode_heatmaps(hm: np.ndarray, center: np.ndarray, side: float) -> np.ndarray:
     """Landmarks from heatmaps (face_alignment ``get_preds_fromhm``, without its integer truncation).
 
@@ -242,15 +263,10 @@ class FanLandmarks:
         Returns:
             float32 [68, 2] x, y in pixels (iBUG order).
         """
-        import cv2
         import torch
 
         center, side = crop_transform(box)
-        s = CROP / side
-        # the -0.5 matches face_alignment's crop (1-based box corners): mean |difference| 2 grey levels
-        m = np.array([[s, 0, CROP / 2 - s * center[0] - 0.5], [0, s, CROP / 2 - s * center[1] - 0.5]], np.float64)
-        inp = cv2.warpAffine(np.ascontiguousarray(rgb), m, (CROP, CROP), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        inp = crop_face(rgb, center, side)
         x = torch.from_numpy(inp.transpose(2, 0, 1).astype(np.float32) / 255.0)[None].to(self.device)
         with torch.no_grad():
             out = self.net(x)
