@@ -165,3 +165,23 @@ def table_with_training(training: str, method: str):
              "resolution": "128x128", "training": training, "note": None, "weights_sha256": None, "source_file": "x"}]
     reported = pd.DataFrame(columns=["method", "source", "table", "metric", "value", "notes", "setup", "resolution", "id"])
     return build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", [method], reported)
+
+
+def assert_latex_compiles(tex_files: list[Path], workdir: Path) -> None:
+    """``\\input`` every file into one bare article (booktabs and geometry, no inputenc or fontenc:
+    the tables' LaTeX is ASCII) and compile it with pdflatex in ``workdir``; fails with the end of
+    pdflatex's output, or on a missing character. Skips where pdflatex is absent (scripts/bootstrap.sh
+    installs it): call it after a test's other checks."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed: run scripts/bootstrap.sh "
+                    "(apt-get install texlive-latex-base texlive-latex-recommended)")
+    doc = workdir / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
+                   "\\begin{document}\n" + "".join(f"\\input{{{p}}}\n\\clearpage\n" for p in tex_files)
+                   + "\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=workdir,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (workdir / "doc.log").read_text(errors="replace")
+    assert "Missing character" not in log and "Undefined control sequence" not in log
+    assert (workdir / "doc.pdf").stat().st_size > 1000

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import PROJECT_ROOT, require_shared
+from tests.conftest import PROJECT_ROOT, assert_latex_compiles, require_shared
+from tests.test_report import _parse_latex_rows
 
 
 def _video_frames(path, size):
@@ -324,6 +325,7 @@ def test_workflow_one_shot_table(tmp_path):
         assert validate_contract(wd / "results" / "renders" / m / r / "May2s") == []
     md = (wd / "results" / "tables" / "one_shot.md").read_text()
     assert "oneshot_meshwarp (classical)" in md and "Internal differences" in md
+    assert r"oneshot\_meshwarp (classical)" in (wd / "results" / "tables" / "one_shot.tex").read_text()
     rows = {r[1]: r for r in csv.reader(open(wd / "results" / "tables" / "one_shot.csv"))}
     head = rows["method"]
     val = lambda m, k: float(rows[m][head.index(k)].strip("*").split(" ")[0])
@@ -442,7 +444,7 @@ def test_tables_from_hand_made_metric_files(tmp_path):
                    f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,csim@HDTF,0.777,read from the paper\n'
                    f'NeRFFaceSpeech,"{NERFFACESPEECH}",Table 1,cpbd@HDTF,0.225,\n')
     tab, internal = write_oneshot_tables(files, rep, ["oneshot_meshwarp"], tmp_path / "t.md", tmp_path / "t.csv",
-                                         tmp_path / "i.csv")
+                                         tmp_path / "i.csv", tmp_path / "t.tex")
     rows = {r["method"]: r for r in tab.rows}
     mw, dv = rows["oneshot_meshwarp (classical)"], rows["driving_video (bound: driver's identity)"]
     c, m = tab.columns.index("csim"), tab.columns.index("mouth_corr")
@@ -467,3 +469,13 @@ def test_tables_from_hand_made_metric_files(tmp_path):
     for table in ("LiveNeRF Table II", "LiveNeRF Table III", "NeRFFaceSpeech Table 2"):
         assert f"{table}: listed by the column preset, but the reported-numbers file has no rows of it" in md
     assert "fid missing here" in md
+    # the same tables in LaTeX: the one-shot rows hold the CSV's cells, the internal differences'
+    # Δ header is a LaTeX command, and the file compiles (with the shipped reported tables too)
+    tex = (tmp_path / "t.tex").read_text()
+    assert tex.isascii() and tex.count(r"\begin{tabular}") == 3          # one-shot, internal, Table 1
+    csv_rows = list(csv.reader(open(tmp_path / "t.csv")))
+    assert [r[1:] for r in _parse_latex_rows(tex)][:len(csv_rows) - 1] == [r[4:] for r in csv_rows[1:]]
+    assert r"CSIM \ensuremath{\Delta} (input - flipped)" in tex
+    write_oneshot_tables(files, PROJECT_ROOT / "resources" / "reported_numbers.csv", ["oneshot_meshwarp"],
+                         tmp_path / "s.md", tmp_path / "s.csv", tmp_path / "si.csv", tmp_path / "s.tex")
+    assert_latex_compiles([tmp_path / "t.tex", tmp_path / "s.tex"], tmp_path)

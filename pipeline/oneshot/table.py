@@ -1,6 +1,6 @@
 """The one-shot table (preset ``one_shot``) and the internal-differences table.
 
-``results/tables/one_shot.md`` / ``.csv``: one row per method (the one-shot backend, labelled
+``results/tables/one_shot.md`` / ``.csv`` / ``.tex`` (booktabs, as the other tables): one row per method (the one-shot backend, labelled
 classical for ``meshwarp``, and the two bounds), the mean over references (photos as given) and
 driving clips, after the output's resolution; n/a cells carry their reason as footnotes; the best
 value among the methods is bold (the bounds are never ranked); the reported tables of the preset
@@ -16,7 +16,8 @@ Usage::
 
     python -m pipeline.oneshot.table --metrics results/metrics/one_shot/*/*/*.json \
         --reported resources/reported_numbers.csv --out-md results/tables/one_shot.md \
-        --out-csv results/tables/one_shot.csv --out-internal results/tables/one_shot_internal_differences.csv
+        --out-csv results/tables/one_shot.csv --out-internal results/tables/one_shot_internal_differences.csv \
+        --out-tex results/tables/one_shot.tex
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from pipeline.common.log import run_main, setup_logging
 from pipeline.oneshot import BOUND_METHODS, FLIPPED_SUFFIX, PROTOCOL
 from pipeline.report.presets import COLUMNS, ONE_SHOT_COLUMNS, get_preset
 from pipeline.report.tables import (NA, Table, _cell, _info, _mark_backends, _mark_best, build_reported_tables, fmt,
-                                    method_order, missing_reported, read_reported, to_csv_rows, to_markdown)
+                                    method_order, missing_reported, read_reported, to_csv_rows, to_latex,
+                                    to_markdown)
 
 #: metrics of the internal-differences table
 INTERNAL = ("csim", "cpbd", "expr_l1", "pose_err_deg", "mouth_corr")
@@ -152,8 +154,18 @@ def _mean(sub: pd.DataFrame, metric: str) -> tuple[float | None, str]:
 
 
 def write_oneshot_tables(paths: list[str | Path], reported_path: str | Path | None, methods: list[str],
-                         out_md: str | Path, out_csv: str | Path, out_internal: str | Path) -> tuple[Table, Table]:
-    """Build and write the one-shot table, the preset's reported tables and the internal differences."""
+                         out_md: str | Path, out_csv: str | Path, out_internal: str | Path,
+                         out_tex: str | Path) -> tuple[Table, Table]:
+    """Build and write the one-shot table, the preset's reported tables and the internal differences.
+
+    Writes (atomically) ``out_md`` (all tables), ``out_csv`` (the one-shot table's cells),
+    ``out_internal`` (the internal differences' cells) and ``out_tex`` (all tables as booktabs
+    LaTeX, :func:`pipeline.report.tables.to_latex`). Returns (one-shot table, internal differences).
+
+    Raises:
+        InputError: a JSON that is not of protocol one_shot (:func:`tidy`), or a reported-numbers
+            file that is missing (:func:`pipeline.report.tables.read_reported`).
+    """
     preset = get_preset("one_shot")
     df = tidy(paths)
     main_tab = build_oneshot_table(df, methods, preset.one_shot or ONE_SHOT_COLUMNS)
@@ -172,6 +184,8 @@ def write_oneshot_tables(paths: list[str | Path], reported_path: str | Path | No
         csv.writer(fh, lineterminator="\n").writerows(to_csv_rows(main_tab))
     with atomic_write(out_internal, "w") as fh:
         csv.writer(fh, lineterminator="\n").writerows(to_csv_rows(internal))
+    with atomic_write(out_tex, "w") as fh:
+        fh.write("\n".join(to_latex(t) for t in [main_tab, internal, *reported]))
     return main_tab, internal
 
 
@@ -184,10 +198,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-csv", required=True)
     ap.add_argument("--out-internal", required=True)
+    ap.add_argument("--out-tex", required=True)
     args = ap.parse_args(argv)
     log = setup_logging("pipeline.oneshot.table")
     tab, internal = write_oneshot_tables(args.metrics, args.reported, args.methods, args.out_md, args.out_csv,
-                                         args.out_internal)
+                                         args.out_internal, args.out_tex)
     log.info("one-shot table: %d rows; internal differences: %d rows", len(tab.rows), len(internal.rows))
     return 0
 

@@ -125,6 +125,7 @@ if ONESHOT_PLAN.runs:
             md="results/tables/one_shot.md",
             csv="results/tables/one_shot.csv",
             internal="results/tables/one_shot_internal_differences.csv",
+            tex="results/tables/one_shot.tex",
         params:
             reported=ONESHOT_PLAN.reported_arg,
             methods=" ".join(dict.fromkeys(m for m, _, _ in ONESHOT_PLAN.runs)),
@@ -141,7 +142,7 @@ if ONESHOT_PLAN.runs:
         shell:
             "python -m pipeline.oneshot.table --metrics {input.metrics:q} {params.reported}"
             " --methods {params.methods} --out-md {output.md:q} --out-csv {output.csv:q}"
-            " --out-internal {output.internal:q} > {log:q} 2>&1"
+            " --out-internal {output.internal:q} --out-tex {output.tex:q} > {log:q} 2>&1"
 
     rule oneshot_sidebyside:
         input:
