@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -304,20 +305,55 @@ def test_tex_escape_is_ascii_and_decodes_back_to_every_shipped_text():
     assert "U+4E2D" in tables.tex_escape("中")
 
 
+def _write_every_preset(metrics_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    """``tables.main`` once per preset on the test metrics and the shipped reported numbers;
+    returns preset name -> its output folder."""
+    long = tmp_path / "long.parquet"
+    aggregate.aggregate(sorted(metrics_dir.rglob("*.json"))).to_parquet(long)
+    outs = {}
+    for name in sorted(PRESETS):
+        outs[name] = tmp_path / "tables" / name
+        assert tables.main(["--long", str(long), "--reported", str(REPORTED), "--cfg", json.dumps({"preset": name}),
+                            "--methods", "rad_nerf", "er_nerf", "--out-dir", str(outs[name])]) == 0
+    return outs
+
+
 def test_latex_of_every_preset_compiles_with_pdflatex(metrics_dir, tmp_path):
     """Each preset's written ``.tex`` (measured rows, footnotes, every paper's reported rows)
     compiles in a bare article with booktabs, no inputenc or fontenc (the output is ASCII).
     pdflatex comes with scripts/bootstrap.sh (texlive-latex-base, texlive-latex-recommended)."""
-    long = tmp_path / "long.parquet"
-    aggregate.aggregate(sorted(metrics_dir.rglob("*.json"))).to_parquet(long)
-    inputs = []
-    for name in sorted(PRESETS):
-        out = tmp_path / "tables" / name
-        assert tables.main(["--long", str(long), "--reported", str(REPORTED), "--cfg", json.dumps({"preset": name}),
-                            "--methods", "rad_nerf", "er_nerf", "--out-dir", str(out)]) == 0
-        inputs += [out / f"{p}.tex" for p in tables.PROTOCOLS]
+    inputs = [out / f"{p}.tex" for out in _write_every_preset(metrics_dir, tmp_path).values() for p in tables.PROTOCOLS]
     assert len(inputs) == 2 * len(PRESETS) and all(p.is_file() for p in inputs)
     assert_latex_compiles(inputs, tmp_path)
+
+
+def test_markdown_of_every_preset_parses_as_tables_holding_the_csv_cells(metrics_dir, tmp_path):
+    """Each preset's written ``.md`` read by markdown-it-py (GitHub-style tables): every table row
+    has as many cells as its header, and the first table's rows are the CSV's cells (a ``|`` in a
+    cell or a footnote, escaped, does not split it)."""
+    from markdown_it import MarkdownIt
+
+    md_parser = MarkdownIt("commonmark").enable("table")
+    for name, out in _write_every_preset(metrics_dir, tmp_path).items():
+        for protocol in tables.PROTOCOLS:
+            parsed, row = [], None                      # tables -> rows -> cell texts
+            for tok in md_parser.parse((out / f"{protocol}.md").read_text()):
+                if tok.type == "table_open":
+                    parsed.append([])
+                elif tok.type == "tr_open":
+                    row = []
+                elif tok.type == "inline" and row is not None:
+                    row.append(re.sub(r"^\*\*(.*)\*\*$", r"\1", tok.content))
+                elif tok.type == "tr_close":
+                    parsed[-1].append(row)
+                    row = None
+            assert parsed, (name, protocol)
+            for t in parsed:
+                assert {len(r) for r in t} == {len(t[0])}, (name, protocol, t[0])
+            with open(out / f"{protocol}.csv", newline="") as fh:
+                csv_rows = list(csv.reader(fh))
+            body = [r for r in parsed[0][1:] if not r[0].startswith("*")]       # the banner row left out
+            assert [r[1:] for r in body] == [c[4:] for c in csv_rows[1:]], (name, protocol)
 
 
 def test_compared_against_reads_what_a_metric_compared_with():
