@@ -473,7 +473,7 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
 
 
 def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
-    """The one-shot section: the table text (escaped) and one player per side-by-side video,
+    """The one-shot section: the table (an HTML table, text escaped) and one player per side-by-side video,
     copied into the report's media folder with a poster."""
     import subprocess
 
@@ -488,9 +488,11 @@ def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
     assert videos == [("Macron driven by er_nerf-German-jfk: photo | driving | output",
                        "one_shot/Macron/er_nerf-German-jfk.mp4")]
     assert (media / videos[0][1]).is_file() and (media / "one_shot/Macron/er_nerf-German-jfk.jpg").is_file()
-    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], "| Method | CSIM<1> |", videos)
+    md = "| Method | CSIM<1> |\n|---|---:|\n| oneshot_meshwarp (classical) | 0.800 |"
+    page = render_page({"protocols": {}}, [], "plots", {}, "media", [], md, videos)
     assert "<h2 id='one-shot'>One-shot face replacement</h2>" in page
-    assert "| Method | CSIM&lt;1&gt; |" in page
+    assert '<th style="text-align:right">CSIM&lt;1&gt;</th>' in page        # an HTML table, escaped
+    assert '<td>oneshot_meshwarp (classical)</td>\n<td style="text-align:right">0.800</td>' in page
     assert page.count("src='media/one_shot/Macron/er_nerf-German-jfk.mp4'") == 1
     assert "<h2 id='one-shot'>" not in render_page({"protocols": {}}, [], "plots", {}, "media", [])
 
@@ -533,7 +535,10 @@ def test_report_page_has_the_free_view_table_when_enabled(tmp_path):
     md = "| method | view | CSIM<frontal> | CPBD |\n|---|---|---:|---:|\n| rad_nerf | yaw+15 | 0.912 | 0.301 |"
     page = render_page({"protocols": {}}, [], "plots", {}, "media", [], free_view_md=md)
     assert "<h2 id='free-view'>Free view</h2>" in page and "<a href='#free-view'>" in page
-    assert "| rad_nerf | yaw+15 | 0.912 | 0.301 |" in page and "CSIM&lt;frontal&gt;" in page
+    # an HTML table (markdown-it-py); the header's angle brackets escaped, not taken as a tag
+    assert '<th style="text-align:right">CSIM&lt;frontal&gt;</th>' in page
+    assert '<td>yaw+15</td>\n<td style="text-align:right">0.912</td>' in page
+    assert "| rad_nerf |" not in page
     plain = render_page({"protocols": {}}, [], "plots", {}, "media", [])
     assert "id='free-view'" not in plain and "#free-view" not in plain
     for enabled in (True, False):
@@ -575,7 +580,10 @@ def test_report_shows_the_quality_benchmark_with_its_montages(tmp_path):
     assert (media / targets["images"][0][1]).stat().st_size > 10000
     page = render_page({"protocols": {}}, [], "plots", {}, "media", [], quality=quality, quality_targets=targets)
     assert page.index("targets (the same code over seeds)") < page.index(f"<summary>{labels[0]}</summary>")
-    assert "| obama_dnc2020 | rad_nerf |" in page and page.count("<details open><summary>") == 2
+    # the tables are HTML tables (markdown-it-py), one row per identity and method
+    assert "<td>obama_dnc2020</td>\n<td>rad_nerf</td>" in page and page.count("<details open><summary>") == 2
+    delimiter_rows = [re.findall(r"(?m)^\|[-:| ]+\|$", x["text"]) for x in [*quality, targets]]
+    assert "\n| " not in page and page.count("<table>") == sum(map(len, delimiter_rows)) > len(quality)
     assert f"src='media/{targets['images'][0][1]}'" in page
     bare = tmp_path / "bare.md"
     bare.write_text("# Model quality\n\nno targets yet\n")

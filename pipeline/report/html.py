@@ -53,6 +53,7 @@ td.best{font-weight:700}
 figure{margin:0}figcaption{font-size:.85em;text-align:center}
 video{width:240px;height:240px;background:#000}
 details{margin:6px 0}.scroll{overflow-x:auto}summary{cursor:pointer;color:#235}
+.md p{font-size:.85em;color:#444;max-width:1100px}
 """
 
 
@@ -81,6 +82,17 @@ def table_html(tab: dict) -> str:
         out.append("<p class='notes'>" + "<br>".join(f"({i}) {html.escape(t)}"
                                                      for i, t in enumerate(tab["footnotes"], start=1)) + "</p>")
     return "\n".join(out)
+
+
+def markdown_html(text: str) -> str:
+    """HTML of a Markdown text the pipeline wrote (the one-shot, free-view and quality tables):
+    CommonMark with GitHub-style tables, by markdown-it-py; raw HTML in the text is escaped, not
+    passed through (``CSIM<frontal>`` -> ``CSIM&lt;frontal&gt;``). Wrapped in a horizontally
+    scrolling ``div`` of class ``md``. Never raises."""
+    from markdown_it import MarkdownIt
+
+    return ("<div class='md scroll'>" + MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+            + "</div>")
 
 
 def gt_video(data: DatasetLayout, out: Path) -> None:
@@ -350,7 +362,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
     if one_shot_md or one_shot_videos:
         body.append("<h2 id='one-shot'>One-shot face replacement</h2>")
         if one_shot_md:
-            body.append(f"<pre class='md'>{html.escape(one_shot_md)}</pre>")
+            body.append(markdown_html(one_shot_md))
         body.append("<div class='videos'>")
         for label, rel in one_shot_videos:
             src = f"{media_rel}/{rel}"
@@ -361,7 +373,7 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
         body.append("<h2 id='free-view'>Free view</h2><p>Each model rendered from camera poses off the "
                     "training trajectory (config <code>render.free_view</code>), scored without ground truth: "
                     "CSIM against the frontal render and CPBD per view (docs/metrics.md).</p>")
-        body.append(f"<pre class='md'>{html.escape(free_view_md)}</pre>")
+        body.append(markdown_html(free_view_md))
     if quality:
         body.append("<h2 id='quality'>Quality on real identities</h2><p>The multi-identity quality benchmark "
                     "(<code>python -m pipeline.train.benchmark --quality</code>, docs/quality.md): every method "
@@ -373,12 +385,12 @@ def render_page(tables: dict, plots: list[dict], plots_rel: str, groups: dict, m
                     "runs with other settings or code are not ranked against each other.</p>")
         if quality_targets and quality_targets.get("text"):
             body.append("<details open><summary>targets (the same code over seeds)</summary>"
-                        f"<pre class='md'>{html.escape(quality_targets['text'])}</pre><div class='plots'>")
+                        + markdown_html(quality_targets["text"]) + "<div class='plots'>")
             body += _figures(quality_targets.get("images", []), media_rel)
             body.append("</div></details>")
         for k, q in enumerate(quality):
             body.append(f"<details{' open' if k == len(quality) - 1 else ''}><summary>{html.escape(q['label'])}"
-                        f"</summary><pre class='md'>{html.escape(q['text'])}</pre><div class='plots'>")
+                        "</summary>" + markdown_html(q["text"]) + "<div class='plots'>")
             body += _figures(q["images"], media_rel)
             body.append("</div></details>")
     body.append("<h2 id='plots'>Plots</h2><div class='plots'>")
