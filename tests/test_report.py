@@ -488,8 +488,9 @@ def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
     assert videos == [("Macron driven by er_nerf-German-jfk: photo | driving | output",
                        "one_shot/Macron/er_nerf-German-jfk.mp4")]
     assert (media / videos[0][1]).is_file() and (media / "one_shot/Macron/er_nerf-German-jfk.jpg").is_file()
-    md = "| Method | CSIM<1> |\n|---|---:|\n| oneshot_meshwarp (classical) | 0.800 |"
+    md = "# One-shot\n\n| Method | CSIM<1> |\n|---|---:|\n| oneshot_meshwarp (classical) | 0.800 |"
     page = render_page({"protocols": {}}, [], "plots", {}, "media", [], md, videos)
+    assert "<h3>One-shot</h3>" in page and page.count("<h1>") == 1    # the page title; the md heading under h2
     assert "<h2 id='one-shot'>One-shot face replacement</h2>" in page
     assert '<th style="text-align:right">CSIM&lt;1&gt;</th>' in page        # an HTML table, escaped
     assert '<td>oneshot_meshwarp (classical)</td>\n<td style="text-align:right">0.800</td>' in page

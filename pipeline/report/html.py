@@ -87,12 +87,17 @@ def table_html(tab: dict) -> str:
 def markdown_html(text: str) -> str:
     """HTML of a Markdown text the pipeline wrote (the one-shot, free-view and quality tables):
     CommonMark with GitHub-style tables, by markdown-it-py; raw HTML in the text is escaped, not
-    passed through (``CSIM<frontal>`` -> ``CSIM&lt;frontal&gt;``). Wrapped in a horizontally
+    passed through (``CSIM<frontal>`` -> ``CSIM&lt;frontal&gt;``); headings move two levels down
+    (``#`` -> ``h3``), under the page's section headings (``h2``). Wrapped in a horizontally
     scrolling ``div`` of class ``md``. Never raises."""
     from markdown_it import MarkdownIt
 
-    return ("<div class='md scroll'>" + MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
-            + "</div>")
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(text)
+    for tok in tokens:
+        if tok.type in ("heading_open", "heading_close"):
+            tok.tag = f"h{min(6, int(tok.tag[1]) + 2)}"
+    return "<div class='md scroll'>" + md.renderer.render(tokens, md.options, {}) + "</div>"
 
 
 def gt_video(data: DatasetLayout, out: Path) -> None:
