@@ -1,11 +1,11 @@
 """The one-shot table (preset ``one_shot``) and the internal-differences table.
 
-``results/tables/one_shot.md`` / ``.csv`` / ``.tex`` (booktabs, as the other tables): one row per method (the one-shot backend, labelled
-classical for ``meshwarp``, and the two bounds), the mean over references (photos as given) and
-driving clips, after the output's resolution; n/a cells carry their reason as footnotes; the best
-value among the methods is bold (the bounds are never ranked); the reported tables of the preset
-(LiveNeRF Tables II/III, NeRFFaceSpeech Tables 1/2, from ``resources/reported_numbers.csv`` when
-present) follow, each with its paper's own columns.
+``results/tables/one_shot.md`` / ``.csv`` / ``.tex`` (booktabs, as the other tables): one row per
+method (the one-shot backend, labelled classical for ``meshwarp``, and the two bounds), the mean
+over references (photos as given) and driving clips, after the output's resolution; n/a cells
+carry their reason as footnotes; the best value among the methods is bold (the bounds are never
+ranked); the reported tables of the preset (LiveNeRF Tables II/III, NeRFFaceSpeech Tables 1/2,
+from ``resources/reported_numbers.csv`` when present) follow, each with its paper's own columns.
 
 ``results/tables/one_shot_internal_differences.csv`` (and a section of the Markdown): after
 NeRFFaceSpeech Table 2, every one-shot method on the reference as given ("input") and on the
