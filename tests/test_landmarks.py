@@ -289,7 +289,7 @@ def test_fan_heatmap_decoding_hand_computed():
 def test_fan_matches_face_alignment_reference(fan_standin):
     """Same weights through face_alignment's own FAN give the same heatmaps (face_alignment is
     installed by scripts/bootstrap.sh, ``--no-deps``)."""
-    fa_models = pytest.importorskip("face_alignment.models")
+    import face_alignment.models as fa_models        # a test reference: scripts/bootstrap.sh installs it
     import torch
 
     net, _ = fan_standin
@@ -305,7 +305,8 @@ def test_fan_crop_and_decoding_match_face_alignment(face_frames):
     ``utils.get_preds_fromhm`` (installed by scripts/bootstrap.sh, ``--no-deps``): on a real frame
     the crops differ by about 2 grey levels on average (one affine warp against an integer box
     and a resize), and the decoded points are face_alignment's before its truncation to integers."""
-    fa_utils = pytest.importorskip("face_alignment.utils")
+    import face_alignment.utils as fa_utils          # a test reference: scripts/bootstrap.sh installs it
+
     from pipeline.preprocess.backends.fan import crop_face, crop_transform, decode_heatmaps
 
     rgb = cv2.imread(str(face_frames / "0.jpg"))[..., ::-1]
