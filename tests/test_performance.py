@@ -258,3 +258,37 @@ def test_gpu_check_quick_agreement_by_hand():
     assert tight["band_db"] == 0.25 and not tight["ok"]
     with pytest.raises(ValueError, match="at least 2"):
         quick_agreement(30.0, [30.0])
+
+
+def test_training_benchmark_runs_every_method_with_the_quick_profile(dev_dataset, capsys):
+    """The throughput command of docs/training.md and docs/performance.md (``python -m
+    pipeline.train.benchmark --data DATASET``) on a real dataset with the ``quick`` profile, whose
+    models read the body pose and body flow as well as the audio and the eyes: one line per method
+    with steps/s, rays/s = steps/s x the profile's 512 rays, and samples per ray within the
+    profile's 24. (It once built its dataset without the configured conditions and stopped at
+    ``KeyError: 'body_pose'``; it now loads through ``TalkingDataset.for_config`` as the trainer.)"""
+    import re
+
+    from pipeline.models.methods import model_conditions
+    from pipeline.train.benchmark import main
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+
+    cfg = resolve_config("rad_nerf", {"profile": "quick"})
+    data = TalkingDataset.for_config(dev_dataset, cfg)
+    assert {"body_pose", "body_flow", "eye"} <= set(data.splits["train"].conds)
+    assert set(data.splits["train"].conds) == set(model_conditions(cfg)) - {"audio"}
+
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--data", str(dev_dataset), "--steps", "3", "--threads", "1", "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "profile=quick" in ln]
+    assert [ln.split()[0] for ln in lines] == ["rad_nerf", "er_nerf"]
+    for ln in lines:
+        m = re.search(r"([\d.]+) steps/s, (\d+) rays/s, ([\d.]+) samples/ray evaluated \(512 rays x 24 samples", ln)
+        assert m, ln
+        steps, rays, per_ray = float(m[1]), int(m[2]), float(m[3])
+        assert steps > 0 and abs(rays - 512 * steps) <= 3, ln       # steps/s printed to 2 decimals
+        assert 1 <= per_ray <= 24, ln

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             cfg = resolve_config(method, {"profile": a.profile, "device": str(device),
                                           "overrides": {"head_steps": a.steps + 10, "checkpoint_every": 10 ** 9,
                                                         "occ_warmup": 5}})
-            data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, ("train",))
+            data = TalkingDataset.for_config(data_root, cfg)
             st = Stage("head", cfg, data, Path(tmp) / method, None, None, device)
             st.total = 10
             st.run()                                     # warm-up (occupancy grid, allocator)

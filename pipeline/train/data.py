@@ -131,6 +131,25 @@ class TalkingDataset:
         tables = {c: get_condition(c).read(root, max_img + 1, method) for c in conditions if c != "audio"}
         self.splits = {sp: self._load_split(root, tf[sp], tables, (max_frames or {}).get(sp)) for sp in splits}
 
+    @classmethod
+    def for_config(cls, root: str | Path, cfg, splits: tuple[str, ...] = ("train",),
+                   max_frames: dict | None = None) -> "TalkingDataset":
+        """The dataset at ``root`` as a stage trained with ``cfg`` (a
+        :class:`pipeline.models.configs.TrainConfig`) loads it: ``cfg.resolution``,
+        ``cfg.audio_feature``, and every per-frame condition the configured model reads
+        (:func:`pipeline.models.methods.model_conditions`: the method's own plus those the config
+        switches on, e.g. ``body_pose`` with ``torso_body_pose``). The trainer, the training
+        benchmark and the GPU check load their data through it, so none can miss a condition.
+
+        Raises:
+            InputError: as the constructor, naming the first missing or mismatched file (a
+                condition's artefact included).
+        """
+        from pipeline.models.methods import model_conditions  # noqa: PLC0415 (models import this module)
+
+        return cls(root, cfg.resolution, cfg.audio_feature, splits, max_frames=max_frames,
+                   conditions=model_conditions(cfg), method=cfg.method)
+
     @staticmethod
     def _read_transforms(path: Path) -> dict:
         data = read_json(path)

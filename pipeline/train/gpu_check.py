@@ -80,15 +80,13 @@ def _peak_gib(device) -> float | None:
 
 def _stage(method: str, data_root: Path, device, work: Path, overrides: dict):
     """A head-stage trainer of ``method`` with the ``paper`` profile (seed 0) plus ``overrides``."""
-    from pipeline.models.methods import model_conditions
     from pipeline.train.data import TalkingDataset
     from pipeline.train.profiles import resolve_config
     from pipeline.train.trainer import Stage
 
     cfg = resolve_config(method, {"profile": "paper", "seed": 0, "device": str(device),
                                   "overrides": {"checkpoint_every": 10 ** 9, **overrides}})
-    data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, ("train",),
-                          conditions=model_conditions(cfg), method=method)
+    data = TalkingDataset.for_config(data_root, cfg)
     return Stage("head", cfg, data, work / method, None, None, device), data
 
 

@@ -36,7 +36,6 @@ from pipeline.models.audio import audio_window
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
 from pipeline.models.conditions import get_condition
-from pipeline.models.methods import model_conditions
 from pipeline.models.model import TalkingHeadModel, body_frame_meta, head_up_stats
 from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
@@ -523,9 +522,7 @@ def train_stage(stage: str, cfg: TrainConfig, data_root: Path, model_dir: Path, 
     ``train_log.csv`` (all stages) and ``train_manifest.json``. Returns the manifest/stage info."""
     device = resolve_device(cfg.device)
     splits = ("train", "val") if stage == "torso" else ("train",)
-    data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, splits,
-                          max_frames={"val": cfg.val_frames or None},
-                          conditions=model_conditions(cfg), method=cfg.method)
+    data = TalkingDataset.for_config(data_root, cfg, splits, max_frames={"val": cfg.val_frames or None})
     log.info("%s/%s: %d train frames at %dx%d on %s", cfg.method, stage, len(data.splits["train"]),
              data.H, data.W, device)
     st = Stage(stage, cfg, data, model_dir, init, weights_dir, device)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.models.registry import load_checkpoint  # noqa: E402
 from pipeline.preprocess.parsing import read_parsing  # noqa: E402
 from pipeline.train.data import TalkingDataset  # noqa: E402
-from pipeline.train.trainer import frame_conditions, model_conditions  # noqa: E402
+from pipeline.train.trainer import frame_conditions  # noqa: E402
 
 
 def body_composite(model_dir: Path, data_root: Path) -> dict:
@@ -39,8 +39,7 @@ def body_composite(model_dir: Path, data_root: Path) -> dict:
     model, _ = load_checkpoint(model_dir / "torso.pt")
     model.eval()
     cfg = model.cfg
-    data = TalkingDataset(data_root, cfg.resolution, cfg.audio_feature, ("train", "val"), max_frames={"val": None},
-                          conditions=model_conditions(cfg), method=cfg.method)
+    data = TalkingDataset.for_config(data_root, cfg, ("train", "val"), max_frames={"val": None})
     val, H, W = data.splits["val"], data.H, data.W
     rr, cc = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     pix = torch.stack([rr, cc], -1).reshape(-1, 2)
