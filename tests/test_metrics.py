@@ -44,11 +44,16 @@ def test_psnr_ssim_equal_scikit_image(frames):
     from pipeline.metrics.image import psnr, ssim
 
     for pred, gt in [(frames[1], frames[0]), (cv2.GaussianBlur(frames[2], (0, 0), 1.5), frames[2])]:
-        p, g = f32(pred), f32(gt)
-        p64, g64 = p.astype(np.float64), g.astype(np.float64)  # skimage keeps float32 inputs in float32
-        assert psnr(p, g) == pytest.approx(peak_signal_noise_ratio(g64, p64, data_range=1), abs=1e-9)
-        assert ssim(p, g) == pytest.approx(structural_similarity(g64, p64, channel_axis=-1, data_range=1), abs=1e-9)
+        p, g = f32(pred), f32(gt)               # as the metrics stage loads frames
+        p64, g64 = p.astype(np.float64), g.astype(np.float64)
+        # scikit-image computes float32 inputs in float32 and float64 inputs in float64; so do we
+        assert psnr(p, g) == peak_signal_noise_ratio(g, p, data_range=1)
+        assert psnr(p64, g64) == peak_signal_noise_ratio(g64, p64, data_range=1)
+        assert ssim(p64, g64) == pytest.approx(structural_similarity(g64, p64, channel_axis=-1, data_range=1), abs=1e-12)
         assert ssim(p, g) == pytest.approx(structural_similarity(g, p, channel_axis=-1, data_range=1), abs=1e-6)
+        # the float32 value is the float64 one to float32's precision, far below the 3 decimals reported
+        assert ssim(p, g) == pytest.approx(ssim(p64, g64), abs=1e-6)
+        assert psnr(p, g) == pytest.approx(psnr(p64, g64), abs=1e-5)
     assert 0.5 < ssim(f32(frames[1]), f32(frames[0])) < 1.0
 
 
@@ -65,6 +70,10 @@ def test_ssim_banded_equal_scikit_image_any_shape(frames, shape):
     p = np.clip(g + np.random.default_rng(0).normal(0, 0.05, g.shape), 0, 1)
     ref = structural_similarity(g.astype(np.float64), p, channel_axis=-1 if g.ndim == 3 else None, data_range=1)
     assert ssim(p, g) == pytest.approx(ref, abs=1e-12)
+    # both float32: computed in float32, as scikit-image does (a 7x7 frame is one window: no averaging
+    # of the float32 rounding, hence 1e-5 here against 1e-7 over a whole frame)
+    p32, axis = p.astype(np.float32), -1 if g.ndim == 3 else None
+    assert ssim(p32, g) == pytest.approx(structural_similarity(g, p32, channel_axis=axis, data_range=1), abs=1e-5)
 
 
 def test_ssim_rejects_bad_shapes():
