@@ -257,3 +257,62 @@ def test_tiny_model_overfits_one_frame(dev_dataset, method):
     st.run()
     after = frame_psnr()
     assert math.isfinite(after) and after - before > 10.0, (before, after)
+
+
+def test_audio_norm_stats_by_hand():
+    """Per-channel mean and spread over every time step of every training row (population std,
+    plus the 1e-3 floor), hand-computed on a [2, 2, 2] array."""
+    from pipeline.models.model import audio_norm_stats
+
+    f = np.array([[[1.0, -8.0], [3.0, -8.0]], [[5.0, -8.0], [7.0, -8.0]]])   # channel 1 constant
+    stats = audio_norm_stats(f)
+    assert stats["mean"] == pytest.approx([4.0, -8.0])
+    assert stats["std"] == pytest.approx([math.sqrt(5.0) + 1e-3, 1e-3])       # var of 1,3,5,7 = 5
+    with pytest.raises(ValueError, match=r"\[N, T, C\]"):
+        audio_norm_stats(np.zeros((3, 80)))
+
+
+@pytest.mark.parametrize("method", ["rad_nerf", "er_nerf"])
+def test_audio_code_reads_standardised_windows(method):
+    """With ``meta["audio_norm"]`` the AudioNet sees ``(win - mean) / std`` (through
+    ``audio_code`` and ``encode``); a model without it (``audio_norm`` off, or a checkpoint from
+    before the option) sees the raw window, as before."""
+    torch.manual_seed(0)
+    mean, std = torch.linspace(-11.0, 2.0, 80), torch.linspace(0.5, 3.0, 80)
+    win = mean + std * torch.randn(8, 16, 80)
+    meta = dict(META, audio_norm={"mean": mean.tolist(), "std": std.tolist()})
+    model = build_model(make_config(method, TINY), meta).eval()
+    with torch.no_grad():
+        code = model.audio_code(win)
+        assert torch.allclose(code, model.audio((win - mean) / std), atol=1e-6)
+        assert torch.allclose(model.encode({"audio": win, "eye": 0.5})["audio"], code)
+        assert not torch.allclose(code, model.audio(win), atol=1e-3)
+        raw = build_model(make_config(method, TINY), dict(META)).eval()
+        raw.load_state_dict(model.state_dict())
+        assert torch.allclose(raw.audio_code(win), model.audio(win))
+
+
+def test_trainer_stores_the_training_rows_audio_statistics(dev_dataset, tmp_path):
+    """The head stage stores the per-channel statistics of the training frames' audio rows (real
+    log-mel features of the sample); standardised by them the training windows have per-channel
+    mean 0 and spread 1 (but for the 1e-3 floor). ``audio_norm: false`` stores none."""
+    from pipeline.models.model import audio_norm_stats
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import Stage
+
+    for on in (True, False):
+        cfg = resolve_config("rad_nerf", {"profile": "smoke", "device": "cpu", "overrides": {"audio_norm": on}})
+        data = TalkingDataset.for_config(dev_dataset, cfg)
+        st = Stage("head", cfg, data, tmp_path / str(on), None, None, torch.device("cpu"))
+        if not on:
+            assert "audio_norm" not in st.model.meta
+            continue
+        rows = data.audio[data.splits["train"].aud_ids]
+        assert st.model.meta["audio_norm"] == audio_norm_stats(rows.numpy())
+        flat = rows.reshape(-1, rows.shape[-1]).double()
+        assert flat.mean(0).abs().max() > 0.3                  # the raw features are not centred
+        z = st.model.standardise_audio(rows).reshape(-1, rows.shape[-1]).double()
+        assert z.mean(0).abs().max() < 1e-4
+        s = flat.std(0, unbiased=False)                         # spread 1, but for the 1e-3 floor
+        assert torch.allclose(z.std(0, unbiased=False), s / (s + 1e-3), atol=1e-4)

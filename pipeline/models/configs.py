@@ -33,6 +33,13 @@ class TrainConfig:
     """audio code size (AudioNet output)."""
     audio_window: int = 8
     """frames in the AudioAttNet smoothing window (W of FrameInput.audio)."""
+    audio_norm: bool = True
+    """standardise each audio feature channel by the training frames' mean and spread before the
+    AudioNet (``meta["audio_norm"]``, :func:`pipeline.models.model.audio_norm_stats`). The log-mel
+    features (about -11.5 .. 4.4, mean -8) otherwise drive RAD-NeRF's audio coordinate
+    ``tanh(MLP([enc(x), code]))`` to exactly +-1 from the first step, so the audio never changes a
+    render (docs/quality.md, cause 19). Not in the anchors' code, whose DeepSpeech / wav2vec
+    features are network outputs of a smaller range; False restores their raw input."""
     levels: int = 16
     """hash-grid levels L."""
     features: int = 2

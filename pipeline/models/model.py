@@ -5,7 +5,9 @@ frames.
 ``meta`` (stored in checkpoints): ``H``, ``W``, ``focal``, ``cx``, ``cy`` (pixels at the training
 resolution), ``scene_scale`` (world units of transforms_*.json -> scene units), ``bound`` (head box
 half-size in scene units, 1.0), ``audio_feature``, ``audio_window``, ``audio_shape`` ([T, C] of one
-feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``; ``head_up`` (training mean
+feature row), ``eye_scale`` (AU45_r -> [0, 1]), ``profile``, ``device``; ``audio_norm`` (per-channel training
+mean and spread of the audio features, :func:`audio_norm_stats`) for a model built with
+``cfg.audio_norm``; ``head_up`` (training mean
 and spread of the head-up input, :func:`head_up_stats`) for a head built with ``cfg.head_up``;
 ``body_frame`` (:func:`body_frame_meta`: the training body's sway and whether the torso draws
 the body in its frame) for a config with ``torso_body_frame`` other than ``off``; ``torso_bank``
@@ -49,6 +51,26 @@ def head_up_stats(poses) -> dict:
     if len(up) == 0:
         raise ValueError("head_up_stats needs at least one training pose")
     return {"mean": [float(v) for v in up.mean(0)], "std": [float(v) for v in up.std(0) + np.float32(1e-3)]}
+
+
+def audio_norm_stats(features) -> dict:
+    """Per-channel mean and spread of the training frames' audio features, stored in the model's
+    ``meta["audio_norm"]`` (``cfg.audio_norm``) and applied to every audio window before the
+    AudioNet (:meth:`TalkingHeadModel.standardise_audio`).
+
+    Args:
+        features: [N, T, C] feature rows of the training frames (``aud_*.npy`` rows at their
+            ``aud_id``), any units (log-mel: natural log of mel power).
+    Returns: ``{"mean": [C], "std": [C]}`` over the N x T time steps; ``std`` includes a 1e-3
+        floor (a constant channel, e.g. a silent band, does not divide by zero).
+    Raises:
+        ValueError: no rows, or not [N, T, C].
+    """
+    f = np.asarray(features, np.float64)
+    if f.ndim != 3 or len(f) == 0:
+        raise ValueError(f"audio_norm_stats needs [N, T, C] training rows, got shape {list(f.shape)}")
+    flat = f.reshape(-1, f.shape[-1])
+    return {"mean": [float(v) for v in flat.mean(0)], "std": [float(v) for v in flat.std(0) + 1e-3]}
 
 
 def body_frame_meta(cfg: TrainConfig, body) -> dict | None:
@@ -113,9 +135,26 @@ class TalkingHeadModel(nn.Module):
         self.last_frame_stats: dict = {}
 
     # ---------------------------------------------------------------- conditioning
+    def standardise_audio(self, win: torch.Tensor) -> torch.Tensor:
+        """``(win - mean) / std`` per feature channel with the training statistics in
+        ``meta["audio_norm"]`` (:func:`audio_norm_stats`); ``win`` itself for a model built
+        without them (``cfg.audio_norm`` off, or a checkpoint from before it).
+
+        Args:
+            win: [W, T, C] audio window (or any [..., C]).
+        Returns: the same shape, float32, on ``win``'s device.
+        """
+        stats = self.meta.get("audio_norm")
+        win = torch.as_tensor(win).float()
+        if stats is None:
+            return win
+        mean = torch.tensor(stats["mean"], dtype=torch.float32, device=win.device)
+        std = torch.tensor(stats["std"], dtype=torch.float32, device=win.device)
+        return (win - mean) / std
+
     def audio_code(self, win: torch.Tensor) -> torch.Tensor:
-        """[W, T, C] audio window -> [audio_dim] code."""
-        return self.audio(win)
+        """[W, T, C] audio window -> [audio_dim] code (standardised first: :meth:`standardise_audio`)."""
+        return self.audio(self.standardise_audio(win))
 
     def encode(self, raw: dict, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """Raw per-frame record -> the condition record of the field (conditioning contract,
@@ -130,7 +169,7 @@ class TalkingHeadModel(nn.Module):
         out = {}
         for name in self.conditions:
             if name == "audio":
-                out[name] = self.audio(raw[name])
+                out[name] = self.audio_code(raw[name])
                 if getattr(self.head, "reads_audio_window", False):   # e.g. NeRF-3DTalker's speech branch
                     out["audio_window"] = torch.as_tensor(raw[name]).float()
             else:

@@ -36,7 +36,7 @@ from pipeline.models.audio import audio_window
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import HashGrid, TcnnHashGrid
 from pipeline.models.conditions import get_condition
-from pipeline.models.model import TalkingHeadModel, body_frame_meta, head_up_stats
+from pipeline.models.model import TalkingHeadModel, audio_norm_stats, body_frame_meta, head_up_stats
 from pipeline.models.occupancy import FULL_UPDATES
 from pipeline.models.registry import build_model, checkpoint_payload, load_checkpoint, resolve_device
 from pipeline.models.volume import aabb_near_far, get_rays
@@ -126,6 +126,8 @@ class Stage:
                     "audio_feature": cfg.audio_feature, "audio_window": cfg.audio_window,
                     "audio_shape": list(data.audio.shape[1:]), "profile": cfg.profile,
                     "train_frames": len(tr), "condition_values": condition_values(tr)}
+            if cfg.audio_norm:
+                meta["audio_norm"] = audio_norm_stats(data.audio[tr.aud_ids].numpy())
             if cfg.head_up:
                 meta["head_up"] = head_up_stats(tr.poses.numpy())
             body_frame = body_frame_meta(cfg, tr.conds["body_pose"].numpy()) if cfg.torso_body_pose else None
