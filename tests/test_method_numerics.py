@@ -8,7 +8,9 @@ Regenerated after the quality fixes of docs/quality.md (shared alpha-entropy ter
 that starts empty, samples in each ray's occupied span) again after the lips stage began to continue
 the head stage's learning-rate schedule, and after both torsos took the references' pose encoding and
 ``torso_shrink``, and after every stage began to end with the anchors' weight average (EMA: the
-head losses unchanged, the checkpoints and the later stages' losses not). Regenerate (only after a deliberate change
+head losses unchanged, the checkpoints and the later stages' losses not), and after the audio
+features were standardised before the AudioNet (``audio_norm``, docs/quality.md cause 19: every loss
+from the first step's on). Regenerate (only after a deliberate change
 of numerics) with
 ``python -m tests.test_method_numerics --write``.
 """
