@@ -36,9 +36,9 @@ class TrainConfig:
     audio_norm: bool = True
     """standardise each audio feature channel by the training frames' mean and spread before the
     AudioNet (``meta["audio_norm"]``, :func:`pipeline.models.model.audio_norm_stats`). The log-mel
-    features (about -11.5 .. 4.4, mean -8) otherwise drive RAD-NeRF's audio coordinate
-    ``tanh(MLP([enc(x), code]))`` to exactly +-1 from the first step, so the audio never changes a
-    render (docs/quality.md, cause 19). Not in the anchors' code, whose DeepSpeech / wav2vec
+    features (about -11.5 .. 4.4, mean -8) otherwise let RAD-NeRF's audio coordinate
+    ``tanh(MLP([enc(x), code]))`` hardly vary with the audio and, by the end of the ``quick`` head
+    stage, sit at exactly +-1, so the audio changed no render (docs/quality.md, cause 19). Not in the anchors' code, whose DeepSpeech / wav2vec
     features are network outputs of a smaller range; False restores their raw input."""
     levels: int = 16
     """hash-grid levels L."""

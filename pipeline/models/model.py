@@ -133,6 +133,12 @@ class TalkingHeadModel(nn.Module):
             raise ValueError("head_up needs meta['head_up'] (training mean/std of the up axis, head_up_stats)")
         self.occ = OccupancyGrid(cfg.occ_resolution, self.bound)
         self.last_frame_stats: dict = {}
+        # meta["audio_norm"] as tensors, built once (not saved: the meta holds them)
+        stats = meta.get("audio_norm")
+        self.audio_norm = stats is not None
+        if self.audio_norm:
+            self.register_buffer("audio_mean", torch.tensor(stats["mean"], dtype=torch.float32), persistent=False)
+            self.register_buffer("audio_std", torch.tensor(stats["std"], dtype=torch.float32), persistent=False)
 
     # ---------------------------------------------------------------- conditioning
     def standardise_audio(self, win: torch.Tensor) -> torch.Tensor:
@@ -144,13 +150,10 @@ class TalkingHeadModel(nn.Module):
             win: [W, T, C] audio window (or any [..., C]).
         Returns: the same shape, float32, on ``win``'s device.
         """
-        stats = self.meta.get("audio_norm")
         win = torch.as_tensor(win).float()
-        if stats is None:
+        if not self.audio_norm:
             return win
-        mean = torch.tensor(stats["mean"], dtype=torch.float32, device=win.device)
-        std = torch.tensor(stats["std"], dtype=torch.float32, device=win.device)
-        return (win - mean) / std
+        return (win - self.audio_mean.to(win.device)) / self.audio_std.to(win.device)
 
     def audio_code(self, win: torch.Tensor) -> torch.Tensor:
         """[W, T, C] audio window -> [audio_dim] code (standardised first: :meth:`standardise_audio`)."""
