@@ -383,3 +383,79 @@ def test_earlier_stages_do_not_read_the_later_stages_keys(dev_dataset, tmp_path)
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
 
+
+
+def _head_stage(dev_dataset, tmp_path, overrides):
+    import torch
+
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.trainer import Stage
+
+    cfg = resolve_config("rad_nerf", {"profile": "smoke", "device": "cpu", "overrides": overrides})
+    data = TalkingDataset.for_config(dev_dataset, cfg)
+    return Stage("head", cfg, data, tmp_path, None, None, torch.device("cpu"))
+
+
+def test_mouth_rays_land_in_the_widened_mouth_box(dev_dataset, tmp_path):
+    """``mouth_rays``: the head stage draws that share of its rays inside the frame's mouth box
+    (landmarks 48-67 of the real ``ori_imgs/{i}.lms``, scaled to the training resolution by hand
+    here) widened by half its size on each side; 0 draws none there on purpose, so far fewer land
+    in it."""
+    import math
+
+    import numpy as np
+    import torch
+
+    inside = {}
+    for share in (0.0, 0.5):
+        st = _head_stage(dev_dataset, tmp_path / str(share), {"mouth_rays": share, "rays_per_step": 256})
+        k = 3
+        i = st.train.ids[k]
+        lms = np.loadtxt(dev_dataset / "ori_imgs" / f"{i}.lms").reshape(-1, 2)[48:68] * st.data.scale
+        r0, r1 = math.floor(lms[:, 1].min()), math.ceil(lms[:, 1].max())
+        c0, c1 = math.floor(lms[:, 0].min()), math.ceil(lms[:, 0].max())
+        mr, mc = max(2, (r1 - r0) // 2), max(2, (c1 - c0) // 2)
+        box = (max(0, r0 - mr), min(st.data.H, r1 + mr + 1), max(0, c0 - mc), min(st.data.W, c1 + mc + 1))
+        drawn = st.mouth_pixels(k, 2000, torch.Generator().manual_seed(0))
+        assert drawn[:, 0].min() == box[0] and drawn[:, 0].max() == box[1] - 1
+        assert drawn[:, 1].min() == box[2] and drawn[:, 1].max() == box[3] - 1
+        seen = []
+        render = st.model.render_head_rays
+        st.model.render_head_rays = lambda c2w, pix, *a, **kw: seen.append(pix) or render(c2w, pix, *a, **kw)
+        st.loss_step(k, torch.Generator().manual_seed(1))
+        pix = seen[0]
+        assert pix.shape == (256, 2)
+        inside[share] = int(((pix[:, 0] >= box[0]) & (pix[:, 0] < box[1])
+                             & (pix[:, 1] >= box[2]) & (pix[:, 1] < box[3])).sum())
+    assert inside[0.5] >= 128                     # round(0.5 x 256) drawn there, plus chance hits
+    assert inside[0.0] < 64, inside
+
+
+def test_frames_per_step_spreads_a_steps_rays_over_frames(dev_dataset, tmp_path):
+    """``frames_per_step`` F: each head step renders F frames with ``rays_per_step // F`` rays each
+    and averages their losses; the first frame of every step is the one F = 1 draws (the same
+    random stream), so F = 1 trains exactly as before."""
+    calls = {}
+    for n in (1, 4):
+        st = _head_stage(dev_dataset, tmp_path / str(n), {"frames_per_step": n, "head_steps": 3,
+                                                           "rays_per_step": 256, "ema_decay": 0.0})
+        seen = []
+        step = st.loss_step
+        st.loss_step = lambda k, gen, rays=None: seen.append((st.step, k, rays)) or step(k, gen, rays=rays)
+        st.run()
+        calls[n] = seen
+    assert [(s, r) for s, _, r in calls[1]] == [(0, None), (1, None), (2, None)]
+    assert [(s, r) for s, _, r in calls[4]] == [(s, 64) for s in range(3) for _ in range(4)]
+    assert [k for _, k, _ in calls[4][::4]] == [k for _, k, _ in calls[1]]
+    assert len({k for _, k, _ in calls[4]}) > 3            # other frames in the same step
+
+
+@pytest.mark.parametrize("key,value", [("frames_per_step", 0), ("frames_per_step", 1.5), ("frames_per_step", True),
+                                       ("mouth_rays", -0.1), ("mouth_rays", 1.5)])
+def test_bad_ray_sampling_options_are_refused(key, value):
+    """``frames_per_step`` must be a whole number of frames from 1 to ``rays_per_step``, and
+    ``mouth_rays`` a fraction in [0, 1]: one clear line naming the option."""
+    from pipeline.models.configs import make_config
+
+    with pytest.raises(InputError, match=key):
+        make_config("rad_nerf", {key: value})

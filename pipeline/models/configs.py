@@ -136,7 +136,18 @@ class TrainConfig:
     whose heads see the audio and the blink only (False, the ``paper`` profile); the ``quick``
     profile turns it on (docs/quality.md, cause 14)."""
     rays_per_step: int = 4096
-    """rays per training step (one frame per step)."""
+    """rays per training step (all from one frame, or spread over ``frames_per_step`` frames in the
+    head stage)."""
+    frames_per_step: int = 1
+    """training frames each head-stage step draws its ``rays_per_step`` rays from (an equal share
+    each, the frames' losses averaged). RAD-NeRF and ER-NeRF draw every ray of a step from one
+    frame (1, every profile). Measured on the sample: docs/quality.md, "The mouth hardly moves"."""
+    mouth_rays: float = 0.0
+    """fraction (0 to 1) of the head stage's rays drawn inside the frame's mouth box (the 68-point
+    landmarks 48-67 of ``ori_imgs/{i}.lms``, widened by half its size on each side), taken from the
+    rays otherwise drawn over the parsed head's bounding box. Not in RAD-NeRF or ER-NeRF, whose
+    head stage draws its rays over the whole frame and leaves the mouth to the lips stage (0, every
+    profile). Measured on the sample: docs/quality.md, "The mouth hardly moves"."""
     lr_grid: float = 1e-2
     """Adam learning rate of the hash tables (torch-ngp)."""
     lr_net: float = 1e-3
@@ -199,7 +210,7 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
             without ``torso_body_pose``; ``torso_body_flow`` without ``torso_body_pose``;
             ``torso_body_frame_min_sway`` below 0; ``torso_retrieval`` below 0 or without
             ``torso_body_pose``; ``torso_retrieval_exclude`` below 0, ``torso_retrieval_exclude_max``
-            below it (checked here, before any data is read).
+            below it; ``mouth_rays`` outside [0, 1] (checked here, before any data is read).
     """
     from pipeline.models.methods import get_method
 
@@ -234,6 +245,13 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
         raise InputError(source, f"training option torso_retrieval_exclude_max {hi!r}: a frame count at least "
                                  f"torso_retrieval_exclude ({cfg.torso_retrieval_exclude}), or null for the number "
                                  "of validation frames")
+    if isinstance(cfg.frames_per_step, bool) or not isinstance(cfg.frames_per_step, int) \
+            or not 1 <= cfg.frames_per_step <= cfg.rays_per_step:
+        raise InputError(source, f"training option frames_per_step {cfg.frames_per_step!r}: a whole number of "
+                                 f"frames from 1 to rays_per_step ({cfg.rays_per_step})")
+    if not 0.0 <= cfg.mouth_rays <= 1.0:
+        raise InputError(source, f"training option mouth_rays {cfg.mouth_rays}: a fraction of the head stage's "
+                                 "rays, in [0, 1]")
     if cfg.torso_retrieval and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_retrieval needs torso_body_pose (the body input it retrieves by)")
     return cfg

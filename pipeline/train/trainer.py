@@ -240,10 +240,26 @@ class Stage:
                                 indexing="ij")
         return torch.stack([rr, cc], -1).reshape(-1, 2)
 
+    def mouth_pixels(self, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` pixels [n, 2] (row, col; int64 on the training device) drawn uniformly inside train
+        frame ``k``'s mouth box (:attr:`SplitData.mouth`, landmarks 48-67) widened by half its
+        height and width on each side (at least 2 px), clipped to the image: the lips and the
+        skin around them that opening the mouth moves. Draws two tensors from ``gen``."""
+        r0, r1, c0, c1 = self.train.mouth[k].tolist()
+        mr, mc = max(2, (r1 - r0) // 2), max(2, (c1 - c0) // 2)
+        r0, r1 = max(0, r0 - mr), min(self.data.H, r1 + mr + 1)
+        c0, c1 = max(0, c0 - mc), min(self.data.W, c1 + mc + 1)
+        r = torch.randint(r0, r1, (n,), generator=gen)
+        c = torch.randint(c0, c1, (n,), generator=gen)
+        return torch.stack([r, c], -1).to(self.device)
+
     # ------------------------------------------------------------------ one step
-    def loss_step(self, k: int, gen: torch.Generator) -> tuple[torch.Tensor, float, int]:
-        """Loss of one step on train frame ``k``. Returns (loss, mse of the colour, rays)."""
+    def loss_step(self, k: int, gen: torch.Generator, rays: int | None = None) -> tuple[torch.Tensor, float, int]:
+        """Loss on train frame ``k``. Returns (loss, mse of the colour, rays). ``rays``: the head
+        stage's rays on this frame (default ``rays_per_step``; less when a step spreads its rays
+        over ``frames_per_step`` frames)."""
         cfg = self.cfg
+        n_rays = cfg.rays_per_step if rays is None else rays
         if self.stage == "torso":
             pix = self.all_pixels()
             pix = pix[torch.randint(0, pix.shape[0], (cfg.rays_per_step,), generator=gen).to(self.device)]
@@ -276,10 +292,15 @@ class Stage:
             hit = aabb_near_far(o, d, self.model.bound)[2]
             cand = pix[hit] if hit.any() else pix
             # 3/4 of the rays inside the parsed head's bounding box (10% margin), the rest over the
-            # whole head box (they teach transparency around the head)
+            # whole head box (they teach transparency around the head); of the former, the share
+            # mouth_rays of all rays inside the mouth box (cause 19 of docs/quality.md)
             rows, cols = torch.nonzero(self.train.head[k], as_tuple=True)
-            n_in = cfg.rays_per_step * 3 // 4 if rows.numel() else 0
-            picks = [cand[torch.randint(0, cand.shape[0], (cfg.rays_per_step - n_in,), generator=gen).to(self.device)]]
+            n_in = n_rays * 3 // 4 if rows.numel() else 0
+            picks = [cand[torch.randint(0, cand.shape[0], (n_rays - n_in,), generator=gen).to(self.device)]]
+            n_mouth = min(n_in, round(cfg.mouth_rays * n_rays))
+            if n_mouth:
+                n_in -= n_mouth
+                picks.append(self.mouth_pixels(k, n_mouth, gen))
             if n_in:
                 mr = int(0.1 * (rows.max() - rows.min() + 1))
                 mc = int(0.1 * (cols.max() - cols.min() + 1))
@@ -386,10 +407,18 @@ class Stage:
                 torch.manual_seed(seed)
                 gen = torch.Generator().manual_seed(seed)
                 k = int(torch.randint(0, n_frames, (1,), generator=gen))
+                n_step = cfg.frames_per_step if self.stage == "head" else 1
+                ks = [k] + [int(torch.randint(0, n_frames, (1,), generator=gen)) for _ in range(n_step - 1)]
                 if (self.stage != "torso" and self.step >= cfg.occ_warmup
                         and self.step % cfg.occ_update_every == 0):
                     self.update_occupancy(gen)
-                loss, mse, n_rays = self.loss_step(k, gen)
+                if n_step == 1:
+                    loss, mse, n_rays = self.loss_step(k, gen)
+                else:   # the step's rays spread over n_step frames, their losses averaged
+                    parts = [self.loss_step(kk, gen, rays=cfg.rays_per_step // n_step) for kk in ks]
+                    loss = sum(p[0] for p in parts) / n_step
+                    mse = sum(p[1] for p in parts) / n_step
+                    n_rays = sum(p[2] for p in parts)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
