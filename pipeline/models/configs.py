@@ -210,7 +210,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
             without ``torso_body_pose``; ``torso_body_flow`` without ``torso_body_pose``;
             ``torso_body_frame_min_sway`` below 0; ``torso_retrieval`` below 0 or without
             ``torso_body_pose``; ``torso_retrieval_exclude`` below 0, ``torso_retrieval_exclude_max``
-            below it; ``mouth_rays`` outside [0, 1] (checked here, before any data is read).
+            below it; ``frames_per_step`` not a whole number from 1 to ``rays_per_step``; ``mouth_rays``
+            outside [0, 1] (checked here, before any data is read).
     """
     from pipeline.models.methods import get_method
 

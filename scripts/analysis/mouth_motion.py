@@ -46,7 +46,8 @@ def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: in
     :class:`pipeline.train.data.SplitData`) for :func:`montage`."""
     model, _ = load_checkpoint(model_dir / "torso.pt")
     model.eval()
-    data = TalkingDataset.for_config(data_root, model.cfg, ("train", split), max_frames={split: None})
+    data = TalkingDataset.for_config(data_root, model.cfg, tuple(dict.fromkeys(("train", split))),
+                                     max_frames={split: None})
     sp, cpu = data.splits[split], torch.device("cpu")
     ks = list(range(0, len(sp), max(1, every)))
     first = frame_conditions(model, sp, 0, data.audio, cpu)
