@@ -39,6 +39,56 @@ def test_profiles_and_overrides():
     assert resolve_config("rad_nerf", {"overrides": {"ema_decay": 0, "ema_update_every": 0}}).ema_decay == 0
 
 
+def test_a_method_sets_values_in_one_profile_only():
+    """``MethodSpec.profile_values`` sits over its profile and under ``train.overrides``, and no
+    other profile sees it: er_nerf's mouth sampling is on in ``quick`` only (docs/quality.md,
+    rows ``mouthpair``), and the anchors' sampling stays in ``paper`` and ``smoke``."""
+    from pipeline.models.methods import get_method
+
+    assert get_method("er_nerf").profile_values == {"quick": {"frames_per_step": 4, "mouth_rays": 0.25}}
+    q = resolve_config("er_nerf", {"profile": "quick"})
+    assert (q.frames_per_step, q.mouth_rays, q.resolution, q.head_steps) == (4, 0.25, 128, 4200)
+    for profile in ("paper", "smoke"):
+        c = resolve_config("er_nerf", {"profile": profile})
+        assert (c.frames_per_step, c.mouth_rays) == (1, 0.0)
+    r = resolve_config("rad_nerf", {"profile": "quick"})
+    assert (r.frames_per_step, r.mouth_rays) == (1, 0.0)
+    o = resolve_config("er_nerf", {"profile": "quick", "overrides": {"frames_per_step": 1, "mouth_rays": 0}})
+    assert (o.frames_per_step, o.mouth_rays) == (1, 0)
+
+
+def test_tables_say_when_the_head_rays_were_not_the_papers(tmp_path):
+    """The Training column names a head stage that sampled its rays over several frames or on the
+    mouth (er_nerf's ``quick``), with a footnote; the anchors' sampling adds nothing."""
+    import json
+
+    import pandas as pd
+
+    from pipeline.metrics import HEAD_RAYS_HEAD, HEAD_UP_HEAD
+    from pipeline.metrics.compute import training_setup
+    from pipeline.report.presets import get_preset
+    from pipeline.report.tables import build_table
+
+    for name, cfg in (("pair", {"frames_per_step": 4, "mouth_rays": 0.25}), ("frames", {"frames_per_step": 2}),
+                      ("mouth", {"mouth_rays": 0.1}), ("anchors", {"frames_per_step": 1, "mouth_rays": 0.0})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_manifest.json").write_text(json.dumps(
+            {"profile": "quick", "config": {"profile": "quick", "head_up": True, **cfg}}))
+    for name in ("pair", "frames", "mouth"):
+        assert training_setup(tmp_path / name) == f"quick, {HEAD_UP_HEAD}, {HEAD_RAYS_HEAD}"
+    assert training_setup(tmp_path / "anchors") == f"quick, {HEAD_UP_HEAD}"
+    rows = [{"method": "er_nerf", "identity": "German", "protocol": "self_driven", "test": "self", "metric": "psnr",
+             "value": 30.0, "backend": "skimage", "na_reason": None, "n_frames": 10, "compositing": "full",
+             "resolution": "128x128", "training": training_setup(tmp_path / "pair"), "note": None,
+             "weights_sha256": None, "source_file": "x"}]
+    reported = pd.DataFrame(columns=["method", "source", "table", "metric", "value", "notes", "setup", "resolution", "id"])
+    tab = build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", ["er_nerf"], reported)
+    up = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{HEAD_UP_HEAD}'"))
+    mark = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{HEAD_RAYS_HEAD}'"))
+    assert tab.rows[0]["cells"][2] == f"quick, {HEAD_UP_HEAD}, {HEAD_RAYS_HEAD} ({up},{mark})"
+    assert "frames_per_step" in tab.footnotes[mark - 1] and "mouth_rays" in tab.footnotes[mark - 1]
+
+
 @pytest.mark.parametrize("victim, reason", [
     ("parsing/3.png", "file not found"),
     ("aud_mel.npy", "file not found"),

@@ -41,6 +41,10 @@ BODY_FRAME_TORSO = "torso in body frame"
 #: the tables' ``Training`` text for a model whose head also saw the head-up input
 #: (``TrainConfig.head_up``; :func:`pipeline.metrics.compute.training_setup`)
 HEAD_UP_HEAD = "head + up axis"
+#: the tables' ``Training`` text for a model whose head stage drew a step's rays from several frames
+#: or put a share of them on the mouth (``TrainConfig.frames_per_step`` > 1 or
+#: ``TrainConfig.mouth_rays`` > 0; :func:`pipeline.metrics.compute.training_setup`)
+HEAD_RAYS_HEAD = "head rays over frames + mouth"
 
 #: every metric name of the output JSON, in table order
 METRIC_NAMES = ("psnr", "ssim", "lpips", "fid", "lmd", "lmd_face", "aue", "aue_lower", "aue_upper",

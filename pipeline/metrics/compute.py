@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json, read_json
-from pipeline.metrics import (BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_UP_HEAD, METRIC_NAMES,
+from pipeline.metrics import (BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, GROUPS, HEAD_RAYS_HEAD, HEAD_UP_HEAD,
+                             METRIC_NAMES,
                               NEEDS_GT, RETRIEVAL_TORSO, MetricValue)
 from pipeline.weights import WeightsMissing
 
@@ -101,6 +102,9 @@ def training_setup(model_dir: Path | None) -> str | None:
     ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`, and when it also
     saw the body flow (config ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head
     also saw the camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the
+    head stage drew a step's rays from several frames or put a share on the mouth (config
+    ``frames_per_step`` > 1 or ``mouth_rays`` > 0; the papers take one frame a step),
+    :data:`HEAD_RAYS_HEAD`, and when the
     torso drew the body in its frame (config ``torso_body_frame``, on for this identity: the
     manifest's ``body_frame``), :data:`BODY_FRAME_TORSO`, and when the torso also read the mean of
     the nearest training bodies (config ``torso_body_pose`` and ``torso_retrieval`` > 0),
@@ -116,6 +120,8 @@ def training_setup(model_dir: Path | None) -> str | None:
     parts = [str(m.get("profile") or cfg.get("profile") or "?")]
     if cfg.get("head_up"):
         parts.append(HEAD_UP_HEAD)
+    if int(cfg.get("frames_per_step") or 1) > 1 or float(cfg.get("mouth_rays") or 0) > 0:
+        parts.append(HEAD_RAYS_HEAD)
     if cfg.get("torso_body_pose"):
         parts.append(BODY_POSE_TORSO)
     if cfg.get("torso_body_pose") and cfg.get("torso_body_flow"):

@@ -51,7 +51,8 @@ from pipeline.common.config import parse_cfg_arg
 from pipeline.common.errors import InputError
 from pipeline.common.io import atomic_write, atomic_write_json
 from pipeline.common.log import run_main, setup_logging
-from pipeline.metrics import BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_UP_HEAD, RETRIEVAL_TORSO
+from pipeline.metrics import (BODY_FLOW_TORSO, BODY_FRAME_TORSO, BODY_POSE_TORSO, HEAD_RAYS_HEAD, HEAD_UP_HEAD,
+                              RETRIEVAL_TORSO)
 from pipeline.report.aggregate import read_long
 from pipeline.report.presets import COLUMNS, Column, Preset, compared_against, get_preset, short_backend
 
@@ -90,6 +91,11 @@ HEAD_UP_NOTE = (f"Training '{HEAD_UP_HEAD}': the head field also sees the camera
                 "direction of gravity as the head tilts and turns, from the tracked head pose; config head_up, on in "
                 "the quick profile), which the RAD-NeRF and ER-NeRF heads as published do not (audio and blink only; "
                 "docs/quality.md, cause 14).")
+#: footnote of a Training cell whose head stage sampled its rays over frames and on the mouth
+HEAD_RAYS_NOTE = (f"Training '{HEAD_RAYS_HEAD}': each head-stage step drew its rays from several training frames "
+                  "(config frames_per_step) and put a share of them in the mouth box (config mouth_rays); 4 frames "
+                  "and 25 % for er_nerf in the quick profile, where RAD-NeRF and ER-NeRF draw a step's rays from one "
+                  "frame (docs/quality.md, 'The mouth hardly moves').")
 NA = "n/a"
 NOT_REPORTED = "–"
 REPORTED_BANNER = "reported in papers (their data and set-up; not ranked)"
@@ -339,7 +345,8 @@ def build_table(df: pd.DataFrame, preset: Preset, protocol: str, methods: list[s
     for m in method_order(sub, methods):
         msub = sub[sub["method"] == m]
         cells, vals = [_info(msub, k) for k, _ in INFO_COLUMNS], [(None, ())] * len(INFO_COLUMNS)
-        notes = [n for key, n in ((HEAD_UP_HEAD, HEAD_UP_NOTE), (BODY_POSE_TORSO, BODY_POSE_NOTE),
+        notes = [n for key, n in ((HEAD_UP_HEAD, HEAD_UP_NOTE), (HEAD_RAYS_HEAD, HEAD_RAYS_NOTE),
+                                  (BODY_POSE_TORSO, BODY_POSE_NOTE),
                                   (BODY_FLOW_TORSO, BODY_FLOW_NOTE), (BODY_FRAME_TORSO, BODY_FRAME_NOTE),
                                   (RETRIEVAL_TORSO, RETRIEVAL_NOTE))
                  if key in cells[TRAINING]]

@@ -16,6 +16,10 @@
   body sways is drawn in the shoulders' frame (``torso_body_frame: auto``, cause 15), and the
   torso also sees the body flow (``torso_body_flow``, cause 16) and reads the mean colour of the 5
   training frames nearest its body input (``torso_retrieval``, cause 17); none of these is part of the papers, whose set-up the ``paper`` profile keeps.
+  A method may set values of its own in a profile (:attr:`pipeline.models.methods.MethodSpec.profile_values`,
+  :func:`method_profile_values`): ``er_nerf`` takes each head step's rays from 4 frames with a
+  quarter on the mouth in ``quick`` (``frames_per_step``, ``mouth_rays``; docs/quality.md, "The
+  mouth hardly moves").
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.
@@ -74,6 +78,18 @@ def paper_steps(method: str, source: str = "config.yaml") -> dict[str, int]:
     return dict(get_method(method, source).paper_steps)
 
 
+def method_profile_values(method: str, profile: str, source: str = "config.yaml") -> dict:
+    """The config values ``method`` sets in ``profile``
+    (:attr:`pipeline.models.methods.MethodSpec.profile_values`; ``{}`` when it sets none there).
+
+    Raises:
+        InputError: ``method`` is not a registered method (naming ``source``).
+    """
+    from pipeline.models.methods import get_method
+
+    return dict(get_method(method, source).profile_values.get(profile, {}))
+
+
 def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") -> TrainConfig:
     """The config of ``method`` from the ``train`` section of config.yaml (``profile``,
     ``overrides``, ``seed``, ``device``, ``audio_feature``).
@@ -91,6 +107,7 @@ def resolve_config(method: str, train_cfg: dict, source: str = "config.yaml") ->
     values = dict(PROFILES[profile])
     if profile == "paper":
         values.update(paper_steps(method, source))
+    values.update(method_profile_values(method, profile, source))
     for key in ("seed", "device", "audio_feature"):
         if key in train_cfg:
             values[key] = train_cfg[key]

@@ -8,7 +8,7 @@ A method module ``pipeline/models/methods/{name}.py`` defines
   :meth:`~pipeline.models.fields.HeadField.ray_loss` are the method's losses beyond the shared
   photometric / lips-LPIPS / torso terms),
 * ``SPEC = MethodSpec(...)`` and ``register(SPEC)`` at import: conditions, torso module, the
-  papers' step counts of the ``paper`` profile.
+  papers' step counts of the ``paper`` profile, the values it sets in another profile.
 
 Method names are the module names of this package (found without importing them, so the
 Snakefile can refuse an unknown method at start-up without torch); :func:`get_method` imports the
@@ -39,6 +39,10 @@ class MethodSpec:
         conditions: names of the per-frame conditions the field consumes, in
             :data:`pipeline.models.conditions.CONDITIONS` (``audio`` first).
         paper_steps: ``head_steps``/``lips_steps``/``torso_steps`` of the ``paper`` profile.
+        profile_values: config values this method sets in a named profile, by profile name (for
+            example ``{"quick": {"frames_per_step": 4}}``), applied over the profile and under
+            ``train.overrides`` (:func:`pipeline.train.profiles.resolve_config`); each one is a
+            measured choice of this project, not the paper's, documented where it is declared.
         summary: one line for docs and listings (paper, what it conditions on).
     """
 
@@ -48,6 +52,7 @@ class MethodSpec:
     torso: type
     conditions: tuple[str, ...] = ("audio", "eye")
     paper_steps: dict[str, int] = field(default_factory=dict)
+    profile_values: dict[str, dict] = field(default_factory=dict)
     summary: str = ""
 
 
