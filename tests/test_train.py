@@ -16,7 +16,7 @@ import pytest
 from pipeline.common.errors import InputError
 from pipeline.train.profiles import PROFILES, resolve_config
 
-from tests.conftest import make_workdir, run_snakemake
+from tests.conftest import make_workdir, run_snakemake, table_with_training
 
 
 
@@ -62,12 +62,8 @@ def test_tables_say_when_the_head_rays_were_not_the_papers(tmp_path):
     mouth (er_nerf's ``quick``), with a footnote; the anchors' sampling adds nothing."""
     import json
 
-    import pandas as pd
-
     from pipeline.metrics import HEAD_RAYS_HEAD, HEAD_UP_HEAD
     from pipeline.metrics.compute import training_setup
-    from pipeline.report.presets import get_preset
-    from pipeline.report.tables import build_table
 
     for name, cfg in (("pair", {"frames_per_step": 4, "mouth_rays": 0.25}), ("frames", {"frames_per_step": 2}),
                       ("mouth", {"mouth_rays": 0.1}), ("anchors", {"frames_per_step": 1, "mouth_rays": 0.0})):
@@ -77,12 +73,7 @@ def test_tables_say_when_the_head_rays_were_not_the_papers(tmp_path):
     for name in ("pair", "frames", "mouth"):
         assert training_setup(tmp_path / name) == f"quick, {HEAD_UP_HEAD}, {HEAD_RAYS_HEAD}"
     assert training_setup(tmp_path / "anchors") == f"quick, {HEAD_UP_HEAD}"
-    rows = [{"method": "er_nerf", "identity": "German", "protocol": "self_driven", "test": "self", "metric": "psnr",
-             "value": 30.0, "backend": "skimage", "na_reason": None, "n_frames": 10, "compositing": "full",
-             "resolution": "128x128", "training": training_setup(tmp_path / "pair"), "note": None,
-             "weights_sha256": None, "source_file": "x"}]
-    reported = pd.DataFrame(columns=["method", "source", "table", "metric", "value", "notes", "setup", "resolution", "id"])
-    tab = build_table(pd.DataFrame(rows), get_preset("livenerf_table2"), "self_driven", ["er_nerf"], reported)
+    tab = table_with_training(training_setup(tmp_path / "pair"), "er_nerf")
     up = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{HEAD_UP_HEAD}'"))
     mark = 1 + next(i for i, n in enumerate(tab.footnotes) if n.startswith(f"Training '{HEAD_RAYS_HEAD}'"))
     assert tab.rows[0]["cells"][2] == f"quick, {HEAD_UP_HEAD}, {HEAD_RAYS_HEAD} ({up},{mark})"
