@@ -55,6 +55,14 @@ def test_a_method_sets_values_in_one_profile_only():
     assert (r.frames_per_step, r.mouth_rays) == (1, 0.0)
     o = resolve_config("er_nerf", {"profile": "quick", "overrides": {"frames_per_step": 1, "mouth_rays": 0}})
     assert (o.frames_per_step, o.mouth_rays) == (1, 0)
+    # a misspelt profile name is refused at registration, not ignored
+    from dataclasses import replace
+
+    from pipeline.models.methods import register
+    with pytest.raises(KeyError, match=r"unknown profile\(s\) \['quik'\]"):
+        register(replace(get_method("er_nerf"), name="er_nerf_typo", profile_values={"quik": {"mouth_rays": 0.5}}))
+    with pytest.raises(InputError, match="unknown method 'er_nerf_typo'"):
+        resolve_config("er_nerf_typo", {})
 
 
 def test_tables_say_when_the_head_rays_were_not_the_papers(tmp_path):

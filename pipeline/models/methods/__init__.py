@@ -64,11 +64,21 @@ def _module_names() -> list[str]:
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Register ``spec`` under ``spec.name`` (replacing an earlier registration of that name)."""
+    """Register ``spec`` under ``spec.name`` (replacing an earlier registration of that name).
+
+    Raises:
+        KeyError: a condition of ``spec.conditions`` is not declared, or a profile named in
+            ``spec.profile_values`` does not exist (:data:`pipeline.train.profiles.PROFILES`).
+    """
     from pipeline.models.conditions import get_condition
+    from pipeline.train.profiles import PROFILES
 
     for c in spec.conditions:
         get_condition(c)          # KeyError for an undeclared condition
+    unknown = sorted(set(spec.profile_values) - set(PROFILES))
+    if unknown:                   # a misspelt profile would otherwise be ignored without a word
+        raise KeyError(f"method {spec.name}: profile_values names unknown profile(s) {unknown} "
+                       f"(one of {', '.join(PROFILES)})")
     _REGISTRY[spec.name] = spec
     return spec
 
