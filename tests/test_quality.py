@@ -726,12 +726,13 @@ def test_montage_and_overlay_are_jpegs_of_the_panels(tmp_path, sample_workdir):
     assert all((doc.parent / link).is_file() for link in links)
 
 
-def _mouth_motion_module():
+def _analysis_module(name: str = "mouth_motion"):
+    """The module of ``scripts/analysis/{name}.py`` (the scripts are not a package)."""
     import importlib.util
 
     from pipeline.common.config import PROJECT_ROOT
 
-    spec = importlib.util.spec_from_file_location("mouth_motion", PROJECT_ROOT / "scripts" / "analysis" / "mouth_motion.py")
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / "analysis" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -748,7 +749,7 @@ def test_mouth_motion_statistics_on_real_frames(dev_dataset, tmp_path):
 
     from pipeline.train.data import TalkingDataset
 
-    mod = _mouth_motion_module()
+    mod = _analysis_module()
     data = TalkingDataset(dev_dataset, 128, "mel", ("train",), conditions=("eye",), method="rad_nerf")
     tr = data.splits["train"]
     gts = [tr.gt[k].numpy() for k in range(len(tr))]
@@ -778,7 +779,7 @@ def test_mouth_motion_renders_a_trained_model(dev_dataset, tmp_path):
     from pipeline.train.profiles import resolve_config
     from tests.conftest import train_all_stages
 
-    mod = _mouth_motion_module()
+    mod = _analysis_module()
     cfg = resolve_config("er_nerf", {"profile": "smoke", "device": "cpu"})
     model_dir = train_all_stages(cfg, dev_dataset, tmp_path / "m")
     res = mod.mouth_motion(model_dir, dev_dataset, "val")
@@ -786,3 +787,45 @@ def test_mouth_motion_renders_a_trained_model(dev_dataset, tmp_path):
     assert res["renders"][0].shape == res["gts"][0].shape == (64, 64, 3)
     assert res["audio_effect"] > 0
     assert res["frames"] == 0 and np.isnan(res["corr"]) and np.isnan(res["render_std"])
+
+
+def test_audio_coordinate_statistics_of_a_rad_nerf_head(dev_dataset, tmp_path):
+    """``scripts/analysis/audio_coordinate.py`` on a real (smoke-trained) ``rad_nerf`` head of the
+    sample: the audio moves the trained coordinate from frame to frame; with the ambient MLP's last
+    layer set by hand its statistics are the ones computed by hand: a zero layer gives a = tanh(0) = 0
+    on every point and frame, a bias of 50 gives tanh(50) = 1 (saturated, std 0); and a head without
+    an audio coordinate (``er_nerf``) is refused with its class named."""
+    import torch
+
+    from pipeline.models.registry import load_checkpoint
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import train_stage
+
+    mod = _analysis_module("audio_coordinate")
+    cfg = resolve_config("rad_nerf", {"profile": "smoke", "device": "cpu"})
+    ck = tmp_path / "m" / "head.pt"
+    train_stage("head", cfg, dev_dataset, tmp_path / "m", ck)
+    model, _ = load_checkpoint(ck)
+    model.eval()
+    data = TalkingDataset.for_config(dev_dataset, model.cfg, ("train",), max_frames={"train": None})
+    s = mod.audio_coordinate(model, data, every=2, points=300)
+    assert s["points"] == 300 and s["frames"] == (len(data.splits["train"]) + 1) // 2
+    assert s["frame_std"] > 1e-4 and s["audio_std"] > 1e-3 and s["mean_abs"] < 0.99
+
+    last = [m for m in model.head.amb_net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        zero = mod.audio_coordinate(model, data, every=2, points=300)
+        last.bias.fill_(50.0)
+        stuck = mod.audio_coordinate(model, data, every=2, points=300)
+    assert zero["mean_abs"] == 0 and zero["frame_std"] == 0 and zero["saturated"] == 0
+    assert stuck["mean_abs"] == pytest.approx(1.0) and stuck["saturated"] == 1.0 and stuck["frame_std"] == 0
+    assert zero["audio_std"] == pytest.approx(s["audio_std"])   # the audio code itself is untouched
+
+    er = resolve_config("er_nerf", {"profile": "smoke", "device": "cpu"})
+    train_stage("head", er, dev_dataset, tmp_path / "e", tmp_path / "e" / "head.pt")
+    er_model, _ = load_checkpoint(tmp_path / "e" / "head.pt")
+    with pytest.raises(ValueError, match="ERNeRFField has no audio coordinate"):
+        mod.audio_coordinate(er_model, data)

@@ -24,7 +24,9 @@ class RadNeRFConfig(TrainConfig):
     ambient_dim: int = 2
     """dimension of the audio coordinate (RAD-NeRF: 2)."""
     ambient_resolution: int = 256
-    """finest resolution of the audio-coordinate hash grid."""
+    """finest resolution of the audio-coordinate hash grid (RAD-NeRF: 2048). At the ``quick``
+    budget 2048 drove the audio coordinate into tanh's saturation, where the audio changes nothing
+    (docs/quality.md, "The mouth hardly moves"; ``scripts/analysis/audio_coordinate.py``)."""
     ambient_layers: int = 2
     """linear layers of the MLP that maps (position encoding, audio code) to the audio coordinate
     (RAD-NeRF's ambient net: 3)."""
