@@ -140,6 +140,29 @@ def test_render_rays_empty_space_is_transparent_and_opaque_saturates():
     assert out["n_evals"] < 4 * 64 // 2
 
 
+def test_render_rays_composites_a_fields_ambient_value_with_the_colour_weights():
+    """:attr:`FieldOutput.ambient` is composited as the colour is (RAD-NeRF's
+    ``composite_rays_train`` of |a|): an opaque field with ambient 0.7 gives 0.7 per ray, as its
+    colour 0.3 gives 0.3; a density whose opacity is 1 - exp(-sigma * length) over the box gives
+    that opacity times 0.7 (hand-computed); a field without it adds no ``ambient`` key."""
+    from pipeline.models.fields import FieldOutput
+
+    o = torch.tensor([[0.0, 0.0, 3.0]]).expand(4, 3)
+    d = torch.tensor([[0.0, 0.0, -1.0]]).expand(4, 3)
+
+    def field(sigma):
+        return lambda x, dd: FieldOutput(torch.full((x.shape[0],), sigma), torch.ones(x.shape[0], 3) * 0.3,
+                                         torch.zeros(()), torch.full((x.shape[0],), 0.7))
+    out = render_rays(field(50.0), o, d, 1.0, 64)
+    assert torch.allclose(out["ambient"], torch.full((4,), 0.7), atol=1e-3)
+    thin = render_rays(field(0.2), o, d, 1.0, 64, perturb=False)
+    alpha = 1 - math.exp(-0.2 * 2.0)                       # the ray crosses the box [-1, 1] in z: length 2
+    assert thin["alpha"] == pytest.approx(torch.full((4,), alpha), abs=1e-4)
+    assert thin["ambient"] == pytest.approx(torch.full((4,), 0.7 * alpha), abs=1e-4)
+    plain = lambda x, dd: FieldOutput(torch.full((x.shape[0],), 50.0), torch.ones(x.shape[0], 3), torch.zeros(()))  # noqa: E731
+    assert "ambient" not in render_rays(plain, o, d, 1.0, 16)
+
+
 def test_occupancy_grid_keeps_max_over_conditions():
     occ = OccupancyGrid(8, 1.0, threshold=0.5)
     # condition 0 fills x<0, condition 1 fills x>0: the union stays occupied (max over audio)

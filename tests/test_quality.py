@@ -770,6 +770,33 @@ def test_mouth_motion_statistics_on_real_frames(dev_dataset, tmp_path):
     np.testing.assert_array_equal(img[4:-4, 4:-4], gts[k][cr - 12:cr + 12, cc - 16:cc + 16])
 
 
+def test_where_the_audio_acts_by_hand():
+    """``audio_effect_share`` and ``audio_map_image`` of scripts/analysis/mouth_motion.py on
+    difference maps made by hand: 4 units inside a 2 x 2 box and 3 outside give 4/7 in the mouth
+    (a frame where the audio changes nothing adds nothing); the box covers 4 % of a 10 x 10 frame;
+    no difference at all is NaN, not 0; the map's largest value is drawn full red over the render
+    darkened to 40 %."""
+    import numpy as np
+
+    mod = _analysis_module()
+    d0 = np.zeros((10, 10))
+    d0[2:4, 2:4] = 1.0
+    d0[9, 9] = 3.0
+    boxes = np.array([[2, 4, 2, 4], [5, 7, 5, 7]])
+    res = mod.audio_effect_share([d0, np.zeros((10, 10))], boxes)
+    assert res["audio_in_mouth"] == pytest.approx(4 / 7) and res["mouth_area"] == pytest.approx(0.04)
+    assert np.isnan(mod.audio_effect_share([np.zeros((10, 10))], boxes[:1])["audio_in_mouth"])
+    with pytest.raises(ValueError, match="2 mouth boxes"):
+        mod.audio_effect_share([d0], boxes)
+    render = np.full((10, 10, 3), 100, np.uint8)
+    img = mod.audio_map_image({"renders": [render], "audio_map": d0})
+    assert img.shape == (10, 20, 3)
+    np.testing.assert_array_equal(img[:, :10], render)
+    assert img[9, 19].tolist() == [255, round(40 + 0.3 * 255), 40]
+    assert img[0, 10].tolist() == [40, 40, 40]
+    assert img[2, 12].tolist() == [round(40 + 255 / 3), round(40 + 0.3 * 255 / 3), 40]
+
+
 def test_mouth_motion_renders_a_trained_model(dev_dataset, tmp_path):
     """The script's render loop on a real (smoke-trained) ``er_nerf`` model of the sample: every
     validation frame is rendered, and the audio alone changes the renders (the check that found

@@ -42,7 +42,9 @@ def test_profiles_and_overrides():
 def test_a_method_sets_values_in_one_profile_only():
     """``MethodSpec.profile_values`` sits over its profile and under ``train.overrides``, and no
     other profile sees it: er_nerf's mouth sampling is on in ``quick`` only (docs/quality.md,
-    rows ``mouthpair``), and the anchors' sampling stays in ``paper`` and ``smoke``."""
+    rows ``mouthpair``), rad_nerf's with RAD-NeRF's audio-coordinate loss (rows ``ambface01_pair``),
+    and the anchors' sampling stays in ``paper`` and ``smoke`` and in the methods built on
+    rad_nerf's config."""
     from pipeline.models.methods import get_method
 
     assert get_method("er_nerf").profile_values == {"quick": {"frames_per_step": 4, "mouth_rays": 0.25}}
@@ -52,7 +54,12 @@ def test_a_method_sets_values_in_one_profile_only():
         c = resolve_config("er_nerf", {"profile": profile})
         assert (c.frames_per_step, c.mouth_rays) == (1, 0.0)
     r = resolve_config("rad_nerf", {"profile": "quick"})
-    assert (r.frames_per_step, r.mouth_rays) == (1, 0.0)
+    assert (r.frames_per_step, r.mouth_rays, r.lambda_amb_face, r.lambda_amb) == (4, 0.25, 0.01, 0.0)
+    for profile in ("paper", "smoke"):
+        c = resolve_config("rad_nerf", {"profile": profile})
+        assert (c.frames_per_step, c.mouth_rays, c.lambda_amb_face, c.lambda_amb) == (1, 0.0, 0.0, 1e-4)
+    a = resolve_config("aed_nerf", {"profile": "quick"})             # a subclass of its config: not its values
+    assert (a.frames_per_step, a.lambda_amb_face, a.lambda_amb) == (1, 0.0, 1e-4)
     o = resolve_config("er_nerf", {"profile": "quick", "overrides": {"frames_per_step": 1, "mouth_rays": 0}})
     assert (o.frames_per_step, o.mouth_rays) == (1, 0)
     # a misspelt profile name is refused at registration, not ignored
@@ -478,6 +485,52 @@ def test_mouth_rays_land_in_the_widened_mouth_box(dev_dataset, tmp_path):
                              & (pix[:, 1] >= box[2]) & (pix[:, 1] < box[3])).sum())
     assert inside[0.5] >= 128                     # round(0.5 x 256) drawn there, plus chance hits
     assert inside[0.0] < 64, inside
+
+
+def test_rad_nerfs_audio_coordinate_loss_acts_on_the_rays_outside_the_lower_face(dev_dataset, tmp_path):
+    """``lambda_amb_face`` (RAD-NeRF's ambient loss, nerf/utils.py): the face box is RAD-NeRF's
+    ``face_rect`` of the real ``ori_imgs/{i}.lms`` (rows from the nose's base, landmarks 31-35, to
+    the lowest landmark; columns over all 68), recomputed here by hand at the training resolution;
+    the loss is ``lambda x progress x mean(composited |a| x outside)`` over the step's rays, 0 at
+    the stage's first step, half-weighted at its middle; its gradient reaches the audio path; with
+    ``lambda_amb_face`` 0 the rays carry no composited value at all."""
+    import numpy as np
+    import torch
+
+    st = _head_stage(dev_dataset, tmp_path / "on", {"lambda_amb_face": 0.1, "lambda_amb": 0.0,
+                                                    "rays_per_step": 256})
+    k = 3
+    lms = np.loadtxt(dev_dataset / "ori_imgs" / f"{st.train.ids[k]}.lms").reshape(-1, 2) * st.data.scale
+    box = [int(lms[31:36, 1].min()), int(lms[:, 1].max()), int(lms[:, 0].min()), int(lms[:, 0].max())]
+    assert st.train.face[k].tolist() == box
+    assert box[0] < st.train.mouth[k, 0] and box[1] > st.train.mouth[k, 1]      # the mouth is inside
+
+    seen = []
+    head = st.model.head
+    ray_loss = head.ray_loss
+    head.ray_loss = lambda out, stage: seen.append((out, ray_loss(out, stage))) or seen[-1][1]
+    for step, progress in ((0, 0.0), (st.total // 2, 0.5)):
+        st.step = step
+        seen.clear()
+        st.loss_step(k, torch.Generator().manual_seed(1))
+        out, loss = seen[0]
+        assert out["progress"] == pytest.approx(progress)
+        assert out["ambient"].shape == out["alpha"].shape == (256,)
+        outside = ~out["face_mask"]
+        assert 0 < int(outside.sum()) < 256
+        expected = 0.1 * progress * (out["ambient"] * outside).mean()
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() > 0
+    loss.backward()
+    grads = [p.grad for p in head.amb_net.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    st0 = _head_stage(dev_dataset, tmp_path / "off", {"rays_per_step": 256})
+    seen0 = []
+    ray_loss0 = st0.model.head.ray_loss
+    st0.model.head.ray_loss = lambda out, stage: seen0.append(out) or ray_loss0(out, stage)
+    st0.loss_step(k, torch.Generator().manual_seed(1))
+    assert "ambient" not in seen0[0] and ray_loss0(seen0[0], "head") is None
 
 
 def test_frames_per_step_spreads_a_steps_rays_over_frames(dev_dataset, tmp_path):

@@ -141,16 +141,16 @@ class TrainConfig:
     frames_per_step: int = 1
     """training frames each head-stage step draws its ``rays_per_step`` rays from (an equal share
     each, the frames' losses averaged). RAD-NeRF and ER-NeRF draw every ray of a step from one
-    frame (1, every profile but ``er_nerf``'s ``quick``, which sets 4: its
+    frame (1, every profile but the ``quick`` of ``er_nerf`` and ``rad_nerf``, which set 4: their
     ``MethodSpec.profile_values``). Measured on the eight real clips: docs/quality.md, "The mouth
-    hardly moves"."""
+    hardly moves" and "Where the audio acts"."""
     mouth_rays: float = 0.0
     """fraction (0 to 1) of the head stage's rays drawn inside the frame's mouth box (the 68-point
     landmarks 48-67 of ``ori_imgs/{i}.lms``, widened by half its size on each side), taken from the
     rays otherwise drawn over the parsed head's bounding box. Not in RAD-NeRF or ER-NeRF, whose
     head stage draws its rays over the whole frame and leaves the mouth to the lips stage (0, every
-    profile but ``er_nerf``'s ``quick``, which sets 0.25). Measured on the eight real clips:
-    docs/quality.md, "The mouth hardly moves"."""
+    profile but the ``quick`` of ``er_nerf`` and ``rad_nerf``, which set 0.25). Measured on the eight
+    real clips: docs/quality.md, "The mouth hardly moves" and "Where the audio acts"."""
     lr_grid: float = 1e-2
     """Adam learning rate of the hash tables (torch-ngp)."""
     lr_net: float = 1e-3

@@ -69,11 +69,15 @@ def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequ
 @dataclass
 class FieldOutput:
     """Per-sample field values: ``sigma`` [P] density (1/scene unit, >= 0), ``rgb`` [P, 3] in
-    [0, 1], ``reg`` a scalar regulariser (method-specific, already weighted)."""
+    [0, 1], ``reg`` a scalar regulariser (method-specific, already weighted), and ``ambient`` [P]
+    (optional, >= 0): a per-sample value the renderer composites along each ray with the colour's
+    weights (``ambient`` of :func:`pipeline.models.volume.render_rays`), for losses on rays (RAD-NeRF's
+    |audio coordinate|, :class:`pipeline.models.methods.rad_nerf.RadNeRFField`)."""
 
     sigma: torch.Tensor
     rgb: torch.Tensor
     reg: torch.Tensor
+    ambient: torch.Tensor | None = None
 
 
 class HeadField(nn.Module):
@@ -96,13 +100,14 @@ class HeadField(nn.Module):
         self.color_net = mlp(self.geo_dim + self.dir_enc.output_dim + extra_color_dim, 3, hidden, color_layers)
 
     def _finish(self, h: torch.Tensor, d: torch.Tensor, reg: torch.Tensor,
-                color_extra: torch.Tensor | None = None) -> FieldOutput:
+                color_extra: torch.Tensor | None = None, ambient: torch.Tensor | None = None) -> FieldOutput:
         """Density and colour from ``h`` [P, 1 + geo_dim] and directions d [P, 3];
         ``color_extra`` [C]: per-frame constant inputs of the colour MLP (after the geometry
-        features and the direction encoding; folded into its first bias, :func:`mlp_const`)."""
+        features and the direction encoding; folded into its first bias, :func:`mlp_const`);
+        ``ambient`` [P]: :attr:`FieldOutput.ambient`."""
         sigma = self._sigma(h)                                    # trunc-exp activation (Instant-NGP)
         rgb = torch.sigmoid(mlp_const(self.color_net, torch.cat([h[:, 1:], self.dir_enc(d)], -1), color_extra))
-        return FieldOutput(sigma, rgb, reg)
+        return FieldOutput(sigma, rgb, reg, ambient)
 
     def _hidden(self, x: torch.Tensor, cond: dict[str, torch.Tensor]):
         """``h`` [P, 1 + geo_dim] (raw density + geometry features), or a tuple whose first item
@@ -133,5 +138,8 @@ class HeadField(nn.Module):
 
     def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
         """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in
-        training stage ``stage`` (``head`` or ``lips``); None (default) adds nothing."""
+        training stage ``stage`` (``head`` or ``lips``); None (default) adds nothing. The trainer
+        adds to ``out`` the rays' ``face_mask`` [R] (bool: inside the frame's lower-face box,
+        :attr:`pipeline.train.data.SplitData.face`) and the stage's ``progress`` (step over the
+        stage's steps, 0-1; 1 in the lips stage)."""
         return None

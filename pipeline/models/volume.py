@@ -59,7 +59,10 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         skip_empty: False evaluates every sample (no occupancy mask, no early termination) at the
             same positions: the reference that the skipping is tested against.
     Returns: dict ``rgb`` [R, 3] (premultiplied head colour), ``alpha`` [R] (accumulated opacity),
-        ``depth`` [R], ``reg`` scalar, ``n_evals`` number of field evaluations.
+        ``depth`` [R], ``reg`` scalar, ``n_evals`` number of field evaluations, and, when the field
+        returns :attr:`pipeline.models.fields.FieldOutput.ambient`, ``ambient`` [R]: that value
+        composited with the colour's weights (RAD-NeRF's ``composite_rays_train`` of
+        ``ambient.abs().sum(-1)``, nerf/renderer.py).
     """
     R = o.shape[0]
     dev = o.device
@@ -72,6 +75,7 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
     depth = torch.zeros(R, device=dev)
     trans = torch.ones(R, device=dev)
     reg = torch.zeros((), device=dev)
+    amb = None
     n_evals = 0
     idx_alive = torch.nonzero(hit).squeeze(-1)
     if idx_alive.numel() == 0:
@@ -92,12 +96,15 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
                 else torch.ones(xf.shape[0], dtype=torch.bool, device=dev))
         sigma = torch.zeros(xf.shape[0], device=dev)
         col = torch.zeros(xf.shape[0], 3, device=dev)
+        amb_s = None
         if mask.any():
             sel = torch.nonzero(mask).squeeze(-1)
             out = field_fn(xf[sel] / bound, d[idx_alive][:, None].expand(-1, k, -1).reshape(-1, 3)[sel])
             sigma = sigma.index_put((sel,), out.sigma.float())   # float(): a no-op unless under autocast
             col = col.index_put((sel,), out.rgb.float())
             reg = reg + out.reg
+            if out.ambient is not None:
+                amb_s = torch.zeros(xf.shape[0], device=dev).index_put((sel,), out.ambient.float())
             n_reg += 1
             n_evals += sel.numel()
         alpha = 1 - torch.exp(-sigma.view(-1, k) * dl[:, None])                        # [A, k]
@@ -106,7 +113,13 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         rgb = rgb.index_add(0, idx_alive, (w[..., None] * col.view(-1, k, 3)).sum(1))
         acc = acc.index_add(0, idx_alive, w.sum(1))
         depth = depth.index_add(0, idx_alive, (w * t).sum(1))
+        if amb_s is not None:
+            amb = (torch.zeros(R, device=dev) if amb is None else amb).index_add(
+                0, idx_alive, (w * amb_s.view(-1, k)).sum(1))
         trans = trans.index_put((idx_alive,), trans[idx_alive] * tr_in[:, -1])
         if skip_empty:
             idx_alive = idx_alive[trans[idx_alive] > t_thresh]
-    return {"rgb": rgb, "alpha": acc, "depth": depth, "reg": reg / max(n_reg, 1), "n_evals": n_evals}
+    res = {"rgb": rgb, "alpha": acc, "depth": depth, "reg": reg / max(n_reg, 1), "n_evals": n_evals}
+    if amb is not None:
+        res["ambient"] = amb
+    return res

@@ -57,6 +57,11 @@ class SplitData:
         gt: [N, H, W, 3] uint8 gt_imgs; torso: [N, H, W, 4] uint8 torso_imgs (RGBA).
         head: [N, H, W] bool head pixels of parsing/{i}.png.
         mouth: [N, 4] int64 mouth box (row0, row1, col0, col1) from ori_imgs/{i}.lms.
+        face: [N, 4] int64 lower-face box (row0, row1, col0, col1; end-exclusive) from
+            ori_imgs/{i}.lms, RAD-NeRF's ``face_rect`` (nerf/provider.py): rows from the nose's
+            base (landmarks 31-35) to the lowest landmark, columns over all 68, truncated to whole
+            pixels at the split's resolution. RAD-NeRF's audio-coordinate loss acts on the rays
+            outside it (:class:`pipeline.models.methods.rad_nerf.RadNeRFField`).
     """
 
     ids: list[int]
@@ -67,6 +72,7 @@ class SplitData:
     torso: torch.Tensor
     head: torch.Tensor
     mouth: torch.Tensor
+    face: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -170,7 +176,7 @@ class TalkingDataset:
             pick = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
             frames = [frames[i] for i in pick]
         size = (self.H, self.W)
-        ids, poses, auds, gts, torsos, heads, mouths = [], [], [], [], [], [], []
+        ids, poses, auds, gts, torsos, heads, mouths, faces = [], [], [], [], [], [], [], []
         for f in frames:
             i = int(f["img_id"])
             ids.append(i)
@@ -192,10 +198,13 @@ class TalkingDataset:
             m = lms[MOUTH] * self.scale
             mouths.append([math.floor(m[:, 1].min()), math.ceil(m[:, 1].max()),
                            math.floor(m[:, 0].min()), math.ceil(m[:, 0].max())])
+            f68 = lms * self.scale
+            faces.append([int(f68[31:36, 1].min()), int(f68[:, 1].max()), int(f68[:, 0].min()), int(f68[:, 0].max())])
         conds = {c: torch.from_numpy(np.ascontiguousarray(t[ids])) for c, t in tables.items()}
         return SplitData(ids, torch.from_numpy(np.stack(poses)), torch.tensor(auds), conds,
                          torch.from_numpy(np.stack(gts)), torch.from_numpy(np.stack(torsos)),
-                         torch.from_numpy(np.stack(heads)), torch.tensor(mouths, dtype=torch.int64))
+                         torch.from_numpy(np.stack(heads)), torch.tensor(mouths, dtype=torch.int64),
+                         torch.tensor(faces, dtype=torch.int64))
 
     def scene_scale(self, head_box: float) -> float:
         """Scale from transforms units to scene units so that the head lies in [-1, 1]^3.

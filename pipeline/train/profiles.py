@@ -19,7 +19,8 @@
   A method may set values of its own in a profile (:attr:`pipeline.models.methods.MethodSpec.profile_values`,
   :func:`method_profile_values`): ``er_nerf`` takes each head step's rays from 4 frames with a
   quarter on the mouth in ``quick`` (``frames_per_step``, ``mouth_rays``; docs/quality.md, "The
-  mouth hardly moves").
+  mouth hardly moves"), and ``rad_nerf`` the same with RAD-NeRF's audio-coordinate loss outside
+  the lower face (``lambda_amb_face`` 0.01; "Where the audio acts").
 * ``paper``: the papers' step counts at 512x512, for a GPU (RAD-NeRF: 200k head, 50k lips, 200k
   torso; ER-NeRF: 100k head, 25k lips, 200k torso).
 * ``smoke``: a few dozen steps at 64 px, for fast tests and the SLURM test; never for results.

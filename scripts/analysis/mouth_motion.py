@@ -12,10 +12,13 @@ half open scores as well as one that moves).
 Prints one line per model directory (``torso.pt``): the spread (standard deviation over the
 frames) of the render's and of the ground truth's mouth opening, their Pearson correlation, and
 how much the audio alone changes the renders (mean over the frames of the largest |difference|, in
-grey levels, between the render and the same frame rendered with the split's first frame's audio).
-``--montage`` writes mouth crops, ground truth | render, of ten frames spread over the split's
-range of mouth openings (closed at the top). Raises the loader's errors for a missing model or
-dataset file.
+grey levels, between the render and the same frame rendered with the split's first frame's audio),
+and where: the share of that difference (summed over the pixels and frames) inside each frame's
+mouth box (:class:`pipeline.train.data.SplitData`'s ``mouth``: the box of the 68-point mouth
+landmarks 48-67), beside the share of the frame that box covers. ``--audio-map`` draws where
+the audio changes the renders (:func:`audio_map_image`). ``--montage`` writes mouth crops, ground
+truth | render, of ten frames spread over the split's range of mouth openings (closed at the
+top). Raises the loader's errors for a missing model or dataset file.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: in
     sp, cpu = data.splits[split], torch.device("cpu")
     ks = list(range(0, len(sp), max(1, every)))
     first = frame_conditions(model, sp, 0, data.audio, cpu)
-    renders, gts, effect = [], [], []
+    renders, gts, effect, diffs = [], [], [], []
     with torch.no_grad():
         for k in ks:
             c2w = model.scene_pose(sp.poses[k])
@@ -60,9 +63,43 @@ def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: in
             other = _rgb(model.render_frame(c2w, {**cond, "audio": first["audio"]}, data.bc))
             renders.append(img)
             gts.append(sp.gt[k].numpy())
-            effect.append(float(np.abs(img.astype(np.int16) - other.astype(np.int16)).max()))
-    return {**mouth_statistics(renders, gts), "audio_effect": float(np.mean(effect)), "renders": renders,
-            "gts": gts, "mouths": sp.mouth[ks].numpy()}
+            diff = np.abs(img.astype(np.int16) - other.astype(np.int16))
+            effect.append(float(diff.max()))
+            diffs.append(diff.sum(-1))
+    mouths = sp.mouth[ks].numpy()
+    return {**mouth_statistics(renders, gts), "audio_effect": float(np.mean(effect)),
+            **audio_effect_share(diffs, mouths), "audio_map": np.mean(diffs, 0), "renders": renders,
+            "gts": gts, "mouths": mouths}
+
+
+def audio_map_image(result: dict) -> np.ndarray:
+    """uint8 [H, 2W, 3]: the split's first render | the same darkened to 40 % with the mean
+    |difference| the audio makes per pixel (``result["audio_map"]`` [H, W], :func:`mouth_motion`)
+    added in orange, scaled so that its largest value is full red."""
+    img = result["renders"][0].astype(np.float64)
+    m = result["audio_map"] / max(float(result["audio_map"].max()), 1e-12)
+    heat = np.stack([m, 0.3 * m, np.zeros_like(m)], -1) * 255
+    return np.concatenate([img, np.clip(0.4 * img + heat, 0, 255)], 1).round().astype(np.uint8)
+
+
+def audio_effect_share(diffs: list[np.ndarray], boxes: np.ndarray) -> dict:
+    """Where the audio changes the renders: ``{"audio_in_mouth", "mouth_area"}``, the share (0-1) of
+    the summed |difference| ``diffs`` (per frame [H, W], any non-negative unit) inside each frame's
+    box ``boxes`` [F, 4] (row0, row1, col0, col1, end-exclusive pixels), and the mean share of the
+    frame's pixels the boxes cover. ``audio_in_mouth`` is NaN when the audio changes nothing.
+
+    Raises:
+        ValueError: ``diffs`` and ``boxes`` differ in length.
+    """
+    if len(diffs) != len(boxes):
+        raise ValueError(f"{len(diffs)} difference maps for {len(boxes)} mouth boxes")
+    inside = total = area = 0.0
+    for d, (r0, r1, c0, c1) in zip(diffs, np.asarray(boxes, dtype=int)):
+        inside += float(d[r0:r1, c0:c1].sum())
+        total += float(d.sum())
+        area += d[r0:r1, c0:c1].size / d.size
+    return {"audio_in_mouth": inside / total if total > 0 else float("nan"),
+            "mouth_area": area / max(len(diffs), 1)}
 
 
 def mouth_statistics(renders: list[np.ndarray], gts: list[np.ndarray]) -> dict:
@@ -120,17 +157,28 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="val", choices=("train", "val"))
     ap.add_argument("--every", type=int, default=1, help="render every N-th frame of the split")
     ap.add_argument("--montage", type=Path, help="PNG of mouth crops (one model: that path; more: NAME_{i}.png)")
+    ap.add_argument("--audio-map", type=Path, help="PNG: where the audio changes the renders, one row per model "
+                    "(first render | mean |difference|, audio_map_image), 3x enlarged")
     ap.add_argument("models", nargs="+", type=Path, help="model folders holding torso.pt")
     args = ap.parse_args(argv)
+    maps = []
     for i, md in enumerate(args.models):
         res = mouth_motion(md, args.data, args.split, args.every)
+        maps.append(audio_map_image(res))
         print(f"{md} [{args.split}, {res['frames']} frames]: mouth opening std render {res['render_std']:.4f} "
               f"vs ground truth {res['gt_std']:.4f}, correlation {res['corr']:.3f}; audio alone changes the "
-              f"render by {res['audio_effect']:.1f} grey levels (mean over frames of the max)")
+              f"render by {res['audio_effect']:.1f} grey levels (mean over frames of the max), "
+              f"{100 * res['audio_in_mouth']:.0f} % of it inside the mouth box ({100 * res['mouth_area']:.1f} % "
+              f"of the frame)")
         if args.montage:
             out = args.montage if len(args.models) == 1 else \
                 args.montage.with_name(f"{args.montage.stem}_{i}{args.montage.suffix}")
             montage(res, out)
+    if args.audio_map:
+        from PIL import Image
+
+        img = np.concatenate(maps, 0)
+        Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3), Image.NEAREST).save(args.audio_map)
     return 0
 
 

@@ -93,7 +93,8 @@ class ERNeRFField(HeadField):
 #: amplitude instead of a quarter (median over the eight real clips, 0.60 against 0.26), with val
 #: PSNR no lower on any of them at seed 0, mean +0.17 dB (docs/quality.md, "The mouth hardly
 #: moves", rows ``mouthpair*`` against ``mouthbase*``); the head stage takes 1.6-2.2x as long.
-#: RAD-NeRF's 2-D audio coordinate does not follow, so it keeps the anchors' sampling.
+#: ``rad_nerf`` takes the same sampling in ``quick`` together with RAD-NeRF's audio-coordinate loss,
+#: without which its audio acted over the whole head (:data:`pipeline.models.methods.rad_nerf.QUICK_HEAD`).
 QUICK_HEAD_RAYS = {"frames_per_step": 4, "mouth_rays": 0.25}
 
 SPEC = register(MethodSpec(

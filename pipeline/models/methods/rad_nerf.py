@@ -30,6 +30,17 @@ class RadNeRFConfig(TrainConfig):
     ambient_layers: int = 2
     """linear layers of the MLP that maps (position encoding, audio code) to the audio coordinate
     (RAD-NeRF's ambient net: 3)."""
+    lambda_amb_face: float = 0.0
+    """weight of RAD-NeRF's audio-coordinate loss (nerf/utils.py, "regions out of face should be
+    static"; ``--lambda_amb`` 0.1 there): the mean over a step's rays of each ray's composited
+    sum of |a| (:attr:`pipeline.models.fields.FieldOutput.ambient`), counted on the rays outside
+    the frame's lower-face box (:attr:`pipeline.train.data.SplitData.face`), its weight ramped
+    linearly from 0 over the head stage (RAD-NeRF: ``min(step / iters, 1)``) and full in the lips
+    stage. 0 leaves it out (the default, and the ``paper`` and ``smoke`` profiles); the ``quick``
+    profile takes 0.01 (:data:`QUICK_HEAD`). ``lambda_amb`` (the mean |a| over every sample) is this
+    project's older term, not RAD-NeRF's. RAD-NeRF's 0.1 at the ``quick`` budget held the coordinate
+    at 0 everywhere (the audio changed the sample's renders by 1 grey level; docs/quality.md, "Where
+    the audio acts")."""
 
 
 class RadNeRFField(HeadField):
@@ -38,7 +49,9 @@ class RadNeRFField(HeadField):
     grid; eye ratio appended; small density/colour MLPs (RAD-NeRF Sec. 3.1-3.2).
 
     ``forward(x [P,3] in [-1,1], d [P,3] unit, cond {"audio": [A], "eye": [1]})``.
-    Regulariser: ``lambda_amb * mean |a|`` (RAD-NeRF's audio-coordinate L1 term).
+    Regularisers: ``lambda_amb * mean |a|`` over the samples, and RAD-NeRF's own term on the rays
+    (:meth:`ray_loss`, ``cfg.lambda_amb_face``): the audio coordinate kept at 0 on the rays outside
+    the lower face, so that the audio moves the mouth and jaw and nothing else.
 
     With ``cfg.head_up`` (not in RAD-NeRF) the head-up input ``cond["head_up"]`` [3] (the camera's
     up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) is an
@@ -75,6 +88,7 @@ class RadNeRFField(HeadField):
         if self.up_dim:
             self.up_att = mlp(self.grid.output_dim, self.up_dim, 16, 2)
         self.lambda_amb = cfg.lambda_amb
+        self.lambda_amb_face = getattr(cfg, "lambda_amb_face", 0.0)
 
     def _hidden(self, x, cond, ex=None):
         """``(h [P, 1 + geo_dim], audio coordinate [P, ambient_dim])``; ``ex`` the 3D grid
@@ -102,10 +116,32 @@ class RadNeRFField(HeadField):
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb = self._hidden(x, cond)
         color = [cond[c].reshape(-1) for c in self.color_inputs]
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color) if color else None)
+        ambient = amb.abs().sum(-1) if self.lambda_amb_face and self.training else None
+        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color) if color else None, ambient)
 
+    def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
+        """RAD-NeRF's audio-coordinate loss (nerf/utils.py ``train_step``): ``lambda_amb_face x
+        progress x mean(ambient x ~face_mask)`` over the step's rays (``out`` of
+        :func:`pipeline.models.volume.render_rays` with the trainer's ``face_mask`` [R] and
+        ``progress``, :meth:`pipeline.models.fields.HeadField.ray_loss`); None when
+        ``lambda_amb_face`` is 0 or the rays carry no ``ambient`` (no sample was evaluated)."""
+        if not self.lambda_amb_face or "ambient" not in out:
+            return None
+        return self.lambda_amb_face * out["progress"] * (out["ambient"] * ~out["face_mask"]).mean()
+
+
+#: the ``quick`` profile's head stage for RAD-NeRF: RAD-NeRF's own audio-coordinate loss outside the
+#: lower face (at 0.01, a tenth of its weight, in place of this project's mean |a| term) with the
+#: mouth sampling ``er_nerf`` takes there (each step's rays from 4 training frames, a quarter in the
+#: mouth box). Without the loss the coordinate changed the renders as a speckle over the whole head
+#: (3-5 % of the audio's effect in the mouth box); with both, 6-20 % on every clip, the mouth's
+#: correlation with the speaker's higher on five of seven clips and LMD (mouth) lower on six, val
+#: PSNR -0.14 to +0.57 dB (docs/quality.md, "Where the audio acts", rows ``ambface01_pair`` against
+#: ``radnow``); the head stage takes about 1.8x as long.
+QUICK_HEAD = {"frames_per_step": 4, "mouth_rays": 0.25, "lambda_amb_face": 0.01, "lambda_amb": 0.0}
 
 SPEC = register(MethodSpec(
     name="rad_nerf", config=RadNeRFConfig, field=RadNeRFField, torso=TorsoField, conditions=("audio", "eye"),
     paper_steps=dict(head_steps=200000, lips_steps=50000, torso_steps=200000),
+    profile_values={"quick": QUICK_HEAD},
     summary="RAD-NeRF (Tang et al. 2022): audio-spatial decomposition, audio + eye conditions"))
