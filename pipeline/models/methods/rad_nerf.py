@@ -134,10 +134,10 @@ class RadNeRFField(HeadField):
 #: lower face (at 0.01, a tenth of its weight, in place of this project's mean |a| term) with the
 #: mouth sampling ``er_nerf`` takes there (each step's rays from 4 training frames, a quarter in the
 #: mouth box). Without the loss the coordinate changed the renders as a speckle over the whole head
-#: (3-5 % of the audio's effect in the mouth box); with both, 6-20 % on every clip, the mouth's
-#: correlation with the speaker's higher on five of seven clips and LMD (mouth) lower on six, val
-#: PSNR -0.14 to +0.57 dB (docs/quality.md, "Where the audio acts", rows ``ambface01_pair`` against
-#: ``radnow``); the head stage takes about 1.8x as long.
+#: (3-5 % of the audio's effect in the mouth box); with both, 6-20 % on every real clip, the mouth's
+#: correlation with the speaker's higher on six of eight and LMD (mouth) lower on seven, val PSNR
+#: -0.14 to +1.06 dB, mean +0.23 (docs/quality.md, "Where the audio acts", rows ``ambface01_pair``
+#: against ``radnow``, seed 0); the head stage takes about 1.8x as long.
 QUICK_HEAD = {"frames_per_step": 4, "mouth_rays": 0.25, "lambda_amb_face": 0.01, "lambda_amb": 0.0}
 
 SPEC = register(MethodSpec(
