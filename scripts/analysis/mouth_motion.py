@@ -44,9 +44,12 @@ def _rgb(out) -> np.ndarray:
 def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: int = 1) -> dict:
     """The numbers above for one model, over every ``every``-th frame of ``split``.
 
-    Returns :func:`mouth_statistics`'s dict and ``"audio_effect"`` (grey levels), plus
-    ``"renders"``, ``"gts"`` (uint8 [H, W, 3] lists) and ``"mouths"`` ([F, 4] mouth boxes of
-    :class:`pipeline.train.data.SplitData`) for :func:`montage`."""
+    Returns :func:`mouth_statistics`'s dict, ``"audio_effect"`` (grey levels),
+    :func:`audio_effect_share`'s ``"audio_in_mouth"`` and ``"mouth_area"`` (0-1), ``"audio_map"``
+    ([H, W] float, the mean over the frames of the |difference| the audio makes, summed over RGB,
+    grey levels; for :func:`audio_map_image`), plus ``"renders"``, ``"gts"`` (uint8 [H, W, 3]
+    lists) and ``"mouths"`` ([F, 4] mouth boxes of :class:`pipeline.train.data.SplitData`) for
+    :func:`montage`."""
     model, _ = load_checkpoint(model_dir / "torso.pt")
     model.eval()
     data = TalkingDataset.for_config(data_root, model.cfg, tuple(dict.fromkeys(("train", split))),
