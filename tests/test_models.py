@@ -144,7 +144,8 @@ def test_render_rays_composites_a_fields_ambient_value_with_the_colour_weights()
     """:attr:`FieldOutput.ambient` is composited as the colour is (RAD-NeRF's
     ``composite_rays_train`` of |a|): an opaque field with ambient 0.7 gives 0.7 per ray, as its
     colour 0.3 gives 0.3; a density whose opacity is 1 - exp(-sigma * length) over the box gives
-    that opacity times 0.7 (hand-computed); a field without it adds no ``ambient`` key."""
+    that opacity times 0.7 (hand-computed); a field without it adds no ``ambient`` key; [P, 2]
+    values are composited per channel."""
     from pipeline.models.fields import FieldOutput
 
     o = torch.tensor([[0.0, 0.0, 3.0]]).expand(4, 3)
@@ -161,6 +162,12 @@ def test_render_rays_composites_a_fields_ambient_value_with_the_colour_weights()
     assert thin["ambient"] == pytest.approx(torch.full((4,), 0.7 * alpha), abs=1e-4)
     plain = lambda x, dd: FieldOutput(torch.full((x.shape[0],), 50.0), torch.ones(x.shape[0], 3), torch.zeros(()))  # noqa: E731
     assert "ambient" not in render_rays(plain, o, d, 1.0, 16)
+    # [P, K] values (ER-NeRF's audio and eye attention) are composited channel by channel
+    two = lambda x, dd: FieldOutput(torch.full((x.shape[0],), 0.2), torch.ones(x.shape[0], 3) * 0.3,  # noqa: E731
+                                    torch.zeros(()), torch.tensor([0.7, 0.2]).expand(x.shape[0], 2))
+    both = render_rays(two, o, d, 1.0, 64, perturb=False)["ambient"]
+    assert both.shape == (4, 2)
+    assert both == pytest.approx(torch.tensor([0.7 * alpha, 0.2 * alpha]).expand(4, 2), abs=1e-4)
 
 
 def test_occupancy_grid_keeps_max_over_conditions():

@@ -441,15 +441,34 @@ def test_earlier_stages_do_not_read_the_later_stages_keys(dev_dataset, tmp_path)
 
 
 
-def _head_stage(dev_dataset, tmp_path, overrides):
+def _head_stage(dev_dataset, tmp_path, overrides, method="rad_nerf"):
     import torch
 
     from pipeline.train.data import TalkingDataset
     from pipeline.train.trainer import Stage
 
-    cfg = resolve_config("rad_nerf", {"profile": "smoke", "device": "cpu", "overrides": overrides})
+    cfg = resolve_config(method, {"profile": "smoke", "device": "cpu", "overrides": overrides})
     data = TalkingDataset.for_config(dev_dataset, cfg)
     return Stage("head", cfg, data, tmp_path, None, None, torch.device("cpu"))
+
+
+def _ray_losses(st, k, steps):
+    """``(out, loss)`` of the head field's ``ray_loss`` in ``st.loss_step`` on train frame ``k`` at
+    each stage step of ``steps`` (the same random stream each time)."""
+    import torch
+
+    seen = []
+    head = st.model.head
+    ray_loss = head.ray_loss
+    head.ray_loss = lambda out, stage: seen.append((out, ray_loss(out, stage))) or seen[-1][1]
+    got = []
+    for step in steps:
+        st.step = step
+        seen.clear()
+        st.loss_step(k, torch.Generator().manual_seed(1))
+        got.append(seen[0])
+    head.ray_loss = ray_loss
+    return got
 
 
 def test_mouth_rays_land_in_the_widened_mouth_box(dev_dataset, tmp_path):
@@ -505,15 +524,8 @@ def test_rad_nerfs_audio_coordinate_loss_acts_on_the_rays_outside_the_lower_face
     assert st.train.face[k].tolist() == box
     assert box[0] < st.train.mouth[k, 0] and box[1] > st.train.mouth[k, 1]      # the mouth is inside
 
-    seen = []
     head = st.model.head
-    ray_loss = head.ray_loss
-    head.ray_loss = lambda out, stage: seen.append((out, ray_loss(out, stage))) or seen[-1][1]
-    for step, progress in ((0, 0.0), (st.total // 2, 0.5)):
-        st.step = step
-        seen.clear()
-        st.loss_step(k, torch.Generator().manual_seed(1))
-        out, loss = seen[0]
+    for progress, (out, loss) in zip((0.0, 0.5), _ray_losses(st, k, (0, st.total // 2))):
         assert out["progress"] == pytest.approx(progress)
         assert out["ambient"].shape == out["alpha"].shape == (256,)
         outside = ~out["face_mask"]
@@ -531,6 +543,76 @@ def test_rad_nerfs_audio_coordinate_loss_acts_on_the_rays_outside_the_lower_face
     st0.model.head.ray_loss = lambda out, stage: seen0.append(out) or ray_loss0(out, stage)
     st0.loss_step(k, torch.Generator().manual_seed(1))
     assert "ambient" not in seen0[0] and ray_loss0(seen0[0], "head") is None
+
+
+def test_er_nerfs_ambient_terms_act_per_ray_inside_and_outside_the_landmark_box(dev_dataset, tmp_path):
+    """``lambda_amb_face`` of ``er_nerf`` (ER-NeRF's ``amb_aud_loss`` and ``amb_eye_loss``,
+    nerf_triplane/utils.py): the box is ER-NeRF's ``face_rect`` of the real ``ori_imgs/{i}.lms``
+    (all 68 landmarks), recomputed here by hand at the training resolution; the loss is
+    ``lambda x progress x (mean(A_aud x outside) + mean(A_eye / 16 x A_aud x inside))`` with the
+    composited audio-attention norm and eye attention, 0 at the stage's first step; its gradient
+    reaches the audio attention, and the cross term holds ``A_aud`` fixed (detached; the gradient
+    on the composited values checked by hand)."""
+    import numpy as np
+
+    st = _head_stage(dev_dataset, tmp_path / "on", {"lambda_amb_face": 1e-2, "lambda_amb": 0.0, "rays_per_step": 256,
+                                                    "audio_attention": "linear"}, method="er_nerf")
+    k = 3
+    lms = np.loadtxt(dev_dataset / "ori_imgs" / f"{st.train.ids[k]}.lms").reshape(-1, 2) * st.data.scale
+    box = [int(lms[:, 1].min()), int(lms[:, 1].max()), int(lms[:, 0].min()), int(lms[:, 0].max())]
+    assert st.train.landmark_box[k].tolist() == box
+    assert box[0] < st.train.face[k, 0] and box[1] == st.train.face[k, 1]    # brows to chin; RAD-NeRF's from the nose
+
+    head = st.model.head
+    for progress, (out, loss) in zip((0.0, 0.5), _ray_losses(st, k, (0, st.total // 2))):
+        assert out["ambient"].shape == (256, 2)
+        inside = out["landmark_mask"]
+        assert 0 < int(inside.sum()) < 256
+        aud, eye = out["ambient"][:, 0], out["ambient"][:, 1]
+        expected = 1e-2 * progress * ((aud * ~inside).mean() + (eye / 16 * aud * inside).mean())
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss.item() > 0
+    loss.backward()
+    assert sum(p.grad.abs().sum() for p in head.aud_att.parameters()) > 0
+
+    # the cross term holds the audio attention fixed (ER-NeRF detaches it): by hand, the gradient
+    # on a ray's A_aud is lambda x progress / R outside the box and 0 inside, on its A_eye
+    # lambda x progress x A_aud / (16 R) inside the box and 0 outside
+    amb = out["ambient"].detach().clone().requires_grad_(True)
+    head.ray_loss({"ambient": amb, "landmark_mask": inside, "progress": 0.5}, "head").backward()
+    R = inside.numel()
+    assert amb.grad[:, 0] == pytest.approx((1e-2 * 0.5 / R * ~inside).float(), abs=1e-12)
+    assert amb.grad[:, 1] == pytest.approx(1e-2 * 0.5 / (16 * R) * amb[:, 0].detach() * inside, abs=1e-12)
+
+
+def test_er_nerfs_audio_attention_is_a_sigmoid_gate_or_the_reference_codes_linear_one():
+    """``audio_attention``: ``sigmoid`` gates the audio code by ``sigmoid(MLP(enc(x)))`` in (0, 1);
+    ``linear`` (ER-NeRF's nerf_triplane/network.py) multiplies it by the MLP's raw output, which
+    takes negative values on the same points; anything else is refused (one line naming the
+    option)."""
+    import torch
+
+    from pipeline.common.errors import InputError
+    from pipeline.models.configs import make_config
+    from pipeline.models.methods.er_nerf import ERNeRFField
+
+    torch.manual_seed(0)
+    x = torch.rand(500, 3) * 2 - 1
+    fields = {}
+    for mode in ("sigmoid", "linear"):
+        torch.manual_seed(1)
+        fields[mode] = ERNeRFField(make_config("er_nerf", {"audio_attention": mode}), aud_dim=8)
+    _, g_sig, _ = fields["sigmoid"]._position(x)
+    _, g_lin, _ = fields["linear"]._position(x)
+    assert torch.allclose(g_sig, torch.sigmoid(g_lin))               # same weights, same MLP output
+    assert g_sig.min() > 0 and g_sig.max() < 1
+    assert g_lin.min() < 0
+    with pytest.raises(InputError, match="audio_attention 'softmax': one of sigmoid, linear"):
+        make_config("er_nerf", {"audio_attention": "softmax"})
+    bad = make_config("er_nerf")
+    bad.audio_attention = "softmax"
+    with pytest.raises(ValueError, match="audio_attention 'softmax'"):
+        ERNeRFField(bad, aud_dim=8)
 
 
 def test_frames_per_step_spreads_a_steps_rays_over_frames(dev_dataset, tmp_path):

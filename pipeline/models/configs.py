@@ -214,7 +214,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
             ``torso_body_frame_min_sway`` below 0; ``torso_retrieval`` below 0 or without
             ``torso_body_pose``; ``torso_retrieval_exclude`` below 0, ``torso_retrieval_exclude_max``
             below it; ``frames_per_step`` not a whole number from 1 to ``rays_per_step``; ``mouth_rays``
-            outside [0, 1] (checked here, before any data is read).
+            outside [0, 1]; ``audio_attention`` (``er_nerf``) not sigmoid/linear (checked here,
+            before any data is read).
     """
     from pipeline.models.methods import get_method
 
@@ -258,6 +259,8 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
                                  "rays, in [0, 1]")
     if cfg.torso_retrieval and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_retrieval needs torso_body_pose (the body input it retrieves by)")
+    if getattr(cfg, "audio_attention", "sigmoid") not in ("sigmoid", "linear"):
+        raise InputError(source, f"training option audio_attention {cfg.audio_attention!r}: one of sigmoid, linear")
     return cfg
 
 

@@ -70,9 +70,10 @@ def mlp(dim_in: int, dim_out: int, hidden: int = 64, layers: int = 2) -> nn.Sequ
 class FieldOutput:
     """Per-sample field values: ``sigma`` [P] density (1/scene unit, >= 0), ``rgb`` [P, 3] in
     [0, 1], ``reg`` a scalar regulariser (method-specific, already weighted), and ``ambient`` [P]
-    (optional, >= 0): a per-sample value the renderer composites along each ray with the colour's
-    weights (``ambient`` of :func:`pipeline.models.volume.render_rays`), for losses on rays (RAD-NeRF's
-    |audio coordinate|, :class:`pipeline.models.methods.rad_nerf.RadNeRFField`)."""
+    or [P, K] (optional, >= 0): per-sample values the renderer composites along each ray with the
+    colour's weights (``ambient`` of :func:`pipeline.models.volume.render_rays`), for losses on rays
+    (RAD-NeRF's |audio coordinate|, :class:`pipeline.models.methods.rad_nerf.RadNeRFField`; ER-NeRF's
+    audio and eye attention, :class:`pipeline.models.methods.er_nerf.ERNeRFField`)."""
 
     sigma: torch.Tensor
     rgb: torch.Tensor
@@ -140,6 +141,7 @@ class HeadField(nn.Module):
         """Extra loss on rendered rays (``out`` of :func:`pipeline.models.volume.render_rays`) in
         training stage ``stage`` (``head`` or ``lips``); None (default) adds nothing. The trainer
         adds to ``out`` the rays' ``face_mask`` [R] (bool: inside the frame's lower-face box,
-        :attr:`pipeline.train.data.SplitData.face`) and the stage's ``progress`` (step over the
-        stage's steps, 0-1; 1 in the lips stage)."""
+        :attr:`pipeline.train.data.SplitData.face`), ``landmark_mask`` [R] (bool: inside the box
+        of all 68 landmarks, :attr:`pipeline.train.data.SplitData.landmark_box`) and the stage's
+        ``progress`` (step over the stage's steps, 0-1; 1 in the lips stage)."""
         return None

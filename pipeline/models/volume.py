@@ -60,9 +60,10 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
             same positions: the reference that the skipping is tested against.
     Returns: dict ``rgb`` [R, 3] (premultiplied head colour), ``alpha`` [R] (accumulated opacity),
         ``depth`` [R], ``reg`` scalar, ``n_evals`` number of field evaluations, and, when the field
-        returns :attr:`pipeline.models.fields.FieldOutput.ambient`, ``ambient`` [R]: that value
-        composited with the colour's weights (RAD-NeRF's ``composite_rays_train`` of
-        ``ambient.abs().sum(-1)``, nerf/renderer.py).
+        returns :attr:`pipeline.models.fields.FieldOutput.ambient` ([P] or [P, K]), ``ambient``
+        [R] or [R, K]: those values composited with the colour's weights (RAD-NeRF's
+        ``composite_rays_train`` of ``ambient.abs().sum(-1)``, nerf/renderer.py; ER-NeRF's
+        ``composite_rays_train_triplane`` of its two attentions, nerf_triplane/renderer.py).
     """
     R = o.shape[0]
     dev = o.device
@@ -76,6 +77,7 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
     trans = torch.ones(R, device=dev)
     reg = torch.zeros((), device=dev)
     amb = None
+    amb_dim = 0
     n_evals = 0
     idx_alive = torch.nonzero(hit).squeeze(-1)
     if idx_alive.numel() == 0:
@@ -104,7 +106,9 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
             col = col.index_put((sel,), out.rgb.float())
             reg = reg + out.reg
             if out.ambient is not None:
-                amb_s = torch.zeros(xf.shape[0], device=dev).index_put((sel,), out.ambient.float())
+                a_s = out.ambient.float().reshape(sel.numel(), -1)
+                amb_dim = a_s.shape[1] if out.ambient.dim() > 1 else 0
+                amb_s = torch.zeros(xf.shape[0], a_s.shape[1], device=dev).index_put((sel,), a_s)
             n_reg += 1
             n_evals += sel.numel()
         alpha = 1 - torch.exp(-sigma.view(-1, k) * dl[:, None])                        # [A, k]
@@ -114,12 +118,12 @@ def render_rays(field_fn, o: torch.Tensor, d: torch.Tensor, bound: float, n_samp
         acc = acc.index_add(0, idx_alive, w.sum(1))
         depth = depth.index_add(0, idx_alive, (w * t).sum(1))
         if amb_s is not None:
-            amb = (torch.zeros(R, device=dev) if amb is None else amb).index_add(
-                0, idx_alive, (w * amb_s.view(-1, k)).sum(1))
+            amb = (torch.zeros(R, amb_s.shape[1], device=dev) if amb is None else amb).index_add(
+                0, idx_alive, (w[..., None] * amb_s.view(-1, k, amb_s.shape[1])).sum(1))
         trans = trans.index_put((idx_alive,), trans[idx_alive] * tr_in[:, -1])
         if skip_empty:
             idx_alive = idx_alive[trans[idx_alive] > t_thresh]
     res = {"rgb": rgb, "alpha": acc, "depth": depth, "reg": reg / max(n_reg, 1), "n_evals": n_evals}
     if amb is not None:
-        res["ambient"] = amb
+        res["ambient"] = amb if amb_dim else amb[:, 0]
     return res

@@ -62,6 +62,10 @@ class SplitData:
             base (landmarks 31-35) to the lowest landmark, columns over all 68, truncated to whole
             pixels at the split's resolution. RAD-NeRF's audio-coordinate loss acts on the rays
             outside it (:class:`pipeline.models.methods.rad_nerf.RadNeRFField`).
+        landmark_box: [N, 4] int64 box of all 68 landmarks (row0, row1, col0, col1; end-exclusive,
+            truncated as ``face``), ER-NeRF's ``face_rect`` (nerf_triplane/provider.py): its
+            per-ray ambient terms act on the rays outside it and inside it
+            (:class:`pipeline.models.methods.er_nerf.ERNeRFField`).
     """
 
     ids: list[int]
@@ -73,6 +77,7 @@ class SplitData:
     head: torch.Tensor
     mouth: torch.Tensor
     face: torch.Tensor
+    landmark_box: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -176,7 +181,7 @@ class TalkingDataset:
             pick = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
             frames = [frames[i] for i in pick]
         size = (self.H, self.W)
-        ids, poses, auds, gts, torsos, heads, mouths, faces = [], [], [], [], [], [], [], []
+        ids, poses, auds, gts, torsos, heads, mouths, faces, boxes = [], [], [], [], [], [], [], [], []
         for f in frames:
             i = int(f["img_id"])
             ids.append(i)
@@ -200,11 +205,12 @@ class TalkingDataset:
                            math.floor(m[:, 0].min()), math.ceil(m[:, 0].max())])
             f68 = lms * self.scale
             faces.append([int(f68[31:36, 1].min()), int(f68[:, 1].max()), int(f68[:, 0].min()), int(f68[:, 0].max())])
+            boxes.append([int(f68[:, 1].min()), int(f68[:, 1].max()), int(f68[:, 0].min()), int(f68[:, 0].max())])
         conds = {c: torch.from_numpy(np.ascontiguousarray(t[ids])) for c, t in tables.items()}
         return SplitData(ids, torch.from_numpy(np.stack(poses)), torch.tensor(auds), conds,
                          torch.from_numpy(np.stack(gts)), torch.from_numpy(np.stack(torsos)),
                          torch.from_numpy(np.stack(heads)), torch.tensor(mouths, dtype=torch.int64),
-                         torch.tensor(faces, dtype=torch.int64))
+                         torch.tensor(faces, dtype=torch.int64), torch.tensor(boxes, dtype=torch.int64))
 
     def scene_scale(self, head_box: float) -> float:
         """Scale from transforms units to scene units so that the head lies in [-1, 1]^3.

@@ -317,6 +317,8 @@ class Stage:
         loss = mse + out["reg"] + opacity_losses(out["alpha"], head, cfg)
         r0, r1, c0, c1 = self.train.face[k].tolist()
         out["face_mask"] = (pix[:, 0] >= r0) & (pix[:, 0] < r1) & (pix[:, 1] >= c0) & (pix[:, 1] < c1)
+        r0, r1, c0, c1 = self.train.landmark_box[k].tolist()
+        out["landmark_mask"] = (pix[:, 0] >= r0) & (pix[:, 0] < r1) & (pix[:, 1] >= c0) & (pix[:, 1] < c1)
         out["progress"] = min(self.step / max(self.total, 1), 1.0) if self.stage == "head" else 1.0
         extra = self.model.head.ray_loss(out, self.stage)
         if extra is not None:

@@ -21,6 +21,17 @@ class ERNeRFConfig(TrainConfig):
 
     method: str = "er_nerf"
     """registered method name."""
+    audio_attention: str = "sigmoid"
+    """how the region attention weighs the audio code per channel: ``sigmoid``, a gate in (0, 1)
+    (``aud * sigmoid(MLP(enc(x)))``, this project's form), or ``linear``, unbounded
+    (``aud * MLP(enc(x))``, ER-NeRF's code: nerf_triplane/network.py ``density``)."""
+    lambda_amb_face: float = 0.0
+    """weight of ER-NeRF's per-ray ambient terms (nerf_triplane/utils.py ``train_step``,
+    ``amb_aud_loss`` and ``amb_eye_loss``; official ``lambda_amb`` 1e-4), ramped up with the
+    stage's progress: the composited norm of the audio attention on the rays outside the box of
+    the 68 landmarks, plus, on the rays inside it, the composited eye attention / 16 times the
+    (detached) composited audio attention norm. 0 (default): off, the mean terms of
+    ``lambda_amb`` only."""
 
 
 class ERNeRFField(HeadField):
@@ -33,9 +44,17 @@ class ERNeRFField(HeadField):
     up axis in head coordinates, standardised; :func:`pipeline.models.model.head_up_value`) joins
     them, gated by position the same way (``up * sigmoid(MLP(enc(x)))``, a 2-layer MLP of width 16).
 
-    Regulariser: ``lambda_amb * (mean |gated audio| + mean |gated eye|)`` (ER-NeRF's ambient
-    terms, keep the attention off regions that do not move).
+    Regulariser: ``lambda_amb * (mean |gated audio| + mean |gated eye|)`` over the samples (keeps
+    the attention off regions that do not move). ER-NeRF's own terms act per ray instead
+    (``cfg.lambda_amb_face``, :meth:`ray_loss`); ``cfg.audio_attention`` ``linear`` takes its
+    unbounded audio attention in place of the sigmoid gate.
+
+    Raises:
+        ValueError: ``cfg.audio_attention`` is neither ``sigmoid`` nor ``linear``.
     """
+
+    #: ER-NeRF's ``max_steps`` (main.py, 16): the divisor of the eye attention in its cross term
+    EYE_CROSS_SCALE = 16.0
 
     shares_density_max = True
 
@@ -54,16 +73,23 @@ class ERNeRFField(HeadField):
             self.up_att = mlp(self.grid.output_dim, HEAD_UP_DIM, 16, 2)
         self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1 + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
+        self.lambda_amb_face = getattr(cfg, "lambda_amb_face", 0.0)
+        self.audio_attention = getattr(cfg, "audio_attention", "sigmoid")
+        if self.audio_attention not in ("sigmoid", "linear"):
+            raise ValueError(f"er_nerf: audio_attention {self.audio_attention!r} is neither 'sigmoid' nor 'linear'")
 
     def _position(self, x):
         """The condition-independent part at x [P, 3]: tri-plane encoding [P, G] and the region
-        attention gates of the audio [P, A] and eye [P, 1] inputs."""
+        attention of the audio [P, A] (a sigmoid gate, or ER-NeRF's unbounded linear attention
+        with ``audio_attention`` ``linear``) and eye [P, 1] (sigmoid gate) inputs."""
         ex = self.grid((x + 1) / 2)
-        return ex, torch.sigmoid(self.aud_att(ex)), torch.sigmoid(self.eye_att(ex))
+        att = self.aud_att(ex)
+        return ex, (att if self.audio_attention == "linear" else torch.sigmoid(att)), torch.sigmoid(self.eye_att(ex))
 
     def _hidden(self, x, cond, pos=None):
-        """``(h [P, 1 + geo_dim], gated audio [P, A], gated eye [P, 1])``; ``pos`` the output of
-        :meth:`_position` when already computed (:meth:`density_max`)."""
+        """``(h [P, 1 + geo_dim], gated audio [P, A], gated eye [P, 1], audio attention [P, A],
+        eye attention [P, 1])``; ``pos`` the output of :meth:`_position` when already computed
+        (:meth:`density_max`)."""
         ex, ga, ge = self._position(x) if pos is None else pos
         a = cond["audio"].expand(x.shape[0], -1) * ga
         e = cond["eye"].expand(x.shape[0], 1) * ge
@@ -71,7 +97,7 @@ class ERNeRFField(HeadField):
         if self.up_dim:
             # the head-up input, gated by position as the eye input (not in ER-NeRF)
             parts.append(position_gated(cond["head_up"], ex, self.up_att))
-        return self.sigma_net(torch.cat(parts, -1)), a, e
+        return self.sigma_net(torch.cat(parts, -1)), a, e, ga, ge
 
     def density_max(self, x, conds):
         """:meth:`HeadField.density_max` with the encoding and attention gates computed once."""
@@ -83,8 +109,29 @@ class ERNeRFField(HeadField):
         return out
 
     def forward(self, x, d, cond) -> FieldOutput:
-        h, a, e = self._hidden(x, cond)
-        return self._finish(h, d, self.lambda_amb * (a.abs().mean() + e.abs().mean()))
+        h, a, e, ga, ge = self._hidden(x, cond)
+        ambient = (torch.cat([ga.norm(dim=-1, keepdim=True), ge], -1)
+                   if self.lambda_amb_face and self.training else None)
+        return self._finish(h, d, self.lambda_amb * (a.abs().mean() + e.abs().mean()), ambient=ambient)
+
+    def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
+        """ER-NeRF's per-ray ambient terms (nerf_triplane/utils.py ``train_step``)::
+
+            lambda_amb_face * progress * (mean(A_aud * ~in_box)
+                                          + mean(A_eye / 16 * stopgrad(A_aud) * in_box))
+
+        over the step's rays, where ``A_aud`` [R] and ``A_eye`` [R] are the audio attention's norm
+        and the eye attention composited along each ray (``out["ambient"]`` [R, 2] of
+        :func:`pipeline.models.volume.render_rays`) and ``in_box`` the trainer's
+        ``landmark_mask`` [R] (the box of the 68 landmarks, ER-NeRF's ``face_rect``): the audio
+        may act only on the face, and the eye not where the audio does. None when
+        ``lambda_amb_face`` is 0 or no sample was evaluated."""
+        if not self.lambda_amb_face or "ambient" not in out:
+            return None
+        amb, inside = out["ambient"], out["landmark_mask"]
+        aud, eye = amb[:, 0], amb[:, 1]
+        terms = (aud * ~inside).mean() + (eye / self.EYE_CROSS_SCALE * aud.detach() * inside).mean()
+        return self.lambda_amb_face * out["progress"] * terms
 
 
 #: the ``quick`` profile's head rays for ER-NeRF (not the paper's, which takes a step's rays from one
