@@ -105,7 +105,7 @@ class HeadField(nn.Module):
         """Density and colour from ``h`` [P, 1 + geo_dim] and directions d [P, 3];
         ``color_extra`` [C]: per-frame constant inputs of the colour MLP (after the geometry
         features and the direction encoding; folded into its first bias, :func:`mlp_const`);
-        ``ambient`` [P]: :attr:`FieldOutput.ambient`."""
+        ``ambient`` [P] or [P, K]: :attr:`FieldOutput.ambient`."""
         sigma = self._sigma(h)                                    # trunc-exp activation (Instant-NGP)
         rgb = torch.sigmoid(mlp_const(self.color_net, torch.cat([h[:, 1:], self.dir_enc(d)], -1), color_extra))
         return FieldOutput(sigma, rgb, reg, ambient)

@@ -60,6 +60,14 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pixels_in_box(pix: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """[R] bool: which pixels ``pix`` [R, 2] (row, col) lie in ``box`` [4] (row0, row1, col0, col1;
+    end-exclusive, pixels), the test of RAD-NeRF's and ER-NeRF's ``face_mask`` (nerf/provider.py,
+    nerf_triplane/provider.py)."""
+    r0, r1, c0, c1 = box.tolist()
+    return (pix[:, 0] >= r0) & (pix[:, 0] < r1) & (pix[:, 1] >= c0) & (pix[:, 1] < c1)
+
+
 def stage_steps(cfg: TrainConfig, stage: str) -> int:
     """Number of optimiser steps of ``stage`` (``head``, ``lips`` or ``torso``) in ``cfg``.
 
@@ -315,10 +323,8 @@ class Stage:
         pred = out["rgb"] + (1 - out["alpha"][:, None]) * self.bg_behind_head(torso, pix)
         mse = ((pred - gt) ** 2).mean()
         loss = mse + out["reg"] + opacity_losses(out["alpha"], head, cfg)
-        r0, r1, c0, c1 = self.train.face[k].tolist()
-        out["face_mask"] = (pix[:, 0] >= r0) & (pix[:, 0] < r1) & (pix[:, 1] >= c0) & (pix[:, 1] < c1)
-        r0, r1, c0, c1 = self.train.landmark_box[k].tolist()
-        out["landmark_mask"] = (pix[:, 0] >= r0) & (pix[:, 0] < r1) & (pix[:, 1] >= c0) & (pix[:, 1] < c1)
+        out["face_mask"] = pixels_in_box(pix, self.train.face[k])
+        out["landmark_mask"] = pixels_in_box(pix, self.train.landmark_box[k])
         out["progress"] = min(self.step / max(self.total, 1), 1.0) if self.stage == "head" else 1.0
         extra = self.model.head.ray_loss(out, self.stage)
         if extra is not None:

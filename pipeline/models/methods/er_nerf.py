@@ -73,8 +73,8 @@ class ERNeRFField(HeadField):
             self.up_att = mlp(self.grid.output_dim, HEAD_UP_DIM, 16, 2)
         self.sigma_net = mlp(self.grid.output_dim + aud_dim + 1 + self.up_dim, 1 + self.geo_dim, cfg.hidden, 3)
         self.lambda_amb = cfg.lambda_amb
-        self.lambda_amb_face = getattr(cfg, "lambda_amb_face", 0.0)
-        self.audio_attention = getattr(cfg, "audio_attention", "sigmoid")
+        self.lambda_amb_face = cfg.lambda_amb_face
+        self.audio_attention = cfg.audio_attention
         if self.audio_attention not in ("sigmoid", "linear"):
             raise ValueError(f"er_nerf: audio_attention {self.audio_attention!r} is neither 'sigmoid' nor 'linear'")
 
