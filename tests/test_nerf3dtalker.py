@@ -273,3 +273,53 @@ def test_nerf3dtalker_through_snakemake(tmp_path):
         assert float(cell.strip("*").split()[0]) == pytest.approx(100 * au["value"], abs=0.051), cell
     fv = (wd / "results" / "tables" / "free_view.md").read_text()
     assert "| nerf3dtalker | German | front |" in fv and "| nerf3dtalker | German | yaw+15 | 15 | 0 |" in fv
+
+
+def test_rad_nerfs_audio_coordinate_loss_reaches_the_fused_expression(sample_3dmm, one_thread, tmp_path):
+    """``lambda_amb_face`` on ``nerf3dtalker`` (RAD-NeRF's loss, inherited from ``rad_nerf``): its
+    audio coordinate, driven by the fused expression / style feature, is composited per ray and the
+    loss is ``lambda x progress x mean(composited |a| x outside the lower-face box)`` over the step's
+    rays, computed here from the rays; its gradient reaches the fusion MLP (the expression path, not
+    only the coordinate's own MLP). A sync-loss callable adds its weighted value on top; with
+    ``lambda_amb_face`` 0 the rays carry no composited value."""
+    from pipeline.train.data import TalkingDataset
+    from pipeline.train.profiles import resolve_config
+    from pipeline.train.trainer import Stage
+
+    def stage(overrides, folder):
+        cfg = resolve_config("nerf3dtalker", {"profile": "smoke", "device": "cpu",
+                                              "overrides": {"rays_per_step": 256, **overrides}})
+        data = TalkingDataset.for_config(sample_3dmm, cfg)
+        return Stage("head", cfg, data, tmp_path / folder, None, None, torch.device("cpu"))
+
+    def losses(st, k=3):
+        seen = []
+        head = st.model.head
+        ray_loss = head.ray_loss
+        head.ray_loss = lambda out, stage: seen.append((out, ray_loss(out, stage))) or seen[-1][1]
+        st.step = st.total // 2
+        st.loss_step(k, torch.Generator().manual_seed(1))
+        head.ray_loss = ray_loss
+        return seen[0]
+
+    st = stage({"lambda_amb_face": 0.1, "lambda_amb": 0.0}, "on")
+    out, loss = losses(st)
+    assert out["progress"] == pytest.approx(0.5)
+    assert out["ambient"].shape == out["alpha"].shape == (256,)
+    outside = ~out["face_mask"]
+    assert 0 < int(outside.sum()) < 256
+    expected = 0.1 * 0.5 * (out["ambient"] * outside).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and loss.item() > 0
+    loss.backward()
+    fuse = [p.grad for p in st.model.head.disentangle.fusion.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in fuse)
+
+    st.model.head.sync_loss = lambda rays, cond: rays["alpha"].sum() * 0 + 2.0
+    st.model.head.cfg.lambda_sync = 0.25
+    out, loss = losses(st)
+    assert loss.item() == pytest.approx((0.1 * 0.5 * (out["ambient"] * ~out["face_mask"]).mean() + 0.5).item(),
+                                        rel=1e-6)
+
+    st0 = stage({}, "off")
+    out0, loss0 = losses(st0)
+    assert "ambient" not in out0 and loss0 is None

@@ -43,8 +43,8 @@ def test_a_method_sets_values_in_one_profile_only():
     """``MethodSpec.profile_values`` sits over its profile and under ``train.overrides``, and no
     other profile sees it: er_nerf's mouth sampling is on in ``quick`` only (docs/quality.md,
     rows ``mouthpair``), rad_nerf's with RAD-NeRF's audio-coordinate loss (rows ``ambface01_pair``),
-    and the anchors' sampling stays in ``paper`` and ``smoke`` and in the methods built on
-    rad_nerf's config."""
+    nerf3dtalker takes rad_nerf's (rows ``n3dt_ambpair``), and the anchors' sampling stays in
+    ``paper`` and ``smoke`` and in ``aed_nerf``, whose config subclasses rad_nerf's."""
     from pipeline.models.methods import get_method
 
     assert get_method("er_nerf").profile_values == {"quick": {"frames_per_step": 4, "mouth_rays": 0.25}}
@@ -60,6 +60,9 @@ def test_a_method_sets_values_in_one_profile_only():
         assert (c.frames_per_step, c.mouth_rays, c.lambda_amb_face, c.lambda_amb) == (1, 0.0, 0.0, 1e-4)
     a = resolve_config("aed_nerf", {"profile": "quick"})             # a subclass of its config: not its values
     assert (a.frames_per_step, a.lambda_amb_face, a.lambda_amb) == (1, 0.0, 1e-4)
+    n = resolve_config("nerf3dtalker", {"profile": "quick"})         # takes them itself (rows n3dt_ambpair)
+    assert (n.frames_per_step, n.mouth_rays, n.lambda_amb_face, n.lambda_amb) == (4, 0.25, 0.01, 0.0)
+    assert resolve_config("nerf3dtalker", {"profile": "paper"}).lambda_amb_face == 0.0
     o = resolve_config("er_nerf", {"profile": "quick", "overrides": {"frames_per_step": 1, "mouth_rays": 0}})
     assert (o.frames_per_step, o.mouth_rays) == (1, 0)
     # a misspelt profile name is refused at registration, not ignored

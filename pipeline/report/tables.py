@@ -94,7 +94,7 @@ HEAD_UP_NOTE = (f"Training '{HEAD_UP_HEAD}': the head field also sees the camera
 #: footnote of a Training cell whose head stage sampled its rays over frames and on the mouth
 HEAD_RAYS_NOTE = (f"Training '{HEAD_RAYS_HEAD}': each head-stage step drew its rays from several training frames "
                   "(config frames_per_step above 1), put a share of them in the mouth box (config mouth_rays above "
-                  "0), or both (4 frames and 25 % for er_nerf and rad_nerf in the quick profile), where RAD-NeRF and ER-NeRF draw "
+                  "0), or both (4 frames and 25 % for er_nerf, rad_nerf and nerf3dtalker in the quick profile), where RAD-NeRF and ER-NeRF draw "
                   "a step's rays from one frame (docs/quality.md, 'The mouth hardly moves').")
 NA = "n/a"
 NOT_REPORTED = "–"

@@ -12,7 +12,8 @@ half open scores as well as one that moves).
 Prints one line per model directory (``torso.pt``): the spread (standard deviation over the
 frames) of the render's and of the ground truth's mouth opening, their Pearson correlation, and
 how much the audio alone changes the renders (mean over the frames of the largest |difference|, in
-grey levels, between the render and the same frame rendered with the split's first frame's audio),
+grey levels, between the render and the same frame rendered with the split's first frame's audio:
+every key of :data:`AUDIO_KEYS` the model's conditions hold),
 and where: the share of that difference (summed over the pixels and frames) inside each frame's
 mouth box (:class:`pipeline.train.data.SplitData`'s ``mouth``: the box of the 68-point mouth
 landmarks 48-67), beside the share of the frame that box covers. ``--audio-map`` draws where
@@ -41,6 +42,11 @@ def _rgb(out) -> np.ndarray:
     return (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
+#: the condition keys the audio reaches a head through: the audio code, and the raw audio window of
+#: fields that read it (``reads_audio_window``: NeRF-3DTalker's speech branch)
+AUDIO_KEYS = ("audio", "audio_window")
+
+
 def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: int = 1) -> dict:
     """The numbers above for one model, over every ``every``-th frame of ``split``.
 
@@ -63,7 +69,8 @@ def mouth_motion(model_dir: Path, data_root: Path, split: str = "val", every: in
             c2w = model.scene_pose(sp.poses[k])
             cond = frame_conditions(model, sp, k, data.audio, cpu)
             img = _rgb(model.render_frame(c2w, cond, data.bc))
-            other = _rgb(model.render_frame(c2w, {**cond, "audio": first["audio"]}, data.bc))
+            other = _rgb(model.render_frame(c2w, {**cond, **{a: first[a] for a in AUDIO_KEYS if a in cond}},
+                                            data.bc))
             renders.append(img)
             gts.append(sp.gt[k].numpy())
             diff = np.abs(img.astype(np.int16) - other.astype(np.int16))

@@ -49,7 +49,7 @@ from pipeline.common.errors import InputError
 from pipeline.models.conditions import Condition, register_condition
 from pipeline.models.fields import FieldOutput, HeadField, mlp, position_gated
 from pipeline.models.methods import MethodSpec, register
-from pipeline.models.methods.rad_nerf import RadNeRFConfig, RadNeRFField
+from pipeline.models.methods.rad_nerf import QUICK_HEAD, RadNeRFConfig, RadNeRFField
 from pipeline.models.torso import TorsoField
 
 #: the lip AUs of the AU encoder (NeRF-3DTalker's code: AU10, AU14, AU20, AU25, AU26)
@@ -335,8 +335,10 @@ class NeRF3DTalkerField(RadNeRFField):
     Regulariser (training only): ``lambda_amb`` x mean |audio coordinate| (RAD-NeRF) +
     ``lambda_exp`` x L_exp (mean over the step's frame and ``speech_batch`` frames replayed from
     those seen so far in this process) + ``speech_l2`` x the speech branch's weight penalty + the
-    Standardized Space's losses on the tracked coefficients; ``lambda_sync`` x :attr:`sync_loss`
-    in :meth:`ray_loss` when a callable is set.
+    Standardized Space's losses on the tracked coefficients. Per ray (:meth:`ray_loss`): RAD-NeRF's
+    audio-coordinate loss outside the lower face (``lambda_amb_face``, as
+    :class:`~pipeline.models.methods.rad_nerf.RadNeRFField`) and ``lambda_sync`` x
+    :attr:`sync_loss` when a callable is set.
     """
 
     #: the model passes the raw audio window as ``cond["audio_window"]`` (TalkingHeadModel.encode)
@@ -412,13 +414,19 @@ class NeRF3DTalkerField(RadNeRFField):
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb, loss = self._hidden(x, cond)
         self._cond = cond
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean() + loss)
+        ambient = amb.abs().sum(-1) if self.lambda_amb_face and self.training else None
+        return self._finish(h, d, self.lambda_amb * amb.abs().mean() + loss, ambient=ambient)
 
     def ray_loss(self, out: dict, stage: str):
-        """``lambda_sync`` x :attr:`sync_loss` (rays, condition record) when both are set, else None."""
-        if self.sync_loss is None or not self.cfg.lambda_sync or self._cond is None:
-            return None
-        return self.cfg.lambda_sync * self.sync_loss(out, self._cond)
+        """RAD-NeRF's audio-coordinate loss on the rays outside the lower face
+        (:meth:`RadNeRFField.ray_loss`, ``cfg.lambda_amb_face``; the coordinate here is driven by
+        the fused expression / style feature) plus ``lambda_sync`` x :attr:`sync_loss` (rays,
+        condition record) when both are set; None when neither term is on."""
+        terms = [super().ray_loss(out, stage)]
+        if self.sync_loss is not None and self.cfg.lambda_sync and self._cond is not None:
+            terms.append(self.cfg.lambda_sync * self.sync_loss(out, self._cond))
+        terms = [t for t in terms if t is not None]
+        return sum(terms) if terms else None
 
 
 def _split_windows(data, split: str, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -484,5 +492,10 @@ SPEC = register(MethodSpec(
     conditions=("audio", "eye", "prior3d"),
     # the paper gives no step counts; RAD-NeRF's schedule (its backbone here)
     paper_steps=dict(head_steps=200000, lips_steps=50000, torso_steps=200000),
+    # rad_nerf's quick head stage (RAD-NeRF's audio-coordinate loss, the mouth sampling): on the eight
+    # real clips its audio then acts on the mouth (9-21 % of its effect in the mouth box, 3-8 %
+    # before), LMD (mouth) lower on six, val PSNR -0.12 to +0.39 dB (docs/quality.md, rows
+    # n3dtnow / n3dt_ambpair)
+    profile_values={"quick": QUICK_HEAD},
     summary="NeRF-3DTalker (Liu et al. 2025): 3D prior (SFM shape/expression + blendshapes) conditioning, "
             "audio disentanglement (speech/style/fusion), AU + global codebooks"))
