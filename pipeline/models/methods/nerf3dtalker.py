@@ -494,7 +494,7 @@ SPEC = register(MethodSpec(
     paper_steps=dict(head_steps=200000, lips_steps=50000, torso_steps=200000),
     # rad_nerf's quick head stage (RAD-NeRF's audio-coordinate loss, the mouth sampling): on the eight
     # real clips its audio then acts on the mouth (9-21 % of its effect in the mouth box, 3-8 %
-    # before), LMD (mouth) lower on six, val PSNR -0.12 to +0.39 dB (docs/quality.md, rows
+    # before), LMD (mouth) lower on six, val PSNR -0.11 to +0.39 dB (docs/quality.md, rows
     # n3dtnow / n3dt_ambpair)
     profile_values={"quick": QUICK_HEAD},
     summary="NeRF-3DTalker (Liu et al. 2025): 3D prior (SFM shape/expression + blendshapes) conditioning, "
