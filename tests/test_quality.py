@@ -366,6 +366,26 @@ def test_targets_table_from_the_page(tmp_path):
     write_targets(doc, ["gpu"], sample="German")
     assert ("steps {'head': 1}, overrides besides the seed `{\"rays_per_step\": 4096}`, trained on NVIDIA H200; "
             "runs `gpu`;") in doc.read_text()
+    # one table per group (the CLI's repeated --targets): each group averaged on its own, in the order
+    # given, in one block; groups measured differently may stand side by side
+    import torch
+
+    from pipeline.train.benchmark import main
+
+    threads = torch.get_num_threads()       # main() sets torch's threads for the process
+    try:
+        assert main(["--quality", "--targets", "s0", "s1", "--targets", "gpu", "--workdir", str(tmp_path / "w"),
+                     "--doc", str(doc)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = doc.read_text()
+    block = text.split(TARGETS_BEGIN, 1)[1].split("<!-- targets:end", 1)[0]
+    assert text.count(TARGETS_BEGIN) == 1 and block.count("| identity | method |") == 2
+    assert block.index("runs `s0`, `s1`;") < block.index("runs `gpu`;")
+    assert "| German | rad_nerf | 30.00 | 31.00 | 30.50 | yes | (the sample) |" in block
+    assert "| German | rad_nerf | 31.50 | 31.50 | yes | (the sample) |" in block
+    with pytest.raises(ValueError, match="no labels"):
+        write_targets(doc, [["s0"], []], sample="German")
 
 
 def test_targets_caption_drops_the_seed_from_every_override_set():
@@ -558,9 +578,10 @@ def test_a_method_that_refuses_a_dataset_gets_a_row_that_says_so(tmp_path, monke
 def test_readme_status_table_matches_the_quality_page():
     """The README's quality status table (hand-written, "Model quality on real identities") must
     say what docs/quality.md measures: each cell equals the targets table that
-    :func:`pipeline.train.quality.targets_table` computes from the page's sections (rows
-    ``head4200*`` for rad_nerf / er_nerf, ``n3dt4200*`` for nerf3dtalker: mean of seeds 0-1, dB below
-    the sample, bold where more than 3 dB) and the ``before`` section's val PSNR. A rerun of the
+    :func:`pipeline.train.quality.targets_table` computes from the page's sections (each method's
+    current ``quick`` profile: rows ``ambface01_pair*`` for rad_nerf, ``mouthpair*`` for er_nerf,
+    ``n3dt_ambpair*`` for nerf3dtalker; mean of seeds 0-1, dB below the sample, bold where more than
+    3 dB) and the ``before`` section's val PSNR. A rerun of the
     benchmark that changes the page fails here until the README is updated."""
     from pathlib import Path
 
@@ -574,7 +595,8 @@ def test_readme_status_table_matches_the_quality_page():
         return [c.strip() for c in line.strip().strip("|").split("|")]
 
     expected: dict[tuple[str, str], str] = {}
-    for labels in (["head4200", "head4200_seed1"], ["n3dt4200", "n3dt4200_seed1"]):
+    for labels in (["ambface01_pair", "ambface01_pair_seed1"], ["mouthpair", "mouthpair_seed1"],
+                   ["n3dt_ambpair", "n3dt_ambpair_seed1"]):
         for line in targets_table(page, labels, "German"):
             c = cells(line)
             if line.startswith("| ") and c[0] != "identity":
@@ -596,6 +618,14 @@ def test_readme_status_table_matches_the_quality_page():
         for method, cell in zip(methods, row[1:4]):
             assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
         assert row[4] == before.get(ident, "n/a (not in that run)"), (ident, row[4])
+    # the page's own summary ("Where it stands", above the benchmark) holds the same cells
+    top = page.split("**Where it stands**", 1)[1].split("\n* ", 1)[0]
+    rows = [cells(l) for l in top.splitlines() if l.startswith("| `")]
+    assert len(rows) == 8, "the page's summary table lists the sample and the seven clips"
+    for row in rows:
+        ident = row[0].split("`")[1]
+        for method, cell in zip(methods, row[1:4]):
+            assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
 
 
 def _same_dataset(a, b) -> None:

@@ -8,7 +8,8 @@ With ``--quality``: the multi-identity quality benchmark of :mod:`pipeline.train
 every method on every real identity with one profile, score the validation frames, write
 ``docs/quality.md``); ``--quality --rescore --label L`` scores the models of ``L`` in ``--workdir``
 again without training; ``--quality --targets L1 L2 ...`` writes the targets table of those labels
-(:func:`pipeline.train.quality.write_targets`) into ``--doc``.
+(:func:`pipeline.train.quality.write_targets`) into ``--doc``; ``--targets`` given again adds a table
+of its own labels (one per method's current rows, for example).
 """
 from __future__ import annotations
 
@@ -57,9 +58,10 @@ def main(argv=None) -> int:
                     help="--quality: write the datasets of --workdir (--only: those) as the trainer loads them "
                          "at the profile's resolution into DIR/results/data/ (a few MB each, to carry to a GPU "
                          "machine; pipeline.train.quality.pack_dataset); no training")
-    ap.add_argument("--targets", nargs="+", default=None, metavar="LABEL",
+    ap.add_argument("--targets", nargs="+", action="append", default=None, metavar="LABEL",
                     help="--quality: write the issue's targets table (26 dB, within 3 dB of the sample) of these "
-                         "labels' rows of --doc into --doc (no training)")
+                         "labels' rows of --doc into --doc (no training); repeat it for one table per group "
+                         "(seeds of one set of runs go in one group)")
     a = ap.parse_args(argv)
     log = setup_logging("pipeline.train.benchmark")
     if a.quality:
@@ -136,7 +138,8 @@ def quality_main(a) -> int:
     if a.targets:
         if doc is None:
             raise SystemExit("--targets reads and writes the page: give --doc")
-        plot = quality.blur_plot(a.workdir.resolve(), a.targets, doc.parent / "assets" / "quality" / "targets_blur.png")
+        every = [lab for group in a.targets for lab in group]
+        plot = quality.blur_plot(a.workdir.resolve(), every, doc.parent / "assets" / "quality" / "targets_blur.png")
         quality.write_targets(doc, a.targets, plot=plot)
         return 0
     if a.pack:

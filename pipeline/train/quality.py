@@ -49,6 +49,7 @@ import logging
 import os
 import re
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -925,8 +926,8 @@ def blur_plot(workdir: Path, labels: list[str], out: Path) -> Path | None:
     ax.set_ylim(20, 46)
     ax.set_xlabel("Gaussian blur of the ground truth, sigma (px at the training resolution)")
     ax.set_ylabel("full-frame PSNR of the validation frames, pooled (dB)")
-    ax.set_title("lines: the ground truth blurred; points: the renders (o rad_nerf, s er_nerf, ^ other), "
-                 f"runs {', '.join(labels)}", fontsize=8)
+    ax.set_title(textwrap.fill("lines: the ground truth blurred; points: the renders (o rad_nerf, s er_nerf, "
+                               f"^ other), runs {', '.join(labels)}", 130), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -937,23 +938,36 @@ def blur_plot(workdir: Path, labels: list[str], out: Path) -> Path | None:
     return out
 
 
-def write_targets(doc: Path, labels: list[str], sample: str = SAMPLE[0], min_db: float = 26.0,
+def write_targets(doc: Path, labels: list[str] | list[list[str]], sample: str = SAMPLE[0], min_db: float = 26.0,
                   max_below_db: float = 3.0, plot: Path | None = None) -> None:
     """Write :func:`targets_table` of ``doc`` into ``doc`` between :data:`TARGETS_BEGIN` and
     :data:`TARGETS_END` (appended before the measured block when the markers are absent), with
-    the image ``plot`` (:func:`blur_plot` of the same labels) after the table when given.
+    the image ``plot`` (:func:`blur_plot` of the same labels) after the tables when given.
 
+    Args:
+        doc: the quality page (markdown, written by :func:`write_doc`).
+        labels: one group of section labels (runs of the same code with different seeds), or a list
+            of such groups, for example one per method with its own profile values: one table per
+            group, in the order given (groups are never averaged or compared with each other).
+        sample, min_db, max_below_db: as :func:`targets_table`.
+        plot: a PNG to show under the tables, or None.
     Raises:
-        InputError: ``doc`` missing. ValueError: see :func:`targets_table`.
+        InputError: ``doc`` missing. ValueError: an empty group; see :func:`targets_table`.
     """
     if not doc.is_file():
         raise InputError(doc, "no quality page to read the targets from (run the benchmark first)")
+    groups = [list(labels)] if labels and isinstance(labels[0], str) else [list(g) for g in labels]
+    if not groups or not all(groups):
+        raise ValueError(f"targets: no labels in group(s) {groups}")
     text = doc.read_text()
+    every = [lab for group in groups for lab in group]
     image = [] if plot is None else [
         "", f"![What a blur costs each clip (lines) and how sharp the renders are (points), runs "
-            f"{', '.join(labels)}]({os.path.relpath(plot, doc.parent)})"]
-    block = "\n".join([TARGETS_BEGIN, ""] + targets_table(text, labels, sample, min_db, max_below_db)
-                      + image + ["", TARGETS_END])
+            f"{', '.join(every)}]({os.path.relpath(plot, doc.parent)})"]
+    tables: list[str] = []
+    for group in groups:
+        tables += ([""] if tables else []) + targets_table(text, group, sample, min_db, max_below_db)
+    block = "\n".join([TARGETS_BEGIN, ""] + tables + image + ["", TARGETS_END])
     if TARGETS_BEGIN in text and TARGETS_END in text:
         head, rest = text.split(TARGETS_BEGIN, 1)
         text = head + block + rest.split(TARGETS_END, 1)[1]
