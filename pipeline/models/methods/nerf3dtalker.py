@@ -414,8 +414,8 @@ class NeRF3DTalkerField(RadNeRFField):
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb, loss = self._hidden(x, cond)
         self._cond = cond
-        ambient = amb.abs().sum(-1) if self.lambda_amb_face and self.training else None
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean() + loss, ambient=ambient)
+        reg, ambient = self.coordinate_terms(amb)
+        return self._finish(h, d, reg + loss, ambient=ambient)
 
     def ray_loss(self, out: dict, stage: str):
         """RAD-NeRF's audio-coordinate loss on the rays outside the lower face

@@ -113,11 +113,25 @@ class RadNeRFField(HeadField):
             out = s if out is None else torch.maximum(out, s)
         return out
 
+    def coordinate_terms(self, amb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """RAD-NeRF's two regularisers of the audio coordinate (nerf/network.py ``forward``, nerf/utils.py
+        ``train_step``), shared by the fields built on this one.
+
+        Args:
+            amb: the audio coordinate of each sample, [P, 2], in [-1, 1] (``tanh``).
+        Returns:
+            ``lambda_amb`` x mean |amb| (a scalar tensor), and the per-sample |amb| summed over the two
+            axes, [P], that the renderer composites per ray for :meth:`ray_loss` (None unless
+            ``lambda_amb_face`` is on and the field is training).
+        """
+        ambient = amb.abs().sum(-1) if self.lambda_amb_face and self.training else None
+        return self.lambda_amb * amb.abs().mean(), ambient
+
     def forward(self, x, d, cond) -> FieldOutput:
         h, amb = self._hidden(x, cond)
         color = [cond[c].reshape(-1) for c in self.color_inputs]
-        ambient = amb.abs().sum(-1) if self.lambda_amb_face and self.training else None
-        return self._finish(h, d, self.lambda_amb * amb.abs().mean(), torch.cat(color) if color else None, ambient)
+        reg, ambient = self.coordinate_terms(amb)
+        return self._finish(h, d, reg, torch.cat(color) if color else None, ambient)
 
     def ray_loss(self, out: dict, stage: str) -> torch.Tensor | None:
         """RAD-NeRF's audio-coordinate loss (nerf/utils.py ``train_step``): ``lambda_amb_face x
