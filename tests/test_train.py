@@ -638,8 +638,7 @@ def test_frames_per_step_spreads_a_steps_rays_over_frames(dev_dataset, tmp_path)
 
 
 @pytest.mark.parametrize("key,value", [("frames_per_step", 0), ("frames_per_step", 1.5), ("frames_per_step", True),
-                                       ("mouth_rays", -0.1), ("mouth_rays", 1.5), ("error_map_rays", 1.2),
-                                       ("error_map_res", 0), ("error_map_res", 2.5)])
+                                       ("mouth_rays", -0.1), ("mouth_rays", 1.5)])
 def test_bad_ray_sampling_options_are_refused(key, value):
     """``frames_per_step`` must be a whole number of frames from 1 to ``rays_per_step``, and
     ``mouth_rays`` a fraction in [0, 1]: one clear line naming the option."""
@@ -647,45 +646,3 @@ def test_bad_ray_sampling_options_are_refused(key, value):
 
     with pytest.raises(InputError, match=key):
         make_config("rad_nerf", {key: value})
-
-
-def test_error_map_rays_follow_each_frames_error(dev_dataset, tmp_path):
-    """``error_map_rays`` (torch-ngp's ``--error_map``): that share of the head-box rays is drawn by
-    the frame's error map, cells in proportion to their error and a pixel uniform inside each; every
-    ray's squared colour error (mean over RGB) goes into its cell as ``0.1 old + 0.9 new``. Here
-    frame ``k``'s map is zero but for one cell, so every drawn pixel lies in that cell's pixels,
-    and the cells the step's rays hit are checked against the error computed by hand from the
-    rendered rays. Off (0), the stage keeps no map."""
-    import torch
-
-    assert _head_stage(dev_dataset, tmp_path / "off", {}).error_map is None
-    st = _head_stage(dev_dataset, tmp_path / "on", {"error_map_rays": 1.0, "error_map_res": 8,
-                                                   "rays_per_step": 256})
-    H, W = st.data.H, st.data.W
-    assert st.error_map.shape == (len(st.train), 8, 8) and bool((st.error_map == 1).all())
-    k = 2
-    st.error_map[k] = 0.0
-    st.error_map[k, 5, 3] = 0.5
-    drawn = st.error_map_pixels(k, 500, torch.Generator().manual_seed(0))
-    rows, cols = drawn[:, 0], drawn[:, 1]
-    assert int(rows.min()) == 5 * H // 8 and int(rows.max()) == 6 * H // 8 - 1
-    assert int(cols.min()) == 3 * W // 8 and int(cols.max()) == 4 * W // 8 - 1
-    # one step: 3/4 of the rays are head-box rays, all drawn by the map, so at least 192 in the cell
-    before = st.error_map[k].clone()
-    seen = []
-    render = st.model.render_head_rays
-    st.model.render_head_rays = lambda c2w, pix, *a, **kw: seen.append((pix, render(c2w, pix, *a, **kw))) or seen[-1][1]
-    st.loss_step(k, torch.Generator().manual_seed(1))
-    pix, out = seen[0]
-    in_cell = (pix[:, 0] * 8 // H == 5) & (pix[:, 1] * 8 // W == 3)
-    assert int(in_cell.sum()) >= 192
-    gt, torso, _ = st.pixels_of(k, pix)
-    pred = out["rgb"] + (1 - out["alpha"][:, None]) * st.bg_behind_head(torso, pix)
-    err = ((pred - gt) ** 2).mean(-1).detach()
-    cells = (pix[:, 0] * 8 // H * 8 + pix[:, 1] * 8 // W).tolist()
-    last = {c: i for i, c in enumerate(cells)}         # the last ray of a cell is the one kept
-    after = st.error_map[k].reshape(-1)
-    for c, i in last.items():
-        assert float(after[c]) == pytest.approx(0.1 * float(before.reshape(-1)[c]) + 0.9 * float(err[i]), rel=1e-5)
-    untouched = [c for c in range(64) if c not in last]
-    assert torch.equal(after[untouched], before.reshape(-1)[untouched])

@@ -151,15 +151,6 @@ class TrainConfig:
     head stage draws its rays over the whole frame and leaves the mouth to the lips stage (0, every
     profile but the ``quick`` of ``er_nerf`` and ``rad_nerf``, which set 0.25). Measured on the eight
     real clips: docs/quality.md, "The mouth hardly moves" and "Where the audio acts"."""
-    error_map_rays: float = 0.0
-    """fraction (0 to 1) of the head stage's rays over the parsed head's bounding box (those left
-    after ``mouth_rays``) drawn instead by each training frame's error map: torch-ngp's
-    ``--error_map`` (nerf/provider.py, nerf/utils.py ``get_rays`` and ``train_step``), a coarse
-    ``error_map_res`` x ``error_map_res`` grid of cells per frame, started at 1, each ray's squared
-    colour error (mean over RGB, [0, 1]) written into its cell as ``0.1 old + 0.9 new``; cells drawn
-    in proportion, a pixel uniform inside its cell. 0: none (RAD-NeRF, ER-NeRF and every profile)."""
-    error_map_res: int = 32
-    """cells per side of the error map of ``error_map_rays`` (torch-ngp: 128 at any image size)."""
     lr_grid: float = 1e-2
     """Adam learning rate of the hash tables (torch-ngp)."""
     lr_net: float = 1e-3
@@ -266,12 +257,6 @@ def make_config(method: str, values: dict | None = None, source: str = "config.y
     if not 0.0 <= cfg.mouth_rays <= 1.0:
         raise InputError(source, f"training option mouth_rays {cfg.mouth_rays}: a fraction of the head stage's "
                                  "rays, in [0, 1]")
-    if not 0.0 <= cfg.error_map_rays <= 1.0:
-        raise InputError(source, f"training option error_map_rays {cfg.error_map_rays}: a fraction of the head "
-                                 "stage's rays, in [0, 1]")
-    if isinstance(cfg.error_map_res, bool) or not isinstance(cfg.error_map_res, int) or cfg.error_map_res < 1:
-        raise InputError(source, f"training option error_map_res {cfg.error_map_res!r}: a whole number of cells "
-                                 "per side, at least 1")
     if cfg.torso_retrieval and not cfg.torso_body_pose:
         raise InputError(source, "training option torso_retrieval needs torso_body_pose (the body input it retrieves by)")
     if getattr(cfg, "audio_attention", "sigmoid") not in ("sigmoid", "linear"):

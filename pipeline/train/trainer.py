@@ -189,10 +189,6 @@ class Stage:
         self.bc = data.bc.to(device)
         self.gt = tr.gt
         self.train = tr
-        # torch-ngp's error map (cfg.error_map_rays): [frames, res, res] squared colour error per cell
-        self.error_map = None
-        if stage == "head" and cfg.error_map_rays > 0:
-            self.error_map = torch.ones(len(tr), cfg.error_map_res, cfg.error_map_res, device=device)
 
     def fresh_torso_if_changed(self, init_cfg: dict, data: TalkingDataset, init: Path) -> None:
         """The torso stage trains the torso of its own config: when the checkpoint it starts
@@ -265,35 +261,6 @@ class Stage:
         c = torch.randint(c0, c1, (n,), generator=gen)
         return torch.stack([r, c], -1).to(self.device)
 
-    def error_cells(self, pix: torch.Tensor) -> torch.Tensor:
-        """[R] long: the cell of :attr:`error_map` (row-major, ``res * res`` per frame) holding each
-        pixel of ``pix`` [R, 2] (row, col)."""
-        res = self.cfg.error_map_res
-        r = pix[:, 0] * res // self.data.H
-        c = pix[:, 1] * res // self.data.W
-        return r * res + c
-
-    def error_map_pixels(self, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
-        """``n`` pixels [n, 2] (row, col; int64 on the training device) of train frame ``k`` drawn by
-        its error map (torch-ngp ``get_rays`` with ``error_map``): ``n`` cells drawn with replacement
-        in proportion to their error, a pixel uniform inside each. Draws three tensors from ``gen``."""
-        res, H, W = self.cfg.error_map_res, self.data.H, self.data.W
-        w = self.error_map[k].reshape(-1).cpu()
-        cells = torch.multinomial(w, n, replacement=True, generator=gen)
-        cr, cc = cells // res, cells % res
-        r = ((cr + torch.rand(n, generator=gen)) * H / res).long().clamp(max=H - 1)
-        c = ((cc + torch.rand(n, generator=gen)) * W / res).long().clamp(max=W - 1)
-        return torch.stack([r, c], -1).to(self.device)
-
-    @torch.no_grad()
-    def update_error_map(self, k: int, pix: torch.Tensor, err: torch.Tensor) -> None:
-        """Write each ray's squared colour error ``err`` [R] (mean over RGB) into frame ``k``'s error
-        map as torch-ngp's ``train_step``: ``0.1 old + 0.9 new`` per cell (the last ray wins when
-        several share a cell)."""
-        flat = self.error_map[k].view(-1)
-        cells = self.error_cells(pix)
-        flat[cells] = 0.1 * flat[cells] + 0.9 * err.to(flat.dtype)
-
     # ------------------------------------------------------------------ one step
     def loss_step(self, k: int, gen: torch.Generator, rays: int | None = None) -> tuple[torch.Tensor, float, int]:
         """Loss on train frame ``k``. Returns (loss, mse of the colour, rays). ``rays``: the head
@@ -342,10 +309,6 @@ class Stage:
             if n_mouth:
                 n_in -= n_mouth
                 picks.append(self.mouth_pixels(k, n_mouth, gen))
-            n_err = round(cfg.error_map_rays * n_in) if self.error_map is not None else 0
-            if n_err:
-                n_in -= n_err
-                picks.append(self.error_map_pixels(k, n_err, gen))
             if n_in:
                 mr = int(0.1 * (rows.max() - rows.min() + 1))
                 mc = int(0.1 * (cols.max() - cols.min() + 1))
@@ -363,8 +326,6 @@ class Stage:
         out["face_mask"] = pixels_in_box(pix, self.train.face[k])
         out["landmark_mask"] = pixels_in_box(pix, self.train.landmark_box[k])
         out["progress"] = min(self.step / max(self.total, 1), 1.0) if self.stage == "head" else 1.0
-        if self.error_map is not None and self.stage == "head":
-            self.update_error_map(k, pix, ((pred - gt) ** 2).mean(-1).detach())
         extra = self.model.head.ray_loss(out, self.stage)
         if extra is not None:
             loss = loss + extra
@@ -403,8 +364,7 @@ class Stage:
         :meth:`resume_path` (a crash mid-write leaves the previous checkpoint)."""
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "step": self.step, "elapsed": self.elapsed, "config": dataclasses.asdict(self.cfg),
-                 "meta": self.model.meta, "ema": self.ema.state_dict() if self.ema is not None else None,
-                 "error_map": self.error_map}
+                 "meta": self.model.meta, "ema": self.ema.state_dict() if self.ema is not None else None}
         with atomic_path(self.resume_path()) as tmp:
             torch.save(state, tmp)
 
@@ -423,8 +383,6 @@ class Stage:
         self.sched.load_state_dict(st["sched"])
         if self.ema is not None and st.get("ema") is not None:
             self.ema.load_state_dict(st["ema"])
-        if self.error_map is not None and st.get("error_map") is not None:
-            self.error_map.copy_(st["error_map"])
         self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
         # keep only the log rows up to the checkpoint: the curve continues without duplicates
         lp = self.log_path()
