@@ -582,7 +582,9 @@ def test_readme_status_table_matches_the_quality_page():
     current ``quick`` profile: rows ``ambface01_pair*`` for rad_nerf, ``mouthpair*`` for er_nerf,
     ``n3dt_ambpair*`` for nerf3dtalker; mean of seeds 0-1, dB below the sample, bold where more than
     3 dB) and the ``before`` section's val PSNR; so must the page's own summary table ("Where it
-    stands"). A rerun of the benchmark that changes the page fails here until both are updated."""
+    stands"), and the README's "Known limitations" bullet on model quality (the range of the gaps
+    beyond the bar, `obama_dnc2020`'s three means). A rerun of the benchmark that changes the page
+    fails here until all three are updated."""
     from pathlib import Path
 
     from pipeline.train.quality import table_rows, targets_table, doc_sections
@@ -626,6 +628,16 @@ def test_readme_status_table_matches_the_quality_page():
         ident = row[0].split("`")[1]
         for method, cell in zip(methods, row[1:4]):
             assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
+    # "Known limitations" quotes the range of the gaps beyond the bar and the weakest clip's scores
+    import re
+
+    gaps = [float(v.split("**")[1]) for v in expected.values() if "**" in v]
+    limits = readme.split("## Known limitations", 1)[1].split("\n## ", 1)[0]
+    quoted = re.search(r"stay (\d+\.\d+)-(\d+\.\d+) dB below the sample", limits)
+    assert quoted, "the Known limitations bullet on model quality quotes the gaps' range"
+    assert (float(quoted[1]), float(quoted[2])) == (min(gaps), max(gaps)), quoted.group(0)
+    obama = " / ".join(expected[("obama_dnc2020", m)].split()[0] for m in methods)
+    assert f"narrowly: {obama} dB with" in " ".join(limits.split()), obama
 
 
 def _same_dataset(a, b) -> None:
