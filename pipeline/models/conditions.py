@@ -21,11 +21,14 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from pipeline.common.errors import InputError
+
+if TYPE_CHECKING:  # annotations only: no torch at import time
+    import torch
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Condition:
         return self.encode(value) if self.encode is not None else value
 
 
-def eye_value(au45) :
+def eye_value(au45: "float | np.ndarray | torch.Tensor") -> "torch.Tensor":
     """AU45_r intensity (0..5) -> eye input in [0, 1] (RAD-NeRF: clip to [0, 2], divide by 2).
 
     Returns a [1] float32 tensor."""

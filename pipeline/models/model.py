@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from pipeline.models.audio import AudioEncoder
-from pipeline.models.conditions import eye_value  # noqa: F401 (re-exported: older imports)
 from pipeline.models.conditions import get_condition
 from pipeline.models.configs import TrainConfig
 from pipeline.models.encodings import volume_interpolation

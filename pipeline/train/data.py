@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.common.errors import InputError
 from pipeline.common.io import read_json
 from pipeline.common.layout import AUDIO_FEATURE_FILES
-from pipeline.models.conditions import get_condition, read_au45  # noqa: F401 (read_au45 re-exported)
+from pipeline.models.conditions import get_condition
 from pipeline.preprocess.parsing import read_parsing
 
 #: mouth rows of the 68-point landmarks (iBUG 48..67)
