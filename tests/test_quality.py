@@ -3,6 +3,7 @@ the fixes of the multi-identity quality benchmark, at smoke scale, plus the benc
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -629,8 +630,6 @@ def test_readme_status_table_matches_the_quality_page():
         for method, cell in zip(methods, row[1:4]):
             assert cell == expected[(ident, method)], (ident, method, cell, expected[(ident, method)])
     # "Known limitations" quotes the range of the gaps beyond the bar and the weakest clip's scores
-    import re
-
     gaps = [float(v.split("**")[1]) for v in expected.values() if "**" in v]
     limits = readme.split("## Known limitations", 1)[1].split("\n## ", 1)[0]
     quoted = re.search(r"stay (\d+\.\d+)-(\d+\.\d+) dB below the sample", limits)
@@ -758,8 +757,6 @@ def test_montage_and_overlay_are_jpegs_of_the_panels(tmp_path, sample_workdir):
     Image.fromarray(panels[0]).save(tmp_path / "assets" / "run" / "Trump__rad_nerf.png")
     assert [p.name for p in quality._pictures(tmp_path / "assets" / "run")] == ["May__rad_nerf.jpg",
                                                                                   "Trump__rad_nerf.png"]
-    import re
-
     from pipeline.common.config import PROJECT_ROOT
 
     doc = PROJECT_ROOT / "docs" / "quality.md"
