@@ -646,3 +646,63 @@ def test_bad_ray_sampling_options_are_refused(key, value):
 
     with pytest.raises(InputError, match=key):
         make_config("rad_nerf", {key: value})
+
+
+def test_head_box_pixels_kept_per_frame_equal_computing_them_each_step(dev_dataset, tmp_path):
+    """The head stage keeps each frame's head-box pixels and parsed-head bounding box
+    (``Stage.head_box_pixels``, ``Stage.head_bbox``) instead of casting a ray through every pixel
+    each step. On real frames of the sample: the kept sets equal the direct computation (the rays
+    of every pixel against [-bound, bound]^3, ``torch.nonzero`` of the head mask), also for a camera
+    moved so that only part of the image sees the box; and training steps with the cache off
+    (``MAX_CACHED_PIXELS`` 0) draw the same rays and give bit-identical losses and gradients."""
+    import torch
+
+    from pipeline.models.volume import aabb_near_far, get_rays
+
+    st = _head_stage(dev_dataset, tmp_path / "a", {})
+    d = st.data
+
+    def direct(c2w):
+        pix = st.all_pixels()
+        hit = aabb_near_far(*get_rays(c2w, d.focal, d.cx, d.cy, pix), st.model.bound)[2]
+        return pix[hit] if hit.any() else pix, int(hit.sum())
+
+    for k in (0, 5, len(st.train) - 1):
+        c2w = st.model.scene_pose(st.train.poses[k])
+        want, _ = direct(c2w)
+        for _ in range(2):                              # computed, then kept
+            assert torch.equal(st.head_box_pixels(k, c2w), want)
+        rows, cols = torch.nonzero(st.train.head[k], as_tuple=True)
+        assert st.head_bbox(k) == (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max()))
+    # a camera shifted sideways by 1.2 box half-sizes sees the box in part of the image only
+    moved = st.model.scene_pose(st.train.poses[1])
+    moved[:3, 3] += moved[:3, 0] * 1.2 * st.model.bound
+    want, n_hit = direct(moved)
+    assert 0 < n_hit < st.all_pixels().shape[0]
+    st._box_pixels.pop(1, None)
+    for _ in range(2):
+        assert torch.equal(st.head_box_pixels(1, moved), want)
+    assert st._box_pixels[1].dtype == torch.int32 and st._box_pixels[1].numel() == n_hit
+
+    runs = []
+    for cached in (True, False):
+        s = _head_stage(dev_dataset, tmp_path / str(cached), {})
+        if not cached:
+            s.MAX_CACHED_PIXELS = 0
+        drawn = []
+        render = s.model.render_head_rays
+        s.model.render_head_rays = lambda c2w, pix, *a, **kw: drawn.append(pix) or render(c2w, pix, *a, **kw)
+        losses, grads = [], []
+        for step, k in enumerate((2, 7, 2, 7)):         # each frame twice: the second from the cache
+            torch.manual_seed(step)
+            s.opt.zero_grad(set_to_none=True)
+            loss = s.loss_step(k, torch.Generator().manual_seed(step))[0]
+            loss.backward()
+            losses.append(loss.item())
+            grads.append(torch.cat([p.grad.reshape(-1) for p in s.model.head.parameters() if p.grad is not None]))
+        assert bool(s._box_pixels) == cached
+        runs.append((drawn, losses, grads))
+    (d1, l1, g1), (d2, l2, g2) = runs
+    assert all(torch.equal(a, b) for a, b in zip(d1, d2)) and len(d1) == 4
+    assert l1 == l2
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))

@@ -111,6 +111,10 @@ def param_groups(modules, cfg: TrainConfig) -> list[dict]:
 class Stage:
     """One training stage of one model (see module docstring)."""
 
+    #: largest H x W x train frames whose head-box pixel sets :meth:`head_box_pixels` keeps
+    #: (int32 indices: at most 4 bytes each, 256 MiB)
+    MAX_CACHED_PIXELS = 1 << 26
+
     def __init__(self, stage: str, cfg: TrainConfig, data: TalkingDataset, model_dir: Path,
                  init: Path | None, weights_dir: Path | None, device: torch.device):
         self.stage, self.cfg, self.data, self.model_dir = stage, cfg, data, Path(model_dir)
@@ -184,6 +188,9 @@ class Stage:
             self.lpips, self.lpips_status = load_lpips(weights_dir, device)
             self.extra["lips_lpips"] = self.lpips_status
         self.step, self.elapsed = 0, 0.0
+        self._all_pixels: torch.Tensor | None = None
+        self._box_pixels: dict[int, torch.Tensor | None] = {}
+        self._head_bbox: dict[int, tuple[int, int, int, int] | None] = {}
         tr = data.splits["train"]
         self.audio = data.audio.to(device)
         self.bc = data.bc.to(device)
@@ -242,11 +249,42 @@ class Stage:
         return torso[:, :3] * a + (1 - a) * self.bc[pix[:, 0], pix[:, 1]]
 
     def all_pixels(self) -> torch.Tensor:
-        """[H*W, 2] long (row, column) of every pixel, row-major, on the trainer's device."""
-        H, W = self.data.H, self.data.W
-        rr, cc = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
-                                indexing="ij")
-        return torch.stack([rr, cc], -1).reshape(-1, 2)
+        """[H*W, 2] long (row, column) of every pixel, row-major, on the trainer's device (made once
+        per stage; callers index it, never write to it)."""
+        if self._all_pixels is None:
+            H, W = self.data.H, self.data.W
+            rr, cc = torch.meshgrid(torch.arange(H, device=self.device), torch.arange(W, device=self.device),
+                                    indexing="ij")
+            self._all_pixels = torch.stack([rr, cc], -1).reshape(-1, 2)
+        return self._all_pixels
+
+    def head_box_pixels(self, k: int, c2w: torch.Tensor) -> torch.Tensor:
+        """[M, 2] long (row, column) of the pixels of train frame ``k`` whose rays from ``c2w`` (the
+        frame's scene pose) hit the head box ([-bound, bound]^3), row-major; every pixel when none
+        does. A frame's pose is fixed within a stage, so the set is computed once per frame and
+        kept as int32 flat indices (None: every pixel), when the train split's H x W x frames is at
+        most :attr:`MAX_CACHED_PIXELS` (the quick profile's 128 px: about 4 M; the paper profile's
+        512 px clips are not cached and computed each time). Equal, element for element, to
+        computing it each step."""
+        pix = self.all_pixels()
+        if k in self._box_pixels:
+            idx = self._box_pixels[k]
+            return pix if idx is None else pix[idx]
+        o, d = get_rays(c2w, self.data.focal, self.data.cx, self.data.cy, pix)
+        hit = aabb_near_far(o, d, self.model.bound)[2]
+        every = bool(hit.all()) or not bool(hit.any())
+        if pix.shape[0] * len(self.train) <= self.MAX_CACHED_PIXELS:
+            self._box_pixels[k] = None if every else torch.nonzero(hit).squeeze(-1).to(torch.int32)
+        return pix if every else pix[hit]
+
+    def head_bbox(self, k: int) -> tuple[int, int, int, int] | None:
+        """(row min, row max, col min, col max), inclusive, of train frame ``k``'s parsed head
+        (:attr:`SplitData.head`); None when the frame has no head pixel. Computed once per frame."""
+        if k not in self._head_bbox:
+            rows, cols = torch.nonzero(self.train.head[k], as_tuple=True)
+            self._head_bbox[k] = (None if rows.numel() == 0 else
+                                  (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())))
+        return self._head_bbox[k]
 
     def mouth_pixels(self, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
         """``n`` pixels [n, 2] (row, col; int64 on the training device) drawn uniformly inside train
@@ -295,27 +333,23 @@ class Stage:
             rr, cc = torch.meshgrid(torch.arange(top, top + P), torch.arange(left, left + P), indexing="ij")
             pix = torch.stack([rr, cc], -1).reshape(-1, 2).to(self.device)
         else:
-            pix = self.all_pixels()
-            o, d = get_rays(c2w, self.data.focal, self.data.cx, self.data.cy, pix)
-            hit = aabb_near_far(o, d, self.model.bound)[2]
-            cand = pix[hit] if hit.any() else pix
+            cand = self.head_box_pixels(k, c2w)
             # 3/4 of the rays inside the parsed head's bounding box (10% margin), the rest over the
             # whole head box (they teach transparency around the head); of the former, the share
             # mouth_rays of all rays inside the mouth box (cause 19 of docs/quality.md)
-            rows, cols = torch.nonzero(self.train.head[k], as_tuple=True)
-            n_in = n_rays * 3 // 4 if rows.numel() else 0
+            bbox = self.head_bbox(k)
+            n_in = n_rays * 3 // 4 if bbox is not None else 0
             picks = [cand[torch.randint(0, cand.shape[0], (n_rays - n_in,), generator=gen).to(self.device)]]
             n_mouth = min(n_in, round(cfg.mouth_rays * n_rays))
             if n_mouth:
                 n_in -= n_mouth
                 picks.append(self.mouth_pixels(k, n_mouth, gen))
             if n_in:
-                mr = int(0.1 * (rows.max() - rows.min() + 1))
-                mc = int(0.1 * (cols.max() - cols.min() + 1))
-                r = torch.randint(max(0, int(rows.min()) - mr), min(self.data.H, int(rows.max()) + mr + 1), (n_in,),
-                                  generator=gen)
-                c = torch.randint(max(0, int(cols.min()) - mc), min(self.data.W, int(cols.max()) + mc + 1), (n_in,),
-                                  generator=gen)
+                r_min, r_max, c_min, c_max = bbox
+                mr = int(0.1 * (r_max - r_min + 1))
+                mc = int(0.1 * (c_max - c_min + 1))
+                r = torch.randint(max(0, r_min - mr), min(self.data.H, r_max + mr + 1), (n_in,), generator=gen)
+                c = torch.randint(max(0, c_min - mc), min(self.data.W, c_max + mc + 1), (n_in,), generator=gen)
                 picks.append(torch.stack([r, c], -1).to(self.device))
             pix = torch.cat(picks)
         gt, torso, head = self.pixels_of(k, pix)
