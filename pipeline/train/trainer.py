@@ -263,9 +263,9 @@ class Stage:
         frame's scene pose) hit the head box ([-bound, bound]^3), row-major; every pixel when none
         does. A frame's pose is fixed within a stage, so the set is computed once per frame and
         kept as int32 flat indices (None: every pixel), when the train split's H x W x frames is at
-        most :attr:`MAX_CACHED_PIXELS` (the quick profile's 128 px: about 4 M; the paper profile's
-        512 px clips are not cached and computed each time). Equal, element for element, to
-        computing it each step."""
+        most :attr:`MAX_CACHED_PIXELS` (2^26: up to 4,096 frames at the quick profile's 128 px, 256
+        at 512 px); larger splits compute it each time. Equal, element for element, to computing it
+        each step."""
         pix = self.all_pixels()
         if k in self._box_pixels:
             idx = self._box_pixels[k]
