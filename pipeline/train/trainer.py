@@ -258,10 +258,12 @@ class Stage:
             self._all_pixels = torch.stack([rr, cc], -1).reshape(-1, 2)
         return self._all_pixels
 
-    def head_box_pixels(self, k: int, c2w: torch.Tensor) -> torch.Tensor:
-        """[M, 2] long (row, column) of the pixels of train frame ``k`` whose rays from ``c2w`` (the
-        frame's scene pose) hit the head box ([-bound, bound]^3), row-major; every pixel when none
-        does. A frame's pose is fixed within a stage, so the set is computed once per frame and
+    def head_box_pixels(self, k: int) -> torch.Tensor:
+        """[M, 2] long (row, column) of the pixels of train frame ``k`` whose rays from the frame's
+        scene pose (:meth:`TalkingHeadModel.scene_pose` of ``SplitData.poses[k]``) hit the head box
+        ([-bound, bound]^3), row-major; every pixel when none does. The pose is read here, not
+        passed in, so that a kept set always belongs to its frame's pose; a frame's pose is fixed
+        within a stage, so the set is computed once per frame and
         kept as int32 flat indices (None: every pixel), when the train split's H x W x frames is at
         most :attr:`MAX_CACHED_PIXELS` (2^26: up to 4,096 frames at the quick profile's 128 px, 256
         at 512 px); larger splits compute it each time. Equal, element for element, to computing it
@@ -270,6 +272,7 @@ class Stage:
         if k in self._box_pixels:
             idx = self._box_pixels[k]
             return pix if idx is None else pix[idx]
+        c2w = self.model.scene_pose(self.train.poses[k].to(self.device))
         o, d = get_rays(c2w, self.data.focal, self.data.cx, self.data.cy, pix)
         hit = aabb_near_far(o, d, self.model.bound)[2]
         every = bool(hit.all()) or not bool(hit.any())
@@ -333,7 +336,7 @@ class Stage:
             rr, cc = torch.meshgrid(torch.arange(top, top + P), torch.arange(left, left + P), indexing="ij")
             pix = torch.stack([rr, cc], -1).reshape(-1, 2).to(self.device)
         else:
-            cand = self.head_box_pixels(k, c2w)
+            cand = self.head_box_pixels(k)
             # 3/4 of the rays inside the parsed head's bounding box (10% margin), the rest over the
             # whole head box (they teach transparency around the head); of the former, the share
             # mouth_rays of all rays inside the mouth box (cause 19 of docs/quality.md)
