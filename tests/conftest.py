@@ -75,9 +75,12 @@ def deep_update(base: dict, upd: dict) -> dict:
 
 def make_workdir(path: Path, overrides: dict | None = None, identities: list[tuple[str, str]] | None = None) -> Path:
     """Create a snakemake working folder: ``config.yaml`` (project config + overrides) and an
-    identities table (default: the sample identity). Returns ``path``."""
+    identities table (default: the sample identity). The project's ``train.overrides`` (the
+    default job's budget on the sample) are left out: a test's profile trains as it is unless
+    ``overrides`` sets ``train.overrides`` itself. Returns ``path``."""
     path.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    cfg["train"]["overrides"] = {}
     cfg = deep_update(cfg, overrides or {})
     rows = identities or [("German", str(SAMPLE_VIDEO))]
     (path / "identities.tsv").write_text("id\tvideo\n" + "".join(f"{i}\t{v}\n" for i, v in rows))

@@ -75,6 +75,38 @@ def test_a_method_sets_values_in_one_profile_only():
         resolve_config("er_nerf_typo", {})
 
 
+def test_default_job_head_steps_named_in_the_training_column(tmp_path):
+    """The default job trains the sample with ``train.overrides: {head_steps: 2100}`` (config.yaml),
+    half the ``quick`` profile's 4200: its tables' Training cell says so, from the steps the model
+    folder's manifest records; a model trained with the profile's own steps adds nothing, and test
+    work folders (:func:`make_workdir`) train their profile as it is."""
+    import yaml
+
+    from pipeline.common.config import PROJECT_ROOT
+    from pipeline.metrics import HEAD_UP_HEAD
+    from pipeline.metrics.compute import training_setup
+    from pipeline.train.profiles import stage_train_cfg
+
+    project = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())["train"]
+    assert project["profile"] == "quick" and project["overrides"] == {"head_steps": 2100}
+    assert resolve_config("er_nerf", stage_train_cfg(project, "head")).head_steps == 2100
+    assert PROFILES["quick"]["head_steps"] == 4200
+    wd = yaml.safe_load((make_workdir(tmp_path / "wd") / "config.yaml").read_text())
+    assert wd["train"]["overrides"] == {}
+    for name, steps in (("default", {"head": 2100, "lips": 40, "torso": 1500}),
+                        ("profile", {"head": 4200, "lips": 40, "torso": 1500}),
+                        ("short", {"head": 4200, "lips": 40, "torso": 700})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_manifest.json").write_text(json.dumps(
+            {"method": "rad_nerf", "profile": "quick", "steps": steps,
+             "config": {"profile": "quick", "head_up": True, "frames_per_step": 1, "mouth_rays": 0.0}}))
+    assert training_setup(tmp_path / "default") == f"quick, head steps 2100 (quick: 4200), {HEAD_UP_HEAD}"
+    assert training_setup(tmp_path / "profile") == f"quick, {HEAD_UP_HEAD}"
+    assert training_setup(tmp_path / "short") == f"quick, torso steps 700 (quick: 1500), {HEAD_UP_HEAD}"
+    tab = table_with_training(training_setup(tmp_path / "default"), "rad_nerf")
+    assert tab.rows[0]["cells"][2].startswith("quick, head steps 2100 (quick: 4200), ")
+
+
 def test_tables_say_when_the_head_rays_were_not_the_papers(tmp_path):
     """The Training column names a head stage that sampled its rays over several frames or on the
     mouth (er_nerf's ``quick``), with a footnote; the anchors' sampling adds nothing."""

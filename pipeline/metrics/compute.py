@@ -96,9 +96,38 @@ def training_seconds(model_dir: Path | None) -> MetricValue:
     return MetricValue.na(f"{path} has no seconds.total")
 
 
+def profile_step_departures(manifest: dict) -> list[str]:
+    """The training stages whose step count departs from the profile's, as the tables' ``Training``
+    column names them: ``head steps 2100 (quick: 4200)`` for a model of the ``quick`` profile whose
+    head stage trained 2100 steps (``train.overrides: {head_steps: 2100}``, as the default job).
+
+    Args:
+        manifest: a model folder's ``train_manifest.json`` (``method``, ``profile``, ``steps``
+            {stage: steps run}, written by :func:`pipeline.train.trainer.train_stage`).
+
+    Returns:
+        One text per departing stage, in stage order (head, lips, torso); empty when the manifest
+        lacks the method, profile or steps (external and older models) or names a method or
+        profile that is not registered here.
+    """
+    from pipeline.train.profiles import resolve_config
+
+    steps, method, profile = manifest.get("steps"), manifest.get("method"), manifest.get("profile")
+    if not isinstance(steps, dict) or not method or not profile:
+        return []
+    try:
+        cfg = resolve_config(str(method), {"profile": str(profile)})
+    except InputError:
+        return []
+    return [f"{stage} steps {int(steps[stage])} ({profile}: {getattr(cfg, stage + '_steps')})"
+            for stage in ("head", "lips", "torso")
+            if isinstance(steps.get(stage), (int, float)) and int(steps[stage]) != getattr(cfg, stage + "_steps")]
+
+
 def training_setup(model_dir: Path | None) -> str | None:
     """How the rendered model was trained, for the tables' ``Training`` column: the profile
-    (``quick`` / ``paper`` / ``smoke``) and, when the torso also saw the body pose (config
+    (``quick`` / ``paper`` / ``smoke``), the stages whose step count departs from the profile's
+    (:func:`profile_step_departures`, e.g. the default job's ``head steps 2100 (quick: 4200)``) and, when the torso also saw the body pose (config
     ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`, and when it also
     saw the body flow (config ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head
     also saw the camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the
@@ -118,6 +147,7 @@ def training_setup(model_dir: Path | None) -> str | None:
     m = read_json(Path(model_dir) / "train_manifest.json")
     cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
     parts = [str(m.get("profile") or cfg.get("profile") or "?")]
+    parts += profile_step_departures(m)
     if cfg.get("head_up"):
         parts.append(HEAD_UP_HEAD)
     if int(cfg.get("frames_per_step") or 1) > 1 or float(cfg.get("mouth_rays") or 0) > 0:
