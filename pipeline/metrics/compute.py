@@ -127,14 +127,14 @@ def profile_step_departures(manifest: dict) -> list[str]:
 def training_setup(model_dir: Path | None) -> str | None:
     """How the rendered model was trained, for the tables' ``Training`` column: the profile
     (``quick`` / ``paper`` / ``smoke``), the stages whose step count departs from the profile's
-    (:func:`profile_step_departures`, e.g. the default job's ``head steps 2100 (quick: 4200)``) and, when the torso also saw the body pose (config
-    ``torso_body_pose``, not part of RAD-NeRF / ER-NeRF), :data:`BODY_POSE_TORSO`, and when it also
-    saw the body flow (config ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head
-    also saw the camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the
-    head stage drew a step's rays from several frames or put a share on the mouth (config
-    ``frames_per_step`` > 1 or ``mouth_rays`` > 0; the papers take one frame a step),
-    :data:`HEAD_RAYS_HEAD`, and when the
-    torso drew the body in its frame (config ``torso_body_frame``, on for this identity: the
+    (:func:`profile_step_departures`, e.g. the default job's ``head steps 2100 (quick: 4200)``)
+    and, when the torso also saw the body pose (config ``torso_body_pose``, not part of RAD-NeRF /
+    ER-NeRF), :data:`BODY_POSE_TORSO`, and when it also saw the body flow (config
+    ``torso_body_flow``, likewise), :data:`BODY_FLOW_TORSO`, and when the head also saw the
+    camera's up axis (config ``head_up``, likewise), :data:`HEAD_UP_HEAD`, and when the head stage
+    drew a step's rays from several frames or put a share on the mouth (config ``frames_per_step``
+    > 1 or ``mouth_rays`` > 0; the papers take one frame a step), :data:`HEAD_RAYS_HEAD`, and when
+    the torso drew the body in its frame (config ``torso_body_frame``, on for this identity: the
     manifest's ``body_frame``), :data:`BODY_FRAME_TORSO`, and when the torso also read the mean of
     the nearest training bodies (config ``torso_body_pose`` and ``torso_retrieval`` > 0),
     :data:`RETRIEVAL_TORSO`; from the model

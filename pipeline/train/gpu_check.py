@@ -22,10 +22,10 @@ which reaches no package registry) then
    CUDA synchronised) from the model of step 2, in float32 and under float16 autocast (with the
    largest pixel difference between the two): frames per second and peak memory;
 4. trains the ``quick`` profile's three stages (head, lips, torso; seed 0; the default job's
-   training with the profile's 4200 head steps, not its 2100), on CUDA and compares the validation PSNR with the CPU runs of ``--quick-seeds`` seeds
-   that ``prepare`` recorded in ``cpu_quick.json`` (every condition, the torso's retrieval bank
-   and the weight average go through the CUDA path here, where steps 1-3 run the head stage
-   only). CUDA draws other random numbers than the CPU (ray batches, sample jitter), so a CUDA
+   training, but with the profile's 4200 head steps where the default job sets 2100) on CUDA and
+   compares the validation PSNR with the CPU runs of ``--quick-seeds`` seeds that ``prepare``
+   recorded in ``cpu_quick.json`` (every condition, the torso's retrieval bank and the weight
+   average go through the CUDA path here, where steps 1-3 run the head stage only). CUDA draws other random numbers than the CPU (ray batches, sample jitter), so a CUDA
    run is one more seed: it agrees when it lies within :func:`quick_agreement`'s band around the
    CPU seeds' mean.
 

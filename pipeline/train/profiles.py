@@ -8,9 +8,9 @@
   steps (2100 until rows ``head4200*`` of docs/quality.md measured +0.17 / +0.07 dB mean over the
   eight real clips, ``rad_nerf`` / ``er_nerf``, every clip but the sample at least as good): the
   heads of moving speakers still gain from steps. The default job trains the sample with 2100
-  (config.yaml ``train.overrides``): the sample gains nothing from the other 2100, which would take
-  its 20 minutes on the slower 2-core machines (README). Validation renders every frame of ``transforms_val.json`` (``val_frames``
-  0, as the anchors' test): 6 frames spread over it measured the same ``rad_nerf`` models 0.26 dB
+  (config.yaml ``train.overrides``): the sample gains nothing from the other 2100, which took the
+  job past its 20 minutes on the slower 2-core machines (README). Validation renders every frame
+  of ``transforms_val.json`` (``val_frames`` 0, as the anchors' test): 6 frames spread over it measured the same ``rad_nerf`` models 0.26 dB
   above to 0.13 dB below the whole split (docs/quality.md row ``all_val``; about 0.3 s per frame
   at 128 px). The torso also sees the body pose (``torso_body_pose``, docs/quality.md cause 12)
   and the head the camera's up axis in head coordinates (``head_up``, cause 14); a torso whose
