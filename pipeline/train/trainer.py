@@ -262,12 +262,13 @@ class Stage:
         """[M, 2] long (row, column) of the pixels of train frame ``k`` whose rays from the frame's
         scene pose (:meth:`TalkingHeadModel.scene_pose` of ``SplitData.poses[k]``) hit the head box
         ([-bound, bound]^3), row-major; every pixel when none does. The pose is read here, not
-        passed in, so that a kept set always belongs to its frame's pose; a frame's pose is fixed
-        within a stage, so the set is computed once per frame and
-        kept as int32 flat indices (None: every pixel), when the train split's H x W x frames is at
-        most :attr:`MAX_CACHED_PIXELS` (2^26: up to 4,096 frames at the quick profile's 128 px, 256
-        at 512 px); larger splits compute it each time. Equal, element for element, to computing it
-        each step."""
+        passed in, so that a kept set always belongs to its frame's pose. A frame's pose is fixed
+        within a stage, so the set is computed once per frame and kept as int32 flat indices
+        (None: every pixel) when the train split's H x W x frames is at most
+        :attr:`MAX_CACHED_PIXELS` (2^26: up to 4,096 frames at the quick profile's 128 px, 256 at
+        512 px); larger splits compute it each time. Equal, element for element, to computing it
+        each step (:func:`pipeline.models.volume.aabb_near_far`, the slab test of RAD-NeRF's
+        ``near_far_from_aabb``)."""
         pix = self.all_pixels()
         if k in self._box_pixels:
             idx = self._box_pixels[k]
