@@ -124,6 +124,9 @@ def test_readme_assets_from_a_finished_results_folder(report, tmp_path):
     assert readme_assets.main(["--results", str(report.parent), "--out-dir", str(out), "--max-reported", "2",
                                "--window", "1000,900"]) == 0
     md = (out / "example_table.md").read_text()
+    # the provenance line names the tables file without this machine's absolute path
+    first = md.splitlines()[0]
+    assert f"from {report.parent.name}/tables/tables.json " in first and str(report.parent) not in first
     assert "| other_system |" in md and "| static_frame |" in md
     assert md.count("(reported: AED-NeRF Table 1)") == 2 and "AED-NeRF (reported: AED-NeRF Table 1)" in md  # last two rows
     # only the paper whose rows are kept is named in the notes (ER-NeRF's rows were trimmed away)

@@ -472,6 +472,19 @@ def test_backend_resolution_and_compositing_are_shown_and_bold_ranks_like_with_l
     assert sum(f.startswith("Bold: best among measured rows") for f in short.footnotes) == 1
 
 
+def test_readme_asset_provenance_names_no_machine_path(tmp_path):
+    """example_table.md's first line names the tables file relative to the working folder, or by the
+    results folder's own name when it lies elsewhere (no absolute path of this machine)."""
+    from pipeline.report.readme_assets import provenance_path
+
+    project = tmp_path / "project"
+    (project / "results").mkdir(parents=True)
+    assert provenance_path(project / "results", cwd=project) == "results/tables/tables.json"
+    assert provenance_path(project / "results" / "run2", cwd=project) == "results/run2/tables/tables.json"
+    elsewhere = tmp_path / "scratch" / "results_gpu"
+    assert provenance_path(elsewhere, cwd=project) == "results_gpu/tables/tables.json"
+
+
 def test_report_page_has_the_one_shot_table_and_side_by_side_videos(tmp_path):
     """The one-shot section: the table (an HTML table, text escaped) and one player per side-by-side video,
     copied into the report's media folder with a poster."""
