@@ -61,6 +61,8 @@ def provenance_path(results: Path, cwd: Path | None = None) -> str:
         ``<results>/tables/tables.json`` relative to ``cwd`` when ``results`` lies under it
         (``results/tables/tables.json`` for the default run), else ``<results' name>/tables/tables.json``,
         so a committed README asset never names a home folder or a temporary path.
+
+    Raises nothing: neither folder has to exist (a folder outside ``cwd`` falls back to its name).
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     try:
