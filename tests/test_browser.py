@@ -65,7 +65,7 @@ def report(tmp_path_factory):
     for method in ("static_frame", "other_system"):
         write_metric_json(metrics, method, "German", "self", {"psnr": 20.0 if method == "static_frame" else 24.0,
                                                               "lpips": None},
-                          reasons={"lpips": "LPIPS alexnet weights not found"})
+                          reasons={"lpips": f"alexnet-owt-7be5be79.pth not found in {root.parent}/weights_cache"})
         write_metric_json(metrics, method, "German", "jfk", {"lse_c": None}, reasons={"lse_c": "no SyncNet"})
     df = aggregate.aggregate(sorted(metrics.rglob("*.json")))
     long = root / "tables" / "long.parquet"
@@ -128,6 +128,13 @@ def test_readme_assets_from_a_finished_results_folder(report, tmp_path):
     first = md.splitlines()[0]
     assert f"from {report.parent.name}/tables/tables.json " in first and str(report.parent) not in first
     assert "| other_system |" in md and "| static_frame |" in md
+    # the n/a reason named the weights folder beside the results folder (as weights_cache/ lies beside
+    # results/ in the project) by its absolute path: the README material names it relative to that
+    # project folder; the page copy made for the screenshot is gone, the run's own report unchanged
+    project = report.parent.parent
+    assert "alexnet-owt-7be5be79.pth not found in weights_cache " in md and str(project) not in md
+    assert not list(report.glob(".readme_*"))
+    assert f"not found in {project}/weights_cache" in (report / "index.html").read_text()
     assert md.count("(reported: AED-NeRF Table 1)") == 2 and "AED-NeRF (reported: AED-NeRF Table 1)" in md  # last two rows
     # only the paper whose rows are kept is named in the notes (ER-NeRF's rows were trimmed away)
     assert "reported rows 'AED-NeRF Table 1'" in md and "reported rows 'ER-NeRF Table 1'" not in md
