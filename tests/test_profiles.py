@@ -92,6 +92,16 @@ def test_slurm_profile_dry_run_shows_resource_requests(workdir):
     assert with_cores["crop"][0]["threads"] == 2
 
 
+def test_single_threaded_stages_take_one_core(workdir, tmp_path):
+    # the metrics job and the log-mel audio features run on one thread: with two declared, no other
+    # job could start beside them on a 2-core machine (the default job ran its 9 metrics jobs one
+    # after another); a network audio feature runs through torch on the job's threads and takes 2
+    declared = declared_resources(workdir, "all")
+    assert declared["metrics"]["threads"] == 1 and declared["audio_features"]["threads"] == 1
+    hubert = make_workdir(tmp_path / "hubert", {"preprocess": {"audio": {"features": ["mel", "hubert"]}}})
+    assert declared_resources(hubert)["audio_features"]["threads"] == 2
+
+
 class _Resources(dict):
     """Job resources as the SLURM plugin reads them (``.get`` and attribute access)."""
 

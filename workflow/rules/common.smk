@@ -70,6 +70,14 @@ def audio_features_cfg():
     return shlex.quote(json.dumps(audio_config_for(section, section["features"]), sort_keys=True))
 
 
+def audio_features_threads():
+    """Cores the audio-features job takes: 1 when every configured feature is the built-in log-mel
+    (librosa, one thread: a second core would only keep the other stages of the identity from
+    starting beside it), 2 when a network feature (wav2vec2, hubert, deepspeech) runs through torch,
+    whose thread count follows the job's (``OMP_NUM_THREADS``, which Snakemake sets to it)."""
+    return 1 if set(config["preprocess"]["audio"]["features"]) <= {"mel"} else 2
+
+
 def render_audio_cfg(wildcards):
     """The render job's --audio-cfg: for a cross-driven test, ``preprocess.audio`` with the model
     folder of the feature the models are trained on (``train.audio_feature``), the one extracted

@@ -59,7 +59,10 @@ rule metrics:
         f"{LOGS}/metrics/{{method}}/{{identity}}/{{test}}.log",
     benchmark:
         f"{BENCH}/metrics/{{method}}/{{identity}}/{{test}}.tsv"
-    threads: 2
+    # one core: the per-frame metrics hardly gain from a second thread (33.5 s wall on one, 36.1 on
+    # two, the default job's 105-frame cross-driven render at 128 px; same outputs), and with two
+    # no other job could start beside it on a 2-core machine (docs/performance.md)
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=60,

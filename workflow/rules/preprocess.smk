@@ -359,7 +359,7 @@ rule audio_features:
         f"{LOGS}/audio_features/{{identity}}.log",
     benchmark:
         f"{BENCH}/audio_features/{{identity}}.tsv"
-    threads: 2
+    threads: audio_features_threads()
     resources:
         mem_mb=4000,
         runtime=60,
