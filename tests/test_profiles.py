@@ -22,20 +22,21 @@ TARGET = "results/data/German/manifest.json"
 
 def parse_dry_run(text: str) -> dict[str, list[dict]]:
     """Jobs of a ``snakemake -n`` printout: rule name -> one dict per job with ``threads`` (int,
-    1 when not printed) and every ``resources:`` entry (ints where numeric)."""
+    1 when not printed), ``priority`` (int, 0 when not printed) and every ``resources:`` entry
+    (ints where numeric)."""
     jobs: dict[str, list[dict]] = {}
     current = None
     for line in text.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
         if m:
-            current = {"threads": 1}
+            current = {"threads": 1, "priority": 0}
             jobs.setdefault(m.group(1), []).append(current)
             continue
         if current is None:
             continue
-        m = re.match(r"^    threads: (\d+)$", line)
+        m = re.match(r"^    (threads|priority): (\d+)$", line)
         if m:
-            current["threads"] = int(m.group(1))
+            current[m.group(1)] = int(m.group(2))
         elif line.startswith("    resources: "):
             for item in line[len("    resources: "):].split(", "):
                 key, _, value = item.partition("=")
@@ -92,12 +93,17 @@ def test_slurm_profile_dry_run_shows_resource_requests(workdir):
     assert with_cores["crop"][0]["threads"] == 2
 
 
-def test_single_threaded_stages_take_one_core(workdir, tmp_path):
+def test_default_job_scheduling_threads_and_priorities(workdir, tmp_path):
     # the metrics job and the log-mel audio features run on one thread: with two declared, no other
     # job could start beside them on a 2-core machine (the default job ran its 9 metrics jobs one
     # after another); a network audio feature runs through torch on the job's threads and takes 2
     declared = declared_resources(workdir, "all")
     assert declared["metrics"]["threads"] == 1 and declared["audio_features"]["threads"] == 1
+    # training, then rendering, starts before every other ready job (the longest path); the
+    # baseline's metrics, ready as soon as the dataset is, no longer delay the head stages
+    prio = {rule: d["priority"] for rule, d in declared.items()}
+    assert prio["train_head"] == prio["train_lips"] == prio["train_torso"] == 2 and prio["render"] == 1
+    assert {r for r, p in prio.items() if p} == {"train_head", "train_lips", "train_torso", "render"}
     hubert = make_workdir(tmp_path / "hubert", {"preprocess": {"audio": {"features": ["mel", "hubert"]}}})
     assert declared_resources(hubert)["audio_features"]["threads"] == 2
 

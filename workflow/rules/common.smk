@@ -26,6 +26,14 @@ envvars:
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
+# Scheduling: training, then rendering, is the longest path of every run, so those jobs start first
+# and the metrics, baseline and one-shot jobs fill the cores left over (without it, the default job
+# on 2 cores began its head stages after the baseline's metrics; docs/performance.md). Jobs of the
+# other rules have Snakemake's default priority 0.
+TRAIN_PRIORITY = 2
+RENDER_PRIORITY = 1
+
+
 def _alternation(names):
     return "|".join(re.escape(n) for n in sorted(names)) or "NO_MATCH^"
 

@@ -38,6 +38,7 @@ rule render:
     benchmark:
         f"{BENCH}/render/{{method}}/{{identity}}/{{test}}.tsv"
     threads: 1
+    priority: RENDER_PRIORITY
     resources:
         mem_mb=4000,
         runtime=60,

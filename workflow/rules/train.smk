@@ -41,6 +41,7 @@ rule train_head:
     benchmark:
         f"{BENCH}/train_head/{{method}}/{{identity}}.tsv"
     threads: _TRAIN_THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["head"],
@@ -72,6 +73,7 @@ rule train_lips:
     benchmark:
         f"{BENCH}/train_lips/{{method}}/{{identity}}.tsv"
     threads: _TRAIN_THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["lips"],
@@ -106,6 +108,7 @@ rule train_torso:
     benchmark:
         f"{BENCH}/train_torso/{{method}}/{{identity}}.tsv"
     threads: _TRAIN_THREADS
+    priority: TRAIN_PRIORITY
     resources:
         mem_mb=_TRAIN_MEM,
         runtime=_TRAIN_RUNTIME["torso"],
