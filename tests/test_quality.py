@@ -895,3 +895,41 @@ def test_audio_coordinate_statistics_of_a_rad_nerf_head(dev_dataset, tmp_path):
     er_model, _ = load_checkpoint(tmp_path / "e" / "head.pt")
     with pytest.raises(ValueError, match="ERNeRFField has no audio coordinate"):
         mod.audio_coordinate(er_model, data)
+
+
+def test_pose_coverage_hand_computed_and_on_real_poses(dev_dataset):
+    """scripts/analysis/pose_coverage.py (docs/quality.md, "Validation poses that no training frame
+    covers"): rotations about one axis give their angle differences by hand; a training frame's
+    neighbours in time are left out; random rotations agree with SciPy's relative-rotation angle;
+    on the sample's real tracked poses the summary is SciPy's too."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    from pipeline.common.errors import InputError
+
+    mod = _analysis_module("pose_coverage")
+    rz = Rotation.from_euler("z", [[0.0], [10.0], [20.0]], degrees=True).as_matrix()
+    q = Rotation.from_euler("z", [[14.0], [10.0]], degrees=True).as_matrix()
+    ids = np.array([0, 5, 10])
+    assert mod.nearest_rotation_deg(rz, ids, q, np.array([30, 5]), None) == pytest.approx([4.0, 0.0], abs=1e-6)
+    # frame 5 left out of its own lookup (and 0 and 10 are 5 away: left out with exclude 5)
+    assert mod.nearest_rotation_deg(rz, ids, q, np.array([30, 5]), 1) == pytest.approx([4.0, 10.0], abs=1e-6)
+    assert mod.nearest_rotation_deg(rz, ids, q[1:], np.array([5]), 5)[0] == np.inf
+    rng = np.random.default_rng(0)
+    a, b = Rotation.random(7, random_state=rng), Rotation.random(4, random_state=rng)
+    want = np.array([np.degrees((a.inv() * b[j]).magnitude()).min() for j in range(4)])
+    got = mod.nearest_rotation_deg(a.as_matrix(), np.arange(7), b.as_matrix(), np.arange(100, 104), None)
+    assert got == pytest.approx(want, abs=1e-6)
+
+    cov = mod.coverage(dev_dataset, exclude=2)
+    rt, it = mod.read_split(dev_dataset, "train")
+    rv, _ = mod.read_split(dev_dataset, "val")
+    t, v = Rotation.from_matrix(rt), Rotation.from_matrix(rv)
+    per_train = [min(np.degrees((t[k].inv() * t[m]).magnitude()) for m in range(len(rt)) if abs(it[m] - it[k]) > 2)
+                 for k in range(len(rt))]
+    per_val = [np.degrees((t.inv() * v[j]).magnitude()).min() for j in range(len(rv))]
+    assert cov["train_median"] == pytest.approx(np.median(per_train), abs=1e-6)
+    assert cov["val_max"] == pytest.approx(max(per_val), abs=1e-6) and cov["val_max"] > 0
+    assert cov["train_frames"] == len(rt) and cov["val_frames"] == len(rv) > 0
+    with pytest.raises(InputError, match="transforms_val.json: cannot read"):
+        mod.read_split(dev_dataset.parent, "val")
