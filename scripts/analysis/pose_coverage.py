@@ -24,16 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pipeline.common.errors import InputError  # noqa: E402
-
-
-def nearest_rotation(m: np.ndarray) -> np.ndarray:
-    """[N, 3, 3] matrices -> the nearest rotations in the Frobenius norm (``U V^T`` of their SVD,
-    the last column of ``U`` negated where the determinant would be -1). Raises nothing."""
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt))
-    u = u.copy()
-    u[:, :, 2] *= d[:, None]
-    return u @ vt
+from pipeline.oneshot.face import rotation_deg  # noqa: E402
 
 
 def nearest_rotation_deg(train_rot: np.ndarray, train_ids: np.ndarray, query_rot: np.ndarray,
@@ -47,11 +38,10 @@ def nearest_rotation_deg(train_rot: np.ndarray, train_ids: np.ndarray, query_rot
         query_ids: [M] their frame numbers.
         exclude: training frames with ``|img_id - query img_id| <= exclude`` are left out (a
             training frame's own neighbours in time); None keeps every training frame.
-    Returns: [M] float64 angles in degrees, 0-180: the angle of the relative rotation
-        ``R_a^T R_b``, computed as ``2 arcsin(||R_a - R_b||_F / (2 sqrt 2))``, which is exact for
-        rotations and, unlike ``arccos((trace - 1) / 2)``, well conditioned at the sub-degree
-        angles of a talking head; each matrix is first projected onto the nearest rotation (SVD),
-        as the tracked poses are stored in float32; ``inf`` where every training frame is left out.
+    Returns: [M] float64 angles in degrees, 0-180: the angle of the relative rotation, by the
+        project's :func:`pipeline.oneshot.face.rotation_deg` (each matrix re-orthonormalised by SVD
+        first, as the tracked poses are stored in float32); ``inf`` where every training frame is
+        left out.
     Raises:
         ValueError: shapes that do not match the above.
     """
@@ -60,9 +50,7 @@ def nearest_rotation_deg(train_rot: np.ndarray, train_ids: np.ndarray, query_rot
         raise ValueError("rotations must be [N, 3, 3] arrays")
     if len(train_ids) != len(train_rot) or len(query_ids) != len(query_rot):
         raise ValueError("one frame number per rotation")
-    train_rot, query_rot = nearest_rotation(train_rot), nearest_rotation(query_rot)
-    diff = np.linalg.norm((query_rot[:, None] - train_rot[None]).reshape(len(query_rot), len(train_rot), 9), axis=2)
-    ang = np.degrees(2.0 * np.arcsin(np.clip(diff / (2.0 * np.sqrt(2.0)), 0.0, 1.0)))
+    ang = rotation_deg(query_rot[:, None], train_rot[None])   # [M, N]
     if exclude is not None:
         near = np.abs(np.asarray(query_ids)[:, None] - np.asarray(train_ids)[None, :]) <= exclude
         ang = np.where(near, np.inf, ang)
