@@ -92,6 +92,14 @@ def load_audio_16k_mono(path: str | Path) -> np.ndarray:
     return load_audio(path, AUDIO_SR)
 
 
+def uses_torch(features) -> bool:
+    """Whether computing ``features`` (names as :attr:`AudioConfig.features`) runs a network through
+    torch: any feature but the built-in log-mel (librosa, one thread). ``main`` then sets torch's
+    threads to the job's, and the Snakemake rule gives the job two cores
+    (``audio_features_threads`` in ``workflow/rules/common.smk``). Raises nothing."""
+    return any(f != "mel" for f in features)
+
+
 def n_frames_for(audio_16k: np.ndarray, fps: float = 25) -> int:
     """Number of whole video frames at ``fps`` the audio covers: ``floor(S * fps / 16000)``."""
     return int(math.floor(len(audio_16k) * fps / AUDIO_SR + 1e-6))
@@ -286,7 +294,7 @@ def main(argv=None) -> int:
     else:
         fps = args.fps
         n = n_frames_for(audio, fps)
-    if any(f != "mel" for f in cfg.features):
+    if uses_torch(cfg.features):
         import torch
 
         torch.set_num_threads(max(1, args.threads))

@@ -79,12 +79,13 @@ def audio_features_cfg():
 
 
 def audio_features_threads():
-    """Cores the audio-features job takes: 1 when every configured feature is the built-in log-mel
-    (librosa, one thread: a second core would only keep the other stages of the identity from
-    starting beside it), 2 when a network feature (wav2vec2, hubert) runs through torch, whose
-    thread count follows the job's (``OMP_NUM_THREADS``, which Snakemake sets to it; the same
-    condition as ``pipeline.preprocess.audio_features.main``'s ``torch.set_num_threads``)."""
-    return 1 if set(config["preprocess"]["audio"]["features"]) <= {"mel"} else 2
+    """Cores the audio-features job takes: 2 when a configured feature runs a network through torch
+    (wav2vec2, hubert; ``pipeline.preprocess.audio_features.uses_torch``), whose thread count
+    follows the job's; 1 for the built-in log-mel alone (librosa, one thread: a second core would
+    only keep the other stages of the identity from starting beside it)."""
+    from pipeline.preprocess.audio_features import uses_torch
+
+    return 2 if uses_torch(config["preprocess"]["audio"]["features"]) else 1
 
 
 def render_audio_cfg(wildcards):
