@@ -40,7 +40,7 @@ def page_links(text: str) -> list[str]:
 
 def broken_links(page: Path) -> list[str]:
     """``link (why)`` for each relative link of ``page`` whose file or heading is missing."""
-    bad = []
+    bad, anchors = [], {}  # anchors: each linked page parsed once (docs/quality.md links to itself hundreds of times)
     for link in page_links(page.read_text()):
         if link.startswith(("http://", "https://", "mailto:")):
             continue
@@ -48,8 +48,11 @@ def broken_links(page: Path) -> list[str]:
         target = (page.parent / unquote(path)).resolve() if path else page
         if not target.exists():
             bad.append(f"{link} (no file {target})")
-        elif frag and target.suffix == ".md" and unquote(frag) not in page_anchors(target.read_text()):
-            bad.append(f"{link} (no heading with that anchor in {target.name})")
+        elif frag and target.suffix == ".md":
+            if target not in anchors:
+                anchors[target] = page_anchors(target.read_text())
+            if unquote(frag) not in anchors[target]:
+                bad.append(f"{link} (no heading with that anchor in {target.name})")
     return bad
 
 
