@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,10 +39,6 @@ def _seeded_random_state():
     """Seeds Python's, NumPy's and PyTorch's global generators (0) before every test, so a test's
     random inputs do not depend on which tests its pytest-xdist worker ran before it: a tolerance
     that holds once holds on every run. Tests that need other draws seed their own generators."""
-    import random
-
-    import numpy as np
-
     random.seed(0)
     np.random.seed(0)
     torch = sys.modules.get("torch")
